@@ -1,0 +1,148 @@
+"""A store-node process: one real ``MooncakeDistributedStore`` served over a Unix socket.
+
+Every Mooncake client binds its Transfer Engine ports on all interfaces, so store
+clients cannot live inside pytest when the cluster sits in a private network
+namespace. Each store node (and the pure client the suites use, which mounts no
+memory) is therefore this process, started in the cluster's namespace. Unix
+sockets cross network namespaces, so pytest drives it from the root namespace.
+
+Requests are ``(op, args, kwargs)``; ``op`` is a public store method or one of the
+agent operations in ``OPS``. Replies are ``("ok", value)`` or ``("error", text)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection, Listener
+from typing import Any
+
+READY_BANNER = "pytest-mooncake agent ready"
+AUTHKEY_ENV = "PYTEST_MOONCAKE_AGENT_KEY"
+_FORBIDDEN = {"setup", "setup_dummy", "close", "init_all"}
+
+OPS: dict[str, Callable[..., Any]] = {}
+
+
+def op(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Register an agent operation; it receives the store as its first argument."""
+    OPS[func.__name__] = func
+    return func
+
+
+@op
+def ping(store: Any) -> str:
+    return "pong"
+
+
+@op
+def replica_endpoints(store: Any, key: str) -> list[str]:
+    """Transport endpoint (segment name) of each replica of ``key``."""
+    return [
+        desc.get_memory_descriptor().buffer_descriptor.transport_endpoint
+        for desc in store.get_replica_desc(key)
+        if desc.is_memory_replica()
+    ]
+
+
+def replicate_config(spec: dict[str, Any]) -> Any:
+    """A ``ReplicateConfig`` from a plain dict (which crosses the socket)."""
+    from mooncake.store import ReplicateConfig, SoftPinAction
+
+    config = ReplicateConfig()
+    for key, value in spec.items():
+        if key == "soft_pin_action":
+            value = getattr(SoftPinAction, str(value).upper())
+        setattr(config, key, value)
+    return config
+
+
+def _dispatch(store: Any, request: tuple[str, tuple[Any, ...], dict[str, Any]]) -> tuple[str, Any]:
+    name, args, kwargs = request
+    if isinstance(kwargs.get("config"), dict):
+        kwargs = {**kwargs, "config": replicate_config(kwargs["config"])}
+    if name in OPS:
+        return "ok", OPS[name](store, *args, **kwargs)
+    if name.startswith("_") or name in _FORBIDDEN or not hasattr(store, name):
+        return "error", f"unknown operation {name!r}"
+    return "ok", getattr(store, name)(*args, **kwargs)
+
+
+def _serve(conn: Connection, store: Any) -> None:
+    with conn:
+        while True:
+            try:
+                request = conn.recv()
+            except (EOFError, OSError):
+                return
+            try:
+                reply = _dispatch(store, request)
+            except Exception as exc:  # every failure goes back to the caller, with its type
+                reply = ("error", f"{type(exc).__name__}: {exc}")
+            try:
+                conn.send(reply)
+            except Exception as exc:
+                conn.send(("error", f"reply of {request[0]!r} cannot be sent: {exc}"))
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m pytest_mooncake.agent")
+    parser.add_argument("--socket", required=True)
+    parser.add_argument("--local-hostname", required=True)
+    parser.add_argument("--metadata-server", required=True)
+    parser.add_argument("--master", required=True)
+    parser.add_argument("--segment-size", type=int, required=True)
+    parser.add_argument("--buffer-size", type=int, required=True)
+    parser.add_argument("--protocol", default="tcp")
+    parser.add_argument("--rdma-devices", default="")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    from mooncake.store import MooncakeDistributedStore
+
+    store = MooncakeDistributedStore()
+    started = time.monotonic()
+    code = store.setup(
+        args.local_hostname,
+        args.metadata_server,
+        args.segment_size,
+        args.buffer_size,
+        args.protocol,
+        args.rdma_devices,
+        args.master,
+    )
+    if code != 0:
+        print(f"store.setup() returned {code}; master {args.master}, metadata {args.metadata_server}", flush=True)
+        return 3
+
+    def shut_down(signum: int, frame: object) -> None:
+        # Unmount cleanly so the master drops this segment now, not after client_ttl.
+        store.close()
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, shut_down)
+    authkey = bytes.fromhex(os.environ.pop(AUTHKEY_ENV))
+    listener = Listener(args.socket, family="AF_UNIX", authkey=authkey)
+    print(
+        f"{READY_BANNER} segment={store.get_hostname()} "
+        f"setup_s={time.monotonic() - started:.3f} pid={os.getpid()}",
+        flush=True,
+    )
+    while True:
+        try:
+            conn = listener.accept()
+        except Exception as exc:  # a client that fails authentication must not stop the node
+            print(f"rejected a connection: {exc}", flush=True)
+            continue
+        threading.Thread(target=_serve, args=(conn, store), daemon=True).start()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

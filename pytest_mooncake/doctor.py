@@ -1,0 +1,98 @@
+"""Preflight checks: one line per check, with the fix when it fails."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from .binaries import find_binary
+from .cluster import attach_probes
+from .errors import BinaryNotFound, NamespaceUnavailable
+from .markers import rdma_devices
+from .netns import NetworkNamespace
+from .options import MooncakeConfig
+from .probes import HTTPProbe
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+    def line(self) -> str:
+        mark = "ok  " if self.ok else "FAIL"
+        text = f"[{mark}] {self.name}: {self.detail}"
+        return text if self.ok or not self.fix else f"{text}\n       fix: {self.fix}"
+
+
+def _binary(name: str, config: MooncakeConfig, option: str) -> Iterator[Check]:
+    explicit = config.master_bin if name == "mooncake_master" else config.bench_bin
+    try:
+        path = find_binary(name, explicit, option)
+    except BinaryNotFound:
+        yield Check(name, False, "not found", f"pip install 'pytest-mooncake[mooncake]', or give {option}")
+        return
+    ldd = subprocess.run(["ldd", str(path)], capture_output=True, text=True, timeout=30, check=False)
+    missing = [line.split()[0] for line in ldd.stdout.splitlines() if "not found" in line]
+    if missing:
+        yield Check(name, False, f"{path} lacks {', '.join(missing)}", "apt-get install -y libibverbs1 libnuma1 libcurl4")
+    else:
+        yield Check(name, True, str(path))
+
+
+def _spawn_checks(config: MooncakeConfig) -> Iterator[Check]:
+    yield from _binary("mooncake_master", config, "--mooncake-master-bin")
+    yield from _binary("transfer_engine_bench", config, "--mooncake-bench-bin")
+    store = importlib.util.find_spec("mooncake.store") if importlib.util.find_spec("mooncake") else None
+    yield Check(
+        "mooncake.store",
+        store is not None,
+        "importable" if store else "not importable",
+        "pip install 'pytest-mooncake[mooncake]'",
+    )
+    if config.netns == "off":
+        yield Check("network namespace", True, "isolation off (--mooncake-netns=off)")
+        return
+    try:
+        NetworkNamespace.create().delete()
+    except NamespaceUnavailable as exc:
+        yield Check("network namespace", False, str(exc).splitlines()[0], str(exc).splitlines()[-1])
+    else:
+        yield Check("network namespace", True, "can create a private namespace")
+
+
+def _attach_checks(config: MooncakeConfig) -> Iterator[Check]:
+    for what, probe, fix in attach_probes(config):
+        result = probe.check()
+        yield Check(what, result.ok, f"{probe.description}: {result.detail}", fix)
+
+
+def _openai_check(config: MooncakeConfig) -> Iterator[Check]:
+    if config.openai_base_url is None:
+        return
+    headers = (("Authorization", f"Bearer {config.api_key}"),) if config.api_key else ()
+    pattern = rf'"id"\s*:\s*"{config.model}"' if config.model else None
+    result = HTTPProbe(config.openai_base_url + "/models", body_pattern=pattern, headers=headers).check()
+    fix = "check --mooncake-openai-base-url (it ends in /v1), --mooncake-api-key and --mooncake-model"
+    yield Check(f"OpenAI endpoint {config.openai_base_url}", result.ok, f"GET /models: {result.detail}", fix)
+
+
+def _rdma_check(config: MooncakeConfig) -> Iterator[Check]:
+    if config.protocol != "rdma":
+        return
+    found = rdma_devices()
+    wanted = [d for d in config.rdma_devices.split(",") if d]
+    missing = [d for d in wanted if d not in found]
+    ok = bool(found) and not missing
+    detail = f"pyverbs sees {found or 'no device'}" + (f"; missing {missing}" if missing else "")
+    yield Check("RDMA devices", ok, detail, "install rdma-core and pyverbs, check `rdma link`, or use --mooncake-protocol=tcp")
+
+
+def run_checks(config: MooncakeConfig) -> list[Check]:
+    checks = list(_attach_checks(config) if config.attach else _spawn_checks(config))
+    checks += [*_openai_check(config), *_rdma_check(config)]
+    return checks

@@ -1,0 +1,52 @@
+"""Exceptions that say what failed, where we looked and how to fix it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+
+class MooncakeError(Exception):
+    """Base class of every error pytest-mooncake raises on purpose."""
+
+
+def _bullets(lines: Iterable[str]) -> str:
+    return "\n".join(f"  - {line}" for line in lines)
+
+
+class BinaryNotFound(MooncakeError):
+    """A Mooncake executable (mooncake_master, transfer_engine_bench) is missing."""
+
+    def __init__(self, name: str, checked: Iterable[str], option: str) -> None:
+        super().__init__(
+            f"Could not find {name}.\nChecked:\n{_bullets(checked)}\n"
+            "To fix this, either:\n"
+            "  - install the Mooncake wheel: pip install 'pytest-mooncake[mooncake]' "
+            "(CPU) or mooncake-transfer-engine / mooncake-transfer-engine-cuda13 (GPU hosts),\n"
+            f"  - point the plugin at the binary with {option},\n"
+            "  - or attach to a running cluster with --mooncake-master=HOST:PORT."
+        )
+
+
+class ServiceStartError(MooncakeError):
+    """A spawned service exited early or never became ready."""
+
+    def __init__(self, service: str, reason: str, log_path: Path | None, log_tail: str) -> None:
+        where = f"Log: {log_path}\n" if log_path else ""
+        tail = f"Last log lines:\n{log_tail}" if log_tail else "The log is empty."
+        super().__init__(f"{service} {reason}.\n{where}{tail}")
+
+
+class EndpointUnreachable(MooncakeError):
+    """An attached service did not answer its readiness probe."""
+
+    def __init__(self, what: str, probe: str, detail: str, fix: str) -> None:
+        super().__init__(f"{what} is not reachable: {probe} failed ({detail}).\nFix: {fix}")
+
+
+class NamespaceUnavailable(MooncakeError):
+    """A private network namespace could not be created."""
+
+
+class StoreAgentError(MooncakeError):
+    """A store-node agent process failed to answer a request."""

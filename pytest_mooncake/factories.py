@@ -1,0 +1,142 @@
+"""Fixture factories: start/attach pairs that return one handle type.
+
+A user's conftest declares extra clusters the way pytest-postgresql does::
+
+    from pytest_mooncake import factories
+
+    small_master = factories.mooncake_master_proc(lease_ttl="500ms")
+    small_nodes = factories.mooncake_store_nodes("small_master", count=3, segment_size="16MiB")
+    small_store = factories.mooncake_store("small_master", "small_nodes")
+
+Keyword arguments are settings (see README) and win over every other source.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from typing import Any
+
+import pytest
+
+from .cluster import MasterHandle, StoreNode, attached_master, spawned_master, store_node
+from .metrics import MasterMetrics
+from .session import get_config, state
+from .store_client import StoreClient
+
+FixtureFunction = Callable[..., Any]
+
+
+def _master_fixture(mode: str, overrides: dict[str, Any]) -> FixtureFunction:
+    @pytest.fixture(scope="session")
+    def master_fixture(
+        request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    ) -> Iterator[MasterHandle]:
+        config = get_config(request.config).with_overrides(**overrides)
+        attach = config.attach if mode == "auto" else mode == "attach"
+        if attach:
+            if config.master is None:
+                raise pytest.UsageError(
+                    f"{request.fixturename} attaches to an existing master, but none is configured. "
+                    "Fix: pass --mooncake-master=HOST:PORT (or use mooncake_master_proc to spawn one)."
+                )
+            with attached_master(config) as master:
+                yield master
+            return
+        workdir = tmp_path_factory.mktemp(request.fixturename)
+        with spawned_master(config, workdir, state(request.config).janitor) as master:
+            yield master
+
+    return master_fixture
+
+
+def mooncake_master_proc(**overrides: Any) -> FixtureFunction:
+    """A session fixture that always spawns a master in a private network namespace."""
+    return _master_fixture("spawn", overrides)
+
+
+def mooncake_master_noproc(**overrides: Any) -> FixtureFunction:
+    """A session fixture that attaches to the configured master (``--mooncake-master``)."""
+    return _master_fixture("attach", overrides)
+
+
+def mooncake_master(**overrides: Any) -> FixtureFunction:
+    """Attach when a master is configured, spawn otherwise."""
+    return _master_fixture("auto", overrides)
+
+
+def mooncake_store_nodes(
+    master_fixture: str = "mooncake_master", *, count: int | None = None, **overrides: Any
+) -> FixtureFunction:
+    """Store-node processes that each mount ``segment_size`` bytes into the master's pool."""
+
+    @pytest.fixture(scope="session")
+    def nodes_fixture(
+        request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    ) -> Iterator[list[StoreNode]]:
+        master: MasterHandle = request.getfixturevalue(master_fixture)
+        config = get_config(request.config).with_overrides(store_nodes=count, **overrides)
+        session = state(request.config)
+        workdir = tmp_path_factory.mktemp(request.fixturename)
+        with ExitStack() as stack:
+            nodes = [
+                stack.enter_context(
+                    store_node(
+                        master,
+                        config,
+                        f"{request.fixturename}-{index}",
+                        segment_size=config.segment_size,
+                        workdir=workdir,
+                        socket_dir=session.socket_dir,
+                        authkey=session.authkey,
+                        janitor=session.janitor,
+                    )
+                )
+                for index in range(config.store_nodes)
+            ]
+            yield nodes
+
+    return nodes_fixture
+
+
+def mooncake_store(
+    master_fixture: str = "mooncake_master",
+    nodes_fixture: str = "mooncake_store_nodes",
+    **overrides: Any,
+) -> FixtureFunction:
+    """A connected store client in its own process, mounting no memory of its own.
+
+    It owns no segment, so killing a store node never takes the suites' client down.
+    """
+
+    @pytest.fixture(scope="session")
+    def store_fixture(
+        request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    ) -> Iterator[StoreClient]:
+        master: MasterHandle = request.getfixturevalue(master_fixture)
+        request.getfixturevalue(nodes_fixture)
+        config = get_config(request.config).with_overrides(**overrides)
+        session = state(request.config)
+        with store_node(
+            master,
+            config,
+            request.fixturename,
+            segment_size=0,
+            workdir=tmp_path_factory.mktemp(request.fixturename),
+            socket_dir=session.socket_dir,
+            authkey=session.authkey,
+            janitor=session.janitor,
+        ) as client_node:
+            yield client_node.client
+
+    return store_fixture
+
+
+def mooncake_metrics(master_fixture: str = "mooncake_master") -> FixtureFunction:
+    """Per test: the master's metrics, with ``delta()`` since the test began."""
+
+    @pytest.fixture
+    def metrics_fixture(request: pytest.FixtureRequest) -> MasterMetrics:
+        return MasterMetrics(request.getfixturevalue(master_fixture))
+
+    return metrics_fixture

@@ -1,0 +1,64 @@
+"""The master's Prometheus endpoint, read with prometheus_client's parser.
+
+Counters on the master are cumulative for its lifetime, so a test reads
+*deltas* between two snapshots, never raw values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from .cluster import MasterHandle
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Sample name -> value, labels summed (``segment_allocated_bytes`` over segments)."""
+
+    values: Mapping[str, float]
+
+    def __getitem__(self, name: str) -> float:
+        if name not in self.values:
+            raise KeyError(
+                f"metric {name!r} is not exposed by this master; "
+                f"it exposes {len(self.values)} samples, e.g. {sorted(self.values)[:5]}"
+            )
+        return self.values[name]
+
+    def get(self, name: str, default: float = 0.0) -> float:
+        return self.values.get(name, default)
+
+    def delta(self, before: Snapshot) -> dict[str, float]:
+        """After minus before for every sample present in both."""
+        return {name: value - before.values[name] for name, value in self.values.items() if name in before.values}
+
+
+def parse_metrics(text: str) -> Snapshot:
+    values: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            values[sample.name] = values.get(sample.name, 0.0) + float(sample.value)
+    return Snapshot(values)
+
+
+class MasterMetrics:
+    """Reads a master's ``/metrics``; ``baseline`` is the snapshot at fixture setup."""
+
+    def __init__(self, master: MasterHandle) -> None:
+        self.master = master
+        self.baseline = self.snapshot()
+
+    def snapshot(self) -> Snapshot:
+        response = self.master.admin("/metrics")
+        if response.status != 200:
+            raise RuntimeError(
+                f"{self.master.metrics_url}/metrics answered HTTP {response.status}: {response.body[:200]}"
+            )
+        return parse_metrics(response.body)
+
+    def delta(self, before: Snapshot | None = None) -> dict[str, float]:
+        """Change of every sample since ``before`` (default: since the test started)."""
+        return self.snapshot().delta(before or self.baseline)

@@ -1,0 +1,255 @@
+"""Every setting, declared once, read once into a frozen, typed config.
+
+Each row of ``SETTINGS`` yields a CLI option ``--mooncake-<name>``, an ini key
+``mooncake_<name>`` and an environment variable ``MOONCAKE_<NAME>``; the guides'
+YAML keys map onto the same rows (see ``yamlconfig``). Precedence:
+fixture-factory argument > CLI > environment > ini > YAML file > default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import pytest
+
+from . import parsing as p
+from .parsing import Endpoint
+
+GROUP = "mooncake"
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    help: str
+    parse: Callable[[object], Any]
+    default: Any = None
+    metavar: str = "VALUE"
+    secret: bool = False
+
+    @property
+    def flag(self) -> str:
+        return "--mooncake-" + self.name.replace("_", "-")
+
+    @property
+    def ini(self) -> str:
+        return "mooncake_" + self.name
+
+    @property
+    def env(self) -> str:
+        return "MOONCAKE_" + self.name.upper()
+
+
+def _path(value: object) -> Path:
+    return Path(str(value)).expanduser()
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("config", "YAML test config (the guides' test_config.yaml format)", _path, None, "FILE"),
+    Setting("master", "Attach to the Mooncake master at HOST:PORT; spawn a local cluster when unset", p.parse_endpoint, None, "HOST:PORT"),
+    Setting("metadata_url", "Transfer Engine metadata server of an attached cluster (default http://MASTER_HOST:8080/metadata)", p.parse_metadata_url, None, "URL"),
+    Setting("metrics_url", "Admin/metrics HTTP base URL of an attached master (default http://MASTER_HOST:9003)", p.parse_url, None, "URL"),
+    Setting("protocol", "Transfer protocol of the store clients: tcp or rdma", p.choice("tcp", "rdma"), "tcp", "tcp|rdma"),
+    Setting("rdma_devices", "RDMA devices for the store clients, e.g. mlx5_0,mlx5_1 (empty: auto)", p.parse_text, "", "DEVICES"),
+    Setting("local_hostname", "Address our store clients advertise to an attached cluster (default: the interface routing to the master)", p.parse_text, None, "HOST"),
+    Setting("store_nodes", "Store-node processes to spawn (default 2 when spawning a cluster, 0 when attached)", p.parse_int, None, "N"),
+    Setting("segment_size", "Memory each spawned store node contributes to the pool (binary units)", p.parse_size, 64 * 2**20, "SIZE"),
+    Setting("local_buffer_size", "Local transfer buffer of each store client; caps the object size of put/get", p.parse_size, 32 * 2**20, "SIZE"),
+    Setting("lease_ttl", "Object lease after a read: passed to a spawned master, assumed for an attached one (default 1s spawned, 10s attached)", p.parse_positive_duration, None, "DURATION"),
+    Setting("client_ttl", "Seconds until the master expires a silent client: passed to a spawned master, assumed for an attached one (default 5s spawned, 10s attached)", p.parse_positive_duration, None, "DURATION"),
+    Setting("netns", "Isolate spawned Mooncake processes in a private network namespace: auto, on, off", p.choice("auto", "on", "off"), "auto", "auto|on|off"),
+    Setting("master_bin", "Path of the mooncake_master binary to spawn (default: the one in the Mooncake wheel)", _path, None, "PATH"),
+    Setting("bench_bin", "Path of the transfer_engine_bench binary (default: the one in the Mooncake wheel)", _path, None, "PATH"),
+    Setting("openai_base_url", "OpenAI-compatible endpoint to test, e.g. http://10.0.0.5:8000/v1 (default: spawn vLLM when installed)", p.parse_url, None, "URL"),
+    Setting("api_key", "API key for the OpenAI-compatible endpoint", p.parse_text, None, "KEY", secret=True),
+    Setting("model", "Model name served by the endpoint (default: the first of /v1/models)", p.parse_text, None, "NAME"),
+    Setting("max_tokens", "Completion tokens per request", p.parse_positive_int, 64, "N"),
+    Setting("temperature", "Sampling temperature (0 makes cache-hit output comparable to cold output)", p.parse_float, 0.0, "T"),
+    Setting("rounds", "Measurement rounds per scenario (round 1 cold, later rounds cache hits)", p.parse_positive_int, 2, "N"),
+    Setting("requests_per_scenario", "Requests sent per scenario and round", p.parse_positive_int, 10, "N"),
+    Setting("concurrency", "Requests in flight at once (none: no limit)", p.parse_optional_positive_int, None, "N"),
+    Setting("scenarios", "Comma-separated scenarios to run (default: all collected)", p.parse_names, (), "NAMES"),
+    Setting("startup_timeout", "Seconds a spawned service may take to become ready", p.parse_positive_duration, 60.0, "SECONDS"),
+    Setting("request_timeout", "Seconds one request or store operation may take", p.parse_positive_duration, 300.0, "SECONDS"),
+    Setting("results_dir", "Directory for result JSON, reports and service logs", _path, Path(".mooncake-results"), "DIR"),
+)
+SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+
+@dataclass(frozen=True)
+class MooncakeConfig:
+    """The effective settings of a session (or of one factory, after overrides)."""
+
+    config: Path | None
+    master: Endpoint | None
+    metadata_url: str | None
+    metrics_url: str | None
+    protocol: str
+    rdma_devices: str
+    local_hostname: str | None
+    store_nodes: int
+    segment_size: int
+    local_buffer_size: int
+    lease_ttl: float
+    client_ttl: float
+    netns: str
+    master_bin: Path | None
+    bench_bin: Path | None
+    openai_base_url: str | None
+    api_key: str | None
+    model: str | None
+    max_tokens: int
+    temperature: float
+    rounds: int
+    requests_per_scenario: int
+    concurrency: int | None
+    scenarios: tuple[str, ...]
+    startup_timeout: float
+    request_timeout: float
+    results_dir: Path
+    # From the guides' YAML only: scenario definitions and the machine list.
+    scenario_definitions: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    machines: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    sources: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def attach(self) -> bool:
+        return self.master is not None
+
+    def with_overrides(self, **overrides: object) -> MooncakeConfig:
+        """Apply fixture-factory arguments, parsed like every other route."""
+        parsed: dict[str, Any] = {}
+        for name, raw in overrides.items():
+            if raw is None:
+                continue
+            setting = SETTINGS_BY_NAME.get(name)
+            if setting is None:
+                raise TypeError(
+                    f"unknown pytest-mooncake setting {name!r}; "
+                    f"valid: {', '.join(sorted(SETTINGS_BY_NAME))}"
+                )
+            parsed[name] = _parse(setting, raw, "a fixture-factory argument")
+        return dataclasses.replace(self, **parsed)
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as JSON-friendly values, secrets replaced."""
+        out: dict[str, Any] = {}
+        for setting in SETTINGS:
+            value = getattr(self, setting.name)
+            if setting.secret and value:
+                value = "***"
+            out[setting.name] = str(value) if isinstance(value, (Path, Endpoint)) else value
+        out["scenarios"] = list(self.scenarios)
+        return out
+
+
+def _parse(setting: Setting, raw: object, source: str) -> Any:
+    try:
+        return setting.parse(raw)
+    except ValueError as exc:
+        raise pytest.UsageError(
+            f"{setting.ini} = {raw!r} (from {source}): {exc}.\n"
+            f"Set it with {setting.flag}, the ini key {setting.ini}, "
+            f"or the environment variable {setting.env}."
+        ) from None
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup(GROUP, "Mooncake services and KV-cache acceptance suites")
+    for setting in SETTINGS:
+        group.addoption(setting.flag, dest=setting.ini, default=None, metavar=setting.metavar, help=setting.help)
+        parser.addini(setting.ini, help=setting.help, default=None)
+    group.addoption(
+        "--mooncake-doctor",
+        action="store_true",
+        default=False,
+        help="Check every configured endpoint (one line each, with the fix) and exit",
+    )
+
+
+def _raw_values(config: pytest.Config) -> dict[str, tuple[object, str]]:
+    """The winning raw value and its source for every setting that is set anywhere."""
+    from .yamlconfig import load_yaml_settings
+
+    found: dict[str, tuple[object, str]] = {}
+    layers: list[Callable[[Setting], tuple[object, str] | None]] = [
+        lambda s: _ini_value(config, s),
+        lambda s: (os.environ[s.env], f"environment {s.env}") if os.environ.get(s.env) else None,
+        lambda s: (value, f"command line {s.flag}")
+        if (value := config.getoption(s.ini)) is not None
+        else None,
+    ]
+    for layer in layers:
+        for setting in SETTINGS:
+            hit = layer(setting)
+            if hit is not None:
+                found[setting.name] = hit
+    if "config" in found:
+        raw, source = found["config"]
+        path = _parse(SETTINGS_BY_NAME["config"], raw, source)
+        yaml_values = load_yaml_settings(path)
+        found = {**yaml_values, **found}
+    return found
+
+
+def _ini_value(config: pytest.Config, setting: Setting) -> tuple[object, str] | None:
+    value = config.getini(setting.ini)
+    if value in (None, "", []):
+        return None
+    return value, f"ini {setting.ini} in {config.inipath}"
+
+
+def load_config(config: pytest.Config) -> MooncakeConfig:
+    """Read, parse and cross-check every setting; raise UsageError on a bad one."""
+    from .yamlconfig import EXTRA_KEYS
+
+    raw = _raw_values(config)
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for setting in SETTINGS:
+        if setting.name in raw:
+            value, source = raw[setting.name]
+            values[setting.name] = _parse(setting, value, source)
+            sources[setting.name] = source
+        else:
+            values[setting.name] = setting.default
+            sources[setting.name] = "default"
+    extras = {key: raw[key][0] for key in EXTRA_KEYS if key in raw}
+    return _finish(values, sources, extras)
+
+
+def _finish(values: dict[str, Any], sources: dict[str, str], extras: dict[str, Any]) -> MooncakeConfig:
+    master: Endpoint | None = values["master"]
+    if master is None:
+        for name in ("metadata_url", "metrics_url", "local_hostname"):
+            if values[name] is not None:
+                raise pytest.UsageError(
+                    f"{SETTINGS_BY_NAME[name].ini} (from {sources[name]}) only applies to an attached "
+                    "cluster. Fix: also give --mooncake-master=HOST:PORT, or drop it to spawn a local cluster."
+                )
+        values["store_nodes"] = 2 if values["store_nodes"] is None else values["store_nodes"]
+        if values["store_nodes"] < 1:
+            raise pytest.UsageError(
+                f"mooncake_store_nodes = {values['store_nodes']} (from {sources['store_nodes']}): "
+                "a spawned cluster needs at least 1 store node to hold data."
+            )
+        values["lease_ttl"] = values["lease_ttl"] or 1.0
+        values["client_ttl"] = values["client_ttl"] or 5.0
+    else:
+        values["metadata_url"] = values["metadata_url"] or f"http://{master.host}:8080/metadata"
+        values["metrics_url"] = values["metrics_url"] or f"http://{master.host}:9003"
+        values["store_nodes"] = values["store_nodes"] or 0
+        values["lease_ttl"] = values["lease_ttl"] or 10.0
+        values["client_ttl"] = values["client_ttl"] or 10.0
+    return MooncakeConfig(
+        **values,
+        scenario_definitions=MappingProxyType(dict(extras.get("scenario_definitions", {}))),
+        machines=MappingProxyType(dict(extras.get("machines", {}))),
+        sources=MappingProxyType(sources),
+    )

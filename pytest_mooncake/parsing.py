@@ -1,0 +1,164 @@
+"""Parsers for every setting value, shared by the CLI, ini, env and YAML routes.
+
+Each parser takes the raw value (a string from the CLI, ini or environment, or a
+typed value from YAML) and returns the typed value, or raises ``ValueError`` with
+the valid forms in its message.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1024,
+    "kb": 1024,
+    "kib": 1024,
+    "m": 1024**2,
+    "mb": 1024**2,
+    "mib": 1024**2,
+    "g": 1024**3,
+    "gb": 1024**3,
+    "gib": 1024**3,
+    "t": 1024**4,
+    "tb": 1024**4,
+    "tib": 1024**4,
+}
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A ``host:port`` pair."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def parse_endpoint(value: object) -> Endpoint:
+    text = str(value).strip()
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("expected HOST:PORT with a port in 1-65535, e.g. 10.0.0.5:50051")
+    return Endpoint(host, int(port))
+
+
+def parse_url(value: object) -> str:
+    text = str(value).strip()
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected an http(s) URL, e.g. http://10.0.0.5:9003")
+    try:
+        parts.port  # noqa: B018 - urlsplit validates the port lazily
+    except ValueError as exc:
+        raise ValueError(f"bad port in URL ({exc}); expected e.g. http://10.0.0.5:9003") from None
+    return text.rstrip("/")
+
+
+def parse_metadata_url(value: object) -> str:
+    """The Transfer Engine metadata server: P2PHANDSHAKE or an http(s) URL."""
+    text = str(value).strip()
+    if text.upper() == "P2PHANDSHAKE":
+        return "P2PHANDSHAKE"
+    try:
+        return parse_url(text)
+    except ValueError:
+        raise ValueError(
+            "expected P2PHANDSHAKE or an http(s) URL, e.g. http://10.0.0.5:8080/metadata"
+        ) from None
+
+
+def parse_size(value: object) -> int:
+    """Bytes, with Mooncake's binary units: 64MiB, 64MB and 64m all mean 64 * 2**20."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    match = _SIZE_RE.match(str(value))
+    unit = match.group(2).lower() if match else None
+    if not match or unit not in _SIZE_UNITS:
+        raise ValueError("expected a byte size such as 67108864, 64MiB, 64MB or 1GiB (binary units)")
+    return int(float(match.group(1)) * _SIZE_UNITS[unit])
+
+
+def parse_duration(value: object) -> float:
+    """Seconds; accepts plain numbers (seconds) or the suffixes ms, s, m, h."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    match = _DURATION_RE.match(str(value))
+    if not match:
+        raise ValueError("expected a duration such as 30, 30s, 500ms or 2m")
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+def parse_positive_duration(value: object) -> float:
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError("expected a duration above zero, such as 30s or 500ms")
+    return seconds
+
+
+def parse_int(value: object, minimum: int = 0) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"expected a whole number >= {minimum}")
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise ValueError(f"expected a whole number >= {minimum}") from None
+    if number < minimum:
+        raise ValueError(f"expected a whole number >= {minimum}")
+    return number
+
+
+def parse_positive_int(value: object) -> int:
+    return parse_int(value, minimum=1)
+
+
+def parse_optional_positive_int(value: object) -> int | None:
+    """``null``/``none``/empty mean "no limit" (the guides' ``concurrency: null``)."""
+    if value is None or str(value).strip().lower() in ("", "none", "null"):
+        return None
+    return parse_positive_int(value)
+
+
+def parse_float(value: object) -> float:
+    if isinstance(value, bool):
+        raise ValueError("expected a number, e.g. 0.0")
+    try:
+        return float(str(value).strip())
+    except ValueError:
+        raise ValueError("expected a number, e.g. 0.0") from None
+
+
+def parse_text(value: object) -> str:
+    return str(value).strip()
+
+
+def parse_names(value: object) -> tuple[str, ...]:
+    """A comma-separated string or a YAML list of names."""
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    names = tuple(str(item).strip() for item in items if str(item).strip())
+    bad = [name for name in names if not re.fullmatch(r"[A-Za-z0-9_.-]+", name)]
+    if bad:
+        raise ValueError(f"expected comma-separated names of letters, digits, _ . - (bad: {bad})")
+    return names
+
+
+def choice(*allowed: str) -> Callable[[object], str]:
+    """A parser that accepts one of ``allowed`` (case-insensitive)."""
+
+    def parse(value: object) -> str:
+        text = str(value).strip().lower()
+        if text not in allowed:
+            raise ValueError(f"expected one of: {', '.join(allowed)}")
+        return text
+
+    return parse

@@ -1,0 +1,133 @@
+"""pytest11 entry point: options, markers, header, preflight and the default fixtures."""
+
+from __future__ import annotations
+
+import signal
+from types import FrameType
+
+import pytest
+
+from . import factories, markers
+from .doctor import run_checks
+from .options import MooncakeConfig, add_options, load_config
+from .session import STATE_KEY, SessionState, get_config, state
+
+_SIGTERM_INSTALLED = pytest.StashKey[bool]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
+def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
+    # SIGTERM would end Python without running finalizers; as KeyboardInterrupt,
+    # pytest tears every fixture down, so spawned services stop with it.
+    raise KeyboardInterrupt("SIGTERM")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    markers.register(config)
+    config.stash[STATE_KEY] = SessionState(load_config(config))
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+        config.stash[_SIGTERM_INSTALLED] = True
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if config.stash.get(_SIGTERM_INSTALLED, False):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if STATE_KEY in config.stash:
+        state(config).close()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    config = session.config
+    doctor = config.getoption("mooncake_doctor")
+    settings = get_config(config)
+    if not (doctor or settings.attach) or config.getoption("collectonly"):
+        return
+    checks = run_checks(settings)
+    failed = [check for check in checks if not check.ok]
+    if doctor:
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        for check in checks:
+            reporter.write_line(check.line())
+        verdict = f"{len(failed)} of {len(checks)} checks failed" if failed else f"all {len(checks)} checks passed"
+        pytest.exit(f"mooncake doctor: {verdict}", returncode=1 if failed else 0)
+    if failed:
+        lines = "\n".join(check.line() for check in failed)
+        pytest.exit(
+            f"the attached cluster failed its preflight:\n{lines}\n"
+            "(run with --mooncake-doctor for every check)",
+            returncode=pytest.ExitCode.USAGE_ERROR,
+        )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    markers.check_perf_markers(items)
+    wanted = get_config(config).scenarios
+    if not wanted:
+        return
+    keep = [item for item in items if not _is_other_scenario(item, wanted)]
+    deselected = [item for item in items if item not in keep]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = keep
+
+
+def _is_other_scenario(item: pytest.Item, wanted: tuple[str, ...]) -> bool:
+    marked = {name for name in markers.SCENARIOS if item.get_closest_marker(name)}
+    return bool(marked) and not marked & set(wanted)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    settings = get_config(item.config)
+    reason = markers.skip_reason(item, settings.protocol, settings.attach)
+    if reason:
+        pytest.skip(reason)
+
+
+def describe(settings: MooncakeConfig) -> str:
+    if settings.attach:
+        where = (
+            f"attach master={settings.master} metadata={settings.metadata_url} "
+            f"metrics={settings.metrics_url}"
+        )
+        nodes = f"extra store_nodes={settings.store_nodes}"
+    else:
+        where = f"spawn (netns={settings.netns})"
+        nodes = f"store_nodes={settings.store_nodes} x {settings.segment_size / 2**20:g} MiB"
+    serving = settings.openai_base_url or "spawn vLLM if installed"
+    return (
+        f"mooncake: {where} | protocol={settings.protocol} | {nodes} | "
+        f"buffer={settings.local_buffer_size / 2**20:g} MiB | openai={serving}"
+    )
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    settings = get_config(config)
+    lines = [describe(settings)]
+    if settings.config:
+        lines.append(f"mooncake config file: {settings.config}")
+    return lines
+
+
+@pytest.fixture(scope="session")
+def mooncake_config(request: pytest.FixtureRequest) -> MooncakeConfig:
+    """The session's effective settings."""
+    return get_config(request.config)
+
+
+@pytest.fixture(scope="session")
+def mooncake_run_id(request: pytest.FixtureRequest) -> str:
+    """A unique prefix for keys and prompts of this run, so runs never see each other's data."""
+    return state(request.config).run_id
+
+
+mooncake_master = factories.mooncake_master()
+mooncake_master_proc = factories.mooncake_master_proc()
+mooncake_master_noproc = factories.mooncake_master_noproc()
+mooncake_store_nodes = factories.mooncake_store_nodes("mooncake_master")
+mooncake_store = factories.mooncake_store("mooncake_master", "mooncake_store_nodes")
+mooncake_metrics = factories.mooncake_metrics("mooncake_master")

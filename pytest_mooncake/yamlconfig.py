@@ -1,0 +1,171 @@
+"""The original guides' test-config YAML, mapped onto our settings.
+
+Accepted keys (guide 001 ``test_config.yaml`` and guide 002
+``test_config_simple.yaml``): ``proxy.url``, ``openai_api.{base_url,api_key,model_name}``,
+``model.{name,max_tokens,temperature}``, ``machines.<name>.ip``,
+``mooncake.{protocol,device_name,global_segment_size,local_buffer_size,master_ip,
+master_port,metadata_port,metrics_port}``, ``test_scenarios`` (a mapping of
+scenario definitions), ``scenarios`` (a list of names) and
+``test.{rounds,requests_per_scenario,concurrency}``. Any setting name
+(``store_nodes: 3``) is accepted at the top level as well.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from .options import SETTINGS_BY_NAME
+
+EXTRA_KEYS = ("scenario_definitions", "machines")
+# The guides' name for a scenario -> our marker name.
+SCENARIO_ALIASES = {"multi_turn_conversation": "multi_turn"}
+
+_SECTION_KEYS: dict[str, dict[str, str]] = {
+    "proxy": {"url": "openai_base_url"},
+    "openai_api": {"base_url": "openai_base_url", "api_key": "api_key", "model_name": "model"},
+    "model": {"name": "model", "max_tokens": "max_tokens", "temperature": "temperature"},
+    "mooncake": {
+        "protocol": "protocol",
+        "device_name": "rdma_devices",
+        "global_segment_size": "segment_size",
+        "local_buffer_size": "local_buffer_size",
+    },
+    "test": {
+        "rounds": "rounds",
+        "requests_per_scenario": "requests_per_scenario",
+        "concurrency": "concurrency",
+    },
+}
+# Handled by _mooncake_endpoints, not by the table.
+_ENDPOINT_KEYS = {"master_ip", "master_port", "metadata_port", "metrics_port"}
+# Later sections win: guide 002 carries both openai_api.model_name and model.name.
+_SECTION_ORDER = ("proxy", "openai_api", "model", "mooncake", "test")
+
+
+class _Reader:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.values: dict[str, tuple[object, str]] = {}
+        self.unknown: list[str] = []
+
+    def fail(self, key: str, problem: str) -> pytest.UsageError:
+        return pytest.UsageError(
+            f"{self.path}: key {key!r} {problem}.\n"
+            "Fix the file; see the configuration table in README.md for the accepted keys."
+        )
+
+    def section(self, document: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+        body = document.get(name)
+        if body is None:
+            return {}
+        if not isinstance(body, Mapping):
+            raise self.fail(name, f"must be a mapping, got {type(body).__name__} {body!r}")
+        return body
+
+    def put(self, setting: str, value: object, key: str) -> None:
+        self.values[setting] = (value, f"YAML {self.path} key {key}")
+
+
+def _read_document(path: Path) -> Mapping[str, Any]:
+    if not path.is_file():
+        raise pytest.UsageError(
+            f"Config file {path} does not exist (cwd {Path.cwd()}).\n"
+            "Fix: pass an existing file to --mooncake-config / mooncake_config / MOONCAKE_CONFIG."
+        )
+    try:
+        document = yaml.safe_load(path.read_text("utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise pytest.UsageError(
+            f"Config file {path} is not valid YAML{where}: {problem}.\n"
+            "Fix the syntax (indentation, quotes, colons) and run again."
+        ) from None
+    if document is None:
+        return {}
+    if not isinstance(document, Mapping):
+        raise pytest.UsageError(
+            f"Config file {path} must hold a mapping at the top level, got {type(document).__name__}."
+        )
+    return document
+
+
+def _mooncake_endpoints(reader: _Reader, section: Mapping[str, Any]) -> None:
+    host = section.get("master_ip")
+    if host is None:
+        stray = sorted(_ENDPOINT_KEYS & set(section) - {"master_ip"})
+        if stray:
+            raise reader.fail(f"mooncake.{stray[0]}", "needs mooncake.master_ip beside it")
+        return
+    port = section.get("master_port", 50051)
+    reader.put("master", f"{host}:{port}", "mooncake.master_ip/master_port")
+    if "metadata_port" in section:
+        reader.put("metadata_url", f"http://{host}:{section['metadata_port']}/metadata", "mooncake.metadata_port")
+    if "metrics_port" in section:
+        reader.put("metrics_url", f"http://{host}:{section['metrics_port']}", "mooncake.metrics_port")
+
+
+def _scenarios(reader: _Reader, document: Mapping[str, Any]) -> None:
+    definitions = reader.section(document, "test_scenarios")
+    if definitions:
+        reader.values["scenario_definitions"] = (
+            {SCENARIO_ALIASES.get(k, k): v for k, v in definitions.items()},
+            "YAML test_scenarios",
+        )
+        reader.put("scenarios", [SCENARIO_ALIASES.get(k, k) for k in definitions], "test_scenarios")
+    names = document.get("scenarios")
+    if names is not None:
+        if not isinstance(names, list):
+            raise reader.fail("scenarios", f"must be a list of scenario names, got {names!r}")
+        reader.put("scenarios", [SCENARIO_ALIASES.get(str(n), str(n)) for n in names], "scenarios")
+
+
+def _machines(reader: _Reader, document: Mapping[str, Any]) -> None:
+    machines: dict[str, str] = {}
+    for name, body in reader.section(document, "machines").items():
+        ip = body.get("ip") if isinstance(body, Mapping) else None
+        if not isinstance(ip, str):
+            raise reader.fail(f"machines.{name}", "must be a mapping with an 'ip' string")
+        machines[str(name)] = ip
+    if machines:
+        reader.values["machines"] = (machines, "YAML machines")
+
+
+def load_yaml_settings(path: Path) -> dict[str, tuple[object, str]]:
+    """Raw values and their sources; parsing happens with every other route."""
+    reader = _Reader(path)
+    document = _read_document(path)
+    for name in _SECTION_ORDER:
+        section = reader.section(document, name)
+        table = _SECTION_KEYS[name]
+        for key, value in section.items():
+            if key in table:
+                reader.put(table[key], value, f"{name}.{key}")
+            elif not (name == "mooncake" and key in _ENDPOINT_KEYS):
+                reader.unknown.append(f"{name}.{key}")
+    _mooncake_endpoints(reader, reader.section(document, "mooncake"))
+    _scenarios(reader, document)
+    _machines(reader, document)
+    handled = set(_SECTION_KEYS) | {"test_scenarios", "scenarios", "machines"}
+    for key, value in document.items():
+        if key in SETTINGS_BY_NAME and key != "config":
+            reader.put(key, value, key)
+        elif key not in handled:
+            reader.unknown.append(str(key))
+    if reader.unknown:
+        import warnings
+
+        warnings.warn(
+            pytest.PytestConfigWarning(
+                f"{path}: ignored unknown keys {', '.join(reader.unknown)} "
+                "(see README.md for the accepted keys)"
+            ),
+            stacklevel=2,
+        )
+    return reader.values
