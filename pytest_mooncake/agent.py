@@ -105,6 +105,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
+    from . import agent_ops  # noqa: F401 - registers the suites' operations
     from mooncake.store import MooncakeDistributedStore
 
     store = MooncakeDistributedStore()

@@ -41,10 +41,21 @@ def _master_fixture(mode: str, overrides: dict[str, Any]) -> FixtureFunction:
                     "Fix: pass --mooncake-master=HOST:PORT (or use mooncake_master_proc to spawn one)."
                 )
             with attached_master(config) as master:
+                state(request.config).results.topology[request.fixturename] = {
+                    "spawned": False,
+                    "master": str(master.endpoint),
+                    "metadata_url": master.metadata_url,
+                    "metrics_url": master.metrics_url,
+                }
                 yield master
             return
         workdir = tmp_path_factory.mktemp(request.fixturename)
         with spawned_master(config, workdir, state(request.config).janitor) as master:
+            state(request.config).results.topology[request.fixturename] = {
+                "spawned": True,
+                "netns": master.netns.name if master.netns else None,
+                "master": str(master.endpoint),
+            }
             yield master
 
     return master_fixture
@@ -94,6 +105,11 @@ def mooncake_store_nodes(
                 )
                 for index in range(config.store_nodes)
             ]
+            session.results.topology[request.fixturename] = {
+                "count": len(nodes),
+                "segment_size": config.segment_size,
+                "local_buffer_size": config.local_buffer_size,
+            }
             yield nodes
 
     return nodes_fixture

@@ -10,6 +10,7 @@ import pytest
 from . import factories, markers
 from .doctor import run_checks
 from .options import MooncakeConfig, add_options, load_config
+from .results import Results
 from .session import STATE_KEY, SessionState, get_config, state
 
 _SIGTERM_INSTALLED = pytest.StashKey[bool]()
@@ -28,7 +29,7 @@ def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     markers.register(config)
-    config.stash[STATE_KEY] = SessionState(load_config(config))
+    config.stash[STATE_KEY] = SessionState(load_config(config), rootdir=config.rootpath)
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
         config.stash[_SIGTERM_INSTALLED] = True
@@ -62,6 +63,18 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             "(run with --mooncake-doctor for every check)",
             returncode=pytest.ExitCode.USAGE_ERROR,
         )
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    path = state(session.config).results.write()
+    if path is not None:
+        state(session.config).results_path = path
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    path = state(config).results_path if STATE_KEY in config.stash else None
+    if path is not None:
+        terminalreporter.write_sep("-", f"mooncake results: {path}")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -123,6 +136,12 @@ def mooncake_config(request: pytest.FixtureRequest) -> MooncakeConfig:
 def mooncake_run_id(request: pytest.FixtureRequest) -> str:
     """A unique prefix for keys and prompts of this run, so runs never see each other's data."""
     return state(request.config).run_id
+
+
+@pytest.fixture(scope="session")
+def mooncake_results(request: pytest.FixtureRequest) -> Results:
+    """Where suites record what they measured; written to the results directory at exit."""
+    return state(request.config).results
 
 
 mooncake_master = factories.mooncake_master()

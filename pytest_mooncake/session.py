@@ -13,6 +13,7 @@ import pytest
 
 from .janitor import Janitor
 from .options import MooncakeConfig
+from .results import Results
 
 
 @dataclass
@@ -22,7 +23,13 @@ class SessionState:
     authkey: bytes = field(default_factory=lambda: secrets.token_bytes(16))
     # Unix socket paths must stay under ~100 bytes, so not under pytest's basetemp.
     socket_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="pmc-")))
-    run_id: str = field(default_factory=lambda: f"pmc-{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(3)}")
+    run_id: str = field(default_factory=lambda: f"pmc-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}")
+    results: Results = field(init=False)
+    results_path: Path | None = None
+    rootdir: Path = field(default_factory=Path.cwd)
+
+    def __post_init__(self) -> None:
+        self.results = Results(self.run_id, self.config, self.rootdir)
 
     def close(self) -> None:
         self.janitor.close()
