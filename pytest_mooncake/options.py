@@ -193,7 +193,14 @@ def _raw_values(config: pytest.Config) -> dict[str, tuple[object, str]]:
     if "config" in found:
         raw, source = found["config"]
         path = _parse(SETTINGS_BY_NAME["config"], raw, source)
-        yaml_values = load_yaml_settings(path)
+        yaml_values, unknown = load_yaml_settings(path)
+        if unknown:
+            config.issue_config_time_warning(
+                pytest.PytestConfigWarning(
+                    f"{path}: ignored unknown keys {', '.join(unknown)} (see README.md for the accepted keys)"
+                ),
+                stacklevel=2,
+            )
         found = {**yaml_values, **found}
     return found
 

@@ -137,8 +137,8 @@ def _machines(reader: _Reader, document: Mapping[str, Any]) -> None:
         reader.values["machines"] = (machines, "YAML machines")
 
 
-def load_yaml_settings(path: Path) -> dict[str, tuple[object, str]]:
-    """Raw values and their sources; parsing happens with every other route."""
+def load_yaml_settings(path: Path) -> tuple[dict[str, tuple[object, str]], list[str]]:
+    """Raw values with their sources, and the keys we do not know; parsing happens later."""
     reader = _Reader(path)
     document = _read_document(path)
     for name in _SECTION_ORDER:
@@ -154,18 +154,10 @@ def load_yaml_settings(path: Path) -> dict[str, tuple[object, str]]:
     _machines(reader, document)
     handled = set(_SECTION_KEYS) | {"test_scenarios", "scenarios", "machines"}
     for key, value in document.items():
+        if key in handled:
+            continue
         if key in SETTINGS_BY_NAME and key != "config":
             reader.put(key, value, key)
-        elif key not in handled:
+        else:
             reader.unknown.append(str(key))
-    if reader.unknown:
-        import warnings
-
-        warnings.warn(
-            pytest.PytestConfigWarning(
-                f"{path}: ignored unknown keys {', '.join(reader.unknown)} "
-                "(see README.md for the accepted keys)"
-            ),
-            stacklevel=2,
-        )
-    return reader.values
+    return reader.values, reader.unknown

@@ -1,0 +1,48 @@
+"""A test double for a spawned service: it listens, prints, exits or ignores SIGTERM on demand.
+
+Used only by our own tests of the executor; never by the suites.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import socket
+import sys
+import time
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, default=0, help="listen on 127.0.0.1:PORT after --delay")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds before listening")
+    parser.add_argument("--banner", default="", help="line to print once listening")
+    parser.add_argument("--exit-code", type=int, default=None, help="print a message and exit with this code")
+    parser.add_argument("--ignore-sigterm", action="store_true")
+    args = parser.parse_args()
+    if args.ignore_sigterm:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    print("fake service starting", flush=True)
+    if args.exit_code is not None:
+        print(f"fatal: giving up with code {args.exit_code}", flush=True)
+        return args.exit_code
+    time.sleep(args.delay)
+    server = None
+    if args.port:
+        server = socket.create_server(("127.0.0.1", args.port))
+    if args.banner:
+        print(args.banner, flush=True)
+    while True:
+        if server is not None:
+            server.settimeout(0.2)
+            try:
+                conn, _ = server.accept()
+                conn.close()
+            except TimeoutError:
+                pass
+        else:
+            time.sleep(0.2)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""The executor's contract, checked against a fake service at the process boundary."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import port_for
+import psutil
+import pytest
+
+from pytest_mooncake.errors import ServiceStartError
+from pytest_mooncake.executor import ServiceProcess
+from pytest_mooncake.janitor import Janitor
+from pytest_mooncake.probes import LogBannerProbe, TCPProbe
+
+FAKE = [sys.executable, str(Path(__file__).parent / "fakes" / "fake_service.py")]
+
+
+def _gone(pid: int, within: float = 5.0) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _service(tmp_path: Path, *args: str, probe=None, timeout: float = 10.0, **kwargs) -> ServiceProcess:  # type: ignore[no-untyped-def]
+    log = tmp_path / "fake.log"
+    return ServiceProcess("fake", [*FAKE, *args], probe or LogBannerProbe(log, "^READY$"), log, timeout=timeout, **kwargs)
+
+
+def test_ready_on_banner_then_stopped(tmp_path: Path) -> None:
+    service = _service(tmp_path, "--banner=READY", "--delay=0.3").start()
+    pid = service.pid
+    assert pid is not None and psutil.pid_exists(pid)
+    assert os.getpgid(pid) == pid, "each service leads its own process group"
+    service.stop()
+    assert _gone(pid)
+
+
+def test_ready_on_tcp_probe(tmp_path: Path) -> None:
+    port = port_for.select_random()
+    service = _service(tmp_path, f"--port={port}", "--delay=0.5", probe=TCPProbe("127.0.0.1", port)).start()
+    try:
+        assert TCPProbe("127.0.0.1", port).check().ok
+    finally:
+        service.stop()
+
+
+def test_early_exit_fails_fast_with_the_log_tail(tmp_path: Path) -> None:
+    started = time.monotonic()
+    with pytest.raises(ServiceStartError) as info:
+        _service(tmp_path, "--exit-code=3", timeout=30).start()
+    assert time.monotonic() - started < 5, "an early exit must not wait out the timeout"
+    message = str(info.value)
+    assert "fake exited with code 3 before it was ready" in message
+    assert "fatal: giving up with code 3" in message
+    assert str(tmp_path / "fake.log") in message
+
+
+def test_exit_code_zero_before_ready_is_a_failure(tmp_path: Path) -> None:
+    with pytest.raises(ServiceStartError, match="exited with code 0 before it was ready"):
+        _service(tmp_path, "--exit-code=0").start()
+
+
+def test_timeout_kills_the_process_and_names_the_probe(tmp_path: Path) -> None:
+    service = _service(tmp_path, "--banner=NOT-THE-BANNER", timeout=1.0)
+    with pytest.raises(ServiceStartError) as info:
+        service.start()
+    assert "was not ready after 1 s" in str(info.value)
+    assert "log line matching '^READY$'" in str(info.value)
+    assert not [p for p in psutil.process_iter(["cmdline"]) if "NOT-THE-BANNER" in " ".join(p.info["cmdline"] or [])]
+
+
+def test_sigterm_ignoring_service_is_killed_after_the_grace(tmp_path: Path) -> None:
+    service = _service(tmp_path, "--banner=READY", "--ignore-sigterm", stop_timeout=1.0).start()
+    pid = service.pid
+    assert pid is not None
+    started = time.monotonic()
+    service.stop()
+    assert _gone(pid)
+    assert time.monotonic() - started < 5
+
+
+def test_refuses_to_start_when_the_port_is_taken(tmp_path: Path) -> None:
+    port = port_for.select_random()
+    holder = _service(tmp_path, f"--port={port}", probe=TCPProbe("127.0.0.1", port)).start()
+    try:
+        with pytest.raises(ServiceStartError, match="already answers, so another service holds its port"):
+            ServiceProcess("second", [*FAKE, f"--port={port}"], TCPProbe("127.0.0.1", port), tmp_path / "2.log", timeout=5).start()
+    finally:
+        holder.stop()
+
+
+def test_missing_shared_library_hint(tmp_path: Path) -> None:
+    script = tmp_path / "mooncake_master"
+    script.write_text("#!/bin/sh\necho 'mooncake_master: error while loading shared libraries: libibverbs.so.1'\nexit 127\n")
+    script.chmod(0o755)
+    with pytest.raises(ServiceStartError, match="apt-get install -y libibverbs1 libnuma1 libcurl4"):
+        ServiceProcess("mooncake_master", [str(script)], LogBannerProbe(tmp_path / "m.log", "started"), tmp_path / "m.log", timeout=5).start()
+
+
+def test_janitor_stops_registered_groups_when_its_pipe_closes(tmp_path: Path) -> None:
+    janitor = Janitor()
+    service = _service(tmp_path, "--banner=READY", janitor=janitor).start()
+    pid = service.pid
+    assert pid is not None
+    janitor.close()
+    assert _gone(pid), "the janitor must stop what is still registered when pytest goes away"
+
+
+def test_janitor_survives_a_sigkilled_parent(tmp_path: Path) -> None:
+    """pytest killed with SIGKILL runs no finalizer: the janitor alone must clean up."""
+    pidfile = tmp_path / "pid"
+    parent = tmp_path / "parent.py"
+    parent.write_text(
+        textwrap.dedent(
+            f"""
+            import os, signal, sys
+            from pathlib import Path
+            sys.path.insert(0, {str(Path(__file__).parent.parent)!r})
+            from pytest_mooncake.executor import ServiceProcess
+            from pytest_mooncake.janitor import Janitor
+            from pytest_mooncake.probes import LogBannerProbe
+            log = Path({str(tmp_path / 'child.log')!r})
+            service = ServiceProcess("child", {FAKE!r} + ["--banner=READY"], LogBannerProbe(log, "READY"), log,
+                                     timeout=10, janitor=Janitor()).start()
+            Path({str(pidfile)!r}).write_text(str(service.pid))
+            os.kill(os.getpid(), signal.SIGKILL)
+            """
+        )
+    )
+    subprocess.run([sys.executable, str(parent)], timeout=60, check=False)
+    child = int(pidfile.read_text())
+    assert _gone(child, within=15)
