@@ -216,3 +216,16 @@ def test_secrets_are_redacted() -> None:
 def test_help_lists_the_mooncake_group(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--help")
     result.stdout.fnmatch_lines(["*Mooncake services and KV-cache acceptance suites*", "*--mooncake-master=HOST:PORT*", "*--mooncake-doctor*"])
+
+
+def test_readme_documents_every_setting() -> None:
+    readme = (REPO / "README.md").read_text("utf-8")
+    for setting in SETTINGS:
+        assert f"`{setting.flag}=" in readme and f"`{setting.env}`" in readme, setting.name
+
+
+def test_readme_starts_with_the_two_commands() -> None:
+    lines = (REPO / "README.md").read_text("utf-8").splitlines()
+    block = lines[lines.index("```bash") + 1 : lines.index("```bash") + 3]
+    assert block[0].startswith("bash scripts/install.sh && .venv/bin/pytest suites/")
+    assert block[1].startswith(".venv/bin/pytest tests/")
