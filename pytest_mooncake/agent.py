@@ -23,6 +23,8 @@ from multiprocessing.connection import Connection, Listener
 from typing import Any
 
 READY_BANNER = "pytest-mooncake agent ready"
+# Not `python -m`: the package imports this module first, and runpy warns about that.
+ENTRY = "import sys; from pytest_mooncake.agent import main; sys.exit(main(sys.argv[1:]))"
 AUTHKEY_ENV = "PYTEST_MOONCAKE_AGENT_KEY"
 _FORBIDDEN = {"setup", "setup_dummy", "close", "init_all"}
 
@@ -91,7 +93,7 @@ def _serve(conn: Connection, store: Any) -> None:
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m pytest_mooncake.agent")
+    parser = argparse.ArgumentParser(prog="pytest-mooncake agent")
     parser.add_argument("--socket", required=True)
     parser.add_argument("--local-hostname", required=True)
     parser.add_argument("--metadata-server", required=True)
@@ -144,6 +146,3 @@ def main(argv: list[str] | None = None) -> int:
             continue
         threading.Thread(target=_serve, args=(conn, store), daemon=True).start()
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -14,6 +14,7 @@ import port_for
 import pytest
 
 from .agent import AUTHKEY_ENV, READY_BANNER
+from .agent import ENTRY as AGENT_ENTRY
 from .binaries import find_binary
 from .errors import EndpointUnreachable, NamespaceUnavailable
 from .executor import ServiceProcess
@@ -252,8 +253,8 @@ def store_node(
     log_path = workdir / f"{name}.log"
     command = [
         sys.executable,
-        "-m",
-        "pytest_mooncake.agent",
+        "-c",
+        AGENT_ENTRY,
         f"--socket={socket_path}",
         f"--local-hostname={host}",
         f"--metadata-server={master.metadata_url}",

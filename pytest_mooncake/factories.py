@@ -23,6 +23,7 @@ from .cluster import MasterHandle, StoreNode, attached_master, spawned_master, s
 from .metrics import MasterMetrics
 from .session import get_config, state
 from .store_client import StoreClient
+from .vllm.server import Endpoint, attach_endpoint, spawned_vllm, vllm_available
 
 FixtureFunction = Callable[..., Any]
 
@@ -156,3 +157,37 @@ def mooncake_metrics(master_fixture: str = "mooncake_master") -> FixtureFunction
         return MasterMetrics(request.getfixturevalue(master_fixture))
 
     return metrics_fixture
+
+
+def openai_endpoint(*, prefix_caching: bool = True, baseline: bool = False, **overrides: Any) -> FixtureFunction:
+    """The endpoint under test (``baseline=False``) or the no-reuse baseline of A/B runs.
+
+    Attaches to ``--mooncake-openai-base-url`` / ``--mooncake-baseline-url`` when given;
+    otherwise spawns vLLM (prefix caching on for the endpoint, off for the baseline) when
+    it is installed, and skips with the reason when it is not.
+    """
+
+    @pytest.fixture(scope="session")
+    def endpoint_fixture(
+        request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    ) -> Iterator[Endpoint]:
+        config = get_config(request.config).with_overrides(**overrides)
+        url = config.baseline_url if baseline else config.openai_base_url
+        label = "baseline" if baseline else "endpoint"
+        if url is not None:
+            yield attach_endpoint(url, config, label)
+            return
+        reason = vllm_available(config.vllm_python)
+        if reason:
+            pytest.skip(f"no OpenAI endpoint: {reason}")
+        caching = prefix_caching and not baseline
+        name = "vllm-prefix-cache" if caching else "vllm-no-prefix-cache"
+        with spawned_vllm(
+            config, tmp_path_factory.mktemp(name), state(request.config).janitor, prefix_caching=caching, label=name
+        ) as endpoint:
+            state(request.config).results.topology[request.fixturename] = {
+                "spawned": True, "server": "vllm", "prefix_caching": caching, "url": endpoint.base_url,
+            }
+            yield endpoint
+
+    return endpoint_fixture

@@ -6,7 +6,7 @@ tells it over a pipe which process groups and namespaces it owns; when the pipe
 closes with entries still registered, the janitor stops those process groups,
 kills whatever is left in those namespaces and deletes them.
 
-Run as ``python -m pytest_mooncake.janitor``; it reads lines ``add pgid N``,
+Runs as a separate Python process (``ENTRY``); it reads lines ``add pgid N``,
 ``add netns NAME``, ``del pgid N``, ``del netns NAME`` from stdin.
 """
 
@@ -20,6 +20,8 @@ import time
 from collections.abc import Callable, Iterable
 
 _GRACE_S = 5.0
+# Not `python -m`: the package imports this module first, and runpy warns about that.
+ENTRY = "import sys; from pytest_mooncake.janitor import main; sys.exit(main())"
 
 
 def _alive(pid: int) -> bool:
@@ -90,7 +92,7 @@ class Janitor:
     def _send(self, line: str) -> None:
         if self._process is None:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "pytest_mooncake.janitor"],
+                [sys.executable, "-c", ENTRY],
                 stdin=subprocess.PIPE,
                 text=True,
                 start_new_session=True,
@@ -124,6 +126,3 @@ class Janitor:
             self._process.wait()
         self._process = None
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -67,17 +67,24 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("master_bin", "Path of the mooncake_master binary to spawn (default: the one in the Mooncake wheel)", _path, None, "PATH"),
     Setting("bench_bin", "Path of the transfer_engine_bench binary (default: the one in the Mooncake wheel)", _path, None, "PATH"),
     Setting("openai_base_url", "OpenAI-compatible endpoint to test, e.g. http://10.0.0.5:8000/v1 (default: spawn vLLM when installed)", p.parse_url, None, "URL"),
+    Setting("baseline_url", "OpenAI-compatible endpoint without KV reuse for A/B comparisons (default: spawn vLLM with prefix caching off)", p.parse_url, None, "URL"),
+    Setting("vllm_python", "Python interpreter that has vLLM, used to spawn servers (default: this one)", _path, None, "PATH"),
     Setting("api_key", "API key for the OpenAI-compatible endpoint", p.parse_text, None, "KEY", secret=True),
     Setting("model", "Model name served by the endpoint (default: the first of /v1/models)", p.parse_text, None, "NAME"),
     Setting("max_tokens", "Completion tokens per request", p.parse_positive_int, 64, "N"),
     Setting("temperature", "Sampling temperature (0 makes cache-hit output comparable to cold output)", p.parse_float, 0.0, "T"),
     Setting("rounds", "Measurement rounds per scenario (round 1 cold, later rounds cache hits)", p.parse_positive_int, 2, "N"),
     Setting("requests_per_scenario", "Requests sent per scenario and round", p.parse_positive_int, 10, "N"),
-    Setting("concurrency", "Requests in flight at once (none: no limit)", p.parse_optional_positive_int, None, "N"),
+    Setting("concurrency", "Requests in flight at once (none: no limit)", p.parse_optional_positive_int, 1, "N"),
     Setting("scenarios", "Comma-separated scenarios to run (default: all collected)", p.parse_names, (), "NAMES"),
-    Setting("startup_timeout", "Seconds a spawned service may take to become ready", p.parse_positive_duration, 60.0, "SECONDS"),
+    Setting("startup_timeout", "Seconds a spawned service may take to become ready", p.parse_positive_duration, 180.0, "SECONDS"),
     Setting("request_timeout", "Seconds one request or store operation may take", p.parse_positive_duration, 300.0, "SECONDS"),
     Setting("results_dir", "Directory for result JSON, reports and service logs", _path, Path(".mooncake-results"), "DIR"),
+    Setting("save", "Save this run's results as the named baseline", p.parse_text, None, "NAME"),
+    Setting("compare", "Compare this run against the named baseline", p.parse_text, None, "NAME"),
+    Setting("compare_fail", "Fail the session on a regression against --mooncake-compare, e.g. ttft_p90:10%,throughput:5%", p.parse_text, None, "EXPR"),
+    Setting("profile", "Qualification profile: a named set of thresholds for a hardware class, e.g. h100-rdma", p.parse_text, None, "NAME"),
+    Setting("server_cost", "Monthly cost of one serving node, for the report's cost model", p.parse_float, 50000.0, "AMOUNT"),
 )
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
 
@@ -102,6 +109,8 @@ class MooncakeConfig:
     master_bin: Path | None
     bench_bin: Path | None
     openai_base_url: str | None
+    baseline_url: str | None
+    vllm_python: Path | None
     api_key: str | None
     model: str | None
     max_tokens: int
@@ -113,6 +122,11 @@ class MooncakeConfig:
     startup_timeout: float
     request_timeout: float
     results_dir: Path
+    save: str | None
+    compare: str | None
+    compare_fail: str | None
+    profile: str | None
+    server_cost: float
     # From the guides' YAML only: scenario definitions and the machine list.
     scenario_definitions: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     machines: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))

@@ -45,6 +45,7 @@ def http_request(
     timeout: float = 5.0,
     netns: NetworkNamespace | None = None,
     headers: dict[str, str] | None = None,
+    body: str | None = None,
 ) -> HttpResponse:
     """One HTTP request; inside ``netns`` when given. Raises OSError on transport errors."""
     parts = urlsplit(url)
@@ -56,7 +57,7 @@ def http_request(
         target = parts.path or "/"
         if parts.query:
             target += "?" + parts.query
-        conn.request(method, target, headers=headers or {})
+        conn.request(method, target, body=body, headers=headers or {})
         response = conn.getresponse()
         return HttpResponse(response.status, response.read().decode("utf-8", "replace"))
     except http.client.HTTPException as exc:

@@ -1,0 +1,1 @@
+"""vLLM servers for the serving suites: a model directory we write, spawn/attach handles."""
