@@ -177,7 +177,9 @@ def _parse(setting: Setting, raw: object, source: str) -> Any:
 def add_options(parser: pytest.Parser) -> None:
     group = parser.getgroup(GROUP, "Mooncake services and KV-cache acceptance suites")
     for setting in SETTINGS:
-        group.addoption(setting.flag, dest=setting.ini, default=None, metavar=setting.metavar, help=setting.help)
+        # argparse %-formats help strings.
+        cli_help = setting.help.replace("%", "%%")
+        group.addoption(setting.flag, dest=setting.ini, default=None, metavar=setting.metavar, help=cli_help)
         parser.addini(setting.ini, help=setting.help, default=None)
     group.addoption(
         "--mooncake-doctor",
