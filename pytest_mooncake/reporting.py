@@ -12,6 +12,8 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 try:
     import allure
     from allure_commons._core import plugin_manager as _allure_plugins
@@ -42,6 +44,17 @@ def attach_file(path: Path, name: str | None = None) -> None:
     if _active() and path.exists():
         kind = allure.attachment_type.PNG if path.suffix == ".png" else allure.attachment_type.TEXT
         allure.attach.file(str(path), name=name or path.name, attachment_type=kind)
+
+
+def show(config: pytest.Config, text: str) -> None:
+    """Print a result line in the terminal now, past output capturing (quiet under -q)."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or config.get_verbosity() < 0:
+        return
+    with capture.global_and_fixture_disabled() if capture else nullcontext():
+        reporter.write_line("")
+        reporter.write_line(text)
 
 
 def label(name: str, value: str) -> None:

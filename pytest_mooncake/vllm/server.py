@@ -108,7 +108,7 @@ def spawned_vllm(
     *,
     prefix_caching: bool,
     label: str,
-    max_model_len: int = 16384,
+    max_model_len: int = 10240,
     extra_args: tuple[str, ...] = (),
 ) -> Iterator[Endpoint]:
     """A real vLLM on loopback serving a dummy-weight model we write ourselves."""

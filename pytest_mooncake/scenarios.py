@@ -1,0 +1,136 @@
+"""Reuse scenarios: how many requests, how long, how much of each prompt can be reused.
+
+Every prompt is a token-id list cut from the server's own tokenizer output, so lengths are
+exact in tokens. Each prompt starts with a salt naming the run, scenario, round and
+request, so nothing from an earlier run, scenario or round can pre-warm it; "reuse" is
+always reuse we arranged inside this run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from .vllm.tokens import TokenPool
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    requests: int  # per round
+    document_tokens: int  # the part a hit-round request can reuse
+    question_tokens: int  # the part that is new in every request
+    reuse: float  # share of hit-round requests that reuse a cold-round document
+    max_tokens: int = 8
+    turns: int = 0  # multi_turn: turns per conversation; document_tokens is the opening history
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.document_tokens + self.question_tokens
+
+    @property
+    def reuse_ratio(self) -> float:
+        """Reusable share of a reusing request's prompt tokens."""
+        return self.document_tokens / self.prompt_tokens
+
+
+def default_scenarios(max_model_len: int) -> dict[str, Scenario]:
+    """Sizes that fit the server; long contexts grow to 32k tokens or the server's limit."""
+    long_doc = min(32768, max_model_len) - 512
+    return {
+        "high_reuse": Scenario("high_reuse", 8, 3584, 128, reuse=1.0),
+        "medium_reuse": Scenario("medium_reuse", 10, 3584, 128, reuse=0.5),
+        "low_reuse": Scenario("low_reuse", 8, 0, 3712, reuse=0.0),
+        "long_context": Scenario("long_context", 3, long_doc, 128, reuse=1.0),
+        "long_context_high_reuse": Scenario("long_context_high_reuse", 4, long_doc, 256, reuse=1.0),
+        "multi_turn": Scenario("multi_turn", 3, 2048, 384, reuse=1.0, turns=5),
+        "cold_start": Scenario("cold_start", 5, 0, 2048, reuse=0.0),
+    }
+
+
+def apply_definition(scenario: Scenario, definition: Mapping[str, Any]) -> Scenario:
+    """Overrides from the guides' ``test_scenarios`` YAML (num_requests, reuse_ratio, max_tokens)."""
+    known = {"num_requests": "requests", "reuse_ratio": "reuse", "max_tokens": "max_tokens", "turns": "turns"}
+    unknown = set(definition) - set(known) - {"prompt_template", "description"}
+    if unknown:
+        raise pytest.UsageError(
+            f"test_scenarios.{scenario.name}: unknown keys {sorted(unknown)}; accepted: {sorted(known)}"
+        )
+    changes = {known[key]: value for key, value in definition.items() if key in known}
+    return dataclasses.replace(scenario, **changes)
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One request: its id, round and token-id prompt."""
+
+    request_id: str
+    round: str
+    token_ids: tuple[int, ...]
+    max_tokens: int
+
+
+def salt_tokens(pool: TokenPool, tag: str, length: int = 16) -> list[int]:
+    """Token ids derived from ``tag`` alone: equal tags give equal salts, different tags differ."""
+    digest = hashlib.sha256(tag.encode()).digest()
+    return [pool.ids[int.from_bytes(digest[2 * i : 2 * i + 2], "big") % len(pool.ids)] for i in range(length)]
+
+
+class PromptBuilder:
+    """Cuts salted prompts for one scenario out of a token pool."""
+
+    def __init__(self, pool: TokenPool, salt: Callable[[str], list[int]], scenario: Scenario) -> None:
+        self.pool = pool
+        self.salt = salt
+        self.scenario = scenario
+        # Documents and questions come from different regions of the pool.
+        self._question_base = scenario.document_tokens + 1024
+
+    def document(self, tag: str, index: int) -> list[int]:
+        return self.pool.prompt(self.salt(f"{tag} document {index}"), self.scenario.document_tokens, offset=index * 997)
+
+    def question(self, index: int, variant: int) -> list[int]:
+        offset = self._question_base + (index * 7 + variant) * self.scenario.question_tokens
+        return list(self.pool.ids[offset : offset + self.scenario.question_tokens])
+
+    def prompt(self, round_name: str, index: int, *, document_tag: str, variant: int) -> Prompt:
+        if self.scenario.document_tokens:
+            ids = [*self.document(document_tag, index), *self.question(index, variant)]
+        else:
+            ids = self.pool.prompt(self.salt(f"{document_tag} unique {index}"), self.scenario.question_tokens, offset=index * 991)
+        return Prompt(f"{self.scenario.name}-{round_name}-{index}", round_name, tuple(ids), self.scenario.max_tokens)
+
+    def cold_round(self) -> list[Prompt]:
+        return [self.prompt("cold", i, document_tag="cold", variant=0) for i in range(self.scenario.requests)]
+
+    def hit_round(self, round_name: str, variant: int) -> list[Prompt]:
+        """The first ``reuse`` share reuses cold documents with new questions; the rest is fresh."""
+        reusing = round(self.scenario.reuse * self.scenario.requests)
+        return [
+            self.prompt(round_name, i, document_tag="cold" if i < reusing else round_name, variant=variant)
+            for i in range(self.scenario.requests)
+        ]
+
+    def conversations(self) -> tuple[list[Prompt], list[list[Prompt]]]:
+        """multi_turn: each conversation's turns (history grows every turn), and a salted,
+        never-reused copy of every turn after the first, for the cold comparison."""
+        scenario = self.scenario
+        conversations: list[list[Prompt]] = []
+        cold: list[Prompt] = []
+        for conv in range(scenario.requests):
+            history = self.document("conversation", conv)
+            turns = []
+            for turn in range(scenario.turns):
+                # Each turn adds the previous answer's worth of tokens and a new user message.
+                history = [*history, *self.question(conv, turn)]
+                turns.append(Prompt(f"multi_turn-c{conv}-t{turn}", "hit", tuple(history), scenario.max_tokens))
+                if turn:
+                    fresh = [*self.salt(f"cold copy {conv} {turn}"), *history[16:]]
+                    cold.append(Prompt(f"multi_turn-cold-c{conv}-t{turn}", "cold", tuple(fresh), scenario.max_tokens))
+            conversations.append(turns)
+        return cold, conversations

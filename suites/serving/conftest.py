@@ -1,0 +1,62 @@
+"""Fixtures of the serving suites: the token pool, the scenarios and the protocol runner."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pytest_mooncake import MasterMetrics
+from pytest_mooncake.options import MooncakeConfig
+from pytest_mooncake.probes import http_request
+from pytest_mooncake.protocol import Protocol
+from pytest_mooncake.scenarios import Scenario, apply_definition, default_scenarios
+from pytest_mooncake.vllm.server import Endpoint
+from pytest_mooncake.vllm.tokens import TokenPool
+
+
+def _max_model_len(endpoint: Endpoint) -> int:
+    response = http_request(endpoint.base_url + "/models", headers=endpoint.headers(), timeout=10)
+    for model in json.loads(response.body).get("data", []):
+        if model.get("id") == endpoint.model and model.get("max_model_len"):
+            return int(model["max_model_len"])
+    return 32768
+
+
+@pytest.fixture(scope="session")
+def serving_scenarios(openai_endpoint: Endpoint, mooncake_config: MooncakeConfig) -> dict[str, Scenario]:
+    scenarios = default_scenarios(_max_model_len(openai_endpoint))
+    if mooncake_config.sources.get("requests_per_scenario", "default") != "default":
+        scenarios = {
+            name: apply_definition(s, {"num_requests": mooncake_config.requests_per_scenario}) for name, s in scenarios.items()
+        }
+    for name, definition in mooncake_config.scenario_definitions.items():
+        if name in scenarios:
+            scenarios[name] = apply_definition(scenarios[name], definition)
+    return {name: apply_definition(s, {"max_tokens": mooncake_config.max_tokens}) if mooncake_config.sources.get("max_tokens", "default") != "default" else s for name, s in scenarios.items()}
+
+
+@pytest.fixture(scope="session")
+def token_pool(openai_endpoint: Endpoint, serving_scenarios: dict[str, Scenario]) -> TokenPool:
+    longest = max(s.prompt_tokens + s.turns * s.question_tokens for s in serving_scenarios.values())
+    return TokenPool.from_endpoint(openai_endpoint, min_tokens=longest + 64 * 1024)
+
+
+def _store_counters(request: pytest.FixtureRequest, config: MooncakeConfig):  # type: ignore[no-untyped-def]
+    """The attached Mooncake master's key count and bytes: proof that a connector stored KV there."""
+    if not config.attach:
+        return None
+    metrics = MasterMetrics(request.getfixturevalue("mooncake_master"))
+
+    def read() -> dict[str, float]:
+        snapshot = metrics.snapshot()
+        return {name: snapshot.get(name) for name in ("master_key_count", "master_allocated_bytes")}
+
+    return read
+
+
+@pytest.fixture(scope="session")
+def serving_protocol(
+    request: pytest.FixtureRequest, openai_endpoint: Endpoint, token_pool: TokenPool, mooncake_config: MooncakeConfig, mooncake_run_id: str
+) -> Protocol:
+    return Protocol(openai_endpoint, token_pool, mooncake_config, mooncake_run_id, store_counters=_store_counters(request, mooncake_config))

@@ -1,0 +1,84 @@
+"""Does KV-cache reuse cut time-to-first-token as much as it should, scenario by scenario?
+
+Each test runs the cold-versus-hit protocol (warm-up, cache reset, salted cold round,
+settle, hit round) against the endpoint under test, and passes only when the TTFT
+reduction's whole 95% confidence interval clears the threshold, hits show cached tokens,
+and cache-hit output equals cold output.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_mooncake.markers import thresholds
+from pytest_mooncake.protocol import Protocol
+from pytest_mooncake.reporting import attach_json, label, show
+from pytest_mooncake.results import Results
+from pytest_mooncake.reuse import evaluate
+from pytest_mooncake.scenarios import Scenario
+
+pytestmark = pytest.mark.requires_serving
+
+
+def _check(name: str, request: pytest.FixtureRequest, statistic: str = "median") -> None:
+    scenarios: dict[str, Scenario] = request.getfixturevalue("serving_scenarios")
+    protocol: Protocol = request.getfixturevalue("serving_protocol")
+    results: Results = request.getfixturevalue("mooncake_results")
+    label("scenario", name)
+    run = protocol.run(scenarios[name])
+    evaluation = evaluate(run, thresholds(request.node), statistic=statistic)
+    data = evaluation.data()
+    results.add("serving", name, data, test=request.node.nodeid)
+    attach_json(f"{name} statistics", {k: v for k, v in data.items() if k != "rounds"} | {"rounds": [{**r, "records": len(r["records"])} for r in data["rounds"]]})
+    show(request.config, f"[{name} @ {run.endpoint.label}] " + evaluation.summary().replace("\n", f"\n[{name}] "))
+    if evaluation.problems:
+        pytest.fail(f"{name} on {run.endpoint.base_url}:\n" + "\n".join(evaluation.problems), pytrace=False)
+
+
+@pytest.mark.high_reuse
+@pytest.mark.mooncake_perf(ttft_reduction=0.60)
+def test_high_reuse(request: pytest.FixtureRequest) -> None:
+    """One long shared document per request, asked a new question: >= 90% of the prompt is reusable."""
+    _check("high_reuse", request)
+
+
+@pytest.mark.medium_reuse
+@pytest.mark.mooncake_perf(ttft_reduction=0.25)
+def test_medium_reuse(request: pytest.FixtureRequest) -> None:
+    """Half of the hit round reuses documents, half is new: the mean TTFT must drop by a quarter."""
+    _check("medium_reuse", request, statistic="mean")
+
+
+@pytest.mark.low_reuse
+@pytest.mark.mooncake_perf(control_gain=0.10)
+def test_low_reuse_negative_control(request: pytest.FixtureRequest) -> None:
+    """Unique prompts: any gain above 10% (or any cached token) means the measurement is contaminated."""
+    _check("low_reuse", request)
+
+
+@pytest.mark.long_context
+@pytest.mark.mooncake_perf(ttft_reduction=0.60)
+def test_long_context(request: pytest.FixtureRequest) -> None:
+    """Long documents (up to 32k tokens or the server's limit) reused with a new question."""
+    _check("long_context", request)
+
+
+@pytest.mark.long_context_high_reuse
+@pytest.mark.high_reuse
+@pytest.mark.mooncake_perf(ttft_reduction=0.60)
+def test_long_context_high_reuse(request: pytest.FixtureRequest) -> None:
+    """Long shared documents asked several questions (the evaluation report's document analysis)."""
+    _check("long_context_high_reuse", request)
+
+
+@pytest.mark.multi_turn
+@pytest.mark.mooncake_perf(ttft_reduction=0.50)
+def test_multi_turn(request: pytest.FixtureRequest) -> None:
+    """A conversation whose history grows every turn; later turns reuse ~85% of their prompt."""
+    _check("multi_turn", request)
+
+
+@pytest.mark.cold_start
+def test_cold_start(request: pytest.FixtureRequest) -> None:
+    """First requests after a cache reset: all answered, nothing served from cache."""
+    _check("cold_start", request)
