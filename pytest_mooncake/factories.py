@@ -177,6 +177,8 @@ def openai_endpoint(*, prefix_caching: bool = True, baseline: bool = False, **ov
         if url is not None:
             yield attach_endpoint(url, config, label)
             return
+        if baseline and config.openai_base_url is not None:
+            pytest.skip("A/B against an attached endpoint needs its baseline: pass --mooncake-baseline-url")
         reason = vllm_available(config.vllm_python)
         if reason:
             pytest.skip(f"no OpenAI endpoint: {reason}")

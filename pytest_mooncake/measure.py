@@ -104,7 +104,8 @@ async def _one(client: Any, endpoint: Endpoint, prompt: Prompt, temperature: flo
     try:
         await asyncio.wait_for(_consume(client, endpoint, prompt, temperature, stream), timeout)
     except (Exception, asyncio.TimeoutError) as exc:  # every failure is recorded on the request
-        return Record(prompt.request_id, prompt.round, None, None, error=_error_text(exc))
+        cut = f"stream_cut after {len(stream.text)} chunks: " if stream.text else ""
+        return Record(prompt.request_id, prompt.round, None, None, error=cut + _error_text(exc))
     usage = _usage_fields(stream.usage)
     error = None
     if stream.usage is None:

@@ -1,0 +1,68 @@
+"""A/B: the endpoint under test against a baseline without KV reuse (guide 002's two modes).
+
+Both endpoints get the same workload; the with-cache endpoint's hit round is compared with
+the baseline's, so the gain is what the cache adds over the same engine without it.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_mooncake.markers import thresholds
+from pytest_mooncake.options import MooncakeConfig
+from pytest_mooncake.protocol import Protocol
+from pytest_mooncake.reporting import label, show
+from pytest_mooncake.results import Results
+from pytest_mooncake.scenarios import Scenario
+from pytest_mooncake.verdict import PASSED, judge_at_least
+from pytest_mooncake.vllm.server import Endpoint
+from pytest_mooncake.vllm.tokens import TokenPool
+
+pytestmark = pytest.mark.requires_serving
+
+
+@pytest.mark.high_reuse
+@pytest.mark.mooncake_perf(ttft_reduction=0.60)
+def test_ab_high_reuse(
+    request: pytest.FixtureRequest,
+    openai_endpoint: Endpoint,
+    baseline_endpoint: Endpoint,
+    token_pool: TokenPool,
+    serving_scenarios: dict[str, Scenario],
+    mooncake_config: MooncakeConfig,
+    mooncake_run_id: str,
+    mooncake_results: Results,
+) -> None:
+    label("scenario", "high_reuse")
+    scenario = serving_scenarios["high_reuse"]
+    runs = {
+        endpoint.label: Protocol(endpoint, token_pool, mooncake_config, f"{mooncake_run_id}-ab").run(scenario)
+        for endpoint in (baseline_endpoint, openai_endpoint)
+    }
+    base, cache = runs[baseline_endpoint.label].round("hit"), runs[openai_endpoint.label].round("hit")
+    errors = runs[baseline_endpoint.label].errors() + runs[openai_endpoint.label].errors()
+    assert not errors, f"requests failed: {errors[:3]}"
+    verdict = judge_at_least(
+        "ttft_reduction_vs_baseline", base.ttfts(), cache.ttfts(), thresholds(request.node)["ttft_reduction"],
+        context=f" ({openai_endpoint.label} vs {baseline_endpoint.label})",
+    )
+    base_stats, cache_stats = base.stats, cache.stats
+    gain = cache_stats["requests_per_s"] / base_stats["requests_per_s"] - 1 if base_stats["requests_per_s"] else 0.0
+    mooncake_results.add(
+        "serving",
+        "ab_high_reuse",
+        {
+            "scenario": "high_reuse",
+            "endpoint": f"{openai_endpoint.label} vs {baseline_endpoint.label}",
+            "model": openai_endpoint.model,
+            "rounds": [{**base.as_dict(), "round": "baseline"}, {**cache.as_dict(), "round": "with-cache"}],
+            "verdicts": [verdict.as_dict()],
+            "throughput_gain": gain,
+        },
+        test=request.node.nodeid,
+    )
+    show(request.config, f"[A/B high_reuse] {verdict.message}; throughput gain {gain:+.0%}; "
+         f"cached tokens with cache {cache_stats['cached_tokens']}, baseline {base_stats['cached_tokens']}")
+    if verdict.outcome != PASSED:
+        pytest.fail(verdict.message, pytrace=False)
+    assert cache_stats["cached_tokens"] > 0, "a gain with zero cached tokens is not a cache win"
