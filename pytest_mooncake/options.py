@@ -132,6 +132,13 @@ class MooncakeConfig:
     machines: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     sources: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
+    @classmethod
+    def from_defaults(cls, **overrides: object) -> MooncakeConfig:
+        """The defaults with ``overrides`` applied: configuration for use outside a pytest run."""
+        values = {setting.name: setting.default for setting in SETTINGS}
+        sources = {name: "default" for name in values}
+        return _finish(values, sources, {}).with_overrides(**overrides)
+
     @property
     def attach(self) -> bool:
         return self.master is not None

@@ -200,7 +200,7 @@ def test_zero_store_nodes_when_spawning(print_config_test: pytest.Pytester) -> N
 def test_unknown_factory_setting_lists_valid_ones() -> None:
     from pytest_mooncake.options import SETTINGS_BY_NAME
 
-    config = MooncakeConfig(**{s.name: s.default for s in SETTINGS} | {"store_nodes": 2, "lease_ttl": 1.0, "client_ttl": 5.0})
+    config = MooncakeConfig.from_defaults()
     with pytest.raises(TypeError, match="unknown pytest-mooncake setting 'segments'; valid: "):
         config.with_overrides(segments=3)
     with pytest.raises(pytest.UsageError, match="from a fixture-factory argument"):
@@ -209,7 +209,7 @@ def test_unknown_factory_setting_lists_valid_ones() -> None:
 
 
 def test_secrets_are_redacted() -> None:
-    config = MooncakeConfig(**{s.name: s.default for s in SETTINGS} | {"store_nodes": 2, "lease_ttl": 1.0, "client_ttl": 5.0, "api_key": "sk-123"})
+    config = MooncakeConfig.from_defaults(api_key="sk-123")
     assert config.redacted()["api_key"] == "***"
 
 
