@@ -25,15 +25,17 @@ def _max_model_len(endpoint: Endpoint) -> int:
 
 @pytest.fixture(scope="session")
 def serving_scenarios(openai_endpoint: Endpoint, mooncake_config: MooncakeConfig) -> dict[str, Scenario]:
-    scenarios = default_scenarios(_max_model_len(openai_endpoint))
-    if mooncake_config.sources.get("requests_per_scenario", "default") != "default":
-        scenarios = {
-            name: apply_definition(s, {"num_requests": mooncake_config.requests_per_scenario}) for name, s in scenarios.items()
-        }
+    """Default scenarios sized to the server, then the settings and the YAML definitions on top."""
+    overrides: dict[str, object] = {}
+    if mooncake_config.sources["requests_per_scenario"] != "default":
+        overrides["num_requests"] = mooncake_config.requests_per_scenario
+    if mooncake_config.sources["max_tokens"] != "default":
+        overrides["max_tokens"] = mooncake_config.max_tokens
+    scenarios = {name: apply_definition(s, overrides) for name, s in default_scenarios(_max_model_len(openai_endpoint)).items()}
     for name, definition in mooncake_config.scenario_definitions.items():
         if name in scenarios:
             scenarios[name] = apply_definition(scenarios[name], definition)
-    return {name: apply_definition(s, {"max_tokens": mooncake_config.max_tokens}) if mooncake_config.sources.get("max_tokens", "default") != "default" else s for name, s in scenarios.items()}
+    return scenarios
 
 
 @pytest.fixture(scope="session")
