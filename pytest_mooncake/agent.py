@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -107,8 +106,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
-    from . import agent_ops  # noqa: F401 - registers the suites' operations
     from mooncake.store import MooncakeDistributedStore
+
+    from . import agent_ops  # noqa: F401 - registers the suites' operations
 
     store = MooncakeDistributedStore()
     started = time.monotonic()

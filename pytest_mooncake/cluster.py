@@ -22,7 +22,7 @@ from .janitor import Janitor
 from .netns import NetworkNamespace
 from .options import MooncakeConfig
 from .parsing import Endpoint
-from .probes import AllOf, HttpResponse, HTTPProbe, LogBannerProbe, Probe, TCPProbe, http_request
+from .probes import AllOf, HTTPProbe, HttpResponse, LogBannerProbe, Probe, TCPProbe, http_request
 from .store_client import StoreClient
 
 LOOPBACK = "127.0.0.1"

@@ -9,7 +9,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from pytest_mooncake.vllm.connectors import StoreTarget, lmcache_config, mooncake_store_connector_config, store_setup_keys, vllm_args
+from pytest_mooncake.vllm.connectors import (
+    StoreTarget,
+    lmcache_config,
+    mooncake_store_connector_config,
+    store_setup_keys,
+    vllm_args,
+)
 from pytest_mooncake.vllm.preflight import CacheNotWired, check_cache_wired
 from pytest_mooncake.vllm.server import Endpoint
 

@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable
 
 from ..errors import MooncakeError
-from ..probes import http_request
 from .server import Endpoint
 
 _LIKELY_CAUSES = (
@@ -30,14 +29,8 @@ class CacheNotWired(MooncakeError):
 
 
 def _complete(endpoint: Endpoint, prompt: list[int], max_tokens: int, timeout: float) -> dict[str, int]:
-    body = json.dumps({"model": endpoint.model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0})
-    response = http_request(
-        endpoint.base_url + "/completions",
-        method="POST",
-        timeout=timeout,
-        headers={"Content-Type": "application/json", **endpoint.headers()},
-        body=body,
-    )
+    payload = {"model": endpoint.model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0}
+    response = endpoint.post_json(endpoint.base_url + "/completions", payload, timeout)
     if response.status != 200:
         raise CacheNotWired(f"{endpoint.base_url}/completions answered HTTP {response.status}: {response.body[:300]}")
     return dict(json.loads(response.body).get("usage") or {})

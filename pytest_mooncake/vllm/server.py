@@ -16,7 +16,7 @@ from ..errors import EndpointUnreachable, MooncakeError
 from ..executor import ServiceProcess
 from ..janitor import Janitor
 from ..options import MooncakeConfig
-from ..probes import HTTPProbe, http_request
+from ..probes import HTTPProbe, HttpResponse, http_request
 from .model import write_model_dir
 
 LOOPBACK = "127.0.0.1"
@@ -57,6 +57,13 @@ class Endpoint:
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+    def post_json(self, url: str, payload: dict[str, object], timeout: float) -> HttpResponse:
+        """POST ``payload`` as JSON to ``url`` (under ``root_url`` or ``base_url``) with our credentials."""
+        return http_request(
+            url, method="POST", timeout=timeout, body=json.dumps(payload),
+            headers={"Content-Type": "application/json", **self.headers()},
+        )
 
 
 def vllm_available(python: Path | None) -> str | None:

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import MooncakeError
-from ..probes import http_request
 from .server import Endpoint
 
 _CORPUS_FILES = ("_pydecimal.py", "typing.py", "argparse.py", "inspect.py", "textwrap.py")
@@ -26,15 +25,9 @@ def corpus_text() -> str:
 
 
 def tokenize(endpoint: Endpoint, text: str, timeout: float = 120.0) -> list[int]:
-    body = json.dumps({"model": endpoint.model, "prompt": text, "add_special_tokens": False})
+    payload = {"model": endpoint.model, "prompt": text, "add_special_tokens": False}
     try:
-        response = http_request(
-            endpoint.root_url + "/tokenize",
-            method="POST",
-            timeout=timeout,
-            headers={"Content-Type": "application/json", **endpoint.headers()},
-            body=body,
-        )
+        response = endpoint.post_json(endpoint.root_url + "/tokenize", payload, timeout)
     except OSError as exc:
         raise MooncakeError(f"POST {endpoint.root_url}/tokenize failed: {exc}") from None
     if response.status != 200:
