@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -71,14 +72,15 @@ def _attach_checks(config: MooncakeConfig) -> Iterator[Check]:
         yield Check(what, result.ok, f"{probe.description}: {result.detail}", fix)
 
 
-def _openai_check(config: MooncakeConfig) -> Iterator[Check]:
-    if config.openai_base_url is None:
-        return
+def _openai_checks(config: MooncakeConfig) -> Iterator[Check]:
     headers = (("Authorization", f"Bearer {config.api_key}"),) if config.api_key else ()
-    pattern = rf'"id"\s*:\s*"{config.model}"' if config.model else None
-    result = HTTPProbe(config.openai_base_url + "/models", body_pattern=pattern, headers=headers).check()
-    fix = "check --mooncake-openai-base-url (it ends in /v1), --mooncake-api-key and --mooncake-model"
-    yield Check(f"OpenAI endpoint {config.openai_base_url}", result.ok, f"GET /models: {result.detail}", fix)
+    fix = "check the URL (it ends in /v1), --mooncake-api-key and --mooncake-model"
+    for what, url in (("OpenAI endpoint", config.openai_base_url), ("baseline endpoint", config.baseline_url)):
+        if url is None:
+            continue
+        pattern = rf'"id"\s*:\s*"{re.escape(config.model)}"' if config.model else None
+        result = HTTPProbe(url + "/models", body_pattern=pattern, headers=headers).check()
+        yield Check(f"{what} {url}", result.ok, f"GET /models: {result.detail}", fix)
 
 
 def _rdma_check(config: MooncakeConfig) -> Iterator[Check]:
@@ -92,7 +94,14 @@ def _rdma_check(config: MooncakeConfig) -> Iterator[Check]:
     yield Check("RDMA devices", ok, detail, "install rdma-core and pyverbs, check `rdma link`, or use --mooncake-protocol=tcp")
 
 
-def run_checks(config: MooncakeConfig) -> list[Check]:
-    checks = list(_attach_checks(config) if config.attach else _spawn_checks(config))
-    checks += [*_openai_check(config), *_rdma_check(config)]
+def run_checks(config: MooncakeConfig, *, endpoints_only: bool = False) -> list[Check]:
+    """Every check; ``endpoints_only`` keeps those of attached endpoints (the session preflight)."""
+    checks: list[Check] = []
+    if config.attach:
+        checks += _attach_checks(config)
+    elif not endpoints_only:
+        checks += _spawn_checks(config)
+    checks += _openai_checks(config)
+    if not endpoints_only:
+        checks += _rdma_check(config)
     return checks

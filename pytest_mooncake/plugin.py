@@ -46,9 +46,10 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     config = session.config
     doctor = config.getoption("mooncake_doctor")
     settings = get_config(config)
-    if not (doctor or settings.attach) or config.getoption("collectonly"):
+    attached = settings.attach or settings.openai_base_url or settings.baseline_url
+    if not (doctor or attached) or config.getoption("collectonly"):
         return
-    checks = run_checks(settings)
+    checks = run_checks(settings, endpoints_only=not doctor)
     failed = [check for check in checks if not check.ok]
     if doctor:
         reporter = config.pluginmanager.get_plugin("terminalreporter")
@@ -59,16 +60,16 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     if failed:
         lines = "\n".join(check.line() for check in failed)
         pytest.exit(
-            f"the attached cluster failed its preflight:\n{lines}\n"
+            f"the attached endpoints failed their preflight:\n{lines}\n"
             "(run with --mooncake-doctor for every check)",
             returncode=pytest.ExitCode.USAGE_ERROR,
         )
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    path = state(session.config).results.write()
-    if path is not None:
-        state(session.config).results_path = path
+    if STATE_KEY in session.config.stash:
+        session_state = state(session.config)
+        session_state.results_path = session_state.results.write()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:

@@ -181,7 +181,7 @@ def test_unreachable_master_fails_fast_with_the_fix(pytester: pytest.Pytester) -
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stdout.fnmatch_lines(
         [
-            "*the attached cluster failed its preflight:*",
+            "*the attached endpoints failed their preflight:*",
             "*?FAIL? master RPC 127.0.0.1:1: TCP connect to 127.0.0.1:1: *refused*",
             "*fix: check --mooncake-master*",
         ]
@@ -203,3 +203,10 @@ def test_doctor_reports_every_failing_endpoint(pytester: pytest.Pytester) -> Non
     result.stdout.fnmatch_lines(
         ["*?FAIL? master RPC*", "*?FAIL? master metrics*", "*?FAIL? metadata server*", "*?FAIL? OpenAI endpoint*", "*4 of 4 checks failed*"]
     )
+
+
+def test_unreachable_openai_endpoint_fails_fast(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_x(): pass\n")
+    result = pytester.runpytest_subprocess("--mooncake-openai-base-url=http://127.0.0.1:1/v1", timeout=60)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stdout.fnmatch_lines(["*?FAIL? OpenAI endpoint http://127.0.0.1:1/v1: GET /models: *refused*"])
