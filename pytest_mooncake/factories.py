@@ -159,7 +159,9 @@ def mooncake_metrics(master_fixture: str = "mooncake_master") -> FixtureFunction
     return metrics_fixture
 
 
-def openai_endpoint(*, prefix_caching: bool = True, baseline: bool = False, **overrides: Any) -> FixtureFunction:
+def openai_endpoint(
+    *, prefix_caching: bool = True, baseline: bool = False, scope: str = "session", **overrides: Any
+) -> FixtureFunction:
     """The endpoint under test (``baseline=False``) or the no-reuse baseline of A/B runs.
 
     Attaches to ``--mooncake-openai-base-url`` / ``--mooncake-baseline-url`` when given;
@@ -167,7 +169,7 @@ def openai_endpoint(*, prefix_caching: bool = True, baseline: bool = False, **ov
     it is installed, and skips with the reason when it is not.
     """
 
-    @pytest.fixture(scope="session")
+    @pytest.fixture(scope=scope)  # type: ignore[call-overload]
     def endpoint_fixture(
         request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     ) -> Iterator[Endpoint]:

@@ -152,4 +152,6 @@ mooncake_store_nodes = factories.mooncake_store_nodes("mooncake_master")
 mooncake_store = factories.mooncake_store("mooncake_master", "mooncake_store_nodes")
 mooncake_metrics = factories.mooncake_metrics("mooncake_master")
 openai_endpoint = factories.openai_endpoint()
-baseline_endpoint = factories.openai_endpoint(baseline=True)
+# Module scope: a spawned baseline server stops after the A/B module instead of competing
+# for CPU with every later measurement.
+baseline_endpoint = factories.openai_endpoint(baseline=True, scope="module")

@@ -166,6 +166,8 @@ class Protocol:
         reset = self._prepare(scenario)
         if scenario.turns:
             return self._conversations(scenario, builder, reset)
+        if scenario.reuse == 0:
+            return self._interleaved(scenario, builder, reset)
         rounds = [self._round("cold", builder.cold_round())]
         settled = wait_until_quiescent(self._counters)
         for index in range(1, max(2, self.config.rounds)):
@@ -176,6 +178,16 @@ class Protocol:
             integrity = (rounds[0].records[0].text, repeat.records[0].text)
             rounds.append(repeat)
         return ScenarioRun(scenario, self.endpoint, rounds, reset, settled, integrity)
+
+    def _interleaved(self, scenario: Scenario, builder: PromptBuilder, reset: bool) -> ScenarioRun:
+        """No reuse to wait for: alternate the two rounds' requests, so a slow drift of the
+        host (another process, a thermal change) loads both rounds alike."""
+        cold, hit = builder.cold_round(), builder.hit_round("hit", variant=1)
+        mixed = self._round("mixed", [p for pair in zip(cold, hit) for p in pair], concurrency=1)
+        by_round = {name: [r for r in mixed.records if r.round == name] for name in ("cold", "hit")}
+        share = mixed.wall_s / max(1, len(mixed.records))
+        rounds = [RoundResult(name, records, share * len(records), mixed.counters) for name, records in by_round.items()]
+        return ScenarioRun(scenario, self.endpoint, rounds, reset, True, None)
 
     def _conversations(self, scenario: Scenario, builder: PromptBuilder, reset: bool) -> ScenarioRun:
         cold_prompts, conversations = builder.conversations()
