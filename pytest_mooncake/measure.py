@@ -5,8 +5,10 @@
 - TPOT: (E2E - TTFT) / (completion_tokens - 1), for completion_tokens > 1.
 - E2E: from the send time to the last chunk.
 
-Requests of one round are sent with at most ``concurrency`` in flight; every request has a
-timeout, and every failure (refused connection, HTTP error with the server's message, a
+Load modes: ``Concurrency(n)`` keeps n requests in flight (closed loop); ``PoissonRate(r)``
+schedules requests at exponential gaps (open loop) and counts TTFT and E2E from the
+*scheduled* time, so client-side queueing behind ``max_in_flight`` is never hidden.
+Every request has a timeout, and every failure (refused connection, HTTP error with the server's message, a
 stream cut mid-way, zero completion tokens) becomes an ``error`` on its record, never an
 exception that ends the round.
 """
@@ -14,13 +16,35 @@ exception that ends the round.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
 from .scenarios import Prompt
 from .vllm.server import Endpoint
+
+
+@dataclass(frozen=True)
+class Concurrency:
+    """Closed loop: at most ``limit`` requests in flight (None: all at once)."""
+
+    limit: int | None = 1
+
+
+@dataclass(frozen=True)
+class PoissonRate:
+    """Open loop: ``rate`` requests/s at exponential gaps (seeded), optionally capped in flight."""
+
+    rate: float
+    seed: int = 0
+    max_in_flight: int | None = None
+
+
+LoadMode = Concurrency | PoissonRate
 
 
 @dataclass(frozen=True)
@@ -30,6 +54,8 @@ class Record:
     ttft_s: float | None
     e2e_s: float | None
     itl_s: tuple[float, ...] = ()
+    scheduled_at_s: float = 0.0  # since the round started
+    sent_at_s: float = 0.0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
@@ -84,28 +110,35 @@ def _error_text(exc: BaseException) -> str:
 
 
 async def _consume(client: Any, endpoint: Endpoint, prompt: Prompt, temperature: float, stream: _Stream) -> None:
-    response = await client.completions.create(
-        model=endpoint.model,
-        prompt=list(prompt.token_ids),
-        max_tokens=prompt.max_tokens,
-        temperature=temperature,
-        stream=True,
-        stream_options={"include_usage": True},
-    )
+    common = {"model": endpoint.model, "max_tokens": prompt.max_tokens, "temperature": temperature,
+              "stream": True, "stream_options": {"include_usage": True}}
+    if prompt.messages:
+        response = await client.chat.completions.create(messages=list(prompt.messages), **common)
+    else:
+        response = await client.completions.create(prompt=list(prompt.token_ids), **common)
     async for chunk in response:
         if chunk.choices:
-            stream.chunk(time.perf_counter(), chunk.choices[0].text or "")
+            choice = chunk.choices[0]
+            text = choice.delta.content if prompt.messages else choice.text
+            stream.chunk(time.perf_counter(), text or "")
         if chunk.usage is not None:
             stream.usage = chunk.usage
 
 
-async def _one(client: Any, endpoint: Endpoint, prompt: Prompt, temperature: float, timeout: float) -> Record:
-    stream = _Stream(time.perf_counter())
+async def _one(
+    client: Any, endpoint: Endpoint, prompt: Prompt, temperature: float, timeout: float, round_start: float, scheduled: float
+) -> Record:
+    sent = time.perf_counter()
+    # Latency counts from the scheduled time: waiting for a free slot is part of it.
+    # A closed loop schedules a request when a slot frees, i.e. when it is sent.
+    scheduled = min(scheduled, sent)
+    stream = _Stream(scheduled)
+    times = {"scheduled_at_s": scheduled - round_start, "sent_at_s": sent - round_start}
     try:
         await asyncio.wait_for(_consume(client, endpoint, prompt, temperature, stream), timeout)
     except (Exception, asyncio.TimeoutError) as exc:  # every failure is recorded on the request
         cut = f"stream_cut after {len(stream.text)} chunks: " if stream.text else ""
-        return Record(prompt.request_id, prompt.round, None, None, error=cut + _error_text(exc))
+        return Record(prompt.request_id, prompt.round, None, None, error=cut + _error_text(exc), **times)
     usage = _usage_fields(stream.usage)
     error = None
     if stream.usage is None:
@@ -115,22 +148,36 @@ async def _one(client: Any, endpoint: Endpoint, prompt: Prompt, temperature: flo
     ttft = None if stream.first is None else stream.first - stream.started
     e2e = None if stream.last is None else stream.last - stream.started
     return Record(
-        prompt.request_id, prompt.round, ttft, e2e, tuple(stream.itl), text="".join(stream.text), error=error, **usage
+        prompt.request_id, prompt.round, ttft, e2e, tuple(stream.itl), text="".join(stream.text), error=error,
+        **times, **usage,
     )
 
 
-async def _round(endpoint: Endpoint, prompts: Sequence[Prompt], concurrency: int | None, temperature: float, timeout: float) -> list[Record]:
+def _offsets(mode: LoadMode, count: int) -> list[float] | None:
+    if isinstance(mode, Concurrency):
+        return None
+    gaps = np.random.default_rng(mode.seed).exponential(1.0 / mode.rate, count)
+    return list(np.concatenate([[0.0], np.cumsum(gaps[:-1])]))
+
+
+async def _round(endpoint: Endpoint, prompts: Sequence[Prompt], mode: LoadMode, temperature: float, timeout: float) -> list[Record]:
     from openai import AsyncOpenAI
 
     client = AsyncOpenAI(base_url=endpoint.base_url, api_key=endpoint.api_key or "EMPTY", max_retries=0)
-    gate = asyncio.Semaphore(concurrency or len(prompts) or 1)
+    limit = mode.limit if isinstance(mode, Concurrency) else mode.max_in_flight
+    gate = asyncio.Semaphore(limit or len(prompts) or 1)
+    offsets = _offsets(mode, len(prompts))
+    start = time.perf_counter()
 
-    async def bounded(prompt: Prompt) -> Record:
+    async def send(index: int, prompt: Prompt) -> Record:
+        if offsets is not None:
+            await asyncio.sleep(max(0.0, start + offsets[index] - time.perf_counter()))
+        scheduled = start + offsets[index] if offsets is not None else math.inf
         async with gate:
-            return await _one(client, endpoint, prompt, temperature, timeout)
+            return await _one(client, endpoint, prompt, temperature, timeout, start, scheduled)
 
     try:
-        return list(await asyncio.gather(*(bounded(prompt) for prompt in prompts)))
+        return list(await asyncio.gather(*(send(i, prompt) for i, prompt in enumerate(prompts))))
     finally:
         await client.close()
 
@@ -139,11 +186,27 @@ def run_round(
     endpoint: Endpoint,
     prompts: Sequence[Prompt],
     *,
-    concurrency: int | None = 1,
+    mode: LoadMode = Concurrency(1),
     temperature: float = 0.0,
     timeout: float = 300.0,
 ) -> tuple[list[Record], float]:
     """Send a round; return its records and its wall time in seconds."""
     started = time.perf_counter()
-    records = asyncio.run(_round(endpoint, prompts, concurrency, temperature, timeout))
+    records = asyncio.run(_round(endpoint, prompts, mode, temperature, timeout))
     return records, time.perf_counter() - started
+
+
+def sweep(
+    endpoint: Endpoint,
+    prompts_for: Callable[[str], Sequence[Prompt]],
+    modes: Sequence[LoadMode],
+    *,
+    temperature: float = 0.0,
+    timeout: float = 300.0,
+) -> list[tuple[LoadMode, list[Record], float]]:
+    """One round per load level; ``prompts_for(label)`` gives fresh prompts for each level."""
+    results = []
+    for mode in modes:
+        records, wall = run_round(endpoint, prompts_for(repr(mode)), mode=mode, temperature=temperature, timeout=timeout)
+        results.append((mode, records, wall))
+    return results

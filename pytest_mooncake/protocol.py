@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .measure import Record, run_round
+from .measure import Concurrency, Record, run_round
 from .metrics import parse_metrics
 from .options import MooncakeConfig
 from .probes import http_request
@@ -146,7 +146,7 @@ class Protocol:
             records, wall = run_round(
                 self.endpoint,
                 prompts,
-                concurrency=self.config.concurrency if concurrency is None else concurrency,
+                mode=Concurrency(self.config.concurrency if concurrency is None else concurrency),
                 temperature=self.config.temperature,
                 timeout=self.config.request_timeout,
             )

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .protocol import ScenarioRun
-from .verdict import FAILED, PASSED, Verdict, judge_at_least, reduction_ci
+from .verdict import FAILED, PASSED, Verdict, goodput, judge_at_least, reduction_ci
 
 # Below this share of the expected reusable tokens, a hit is reported as partial.
 PARTIAL_HIT = 0.9
@@ -100,9 +100,20 @@ def evaluate(run: ScenarioRun, thresholds: dict[str, float], *, statistic: str =
             )
         elif verdict.outcome != PASSED:
             evaluation.problems.append(verdict.message)
+    if "ttft_p90_ms" in thresholds:
+        _slo(evaluation, thresholds["ttft_p90_ms"])
     if "control_gain" in thresholds:
         _negative_control(evaluation, cold, hit, thresholds["control_gain"], statistic)
     return evaluation
+
+
+def _slo(evaluation: Evaluation, limit_ms: float) -> None:
+    hit = evaluation.run.round("hit")
+    p90 = hit.stats["ttft_ms"]["p90"]
+    rate = goodput(hit.records, hit.wall_s, ttft_ms=limit_ms)
+    evaluation.notes.append(f"hit-round TTFT p90 {p90:.0f} ms (SLO {limit_ms:.0f} ms); goodput {rate:.2f} requests/s")
+    if p90 > limit_ms:
+        evaluation.problems.append(f"TTFT p90 {p90:.0f} ms > SLO {limit_ms:.0f} ms (n={hit.stats['n']})")
 
 
 def _negative_control(evaluation: Evaluation, cold: list[float], hit: list[float], limit: float, statistic: str) -> None:

@@ -67,12 +67,13 @@ def apply_definition(scenario: Scenario, definition: Mapping[str, Any]) -> Scena
 
 @dataclass(frozen=True)
 class Prompt:
-    """One request: its id, round and token-id prompt."""
+    """One request: its id, round, and a token-id prompt (completions) or messages (chat)."""
 
     request_id: str
     round: str
     token_ids: tuple[int, ...]
     max_tokens: int
+    messages: tuple[dict[str, str], ...] = ()
 
 
 def salt_tokens(pool: TokenPool, tag: str, length: int = 16) -> list[int]:

@@ -35,6 +35,19 @@ def _ms(values: Sequence[float]) -> dict[str, float] | None:
     }
 
 
+def goodput(records: Sequence[Record], wall_s: float, *, ttft_ms: float | None, tpot_ms: float | None = None) -> float:
+    """Requests per second that met the SLO (vLLM bench serve's goodput)."""
+    def meets(r: Record) -> bool:
+        if r.error is not None or r.ttft_s is None:
+            return False
+        if ttft_ms is not None and r.ttft_s * 1000 > ttft_ms:
+            return False
+        tpot = r.tpot_s
+        return tpot_ms is None or tpot is None or tpot * 1000 <= tpot_ms
+
+    return sum(meets(r) for r in records) / wall_s if wall_s > 0 else 0.0
+
+
 def round_stats(records: Sequence[Record], wall_s: float) -> dict[str, Any]:
     ok = [r for r in records if r.error is None]
     prompt = sum(r.prompt_tokens for r in ok)

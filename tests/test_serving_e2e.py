@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from pytest_mooncake.janitor import Janitor
-from pytest_mooncake.measure import run_round
+from pytest_mooncake.measure import Concurrency, run_round
 from pytest_mooncake.options import MooncakeConfig
 from pytest_mooncake.protocol import Protocol
 from pytest_mooncake.reuse import evaluate
@@ -37,7 +37,7 @@ def test_warm_up_trap_never_becomes_a_claimed_reduction(baseline: Endpoint) -> N
     """Runs first, on a fresh server: the naive first-vs-second comparison is what fools people."""
     pool = TokenPool.from_endpoint(baseline, 40_000)
     same = Prompt("naive", "naive", tuple(pool.prompt(salt_tokens(pool, f"naive {time.time()}"), 3000)), 4)
-    naive, _ = run_round(baseline, [same, same], concurrency=1)
+    naive, _ = run_round(baseline, [same, same], mode=Concurrency(1))
     naive_gain = 1 - naive[1].ttft_s / naive[0].ttft_s  # type: ignore[operator]
     config = MooncakeConfig.from_defaults()
     scenario = Scenario("high_reuse", 6, 3000, 128, reuse=1.0)

@@ -88,3 +88,9 @@ def test_round_stats() -> None:
     stats = round_stats([_record(0, "hit", 0.1, 500), _record(1, "hit", 0.3, 500)], wall_s=2.0)
     assert stats["ttft_ms"]["median"] == pytest.approx(200.0)
     assert stats["hit_rate"] == 0.5 and stats["requests_per_s"] == 1.0 and stats["errors"] == 0
+
+
+def test_slo_and_goodput() -> None:
+    evaluation = evaluate(_run(0.1, 896), {"ttft_reduction": 0.6, "ttft_p90_ms": 50})
+    assert any("TTFT p90 1" in p and "> SLO 50 ms" in p for p in evaluation.problems)
+    assert evaluate(_run(0.1, 896), {"ttft_p90_ms": 500}).problems == []

@@ -1,6 +1,6 @@
 """A known-delay OpenAI-compatible streaming server: a test double for our measurement code.
 
-``/v1/completions`` streams ``tokens`` chunks: the first after ``ttft`` seconds, the next
+``/v1/completions`` and ``/v1/chat/completions`` stream ``tokens`` chunks: the first after ``ttft`` seconds, the next
 every ``itl`` seconds, then a usage chunk. ``mode`` plants a fault: ``http500``,
 ``wrong_model`` (404), ``plain_json`` (a non-streaming reply), ``cut`` (the stream stops
 mid-way) or ``empty`` (HTTP 200 with zero completion tokens).
@@ -25,10 +25,10 @@ class Behaviour:
     mode: str = "ok"
 
 
-def _chunk(text: str, usage: dict[str, object] | None = None) -> bytes:
-    body = {"id": "x", "object": "text_completion", "created": 0, "model": "fake",
-            "choices": [] if usage else [{"index": 0, "text": text, "finish_reason": None, "logprobs": None}],
-            "usage": usage}
+def _chunk(text: str, usage: dict[str, object] | None = None, chat: bool = False) -> bytes:
+    choice = {"index": 0, "delta": {"content": text}} if chat else {"index": 0, "text": text}
+    body = {"id": "x", "object": "chat.completion.chunk" if chat else "text_completion", "created": 0, "model": "fake",
+            "choices": [] if usage else [{**choice, "finish_reason": None, "logprobs": None}], "usage": usage}
     return f"data: {json.dumps(body)}\n\n".encode()
 
 
@@ -43,22 +43,24 @@ def make_app(behaviour: Behaviour) -> web.Application:
             return web.json_response({"choices": [{"text": "hi"}], "usage": {"prompt_tokens": 1, "completion_tokens": 1}})
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
-        prompt_tokens = len(payload["prompt"]) if isinstance(payload["prompt"], list) else 1
+        chat = "messages" in payload
+        prompt_tokens = len(payload["prompt"]) if isinstance(payload.get("prompt"), list) else 1
         produced = 0 if behaviour.mode == "empty" else behaviour.tokens
         for index in range(produced):
             await asyncio.sleep(behaviour.ttft if index == 0 else behaviour.itl)
-            await response.write(_chunk(f"t{index}"))
+            await response.write(_chunk(f"t{index}", chat=chat))
             if behaviour.mode == "cut" and index == 1:
                 request.transport.close()
                 return response
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": produced, "total_tokens": prompt_tokens + produced,
                  "prompt_tokens_details": {"cached_tokens": behaviour.cached}}
-        await response.write(_chunk("", usage))
+        await response.write(_chunk("", usage, chat=chat))
         await response.write(b"data: [DONE]\n\n")
         return response
 
     app = web.Application()
     app.router.add_post("/v1/completions", completions)
+    app.router.add_post("/v1/chat/completions", completions)
     return app
 
 
