@@ -183,7 +183,7 @@ class Protocol:
         """No reuse to wait for: alternate the two rounds' requests, so a slow drift of the
         host (another process, a thermal change) loads both rounds alike."""
         cold, hit = builder.cold_round(), builder.hit_round("hit", variant=1)
-        mixed = self._round("mixed", [p for pair in zip(cold, hit) for p in pair], concurrency=1)
+        mixed = self._round("mixed", [p for pair in zip(cold, hit, strict=True) for p in pair], concurrency=1)
         by_round = {name: [r for r in mixed.records if r.round == name] for name in ("cold", "hit")}
         share = mixed.wall_s / max(1, len(mixed.records))
         rounds = [RoundResult(name, records, share * len(records), mixed.counters) for name, records in by_round.items()]
