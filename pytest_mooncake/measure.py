@@ -44,7 +44,15 @@ class PoissonRate:
     max_in_flight: int | None = None
 
 
-LoadMode = Concurrency | PoissonRate
+@dataclass(frozen=True)
+class Timestamps:
+    """Open loop on given send offsets in seconds (a trace replay), optionally capped in flight."""
+
+    offsets: tuple[float, ...]
+    max_in_flight: int | None = None
+
+
+LoadMode = Concurrency | PoissonRate | Timestamps
 
 
 @dataclass(frozen=True)
@@ -110,8 +118,12 @@ def _error_text(exc: BaseException) -> str:
 
 
 async def _consume(client: Any, endpoint: Endpoint, prompt: Prompt, temperature: float, stream: _Stream) -> None:
-    common = {"model": endpoint.model, "max_tokens": prompt.max_tokens, "temperature": temperature,
-              "stream": True, "stream_options": {"include_usage": True}}
+    common: dict[str, Any] = {"model": endpoint.model, "max_tokens": prompt.max_tokens, "temperature": temperature,
+                              "stream": True, "stream_options": {"include_usage": True}}
+    if endpoint.spawned:
+        # Our dummy-weight model may pick EOS first; vLLM's min_tokens keeps every answer non-empty,
+        # so an empty answer always means a broken server, never an unlucky sample.
+        common["extra_body"] = {"min_tokens": 1}
     if prompt.messages:
         response = await client.chat.completions.create(messages=list(prompt.messages), **common)
     else:
@@ -156,6 +168,10 @@ async def _one(
 def _offsets(mode: LoadMode, count: int) -> list[float] | None:
     if isinstance(mode, Concurrency):
         return None
+    if isinstance(mode, Timestamps):
+        if len(mode.offsets) != count:
+            raise ValueError(f"{len(mode.offsets)} send offsets for {count} requests")
+        return list(mode.offsets)
     gaps = np.random.default_rng(mode.seed).exponential(1.0 / mode.rate, count)
     return list(np.concatenate([[0.0], np.cumsum(gaps[:-1])]))
 

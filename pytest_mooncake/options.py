@@ -77,6 +77,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("requests_per_scenario", "Requests sent per scenario and round", p.parse_positive_int, 10, "N"),
     Setting("concurrency", "Requests in flight at once (none: no limit)", p.parse_optional_positive_int, 1, "N"),
     Setting("scenarios", "Comma-separated scenarios to run (default: all collected)", p.parse_names, (), "NAMES"),
+    Setting("trace", "Mooncake trace (JSONL) to replay (default: the bundled conversation trace)", _path, None, "FILE"),
+    Setting("trace_requests", "Replay the first N requests of the trace", p.parse_positive_int, 200, "N"),
+    Setting("trace_scale", "Shrink every 512-token trace block by this factor to fit a small server", p.parse_positive_int, 8, "N"),
+    Setting("trace_speed", "Replay the trace's timestamps this many times faster", p.parse_float, 1.0, "X"),
     Setting("startup_timeout", "Seconds a spawned service may take to become ready", p.parse_positive_duration, 180.0, "SECONDS"),
     Setting("request_timeout", "Seconds one request or store operation may take", p.parse_positive_duration, 300.0, "SECONDS"),
     Setting("results_dir", "Directory for result JSON, reports and service logs", _path, Path(".mooncake-results"), "DIR"),
@@ -119,6 +123,10 @@ class MooncakeConfig:
     requests_per_scenario: int
     concurrency: int | None
     scenarios: tuple[str, ...]
+    trace: Path | None
+    trace_requests: int
+    trace_scale: int
+    trace_speed: float
     startup_timeout: float
     request_timeout: float
     results_dir: Path

@@ -58,6 +58,14 @@ class Endpoint:
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
+    def max_model_len(self, default: int = 32768) -> int:
+        """The context length vLLM reports in /v1/models; ``default`` for servers that do not."""
+        response = http_request(self.base_url + "/models", headers=self.headers(), timeout=10)
+        for model in json.loads(response.body).get("data", []):
+            if model.get("id") == self.model and model.get("max_model_len"):
+                return int(model["max_model_len"])
+        return default
+
     def post_json(self, url: str, payload: dict[str, object], timeout: float) -> HttpResponse:
         """POST ``payload`` as JSON to ``url`` (under ``root_url`` or ``base_url``) with our credentials."""
         return http_request(

@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from pytest_mooncake import MasterMetrics
 from pytest_mooncake.options import MooncakeConfig
-from pytest_mooncake.probes import http_request
 from pytest_mooncake.protocol import Protocol
 from pytest_mooncake.scenarios import Scenario, apply_definition, default_scenarios
 from pytest_mooncake.vllm.server import Endpoint
 from pytest_mooncake.vllm.tokens import TokenPool
-
-
-def _max_model_len(endpoint: Endpoint) -> int:
-    response = http_request(endpoint.base_url + "/models", headers=endpoint.headers(), timeout=10)
-    for model in json.loads(response.body).get("data", []):
-        if model.get("id") == endpoint.model and model.get("max_model_len"):
-            return int(model["max_model_len"])
-    return 32768
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +20,7 @@ def serving_scenarios(openai_endpoint: Endpoint, mooncake_config: MooncakeConfig
         overrides["num_requests"] = mooncake_config.requests_per_scenario
     if mooncake_config.sources["max_tokens"] != "default":
         overrides["max_tokens"] = mooncake_config.max_tokens
-    scenarios = {name: apply_definition(s, overrides) for name, s in default_scenarios(_max_model_len(openai_endpoint)).items()}
+    scenarios = {name: apply_definition(s, overrides) for name, s in default_scenarios(openai_endpoint.max_model_len()).items()}
     for name, definition in mooncake_config.scenario_definitions.items():
         if name in scenarios:
             scenarios[name] = apply_definition(scenarios[name], definition)

@@ -1,0 +1,59 @@
+"""Replay real Mooncake traffic: measured cache hits beside what the trace's prefix sharing predicts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pytest_mooncake.options import MooncakeConfig
+from pytest_mooncake.replay import replay
+from pytest_mooncake.reporting import show
+from pytest_mooncake.results import Results
+from pytest_mooncake.scenarios import salt_tokens
+from pytest_mooncake.traces import load_trace
+from pytest_mooncake.vllm.server import Endpoint
+from pytest_mooncake.vllm.tokens import TokenPool
+
+BUNDLED = Path(__file__).resolve().parents[2] / "fixtures" / "traces" / "conversation_trace.jsonl"
+
+pytestmark = pytest.mark.requires_serving
+
+
+@pytest.mark.multi_turn
+def test_conversation_trace_replay(
+    request: pytest.FixtureRequest,
+    openai_endpoint: Endpoint,
+    token_pool: TokenPool,
+    mooncake_config: MooncakeConfig,
+    mooncake_run_id: str,
+    mooncake_results: Results,
+) -> None:
+    path = mooncake_config.trace or BUNDLED
+    records = load_trace(path, first_n=mooncake_config.trace_requests)
+    salt = salt_tokens(token_pool, f"{mooncake_run_id} replay", length=256)
+    result = replay(
+        openai_endpoint, records, sorted(set(token_pool.ids)), salt, max_model_len=openai_endpoint.max_model_len(),
+        scale=mooncake_config.trace_scale, speed=mooncake_config.trace_speed, max_in_flight=1,
+        timeout=mooncake_config.request_timeout,
+    )
+    errors = [f"{r.request_id}: {r.error}" for r in result.records if r.error]
+    predicted = sum(result.predicted_cached)
+    ttfts = sorted(r.ttft_s for r in result.records if r.ttft_s is not None)
+    summary = (
+        f"{len(result.records)} requests replayed from {path.name} ({result.skipped} longer than the server's context "
+        f"skipped; blocks scaled 512/{mooncake_config.trace_scale}; x{mooncake_config.trace_speed:g} speed): "
+        f"theoretical hit ratio {result.theoretical_hit_ratio:.1%}; cached tokens measured {result.measured_cached} vs "
+        f"predicted {predicted} of {result.prompt_tokens} prompt tokens; TTFT p50 {1000 * ttfts[len(ttfts) // 2]:.0f} ms"
+    )
+    mooncake_results.add("replay", path.name, {
+        "summary": summary, "skipped": result.skipped, "theoretical_hit_ratio": result.theoretical_hit_ratio,
+        "measured_cached": result.measured_cached, "predicted_cached": predicted, "prompt_tokens": result.prompt_tokens,
+        "records": [{**r.as_dict(), "predicted_cached": p} for r, p in zip(result.records, result.predicted_cached, strict=True)],
+    }, test=request.node.nodeid)
+    show(request.config, f"[trace replay] {summary}")
+    assert not errors, f"{len(errors)} replayed requests failed, e.g. {errors[:3]}"
+    # A cache cannot serve more than the trace shares (one block of slack per request for block rounding).
+    assert result.measured_cached <= predicted + len(result.records) * 128, summary
+    if predicted:
+        assert result.measured_cached > 0, f"the trace shares prefixes but nothing was served from cache: {summary}"
