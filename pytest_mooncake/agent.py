@@ -65,12 +65,12 @@ def replicate_config(spec: dict[str, Any]) -> Any:
 
 def _dispatch(store: Any, request: tuple[str, tuple[Any, ...], dict[str, Any]]) -> tuple[str, Any]:
     name, args, kwargs = request
-    if isinstance(kwargs.get("config"), dict):
-        kwargs = {**kwargs, "config": replicate_config(kwargs["config"])}
     if name in OPS:
         return "ok", OPS[name](store, *args, **kwargs)
     if name.startswith("_") or name in _FORBIDDEN or not hasattr(store, name):
         return "error", f"unknown operation {name!r}"
+    if isinstance(kwargs.get("config"), dict):
+        kwargs = {**kwargs, "config": replicate_config(kwargs["config"])}
     return "ok", getattr(store, name)(*args, **kwargs)
 
 

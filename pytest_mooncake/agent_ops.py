@@ -2,4 +2,62 @@
 
 from __future__ import annotations
 
-from .agent import op  # noqa: F401 - the decorator that registers an operation
+import time
+from typing import Any
+
+from .agent import op, replicate_config
+from .integrity import Checker, value_for
+
+NO_AVAILABLE_HANDLE = -200
+
+
+@op
+def fill(store: Any, prefix: str, count: int, size: int, config: dict[str, Any] | None = None,
+         pace_s: float = 0.0, retries: int = 50) -> dict[str, int]:
+    """Put ``count`` checksummed objects; -200 (store full, eviction pending) is back-pressure:
+    retried with a growing pause, never counted as corruption."""
+    replicate = replicate_config(config or {})
+    stats = {"ok": 0, "backpressure": 0, "failed": 0, "last_error": 0}
+    for index in range(count):
+        value = value_for(f"{prefix}-{index}", size)
+        for attempt in range(retries):
+            code = store.put(f"{prefix}-{index}", value, replicate)
+            if code != NO_AVAILABLE_HANDLE:
+                break
+            stats["backpressure"] += 1
+            time.sleep(min(0.2, 0.005 * (attempt + 1)))
+        if code == 0:
+            stats["ok"] += 1
+        else:
+            stats["failed"] += 1
+            stats["last_error"] = code
+        if pace_s:
+            time.sleep(pace_s)
+    return stats
+
+
+@op
+def verify(store: Any, prefix: str, count: int, size: int) -> dict[str, int]:
+    """Read back every object of ``fill``: exact, clean miss, or bad (stale/phantom/corrupt)."""
+    checker = Checker(eviction_possible=True)
+    for index in range(count):
+        checker.wrote(f"{prefix}-{index}", size)
+    for index in range(count):
+        checker.check(f"{prefix}-{index}", bytes(store.get(f"{prefix}-{index}")))
+    return dict(checker.tally)
+
+
+@op
+def put_get_throughput(store: Any, prefix: str, count: int, size: int) -> dict[str, float]:
+    """Bytes/s of ``count`` puts then gets of ``size``-byte objects, timed inside the client process."""
+    values = [value_for(f"{prefix}-{i}", size) for i in range(count)]
+    started = time.perf_counter()
+    codes = [store.put(f"{prefix}-{i}", values[i]) for i in range(count)]
+    put_s = time.perf_counter() - started
+    started = time.perf_counter()
+    reads = [store.get(f"{prefix}-{i}") for i in range(count)]
+    get_s = time.perf_counter() - started
+    exact = sum(bytes(read) == value for read, value in zip(reads, values, strict=True))
+    store.batch_remove([f"{prefix}-{i}" for i in range(count)], True)
+    return {"put_gbps": count * size / put_s / 1e9, "get_gbps": count * size / get_s / 1e9,
+            "put_failures": sum(code != 0 for code in codes), "exact_reads": exact}

@@ -88,6 +88,9 @@ class ServiceProcess(mirakuru.Executor):  # type: ignore[misc]
         return bool(super().check_subprocess())
 
     def start(self) -> ServiceProcess:
+        if self._log.closed:  # a restart after stop(): keep appending to the same log
+            self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+            self._stdout = self._log
         try:
             super().start()
         except ProcessExitedWithError as exc:

@@ -139,3 +139,14 @@ def test_janitor_survives_a_sigkilled_parent(tmp_path: Path) -> None:
     subprocess.run([sys.executable, str(parent)], timeout=60, check=False)
     child = int(pidfile.read_text())
     assert _gone(child, within=15)
+
+
+def test_a_stopped_service_starts_again_on_the_same_log(tmp_path: Path) -> None:
+    port = port_for.select_random()
+    service = _service(tmp_path, f"--port={port}", probe=TCPProbe("127.0.0.1", port)).start()
+    service.stop()
+    service.start()
+    try:
+        assert (tmp_path / "fake.log").read_text().count("fake service starting") == 2
+    finally:
+        service.stop()

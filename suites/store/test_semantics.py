@@ -1,0 +1,89 @@
+"""Store semantics every client relies on, with the documented return codes (mooncake-facts §2, §7.1)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from pytest_mooncake import MasterHandle, MooncakeConfig, StoreClient
+from pytest_mooncake.integrity import value_for
+
+OBJECT_NOT_FOUND, INVALID_PARAMS, OBJECT_HAS_LEASE = -704, -600, -706
+
+
+@pytest.fixture
+def keys(mooncake_store: StoreClient, mooncake_run_id: str, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """A key factory; every key it made is removed (force: reads hold leases) after the test."""
+    made: list[str] = []
+
+    def make(name: str) -> str:
+        made.append(f"{mooncake_run_id}-{request.node.name}-{name}")
+        return made[-1]
+
+    yield make
+    mooncake_store.batch_remove(made, True)
+
+
+@pytest.mark.parametrize("size", [1, 4096, 1 << 20])
+def test_put_get_round_trip_with_checksum(mooncake_store: StoreClient, keys, size: int) -> None:  # type: ignore[no-untyped-def]
+    key = keys(f"v{size}")
+    value = value_for(key, size)
+    assert mooncake_store.put(key, value) == 0
+    assert mooncake_store.get_size(key) == size
+    assert mooncake_store.is_exist(key) == 1
+    assert mooncake_store.get(key) == value
+
+
+def test_largest_object_the_buffer_allows(mooncake_store: StoreClient, mooncake_config: MooncakeConfig, keys) -> None:  # type: ignore[no-untyped-def]
+    # The local buffer also holds transfer metadata, so stay one page under its size.
+    size = mooncake_config.local_buffer_size - 4096
+    key = keys("largest")
+    assert mooncake_store.put(key, value_for(key, size)) == 0
+    assert mooncake_store.get(key) == value_for(key, size)
+
+
+def test_misses_empty_and_oversized_values(mooncake_store: StoreClient, mooncake_config: MooncakeConfig, keys) -> None:  # type: ignore[no-untyped-def]
+    missing = keys("missing")
+    assert mooncake_store.get(missing) == b""
+    assert mooncake_store.is_exist(missing) == 0
+    assert mooncake_store.get_size(missing) == OBJECT_NOT_FOUND
+    assert mooncake_store.remove(missing) == OBJECT_NOT_FOUND
+    assert mooncake_store.put(keys("empty"), b"") == INVALID_PARAMS
+    assert mooncake_store.put(keys("huge"), b"x" * (mooncake_config.local_buffer_size + 1)) == INVALID_PARAMS
+
+
+def test_put_never_overwrites_but_upsert_does(mooncake_store: StoreClient, keys) -> None:  # type: ignore[no-untyped-def]
+    key = keys("overwrite")
+    assert mooncake_store.put(key, b"v1") == 0
+    assert mooncake_store.put(key, b"v2-longer") == 0
+    assert mooncake_store.get(key) == b"v1"
+    assert mooncake_store.upsert(key, b"v3") == 0
+    assert mooncake_store.get(key) == b"v3"
+
+
+def test_batch_operations(mooncake_store: StoreClient, keys) -> None:  # type: ignore[no-untyped-def]
+    names = [keys(f"b{i}") for i in range(8)]
+    values = [value_for(name, 1000 + i) for i, name in enumerate(names)]
+    assert mooncake_store.put_batch(names, values) == 0
+    assert mooncake_store.get_batch(names) == values
+    assert mooncake_store.batch_is_exist([*names, keys("nope")]) == [1] * 8 + [0]
+    assert mooncake_store.batch_remove(names[:2], True) == [0, 0]
+    assert mooncake_store.get_batch(names[:2]) == [b"", b""]
+
+
+def test_a_read_holds_a_lease_until_it_expires(mooncake_store: StoreClient, mooncake_master: MasterHandle, keys) -> None:  # type: ignore[no-untyped-def]
+    key = keys("leased")
+    assert mooncake_store.put(key, b"leased") == 0
+    assert mooncake_store.get(key) == b"leased"
+    assert mooncake_store.remove(key) == OBJECT_HAS_LEASE
+    deadline = time.monotonic() + mooncake_master.lease_ttl + 5
+    while (code := mooncake_store.remove(key)) == OBJECT_HAS_LEASE and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert code == 0, f"remove still answered {code} {mooncake_master.lease_ttl + 5:g} s after the last read"
+
+
+def test_put_grants_no_lease(mooncake_store: StoreClient, keys) -> None:  # type: ignore[no-untyped-def]
+    key = keys("fresh")
+    assert mooncake_store.put(key, b"fresh") == 0
+    assert mooncake_store.remove(key) == 0
