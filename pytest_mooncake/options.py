@@ -50,6 +50,12 @@ def _path(value: object) -> Path:
     return Path(str(value)).expanduser()
 
 
+def _rules(value: object) -> Mapping[str, float]:
+    from .baseline import parse_rules
+
+    return MappingProxyType(parse_rules(str(value)))
+
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("config", "YAML test config (the guides' test_config.yaml format)", _path, None, "FILE"),
     Setting("master", "Attach to the Mooncake master at HOST:PORT; spawn a local cluster when unset", p.parse_endpoint, None, "HOST:PORT"),
@@ -86,9 +92,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("results_dir", "Directory for result JSON, reports and service logs", _path, Path(".mooncake-results"), "DIR"),
     Setting("save", "Save this run's results as the named baseline", p.parse_text, None, "NAME"),
     Setting("compare", "Compare this run against the named baseline", p.parse_text, None, "NAME"),
-    Setting("compare_fail", "Fail the session on a regression against --mooncake-compare, e.g. ttft_p90:10%,throughput:5%", p.parse_text, None, "EXPR"),
-    Setting("profile", "Qualification profile: a named set of thresholds for a hardware class, e.g. h100-rdma", p.parse_text, None, "NAME"),
-    Setting("server_cost", "Monthly cost of one serving node, for the report's cost model", p.parse_float, 50000.0, "AMOUNT"),
+    Setting("compare_fail", "Fail the session on a regression against --mooncake-compare, e.g. ttft_p90:10%,throughput:5%", _rules, None, "EXPR"),
 )
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
 
@@ -132,9 +136,7 @@ class MooncakeConfig:
     results_dir: Path
     save: str | None
     compare: str | None
-    compare_fail: str | None
-    profile: str | None
-    server_cost: float
+    compare_fail: Mapping[str, float] | None
     # From the guides' YAML only: scenario definitions and the machine list.
     scenario_definitions: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     machines: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
@@ -174,6 +176,7 @@ class MooncakeConfig:
             if setting.secret and value:
                 value = "***"
             out[setting.name] = str(value) if isinstance(value, (Path, Endpoint)) else value
+        out["compare_fail"] = dict(self.compare_fail) if self.compare_fail else None
         out["scenarios"] = list(self.scenarios)
         return out
 
@@ -263,6 +266,11 @@ def load_config(config: pytest.Config) -> MooncakeConfig:
 
 
 def _finish(values: dict[str, Any], sources: dict[str, str], extras: dict[str, Any]) -> MooncakeConfig:
+    if values["compare_fail"] is not None and values["compare"] is None:
+        raise pytest.UsageError(
+            f"mooncake_compare_fail (from {sources['compare_fail']}) needs a baseline to compare with. "
+            "Fix: also give --mooncake-compare=NAME."
+        )
     master: Endpoint | None = values["master"]
     if master is None:
         for name in ("metadata_url", "metrics_url", "local_hostname"):

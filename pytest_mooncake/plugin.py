@@ -7,7 +7,7 @@ from types import FrameType
 
 import pytest
 
-from . import factories, markers
+from . import baseline, factories, markers
 from .doctor import run_checks
 from .options import MooncakeConfig, add_options, load_config
 from .results import Results
@@ -30,6 +30,12 @@ def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     markers.register(config)
     config.stash[STATE_KEY] = SessionState(load_config(config), rootdir=config.rootpath)
+    settings = get_config(config)
+    if settings.compare:
+        try:
+            baseline.load(state(config).results.directory, settings.compare)
+        except FileNotFoundError as exc:
+            raise pytest.UsageError(str(exc)) from None
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
         config.stash[_SIGTERM_INSTALLED] = True
@@ -67,15 +73,30 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    if STATE_KEY in session.config.stash:
-        session_state = state(session.config)
-        session_state.results_path = session_state.results.write()
+    if STATE_KEY not in session.config.stash or not state(session.config).results.records:
+        return
+    session_state, settings = state(session.config), get_config(session.config)
+    document = session_state.results.document()
+    session_state.results_path = session_state.results.write(document)
+    if settings.save:
+        saved = baseline.save(document, session_state.results.directory, settings.save)
+        session_state.summary.append(f"saved as baseline {settings.save!r}: {saved}")
+    if settings.compare and settings.compare_fail:
+        previous = baseline.load(session_state.results.directory, settings.compare)
+        regressions = baseline.compare(document, previous, dict(settings.compare_fail))
+        session_state.summary += [f"REGRESSION {r.line(settings.compare)}" for r in regressions]
+        if regressions:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        else:
+            session_state.summary.append(f"no regression against baseline {settings.compare!r}")
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
-    path = state(config).results_path if STATE_KEY in config.stash else None
-    if path is not None:
-        terminalreporter.write_sep("-", f"mooncake results: {path}")
+    if STATE_KEY not in config.stash or state(config).results_path is None:
+        return
+    terminalreporter.write_sep("-", f"mooncake results: {state(config).results_path}")
+    for line in state(config).summary:
+        terminalreporter.write_line(line)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -106,13 +106,13 @@ class Results:
             "records": self.records,
         }
 
-    def write(self) -> Path | None:
-        if not self.records:
-            return None
+    @property
+    def directory(self) -> Path:
         directory = self.config.results_dir
-        if not directory.is_absolute():
-            directory = self.rootdir / directory
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / f"{self.run_id}.json"
-        path.write_text(json.dumps(self.document(), indent=2, default=str) + "\n", "utf-8")
+        return directory if directory.is_absolute() else self.rootdir / directory
+
+    def write(self, document: dict[str, Any]) -> Path:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / f"{self.run_id}.json"
+        path.write_text(json.dumps(document, indent=2, default=str) + "\n", "utf-8")
         return path

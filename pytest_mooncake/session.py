@@ -26,6 +26,7 @@ class SessionState:
     run_id: str = field(default_factory=lambda: f"pmc-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}")
     results: Results = field(init=False)
     results_path: Path | None = None
+    summary: list[str] = field(default_factory=list)
     rootdir: Path = field(default_factory=Path.cwd)
 
     def __post_init__(self) -> None:
