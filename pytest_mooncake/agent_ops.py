@@ -61,3 +61,19 @@ def put_get_throughput(store: Any, prefix: str, count: int, size: int) -> dict[s
     store.batch_remove([f"{prefix}-{i}" for i in range(count)], True)
     return {"put_gbps": count * size / put_s / 1e9, "get_gbps": count * size / get_s / 1e9,
             "put_failures": sum(code != 0 for code in codes), "exact_reads": exact}
+
+
+@op
+def get_into(store: Any, key: str, size: int) -> tuple[int, bytes]:
+    """Zero-copy read into a registered buffer: (store return code, the buffer's first bytes read)."""
+    import ctypes
+
+    buffer = ctypes.create_string_buffer(size)
+    address = ctypes.addressof(buffer)
+    if (code := store.register_buffer(address, size)) != 0:
+        return code, b""
+    try:
+        read = store.get_into(key, address, size)
+        return read, buffer.raw[: max(read, 0)]
+    finally:
+        store.unregister_buffer(address)

@@ -87,3 +87,12 @@ def test_put_grants_no_lease(mooncake_store: StoreClient, keys) -> None:  # type
     key = keys("fresh")
     assert mooncake_store.put(key, b"fresh") == 0
     assert mooncake_store.remove(key) == 0
+
+
+def test_get_into_a_registered_buffer(mooncake_store: StoreClient, keys) -> None:  # type: ignore[no-untyped-def]
+    key = keys("zero-copy")
+    value = value_for(key, 65536)
+    assert mooncake_store.put(key, value) == 0
+    assert mooncake_store.call("get_into", key, 65536) == (65536, value)
+    assert mooncake_store.call("get_into", key, 1)[0] == INVALID_PARAMS, "a buffer too small must be refused"
+    assert mooncake_store.call("get_into", keys("absent"), 4096)[0] == OBJECT_NOT_FOUND

@@ -21,7 +21,7 @@ from pytest_mooncake.session import get_config, state
 from pytest_mooncake.transfer_bench import BenchResult, run_initiator, start_target
 
 KiB, MiB = 1 << 10, 1 << 20
-BLOCK_SIZES = (64 * KiB, 1 * MiB, 4 * MiB)
+BLOCK_SIZES = (64 * KiB, 1 * MiB, 4 * MiB, 16 * MiB)
 BUFFER = 512 * MiB
 PREFIX_TOKENS = 8192
 
@@ -37,8 +37,9 @@ def raw_bandwidth(request: pytest.FixtureRequest, mooncake_master: MasterHandle,
                           timeout=config.startup_timeout)
     try:
         return [
+            # batch x block must fit the buffer: 16 MiB blocks go 16 to a batch.
             run_initiator(mooncake_master, binary, workdir, operation=operation, block_size=block, buffer_size=BUFFER,
-                          port=12400 + index)
+                          batch_size=min(64, BUFFER // block // 2), port=12400 + index)
             for index, (operation, block) in enumerate((op, b) for op in ("read", "write") for b in BLOCK_SIZES)
         ]
     finally:
