@@ -13,7 +13,10 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .options import MooncakeConfig
 
 # metric -> (hit-round statistic path, True when higher is better)
 METRICS: dict[str, tuple[tuple[str, ...], bool]] = {
@@ -106,3 +109,17 @@ def compare(current: dict[str, Any], baseline: dict[str, Any], rules: dict[str, 
             if worse > allowed:
                 regressions.append(Regression(metric, scenario, now, then, worse, allowed))
     return regressions
+
+
+def apply(document: dict[str, Any], results_dir: Path, config: MooncakeConfig) -> tuple[list[str], bool]:
+    """Save and/or compare as the settings ask; (summary lines, whether anything regressed)."""
+    lines: list[str] = []
+    if config.save:
+        lines.append(f"saved as baseline {config.save!r}: {save(document, results_dir, config.save)}")
+    if not (config.compare and config.compare_fail):
+        return lines, False
+    regressions = compare(document, load(results_dir, config.compare), dict(config.compare_fail))
+    lines += [f"REGRESSION {r.line(config.compare)}" for r in regressions]
+    if not regressions:
+        lines.append(f"no regression against baseline {config.compare!r}")
+    return lines, bool(regressions)

@@ -75,20 +75,13 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 def pytest_sessionfinish(session: pytest.Session) -> None:
     if STATE_KEY not in session.config.stash or not state(session.config).results.records:
         return
-    session_state, settings = state(session.config), get_config(session.config)
+    session_state = state(session.config)
     document = session_state.results.document()
     session_state.results_path = session_state.results.write(document)
-    if settings.save:
-        saved = baseline.save(document, session_state.results.directory, settings.save)
-        session_state.summary.append(f"saved as baseline {settings.save!r}: {saved}")
-    if settings.compare and settings.compare_fail:
-        previous = baseline.load(session_state.results.directory, settings.compare)
-        regressions = baseline.compare(document, previous, dict(settings.compare_fail))
-        session_state.summary += [f"REGRESSION {r.line(settings.compare)}" for r in regressions]
-        if regressions:
-            session.exitstatus = pytest.ExitCode.TESTS_FAILED
-        else:
-            session_state.summary.append(f"no regression against baseline {settings.compare!r}")
+    lines, regressed = baseline.apply(document, session_state.results.directory, get_config(session.config))
+    session_state.summary += lines
+    if regressed:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
