@@ -137,6 +137,3 @@ class ServiceProcess(mirakuru.Executor):  # type: ignore[misc]
         if self._janitor is not None and pid is not None:
             self._janitor.forget_group(pid)
         return self
-
-    def log_tail(self, lines: int = 40) -> str:
-        return read_tail(self.log_path, lines)

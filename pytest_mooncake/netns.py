@@ -87,12 +87,5 @@ class NetworkNamespace:
             finally:
                 _libc_setns(home.fileno())
 
-    def pids(self) -> list[int]:
-        listed = _ip("netns", "pids", self.name)
-        return [int(pid) for pid in listed.stdout.split()]
-
-    def exists(self) -> bool:
-        return os.path.exists(f"/var/run/netns/{self.name}")
-
     def delete(self) -> None:
         _ip("netns", "delete", self.name)

