@@ -93,3 +93,17 @@ def test_nodes_really_get_busy_and_cache_aware_concentrates() -> None:
     assert results["prefix_aware"].replicated_blocks > 0 and results["random"].replicated_blocks == 0
     bounded = simulate(records, "least_loaded", nodes=1, capacity_blocks=100)
     assert bounded.hit_ratio < simulate(records, "least_loaded", nodes=1).hit_ratio
+
+
+def test_simulate_command_writes_table_json_and_chart(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from pytest_mooncake.cli import main
+
+    code = main(["simulate", str(TRACE), "--first-n", "500", "--strategies", "random,cache_aware",
+                 "--json", str(tmp_path / "sim.json"), "--chart", str(tmp_path / "sim.png")])
+    assert code == 0
+    assert "| cache_aware |" in capsys.readouterr().out
+    assert [r["strategy"] for r in json.loads((tmp_path / "sim.json").read_text())] == ["random", "cache_aware"]
+    assert (tmp_path / "sim.png").read_bytes().startswith(b"\x89PNG")
+    assert main(["nonsense"]) == 2
