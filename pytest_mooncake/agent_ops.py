@@ -14,14 +14,19 @@ NO_AVAILABLE_HANDLE = -200
 @op
 def fill(store: Any, prefix: str, count: int, size: int, config: dict[str, Any] | None = None,
          pace_s: float = 0.0, retries: int = 50) -> dict[str, int]:
-    """Put ``count`` checksummed objects; -200 (store full, eviction pending) is back-pressure:
-    retried with a growing pause, never counted as corruption."""
+    """Put ``count`` checksummed objects ``prefix-0..count-1``.
+
+    -200 (store full, eviction still pending) is back-pressure: retried with a growing pause
+    up to ``retries`` times, counted, never taken for corruption. ``failed`` counts puts
+    that still did not succeed; ``last_error`` is the code of the last one.
+    """
     replicate = replicate_config(config or {})
     stats = {"ok": 0, "backpressure": 0, "failed": 0, "last_error": 0}
     for index in range(count):
-        value = value_for(f"{prefix}-{index}", size)
+        key = f"{prefix}-{index}"
+        value = value_for(key, size)
         for attempt in range(retries):
-            code = store.put(f"{prefix}-{index}", value, replicate)
+            code = store.put(key, value, replicate)
             if code != NO_AVAILABLE_HANDLE:
                 break
             stats["backpressure"] += 1
@@ -48,24 +53,42 @@ def verify(store: Any, prefix: str, count: int, size: int) -> dict[str, int]:
 
 
 @op
+def read_while(store: Any, prefixes: list[str], count: int, size: int, seconds: float) -> dict[str, int]:
+    """Read the objects ``fill`` writes under ``prefixes`` round after round for ``seconds``,
+    while other processes are still writing them: a key not written yet is a clean miss,
+    anything but the exact bytes or ``b''`` is a fault."""
+    checker = Checker(eviction_possible=True)
+    keys = [f"{prefix}-{index}" for prefix in prefixes for index in range(count)]
+    for key in keys:
+        checker.wrote(key, size)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for key in keys:
+            checker.check(key, bytes(store.get(key)))
+    return dict(checker.tally)
+
+
+@op
 def put_get_throughput(store: Any, prefix: str, count: int, size: int) -> dict[str, float]:
-    """Bytes/s of ``count`` puts then gets of ``size``-byte objects, timed inside the client process."""
-    values = [value_for(f"{prefix}-{i}", size) for i in range(count)]
+    """Bytes/s of ``count`` puts then gets of ``size``-byte objects, timed inside the client
+    process; every read is checked against what was written, then the objects are removed."""
+    keys = [f"{prefix}-{i}" for i in range(count)]
+    values = [value_for(key, size) for key in keys]
     started = time.perf_counter()
-    codes = [store.put(f"{prefix}-{i}", values[i]) for i in range(count)]
+    codes = [store.put(key, value) for key, value in zip(keys, values, strict=True)]
     put_s = time.perf_counter() - started
     started = time.perf_counter()
-    reads = [store.get(f"{prefix}-{i}") for i in range(count)]
+    reads = [store.get(key) for key in keys]
     get_s = time.perf_counter() - started
     exact = sum(bytes(read) == value for read, value in zip(reads, values, strict=True))
-    store.batch_remove([f"{prefix}-{i}" for i in range(count)], True)
+    store.batch_remove(keys, True)
     return {"put_gbps": count * size / put_s / 1e9, "get_gbps": count * size / get_s / 1e9,
             "put_failures": sum(code != 0 for code in codes), "exact_reads": exact}
 
 
 @op
 def get_into(store: Any, key: str, size: int) -> tuple[int, bytes]:
-    """Zero-copy read into a registered buffer: (store return code, the buffer's first bytes read)."""
+    """Zero-copy read into a registered buffer: (store return code, the bytes it read)."""
     import ctypes
 
     buffer = ctypes.create_string_buffer(size)

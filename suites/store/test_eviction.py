@@ -1,61 +1,120 @@
-"""Fill a small private cluster to 2-3x its capacity: every read is exact or a clean miss."""
+"""Overfill the store: every read is the exact bytes written or a clean miss, never wrong bytes.
+
+The fill runs in a tight loop inside the client's process, so the store really runs full:
+puts meet -200 (NO_AVAILABLE_HANDLE) until the master's eviction thread frees space. That is
+back-pressure, retried a bounded number of times and counted, not corruption.
+"""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from pytest_mooncake import MasterMetrics, StoreClient
+from pytest_mooncake import MasterHandle, MasterMetrics, StoreClient
+from pytest_mooncake.integrity import BAD
 from pytest_mooncake.reporting import show
 from pytest_mooncake.results import Results
 
-pytestmark = pytest.mark.destructive
-MiB = 1 << 20
+MiB, GiB = 1 << 20, 1 << 30
+OBJECT_SIZE = MiB
+FILL_FACTOR = 2.5
+# Filling an attached cluster 2.5x writes this much at most; bigger clusters are skipped.
+FILL_LIMIT = 4 * GiB
+NO_AVAILABLE_HANDLE = -200
 
 
-def _eviction_run(request: pytest.FixtureRequest, store: StoreClient, metrics: MasterMetrics, results: Results,
-                  name: str, config: dict[str, object] | None = None, fill_factor: float = 2.5) -> dict[str, int]:
+def _fill_count(metrics: MasterMetrics, factor: float) -> int:
     capacity = metrics.snapshot()["master_total_capacity_bytes"]
-    count = int(fill_factor * capacity / MiB)
-    before = metrics.snapshot()
-    filled = store.call("fill", name, count, MiB, config=config, pace_s=0.005)
-    outcome = store.call("verify", name, count, MiB)
-    delta = metrics.snapshot().delta(before)
-    summary = {"operations": 2 * count, "capacity_bytes": int(capacity), **filled, **outcome,
-               "evicted_keys": int(delta.get("master_evicted_key_count", 0)),
-               "evictions": int(delta.get("master_successful_evictions_total", 0))}
+    if capacity <= 0:
+        pytest.fail(f"{metrics.master.metrics_url}/metrics reports no memory capacity: no store node has mounted a segment")
+    if capacity * factor > FILL_LIMIT:
+        pytest.skip(f"filling {capacity / GiB:.1f} GiB {factor:g}x would write more than {FILL_LIMIT / GiB:g} GiB")
+    return int(factor * capacity / OBJECT_SIZE)
+
+
+def _remove_prefix(store: StoreClient, prefix: str) -> None:
+    store.call("remove_by_regex", f"^{re.escape(prefix)}-", True)
+
+
+def _eviction_run(request: pytest.FixtureRequest, store: StoreClient, master: MasterHandle, results: Results,
+                  prefix: str) -> dict[str, int]:
+    """Fill FILL_FACTOR x the capacity, read everything back, record and print the tally."""
+    metrics = MasterMetrics(master)
+    count = _fill_count(metrics, FILL_FACTOR)
+    filled = store.call("fill", prefix, count, OBJECT_SIZE)
+    outcome = store.call("verify", prefix, count, OBJECT_SIZE)
+    delta = metrics.delta()
+    summary = {
+        "operations": 2 * count,
+        "capacity_bytes": int(metrics.baseline["master_total_capacity_bytes"]),
+        "puts_ok": filled["ok"], "puts_failed": filled["failed"], "last_error": filled["last_error"],
+        "backpressure": filled["backpressure"],
+        "exact": outcome.get("exact", 0), "miss": outcome.get("miss", 0),
+        "corrupt": sum(outcome.get(kind, 0) for kind in BAD),
+        "evicted_keys": int(delta.get("master_evicted_key_count", 0)),
+        "evictions": int(delta.get("master_successful_evictions_total", 0)),
+    }
+    name = prefix.rsplit("-", 1)[-1]
     results.add("eviction", name, summary, test=request.node.nodeid)
-    corrupt = sum(outcome.get(kind, 0) for kind in ("stale", "phantom", "corrupt"))
-    show(request.config, f"[eviction {name}] {summary['operations']} operations into {capacity / MiB:.0f} MiB: "
-         f"{summary['evicted_keys']} keys evicted in {summary['evictions']} rounds, {filled['backpressure']} back-pressure "
-         f"retries, {outcome.get('exact', 0)} exact, {outcome.get('miss', 0)} clean misses, {corrupt} corrupt reads")
-    assert corrupt == 0, f"wrong bytes under eviction: {outcome}"
+    show(request.config, f"[eviction {name}] {summary['operations']} operations into "
+         f"{summary['capacity_bytes'] / MiB:.0f} MiB: {summary['evicted_keys']} keys evicted in "
+         f"{summary['evictions']} rounds, {summary['backpressure']} back-pressure retries, "
+         f"{summary['exact']} exact, {summary['miss']} clean misses, {summary['corrupt']} corrupt reads")
+    assert summary["corrupt"] == 0, f"wrong bytes under eviction: {outcome}"
     return summary
 
 
-def test_overfill_never_returns_wrong_bytes(request, small_store, small_master, mooncake_results) -> None:  # type: ignore[no-untyped-def]
-    metrics = MasterMetrics(small_master)
-    summary = _eviction_run(request, small_store, metrics, mooncake_results, "overfill")
-    assert summary["failed"] == 0, f"puts failed beyond back-pressure: {summary}"
-    assert summary["evicted_keys"] > 0, "2.5x the capacity went in, yet the master evicted nothing"
-    assert summary["miss"] > 0 and summary["exact"] > 0
-    small_store.call("remove_by_regex", "^overfill-", True)
-
-
-def test_soft_pinned_objects_outlive_unpinned_ones(request, small_store, small_master, mooncake_results) -> None:  # type: ignore[no-untyped-def]
-    metrics = MasterMetrics(small_master)
-    pinned = small_store.call("fill", "pinned", 4, MiB, config={"soft_pin_action": "ENABLE"})
-    assert pinned["ok"] == 4
-    _eviction_run(request, small_store, metrics, mooncake_results, "unpinned")
-    kept = small_store.call("verify", "pinned", 4, MiB)
-    assert kept.get("exact") == 4, f"soft-pinned objects were evicted while unpinned ones were available: {kept}"
-    small_store.call("remove_by_regex", "^(pinned|unpinned)-", True)
-
-
-def test_a_store_full_of_hard_pins_says_no_space(small_store) -> None:  # type: ignore[no-untyped-def]
-    filled = small_store.call("fill", "hard", 40, MiB, config={"with_hard_pin": True}, retries=3)
+def test_overfill_never_returns_wrong_bytes(request: pytest.FixtureRequest, evict_store: StoreClient,
+                                            evict_master: MasterHandle, mooncake_results: Results,
+                                            mooncake_run_id: str) -> None:
+    prefix = f"{mooncake_run_id}-overfill"
     try:
-        assert filled["failed"] > 0 and filled["last_error"] == -200, f"expected NO_AVAILABLE_HANDLE (-200): {filled}"
-        outcome = small_store.call("verify", "hard", 40, MiB)
-        assert outcome.get("exact") == filled["ok"], f"hard-pinned objects must all read back exactly: {outcome}"
+        summary = _eviction_run(request, evict_store, evict_master, mooncake_results, prefix)
     finally:
-        small_store.call("remove_by_regex", "^hard-", True)
+        _remove_prefix(evict_store, prefix)
+    assert summary["puts_failed"] == 0, f"puts still failed after bounded back-pressure retries: {summary}"
+    assert summary["evicted_keys"] > 0 and summary["evictions"] > 0, \
+        f"{FILL_FACTOR}x the capacity went in, yet the master reports no eviction: {summary}"
+    assert summary["exact"] > 0, f"nothing written survived, not even the newest objects: {summary}"
+    assert summary["miss"] > 0, f"{FILL_FACTOR}x the capacity reads back in full: the capacity metric is wrong: {summary}"
+    assert summary["miss"] <= summary["evicted_keys"], \
+        f"more misses than keys the master evicted: writes were lost, not evicted: {summary}"
+
+
+def test_soft_pinned_objects_outlive_unpinned_ones(request: pytest.FixtureRequest, evict_store: StoreClient,
+                                                   evict_master: MasterHandle, mooncake_results: Results,
+                                                   mooncake_run_id: str) -> None:
+    pinned, unpinned = f"{mooncake_run_id}-softpinned", f"{mooncake_run_id}-unpinned"
+    try:
+        filled = evict_store.call("fill", pinned, 4, OBJECT_SIZE, config={"soft_pin_action": "ENABLE"})
+        assert filled["ok"] == 4, f"soft-pinned puts failed: {filled}"
+        summary = _eviction_run(request, evict_store, evict_master, mooncake_results, unpinned)
+        kept = evict_store.call("verify", pinned, 4, OBJECT_SIZE)
+    finally:
+        _remove_prefix(evict_store, pinned)
+        _remove_prefix(evict_store, unpinned)
+    assert summary["miss"] > 0, f"no unpinned object was evicted, so the pin was never tested: {summary}"
+    assert kept == {"exact": 4}, f"soft-pinned objects were evicted while unpinned ones were available: {kept}"
+
+
+def test_a_store_full_of_hard_pins_says_no_space(small_store: StoreClient, small_master: MasterHandle,
+                                                 mooncake_run_id: str) -> None:
+    """Hard-pinned objects are never evicted: the store answers -200 to every put, pinned or not,
+    and reads back every pinned object exactly, until they are removed (force: reads lease)."""
+    prefix = f"{mooncake_run_id}-hardpin"
+    capacity = MasterMetrics(small_master).baseline["master_total_capacity_bytes"]
+    count = int(capacity // OBJECT_SIZE) + 8
+    try:
+        filled = small_store.call("fill", prefix, count, OBJECT_SIZE, config={"with_hard_pin": True}, retries=3)
+        assert filled["ok"] > 0 and filled["failed"] > 0 and filled["last_error"] == NO_AVAILABLE_HANDLE, \
+            f"{count} x 1 MiB hard-pinned into {capacity / MiB:.0f} MiB should end in -200 (no space): {filled}"
+        outcome = small_store.call("verify", prefix, count, OBJECT_SIZE)
+        assert outcome == {"exact": filled["ok"], "miss": filled["failed"]}, \
+            f"every hard-pinned object must read back exactly, and nothing else: {outcome} after {filled}"
+        assert small_store.put(f"{prefix}-unpinned", b"x" * OBJECT_SIZE) == NO_AVAILABLE_HANDLE, \
+            "with only hard-pinned objects there is nothing to evict, so an ordinary put must get -200"
+    finally:
+        _remove_prefix(small_store, prefix)
+    assert small_store.put(f"{prefix}-after", b"x" * OBJECT_SIZE) == 0, "the store stayed full after removing the pins"
+    small_store.remove(f"{prefix}-after", True)

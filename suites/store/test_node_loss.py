@@ -1,15 +1,23 @@
-"""Replicas across nodes, then a node dies (SIGKILL) and the master restarts: no wrong bytes, ever."""
+"""A store node dies (SIGKILL), or the non-HA master restarts: no wrong bytes, ever.
+
+Both run on private clusters with a short client_ttl, so the master expires a dead node
+within seconds.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import pytest
 
-from pytest_mooncake import MasterMetrics, factories
+from pytest_mooncake import MasterHandle, MasterMetrics, StoreClient, StoreNode, factories
 from pytest_mooncake.integrity import value_for
 
 pytestmark = pytest.mark.destructive
+
+SIZE = 4096
+OBJECT_NOT_FOUND = -704
 
 loss_master = factories.mooncake_master_proc(lease_ttl="500ms", client_ttl="2s")
 loss_nodes = factories.mooncake_store_nodes("loss_master", count=2, segment_size="16MiB", local_buffer_size="4MiB")
@@ -19,47 +27,63 @@ restart_nodes = factories.mooncake_store_nodes("restart_master", count=1, segmen
 restart_store = factories.mooncake_store("restart_master", "restart_nodes", local_buffer_size="4MiB")
 
 
-def _wait(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
+def _wait(condition: Callable[[], bool], timeout: float, what: str) -> float:
+    """Poll ``condition`` every 0.25 s; the seconds it took, or fail after ``timeout``."""
+    started = time.monotonic()
     while not condition():
-        if time.monotonic() > deadline:
+        if time.monotonic() - started > timeout:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(0.25)
+    return time.monotonic() - started
 
 
-def test_node_loss_keeps_replicas_and_misses_cleanly(loss_master, loss_nodes, loss_store) -> None:  # type: ignore[no-untyped-def]
+def test_node_loss_keeps_replicas_and_misses_cleanly(loss_master: MasterHandle, loss_nodes: list[StoreNode],
+                                                     loss_store: StoreClient, mooncake_run_id: str) -> None:
     doomed, survivor = loss_nodes
     metrics = MasterMetrics(loss_master)
-    replicated = [f"r2-{i}" for i in range(10)]
-    only_doomed = [f"dead-{i}" for i in range(10)]
+    replicated = [f"{mooncake_run_id}-r2-{i}" for i in range(10)]
+    only_doomed = [f"{mooncake_run_id}-dead-{i}" for i in range(10)]
+    only_survivor = [f"{mooncake_run_id}-alive-{i}" for i in range(10)]
     for key in replicated:
-        assert loss_store.put(key, value_for(key, 4096), {"replica_num": 2}) == 0
-        assert set(loss_store.replica_endpoints(key)) == {doomed.segment_name, survivor.segment_name}
-    for key in only_doomed:
-        assert loss_store.put(key, value_for(key, 4096), {"preferred_segment": doomed.segment_name}) == 0
-        assert loss_store.replica_endpoints(key) == [doomed.segment_name]
+        assert loss_store.put(key, value_for(key, SIZE), {"replica_num": 2}) == 0
+        assert sorted(loss_store.replica_endpoints(key)) == sorted([doomed.segment_name, survivor.segment_name]), \
+            f"{key}: replica_num=2 with two nodes must place one replica on each"
+    for keys, node in ((only_doomed, doomed), (only_survivor, survivor)):
+        for key in keys:
+            assert loss_store.put(key, value_for(key, SIZE), {"preferred_segment": node.segment_name}) == 0
+            assert loss_store.replica_endpoints(key) == [node.segment_name], f"{key} was not placed on {node.name}"
     clients = metrics.snapshot()["master_active_clients"]
 
     doomed.kill()
-    _wait(lambda: metrics.snapshot()["master_active_clients"] == clients - 1, loss_master.client_ttl + 15,
-          "the master to expire the dead node")
+    # Reads are not retried on another replica until the master drops the dead one (client_ttl).
+    took = _wait(lambda: metrics.snapshot()["master_active_clients"] == clients - 1, loss_master.client_ttl + 15,
+                 f"the master to expire the killed node (client_ttl {loss_master.client_ttl:g} s)")
 
-    for key in replicated:
-        assert loss_store.get(key) == value_for(key, 4096), f"{key} lost although a replica survived"
+    for key in replicated + only_survivor:
+        assert loss_store.get(key) == value_for(key, SIZE), f"{key} lost although a replica survived"
         assert loss_store.replica_endpoints(key) == [survivor.segment_name]
     for key in only_doomed:
         assert loss_store.get(key) == b"", f"{key} lived only on the dead node, yet returned bytes"
-        assert loss_store.get_size(key) == -704
-    assert metrics.snapshot()["master_key_count"] == len(replicated)
+        assert loss_store.get_size(key) == OBJECT_NOT_FOUND
+    readable = len(replicated) + len(only_survivor)
+    after = metrics.snapshot()
+    assert after["master_key_count"] == readable, \
+        f"the master counts {after['master_key_count']:g} keys, but {readable} are readable {took:.1f} s after the kill"
+    assert after["master_active_clients"] == clients - 1
 
 
-def test_non_ha_master_restart_forgets_keys_and_clients_come_back(restart_master, restart_nodes, restart_store) -> None:  # type: ignore[no-untyped-def]
+def test_non_ha_master_restart_forgets_keys_and_clients_come_back(restart_master: MasterHandle,
+                                                                  restart_nodes: list[StoreNode],
+                                                                  restart_store: StoreClient,
+                                                                  mooncake_run_id: str) -> None:
     (node,) = restart_nodes
-    assert restart_store.put("before-restart", b"gone soon") == 0
+    before, after = f"{mooncake_run_id}-before-restart", f"{mooncake_run_id}-after-restart"
+    assert restart_store.put(before, value_for(before, SIZE)) == 0
     restart_master.restart()
     segments = lambda: node.segment_name in restart_master.admin("/get_all_segments").body.split()  # noqa: E731
-    _wait(segments, 30, "the store node to remount its segment on the restarted master")
-    _wait(lambda: restart_store.is_exist("before-restart") >= 0, 30, "the client to reach the restarted master")
-    assert restart_store.is_exist("before-restart") == 0, "a non-HA master restart must lose all object metadata"
-    _wait(lambda: restart_store.put("after-restart", b"new") == 0, 30, "puts to work again")
-    assert restart_store.get("after-restart") == b"new"
+    _wait(segments, 30, f"{node.name} to remount its segment on the restarted master")
+    _wait(lambda: restart_store.is_exist(before) >= 0, 30, "the client to reach the restarted master")
+    assert restart_store.is_exist(before) == 0, "a non-HA master restart must lose all object metadata"
+    _wait(lambda: restart_store.put(after, value_for(after, SIZE)) == 0, 30, "puts to work again")
+    assert restart_store.get(after) == value_for(after, SIZE)
+    assert MasterMetrics(restart_master).snapshot()["master_total_capacity_bytes"] == node.segment_size

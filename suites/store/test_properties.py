@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, rule
@@ -62,38 +61,3 @@ def test_store_behaves_like_its_model(mooncake_store: StoreClient, mooncake_run_
     run = settings(max_examples=25, stateful_step_count=20, deadline=None,
                    suppress_health_check=list(HealthCheck))(StoreModel)
     run.TestCase().runTest()
-
-
-@pytest.mark.parametrize("writers", [3])
-def test_concurrent_writers_and_readers(request, mooncake_master, mooncake_store_nodes, mooncake_run_id: str, writers: int, tmp_path_factory) -> None:  # type: ignore[no-untyped-def]
-    """Several client processes write disjoint and shared keys while others read: no wrong bytes, no hang."""
-    from concurrent.futures import ThreadPoolExecutor
-    from contextlib import ExitStack
-
-    from pytest_mooncake.cluster import store_node
-    from pytest_mooncake.session import get_config, state
-
-    config, session = get_config(request.config), state(request.config)
-    workdir = tmp_path_factory.mktemp("concurrency")
-    with ExitStack() as stack:
-        clients = [
-            stack.enter_context(store_node(mooncake_master, config, f"client-{i}", segment_size=0, workdir=workdir,
-                                           socket_dir=session.socket_dir, authkey=session.authkey, janitor=session.janitor)).client
-            for i in range(writers)
-        ]
-        prefix = f"{mooncake_run_id}-conc"
-
-        def work(index: int) -> dict[str, int]:
-            client = clients[index]
-            client.call("fill", f"{prefix}-own{index}", 30, 65536)
-            client.call("fill", f"{prefix}-shared", 30, 65536)
-            own = client.call("verify", f"{prefix}-own{index}", 30, 65536)
-            shared = client.call("verify", f"{prefix}-shared", 30, 65536)
-            return {k: own.get(k, 0) + shared.get(k, 0) for k in {*own, *shared}}
-
-        with ThreadPoolExecutor(writers) as pool:
-            outcomes = list(pool.map(work, range(writers), timeout=120))
-        clients[0].call("remove_by_regex", f"^{prefix}-", True)
-    for outcome in outcomes:
-        assert not {k: v for k, v in outcome.items() if k in BAD}, outcomes
-        assert outcome.get("exact", 0) == 60, f"no eviction is possible at this size, so every read must be exact: {outcome}"

@@ -68,8 +68,24 @@ def test_batch_operations(mooncake_store: StoreClient, keys) -> None:  # type: i
     assert mooncake_store.put_batch(names, values) == 0
     assert mooncake_store.get_batch(names) == values
     assert mooncake_store.batch_is_exist([*names, keys("nope")]) == [1] * 8 + [0]
-    assert mooncake_store.batch_remove(names[:2], True) == [0, 0]
-    assert mooncake_store.get_batch(names[:2]) == [b"", b""]
+    newer = [value_for(name, 2000 + i, version=1) for i, name in enumerate(names)]
+    assert mooncake_store.upsert_batch(names[:4], newer[:4]) == 0
+    assert mooncake_store.get_batch(names) == newer[:4] + values[4:], "upsert_batch must replace exactly its keys"
+    assert mooncake_store.batch_remove([*names[:2], keys("nope")], True) == [0, 0, OBJECT_NOT_FOUND]
+    assert mooncake_store.get_batch(names[:3]) == [b"", b"", newer[2]]
+
+
+def test_remove_all_skips_leased_objects_unless_forced(small_store: StoreClient, mooncake_run_id: str) -> None:
+    """remove_all empties the whole cluster, so it only ever runs on a private spawned one."""
+    small_store.remove_all(True)  # start empty, whatever earlier tests left on this private cluster
+    names = [f"{mooncake_run_id}-removeall-{i}" for i in range(3)]
+    for name in names:
+        assert small_store.put(name, value_for(name, 512)) == 0
+    assert small_store.get(names[0]) == value_for(names[0], 512)  # the read leases it
+    assert small_store.remove_all() == 2, "remove_all must remove the two unleased objects and skip the leased one"
+    assert small_store.batch_is_exist(names) == [1, 0, 0]
+    assert small_store.remove_all(True) == 1, "remove_all(force=True) must remove the leased object too"
+    assert small_store.batch_is_exist(names) == [0, 0, 0]
 
 
 def test_a_read_holds_a_lease_until_it_expires(mooncake_store: StoreClient, mooncake_master: MasterHandle, keys) -> None:  # type: ignore[no-untyped-def]
