@@ -48,12 +48,38 @@ def parse_result(text: str) -> tuple[float, int, float]:
     return float(duration), int(batches), float(value) * _UNITS[unit]
 
 
-def start_target(master: MasterHandle, binary: Path, workdir: Path, janitor: Janitor, *, buffer_size: int, timeout: float) -> ServiceProcess:
+def protocol_flags(protocol: str, rdma_devices: str) -> list[str]:
+    """The bench's transport flags: its --device_name default (mlx5_2) is someone's NIC,
+    so RDMA runs name the devices or let the engine discover them."""
+    flags = [f"--protocol={protocol}"]
+    if protocol == "rdma":
+        flags.append(f"--device_name={rdma_devices}" if rdma_devices else "--auto_discovery=true")
+    return flags
+
+
+def line_rate_gbps(devices: list[str], sysfs: Path = Path("/sys/class/infiniband")) -> float:
+    """Line rate of RDMA ``devices`` in GB/s: each device's fastest port, summed.
+
+    sysfs gives a port's rate as e.g. ``200 Gb/sec (4X HDR)``.
+    """
+    total = 0.0
+    for device in devices:
+        rates = [float(match.group(1)) for rate in sorted((sysfs / device / "ports").glob("*/rate"))
+                 if (match := re.match(r"\s*([\d.]+) Gb/sec", rate.read_text()))]
+        if not rates:
+            raise MooncakeError(f"no port rate for RDMA device {device!r} under {sysfs / device / 'ports'}; "
+                                "check the device name (ibv_devices) and that its ports are up (ibstat)")
+        total += max(rates) / 8
+    return total
+
+
+def start_target(master: MasterHandle, binary: Path, workdir: Path, janitor: Janitor, *, buffer_size: int, timeout: float,
+                 rdma_devices: str = "") -> ServiceProcess:
     log = workdir / "transfer_engine_bench-target.log"
     target = ServiceProcess(
         "transfer_engine_bench target",
-        [str(binary), "--mode=target", f"--protocol={master.protocol}", f"--metadata_server={master.metadata_url}",
-         f"--local_server_name={TARGET_NAME}", f"--buffer_size={buffer_size}"],
+        [str(binary), "--mode=target", *protocol_flags(master.protocol, rdma_devices),
+         f"--metadata_server={master.metadata_url}", f"--local_server_name={TARGET_NAME}", f"--buffer_size={buffer_size}"],
         LogBannerProbe(log, r"(DRAM|VRAM) is used"),
         log,
         timeout=timeout,
@@ -66,10 +92,11 @@ def start_target(master: MasterHandle, binary: Path, workdir: Path, janitor: Jan
 
 def run_initiator(
     master: MasterHandle, binary: Path, workdir: Path, *, operation: str, block_size: int, batch_size: int = 64,
-    threads: int = 1, duration: float = 2.0, buffer_size: int, port: int,
+    threads: int = 1, duration: float = 2.0, buffer_size: int, port: int, rdma_devices: str = "",
 ) -> BenchResult:
     """One initiator run to completion (bounded by a timeout that kills its process group)."""
-    command = [str(binary), "--mode=initiator", f"--protocol={master.protocol}", f"--metadata_server={master.metadata_url}",
+    command = [str(binary), "--mode=initiator", *protocol_flags(master.protocol, rdma_devices),
+               f"--metadata_server={master.metadata_url}",
                f"--local_server_name=127.0.0.1:{port}", f"--segment_id={TARGET_NAME}", f"--operation={operation}",
                f"--block_size={block_size}", f"--batch_size={batch_size}", f"--threads={threads}",
                f"--duration={duration:g}", f"--buffer_size={buffer_size}"]
