@@ -1,87 +1,156 @@
 """Capacity math of the Mooncake design (seed 003, §1.1.1 and §1.2.1).
 
-- KV bytes per token = layers x 2 (K and V) x (hidden / GQA ratio) x dtype bytes;
-  LLaMA3-70B: 80 x 2 x 1024 x 2 = 320 KiB, so a 128k-token context holds 40 GiB.
-- Prefill FLOPs for n tokens = l x (a n^2 d + b n d^2) with the design's constants a = 4
-  (attention score and value products) and b = 22 (QKV/output projections and the MLP).
-- Reusing a p-token prefix beats recomputing it when the KV load bandwidth B satisfies
-  B / G > 2 d s / (gqa (a p d + b d^2)), G being the GPUs' FLOP/s. With peak dense bf16
-  FLOP/s this reproduces the design's ~6 GB/s on 8xA800 and ~19 GB/s on 8xH800 at 8,192
-  tokens. Real prefill reaches only part of peak, so measured break-evens sit lower
-  (docs: ~3.4 GB/s measured for an 8B shape on one H100).
+KV bytes per token = layers x 2 (K and V) x KV heads x head_dim x dtype bytes, which is the
+design's ``l x 2 x (d / gqa) x s`` whenever ``head_dim = d / heads``. LLaMA3-70B:
+80 x 2 x 1024 x 2 = 327,680 bytes; the design's "320 KB" and "40 GB at 128K tokens" are
+binary units (320 KiB, 40 GiB at 131,072 tokens).
+
+Prefill FLOPs for n tokens = l x (a n^2 d + b n d^2), the design's formula and constants:
+
+- a = 4: attention computes Q·Kᵀ (n x n x d multiply-adds) and scores·V (as many again), at
+  2 FLOPs per multiply-add, with no saving for the causal mask.
+- b = 22: every token goes through the layer's weight matrices (Q/K/V/O projections and the
+  MLP), about 11 d^2 weights per layer, 2 FLOPs each. The design keeps it as one constant
+  rather than counting each model's matrices, and so do we, to reproduce its figures.
+
+Reusing a p-token prefix beats recomputing it when loading its KV takes less time than the
+FLOPs it saves: ``kv_bytes(p) / B < prefill_flops(p) / G``, i.e. the design's
+``B / G > 2 d s / (gqa (a p d + b d^2))``. G is the GPUs' dense bf16 peak, with no MFU
+discount: that is what reproduces the design's ~6 GB/s (8xA800) and ~19 GB/s (8xH800) at
+8,192 tokens. Real prefill reaches only part of the peak, so measured break-evens sit
+lower; ``Gpu.efficiency`` models that when wanted. Bandwidths are in bytes/s (decimal GB/s
+when divided by 1e9, as the design quotes them).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-A_ATTENTION = 4
-B_LINEAR = 22
-_DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float8": 1, "fp8": 1}
+ATTENTION_COEFFICIENT = 4  # "a" of seed 003
+LINEAR_COEFFICIENT = 22  # "b" of seed 003
+
+_DTYPE_BYTES = {"float32": 4, "float": 4, "float16": 2, "half": 2, "bfloat16": 2, "float8": 1, "fp8": 1, "int8": 1}
 
 
 @dataclass(frozen=True)
 class ModelShape:
-    name: str
+    """The dimensions of a decoder-only transformer that decide KV size and prefill cost."""
+
     layers: int
     hidden_size: int
-    attention_heads: int
-    kv_heads: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    intermediate_size: int
+    vocab_size: int
     dtype_bytes: int = 2
 
     @classmethod
-    def from_hf_config(cls, config: dict[str, Any], name: str = "model") -> ModelShape:
-        dtype = str(config.get("torch_dtype") or config.get("dtype") or "bfloat16")
-        heads = int(config["num_attention_heads"])
-        return cls(
-            name,
-            int(config["num_hidden_layers"]),
-            int(config["hidden_size"]),
-            heads,
-            int(config.get("num_key_value_heads", heads)),
-            _DTYPE_BYTES.get(dtype, 2),
-        )
+    def from_hf_config(cls, config: Mapping[str, Any]) -> ModelShape:
+        """Read a Hugging Face ``config.json`` dict (Llama/Qwen style keys)."""
+        try:
+            heads = int(config["num_attention_heads"])
+            hidden = int(config["hidden_size"])
+            return cls(
+                layers=int(config["num_hidden_layers"]),
+                hidden_size=hidden,
+                num_attention_heads=heads,
+                # Configs without GQA omit the key; head_dim is absent from older Llama configs.
+                num_key_value_heads=int(config.get("num_key_value_heads") or heads),
+                head_dim=int(config.get("head_dim") or hidden // heads),
+                intermediate_size=int(config["intermediate_size"]),
+                vocab_size=int(config["vocab_size"]),
+                dtype_bytes=_dtype_bytes(config),
+            )
+        except KeyError as exc:
+            raise ValueError(f"HF config lacks {exc.args[0]!r}; it needs num_hidden_layers, hidden_size, "
+                             "num_attention_heads, intermediate_size and vocab_size") from None
 
     @property
     def gqa(self) -> float:
-        return self.attention_heads / self.kv_heads
+        """Query heads per KV head (the design's GQA ratio)."""
+        return self.num_attention_heads / self.num_key_value_heads
 
     @property
-    def kv_bytes_per_token(self) -> float:
-        return self.layers * 2 * (self.hidden_size / self.gqa) * self.dtype_bytes
+    def kv_bytes_per_token(self) -> int:
+        return self.layers * 2 * self.num_key_value_heads * self.head_dim * self.dtype_bytes
 
-    def kv_bytes(self, tokens: int) -> float:
+    def kv_bytes(self, tokens: int) -> int:
         return tokens * self.kv_bytes_per_token
 
     def prefill_flops(self, tokens: int) -> float:
         d = self.hidden_size
-        return self.layers * (A_ATTENTION * tokens**2 * d + B_LINEAR * tokens * d**2)
+        return float(self.layers * (ATTENTION_COEFFICIENT * tokens**2 * d + LINEAR_COEFFICIENT * tokens * d**2))
 
 
-MODELS = {
-    shape.name: shape
-    for shape in (
-        ModelShape("llama3-70b", 80, 8192, 64, 8),
-        ModelShape("llama-3.1-8b", 32, 4096, 32, 8),
-        ModelShape("qwen2.5-32b", 64, 5120, 40, 8),
-        ModelShape("qwen2.5-72b", 80, 8192, 64, 8),
-        ModelShape("ci-tiny-llama", 4, 256, 4, 2, dtype_bytes=4),
+def _dtype_bytes(config: Mapping[str, Any]) -> int:
+    # Newer transformers write "dtype", older ones "torch_dtype"; both may carry a "torch." prefix.
+    raw = str(config.get("dtype") or config.get("torch_dtype") or "bfloat16")
+    name = raw.removeprefix("torch.")
+    if name not in _DTYPE_BYTES:
+        raise ValueError(f"HF config dtype {raw!r} is not one of {', '.join(_DTYPE_BYTES)}; "
+                         "pass dtype_bytes explicitly with dataclasses.replace(shape, dtype_bytes=...)")
+    return _DTYPE_BYTES[name]
+
+
+MODELS: dict[str, ModelShape] = {
+    "llama3-70b": ModelShape(80, 8192, 64, 8, 128, 28672, 128256),
+    "llama-3.1-8b": ModelShape(32, 4096, 32, 8, 128, 14336, 128256),
+    "qwen2.5-32b": ModelShape(64, 5120, 40, 8, 128, 27648, 152064),
+    "qwen2.5-72b": ModelShape(80, 8192, 64, 8, 128, 29568, 152064),
+    # The 5M-parameter model the CPU CI serves (pytest_mooncake.vllm.model.LlamaShape defaults).
+    "ci-tiny-llama": ModelShape(4, 256, 4, 2, 64, 688, 8192, dtype_bytes=4),
+}
+
+
+@dataclass(frozen=True)
+class Gpu:
+    """A GPU's dense bf16 peak and the fraction of it prefill reaches (1.0: the design's assumption)."""
+
+    name: str
+    dense_bf16_flops: float
+    efficiency: float = 1.0
+
+    @property
+    def effective_flops(self) -> float:
+        return self.dense_bf16_flops * self.efficiency
+
+
+# Vendor datasheet dense (no sparsity) bf16 peaks; A800/H800 are the export variants of
+# A100/H100 SXM with the same compute and reduced NVLink.
+GPUS: dict[str, Gpu] = {
+    gpu.name: gpu
+    for gpu in (
+        Gpu("A800", 312e12),
+        Gpu("A100", 312e12),
+        Gpu("H800", 989.4e12),
+        Gpu("H100", 989.4e12),
+        Gpu("H200", 989.4e12),
     )
 }
-# Peak dense bf16 FLOP/s per GPU.
-GPUS = {"A800": 312e12, "A100": 312e12, "H800": 989e12, "H100": 989e12, "H200": 989e12}
 
 
-def break_even_bandwidth(shape: ModelShape, prefix_tokens: int, gpu: str, gpus: int = 1) -> float:
-    """Bytes/s of KV load above which reusing a ``prefix_tokens`` prefix beats recomputing it."""
+def gpu_spec(gpu: Gpu | str) -> Gpu:
+    if isinstance(gpu, Gpu):
+        return gpu
     if gpu not in GPUS:
-        raise ValueError(f"unknown GPU {gpu!r}; known: {', '.join(GPUS)}")
-    d, s = shape.hidden_size, shape.dtype_bytes
-    bytes_per_flop = 2 * d * s / (shape.gqa * (A_ATTENTION * prefix_tokens * d + B_LINEAR * d**2))
-    return bytes_per_flop * GPUS[gpu] * gpus
+        raise ValueError(f"unknown GPU {gpu!r}; known: {', '.join(GPUS)} (or pass a capacity.Gpu(name, flops))")
+    return GPUS[gpu]
 
 
-def need_ratio(measured_bytes_per_s: float, shape: ModelShape, prefix_tokens: int, gpu: str, gpus: int = 1) -> float:
-    """How many times the break-even bandwidth a measured bandwidth is (>= 1: reuse pays)."""
-    return measured_bytes_per_s / break_even_bandwidth(shape, prefix_tokens, gpu, gpus)
+def recompute_seconds(shape: ModelShape, tokens: int, gpu: Gpu | str, n_gpus: int = 1) -> float:
+    """Time to prefill ``tokens`` from scratch on ``n_gpus`` GPUs at their effective FLOP/s."""
+    return shape.prefill_flops(tokens) / (gpu_spec(gpu).effective_flops * n_gpus)
+
+
+def min_load_bandwidth(shape: ModelShape, prefix_tokens: int, gpu: Gpu | str, n_gpus: int = 1) -> float:
+    """Bytes/s of KV loading above which loading a ``prefix_tokens`` prefix beats recomputing it."""
+    if prefix_tokens <= 0:
+        raise ValueError(f"prefix_tokens must be positive, got {prefix_tokens}")
+    return shape.kv_bytes(prefix_tokens) / recompute_seconds(shape, prefix_tokens, gpu, n_gpus)
+
+
+# The name suites/transfer/test_bandwidth.py imports.
+break_even_bandwidth = min_load_bandwidth
