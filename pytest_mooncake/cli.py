@@ -25,10 +25,17 @@ def _bundle(argv: list[str]) -> int:
     return cli_main(argv)
 
 
+def _report(argv: list[str]) -> int:
+    from .report.cli import cli_main
+
+    return cli_main(argv)
+
+
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "doctor": (_doctor, "check every configured endpoint (takes the --mooncake-* options)"),
     "simulate": (_simulate, "simulate cache strategies on a Mooncake trace"),
     "bundle": (_bundle, "build a wheelhouse bundle for an air-gapped GPU host"),
+    "report": (_report, "build the evaluation report (md/html) from results JSON"),
 }
 
 

@@ -56,6 +56,12 @@ def _rules(value: object) -> Mapping[str, float]:
     return MappingProxyType(parse_rules(str(value)))
 
 
+def _formats(value: object) -> tuple[str, ...]:
+    from .report.cli import parse_formats
+
+    return parse_formats(str(value))
+
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("config", "YAML test config (the guides' test_config.yaml format)", _path, None, "FILE"),
     Setting("master", "Attach to the Mooncake master at HOST:PORT; spawn a local cluster when unset", p.parse_endpoint, None, "HOST:PORT"),
@@ -93,6 +99,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("save", "Save this run's results as the named baseline", p.parse_text, None, "NAME"),
     Setting("compare", "Compare this run against the named baseline", p.parse_text, None, "NAME"),
     Setting("compare_fail", "Fail the session on a regression against --mooncake-compare, e.g. ttft_p90:10%,throughput:5%", _rules, None, "EXPR"),
+    Setting("profile", "Qualification profile (ci/profiles/NAME.yaml, or a YAML path) whose thresholds fill in those a test's mooncake_perf marker leaves unset", p.parse_text, None, "NAME"),
+    Setting("report", "Evaluation report formats to write into the results directory at session end: md, html or md,html (default: none)", _formats, (), "FORMATS"),
+    Setting("server_cost", "Monthly cost of one serving server, for the evaluation report's cost model", p.parse_float, None, "AMOUNT"),
 )
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
 
@@ -137,6 +146,9 @@ class MooncakeConfig:
     save: str | None
     compare: str | None
     compare_fail: Mapping[str, float] | None
+    profile: str | None
+    report: tuple[str, ...]
+    server_cost: float | None
     # From the guides' YAML only: scenario definitions and the machine list.
     scenario_definitions: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     machines: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
@@ -178,6 +190,7 @@ class MooncakeConfig:
             out[setting.name] = str(value) if isinstance(value, (Path, Endpoint)) else value
         out["compare_fail"] = dict(self.compare_fail) if self.compare_fail else None
         out["scenarios"] = list(self.scenarios)
+        out["report"] = list(self.report)
         return out
 
 

@@ -1,0 +1,1 @@
+"""The evaluation report: results JSON in, Markdown and self-contained HTML out (``pytest-mooncake report``)."""

@@ -1,0 +1,286 @@
+"""Assemble the evaluation report (seed 000's sections) from runs, then write it."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..markers import SCENARIOS
+from . import charts
+from .document import Block, Bullets, Code, Heading, Image, Paragraph, Rule, Table, to_html, to_markdown
+from .labels import TEXT
+from .model import Pair, Recommendation, Run, cost_model, headline, read, recommend
+from .rows import ROWS, change, interval, row_verdicts, status, target
+
+_BAR_WIDTH = 60
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    out: Path
+    formats: tuple[str, ...] = ("md", "html")
+    server_cost: float | None = None
+    servers: float = 10.0
+    store_servers: float | None = None
+    lang: str = "en"
+    charts: bool = True
+    headline: str | None = None
+
+
+@dataclass(frozen=True)
+class Built:
+    files: tuple[Path, ...]
+    recommendation: Recommendation
+
+
+def _pct(value: float) -> str:
+    return f"{value:+.1%}"
+
+
+def _text_bars(rows: Sequence[tuple[str, float, str]], note: str) -> Code:
+    """The seed's ASCII bars: the longest bar is the largest value."""
+    top = max((value for _, value, _ in rows), default=0.0) or 1.0
+    width = max(len(name) for name, _, _ in rows)
+    lines = [f"{name:<{width}}  {'█' * max(1, round(_BAR_WIDTH * value / top))}  {shown}" for name, value, shown in rows]
+    return Code("\n".join(lines) + f"\n\n{' ' * width}  {note}")
+
+
+class _Builder:
+    def __init__(self, runs: Sequence[Run], pairs: Sequence[Pair], options: ReportOptions) -> None:
+        self.runs, self.pairs, self.options = runs, pairs, options
+        self.t = TEXT[options.lang]
+        self.charts_dir = options.out / "charts"
+        self.blocks: list[Block] = []
+        self.verdicts = [v for pair in pairs for v in pair.verdicts]
+        self.recommendation = recommend(self.verdicts)
+        self.lead = headline(pairs, options.headline)
+
+    def build(self) -> list[Block]:
+        t = self.t
+        self.blocks += [Heading(1, t["title"]),
+                        Paragraph(f"**{t['date']}**: {time.strftime('%Y-%m-%d')}  \n"
+                                  f"**{t['runs']}**: {', '.join(f'{r.path.name} ({r.run_id})' for r in self.runs)}"),
+                        Rule()]
+        self._summary()
+        self._value()
+        self._comparison()
+        self._details()
+        self._others()
+        self._decision()
+        self._appendix()
+        return self.blocks
+
+    def _summary(self) -> None:
+        t, rec = self.t, self.recommendation
+        self.blocks.append(Heading(2, t["summary"]))
+        self.blocks.append(Paragraph(f"**{t['rec_' + rec.outcome]}**"))
+        if rec.outcome == "passed":
+            self.blocks.append(Paragraph(t["rec_passed_why"].format(total=rec.total)))
+        elif rec.outcome == "failed":
+            self.blocks.append(Paragraph(t["rec_failed_why"].format(failed=len(rec.failed), total=rec.total)))
+            self.blocks.append(Bullets(tuple(f"{v.scenario}: {v.message}" for v in rec.failed)))
+        elif rec.outcome == "inconclusive":
+            self.blocks.append(Paragraph(t["rec_inconclusive_why"].format(unsure=len(rec.inconclusive), total=rec.total)))
+            self.blocks.append(Bullets(tuple(f"{v.scenario}: {v.message}" for v in rec.inconclusive)))
+        errors = sum(int(read(s, ("errors",)) or 0) for p in self.pairs for _, s in p.rounds)
+        if errors:
+            self.blocks.append(Paragraph(t["errors"].format(errors=errors)))
+        if not self.pairs:
+            return
+        self.blocks.append(Heading(3, t["findings"]))
+        findings = []
+        for pair in self.pairs:
+            ttft = ROWS[0]
+            before, after, moved = ttft.value(pair.baseline), ttft.value(pair.hit), change(ttft, pair)
+            if moved is not None:
+                findings.append(t["finding_ttft"].format(change=_pct(moved), scenario=pair.name, base=pair.baseline_label,
+                                                         hit=pair.hit_label, before=ttft.format(before), after=ttft.format(after)))
+            rps = next(r for r in ROWS if r.key == "requests_per_s")
+            moved = change(rps, pair)
+            if moved is not None:
+                findings.append(t["finding_tput"].format(change=_pct(moved), scenario=pair.name,
+                                                         before=rps.format(rps.value(pair.baseline)),
+                                                         after=rps.format(rps.value(pair.hit))))
+            rate = read(pair.hit, ("hit_rate",))
+            if rate is not None:
+                findings.append(t["finding_hit"].format(rate=f"{rate:.1%}"))
+        self.blocks.append(Bullets(tuple(findings)))
+
+    def _value(self) -> None:
+        if self.lead is None:
+            return
+        t, o = self.t, self.options
+        self.blocks += [Rule(), Heading(2, t["value"]), Heading(3, t["cost"])]
+        model = cost_model(self.lead, o.servers, o.server_cost)
+        if model is None:
+            self.blocks.append(Paragraph(t["cost_none"].format(scenario=self.lead.name)))
+        else:
+            lines = [t["cost_line"].format(gain=_pct(model.gain), needed=f"{model.needed_share:.1%}",
+                                           saved=f"{model.saved_share:.0%}"),
+                     t["cost_example"].format(servers=model.servers, after=model.servers_needed, saved=model.servers_saved)]
+            if model.monthly_savings is None:
+                lines.append(t["cost_no_price"])
+            else:
+                lines.append(t["cost_money"].format(price=o.server_cost, saved=model.servers_saved,
+                                                    money=model.monthly_savings))
+            self.blocks.append(Bullets(tuple(f"{line} ({self.lead.name})" if i == 0 else line
+                                             for i, line in enumerate(lines))))
+        rows = []
+        for pair in self.pairs:
+            each = cost_model(pair, o.servers, o.server_cost)
+            if each is None:
+                rows.append((pair.name, "≤ +0.0%", f"{o.servers:g}", "0", "-"))
+            else:
+                money = "-" if each.monthly_savings is None else f"{each.monthly_savings:,.2f}"
+                rows.append((pair.name, _pct(each.gain), f"{each.servers_needed:g}", f"{each.servers_saved:g}", money))
+        self.blocks += [Heading(3, t["cost_table"]),
+                        Table((t["scenario"], t["gain"], t["needed"] + f" (/{o.servers:g})", t["saved"], t["monthly"]),
+                              tuple(rows))]
+        self.blocks.append(Heading(3, t["roi"]))
+        if model is None or o.store_servers is None or o.server_cost is None:
+            self.blocks.append(Paragraph(t["roi_none"]))
+        else:
+            invest = o.store_servers * o.server_cost
+            saved = model.monthly_savings or 0.0
+            self.blocks.append(Table((t["roi_invest"], t["roi_cost"], t["monthly"], t["roi_net"]),
+                                     ((t["roi_servers"].format(n=o.store_servers), f"{invest:,.2f}", f"{saved:,.2f}",
+                                       f"{saved - invest:,.2f}"),)))
+
+    def _comparison(self) -> None:
+        if self.lead is None:
+            return
+        t, pair = self.t, self.lead
+        self.blocks += [Rule(), Heading(2, t["comparison"])]
+        for title, row_key in ((t["ttft_bars"], "ttft_mean"), (t["tput_bars"], "requests_per_s")):
+            row = next(r for r in ROWS if r.key == row_key)
+            before, after, moved = row.value(pair.baseline), row.value(pair.hit), change(row, pair)
+            if before is None or after is None or moved is None:
+                continue
+            self.blocks += [Heading(3, f"{title} — {pair.name}"),
+                            _text_bars([(pair.baseline_label, before, row.format(before)),
+                                        (pair.hit_label, after, row.format(after))], f"{_pct(moved)}")]
+        if self.options.charts:
+            self.blocks.append(Heading(3, t["charts"]))
+            self.blocks += [Image(path.relative_to(self.options.out), path.stem) for path in self._charts()]
+
+    def _charts(self) -> list[Path]:
+        self.charts_dir.mkdir(parents=True, exist_ok=True)
+        made = [
+            charts.comparison(self.pairs, self.charts_dir / "ttft_comparison.png", ("ttft_ms", "mean"), "TTFT mean (ms)",
+                              "Time to first token: baseline vs cache hit"),
+            charts.comparison(self.pairs, self.charts_dir / "throughput_comparison.png", ("requests_per_s",), "requests/s",
+                              "Throughput: baseline vs cache hit"),
+            charts.improvement(self.pairs, self.charts_dir / "overall_improvement.png"),
+        ]
+        for pair in self.pairs:
+            made.append(charts.latency(pair, self.charts_dir / f"{pair.name}_latency.png"))
+            made.append(charts.throughput(pair, self.charts_dir / f"{pair.name}_throughput.png"))
+        transfers = [r.get("data", {}) for run in self.runs for r in run.records("transfer")]
+        if transfers:
+            made.append(charts.bandwidth(transfers, self.charts_dir / "bandwidth.png"))
+        return made
+
+    def _details(self) -> None:
+        t = self.t
+        self.blocks += [Rule(), Heading(2, t["details"])]
+        for pair in self.pairs:
+            judged = row_verdicts(pair)
+            rows = []
+            for row in ROWS:
+                verdict = judged.get(row.key)
+                moved = change(row, pair)
+                rows.append((t["row." + row.key], row.format(row.value(pair.baseline)), row.format(row.value(pair.hit)),
+                             "-" if moved is None else _pct(moved),
+                             interval(verdict) if verdict else "-", target(verdict) if verdict else "-", status(verdict)))
+            self.blocks += [Heading(3, f"{pair.name} ({pair.baseline_label} → {pair.hit_label}, {pair.model})"),
+                            Table((t["metric"], f"{t['baseline']}: {pair.baseline_label}", f"{t['hit']}: {pair.hit_label}",
+                                   t["change"], t["ci"], t["target"], t["status"]), tuple(rows))]
+        if self.verdicts:
+            self.blocks += [Heading(3, t["verdicts"]),
+                            Table((t["scenario"], t["metric"], t["threshold"], t["effect"], t["ci"], "n", t["outcome"], t["message"]),
+                                  tuple((v.scenario, v.metric, v.threshold,
+                                         "-" if v.effect is None else f"{v.effect:.1%}",
+                                         "-" if v.ci_low is None or v.ci_high is None else f"{v.ci_low:.1%} .. {v.ci_high:.1%}",
+                                         v.n, f"{status(v)} {v.outcome}", v.message) for v in self.verdicts))]
+
+    def _others(self) -> None:
+        kinds: dict[str, list[Mapping[str, Any]]] = {}
+        for run in self.runs:
+            for record in run.document.get("records", []):
+                if record.get("kind") != "serving":
+                    kinds.setdefault(str(record.get("kind")), []).append(record)
+        if not kinds:
+            return
+        self.blocks += [Rule(), Heading(2, self.t["other"])]
+        for kind, records in kinds.items():
+            columns = list(dict.fromkeys(key for r in records for key, value in r.get("data", {}).items()
+                                         if isinstance(value, (int, float, str, bool)) and key != "summary"))
+            title = self.t["transfer"] if kind == "transfer" else kind
+            self.blocks += [Heading(3, title),
+                            Table(("name", *columns), tuple((str(r.get("name")), *(_scalar(r.get("data", {}).get(c)) for c in columns))
+                                                            for r in records))]
+            self.blocks += [Paragraph(str(r["data"]["summary"])) for r in records if r.get("data", {}).get("summary")]
+
+    def _decision(self) -> None:
+        t, rec = self.t, self.recommendation
+        self.blocks += [Rule(), Heading(2, t["decision"]), Paragraph(f"**{t['rec_' + rec.outcome]}**"),
+                        Paragraph(t["decide_" + rec.outcome]),
+                        Paragraph(f"**{t['met']}**: {rec.passed}/{rec.total}")]
+
+    def _appendix(self) -> None:
+        t = self.t
+        self.blocks += [Rule(), Heading(2, t["appendix"]), Heading(3, t["environment"])]
+        for run in self.runs:
+            doc = run.document
+            machine = doc.get("machine", {})
+            gpus = [f"{count} × {name}" for name, count in Counter(machine.get("gpus") or []).items()]
+            self.blocks.append(Bullets((
+                f"run: {run.run_id} ({run.path.name}), started {doc.get('started', '?')}, git {doc.get('git_commit') or '?'}",
+                f"machine: {machine.get('hostname', '?')}, {machine.get('platform', '?')}, {machine.get('cpus', '?')} CPUs, "
+                f"GPUs: {'; '.join(gpus) if gpus else 'none'}",
+                "versions: " + ", ".join(f"{k} {v}" for k, v in doc.get("versions", {}).items()),
+                "topology: " + json.dumps(doc.get("topology", {}), sort_keys=True),
+            )))
+        self.blocks.append(Heading(3, t["scenarios"]))
+        items = []
+        for pair in self.pairs:
+            described = SCENARIOS.get(pair.scenario, "")
+            definition = ", ".join(f"{k}={v}" for k, v in pair.definition.items() if k != "name")
+            sizes = ", ".join(f"{name}: n={int(read(s, ('n',)) or 0)}" for name, s in pair.rounds)
+            items.append(" — ".join(filter(None, (f"**{pair.name}** ({pair.scenario}, {pair.endpoint}, {pair.model})",
+                                                   described, definition, sizes))))
+        if items:
+            self.blocks.append(Bullets(tuple(items)))
+        self.blocks.append(Heading(3, t["config"]))
+        for run in self.runs:
+            config = {k: v for k, v in run.document.get("config", {}).items() if v not in (None, "", [], {})}
+            self.blocks.append(Code(f"# {run.run_id}\n" + json.dumps(config, indent=2, sort_keys=True, default=str), "json"))
+
+
+def _scalar(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def build(runs: Sequence[Run], pairs: Sequence[Pair], options: ReportOptions) -> Built:
+    options.out.mkdir(parents=True, exist_ok=True)
+    builder = _Builder(runs, pairs, options)
+    blocks = builder.build()
+    written = []
+    if "md" in options.formats:
+        path = options.out / "report.md"
+        path.write_text(to_markdown(blocks), "utf-8")
+        written.append(path)
+    if "html" in options.formats:
+        path = options.out / "report.html"
+        path.write_text(to_html(blocks, TEXT[options.lang]["title"], options.out), "utf-8")
+        written.append(path)
+    return Built(tuple(written), builder.recommendation)

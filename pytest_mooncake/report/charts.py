@@ -1,0 +1,117 @@
+"""PNG charts of the evaluation report (matplotlib, Agg backend: no display needed).
+
+The file names follow guide 001: ``<scenario>_latency.png``, ``<scenario>_throughput.png``,
+``overall_improvement.png``; plus the headline comparison bars and ``bandwidth.png``.
+Labels stay in English: CI hosts rarely have CJK fonts.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .model import Pair, read
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+    except ImportError:
+        raise RuntimeError("charts need matplotlib: pip install 'pytest-mooncake[report]' "
+                           "(or pass --no-charts)") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    _pyplot().close(fig)
+    return path
+
+
+def _bars(ax: Any, labels: Sequence[str], series: Mapping[str, Sequence[float]], unit: str) -> None:
+    width = 0.8 / max(len(series), 1)
+    for index, (name, values) in enumerate(series.items()):
+        positions = [i + (index - (len(series) - 1) / 2) * width for i in range(len(labels))]
+        bars = ax.bar(positions, values, width, label=name)
+        ax.bar_label(bars, fmt="%.4g", fontsize=8)
+    ax.set_xticks(range(len(labels)), labels, rotation=15 if len(labels) > 3 else 0)
+    ax.set_ylabel(unit)
+    ax.legend(fontsize=8)
+
+
+def latency(pair: Pair, path: Path) -> Path:
+    """TTFT mean/median/p90/p99 of every round of one scenario."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    stats = ("mean", "median", "p90", "p99")
+    series = {name: [read(s, ("ttft_ms", stat)) or 0.0 for stat in stats] for name, s in pair.rounds}
+    _bars(ax, stats, series, "TTFT (ms)")
+    ax.set_title(f"{pair.name}: time to first token per round")
+    return _save(fig, path)
+
+
+def throughput(pair: Pair, path: Path) -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    names = [name for name, _ in pair.rounds]
+    values = [read(s, ("requests_per_s",)) or 0.0 for _, s in pair.rounds]
+    bars = ax.bar(names, values, color="tab:green")
+    ax.bar_label(bars, fmt="%.3g", fontsize=8)
+    ax.set_ylabel("requests/s")
+    ax.set_title(f"{pair.name}: throughput per round")
+    return _save(fig, path)
+
+
+def comparison(pairs: Sequence[Pair], path: Path, key: tuple[str, ...], unit: str, title: str) -> Path:
+    """Baseline against cache, scenario by scenario, for one statistic."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(pairs)), 4))
+    series = {
+        "baseline": [read(p.baseline, key) or 0.0 for p in pairs],
+        "cache hit": [read(p.hit, key) or 0.0 for p in pairs],
+    }
+    _bars(ax, [p.name for p in pairs], series, unit)
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def improvement(pairs: Sequence[Pair], path: Path) -> Path:
+    """TTFT reduction and throughput gain of every scenario, in percent."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(pairs)), 4))
+    series: dict[str, list[float]] = {"TTFT reduction %": [], "throughput gain %": []}
+    for pair in pairs:
+        before, after = read(pair.baseline, ("ttft_ms", "mean")), read(pair.hit, ("ttft_ms", "mean"))
+        series["TTFT reduction %"].append(100 * (1 - after / before) if before and after is not None else 0.0)
+        before, after = read(pair.baseline, ("requests_per_s",)), read(pair.hit, ("requests_per_s",))
+        series["throughput gain %"].append(100 * (after / before - 1) if before and after is not None else 0.0)
+    _bars(ax, [p.name for p in pairs], series, "%")
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_title("Overall improvement with the cache")
+    return _save(fig, path)
+
+
+def bandwidth(transfers: Sequence[Mapping[str, Any]], path: Path) -> Path:
+    """GB/s against block size, one line per level/protocol/operation."""
+    plt = _pyplot()
+    lines: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for data in transfers:
+        if isinstance(data.get("block_size"), (int, float)) and isinstance(data.get("gbps"), (int, float)):
+            name = f"{data.get('level', '?')} {data.get('protocol', '?')} {data.get('operation', '?')}"
+            lines[name].append((float(data["block_size"]), float(data["gbps"])))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, points in sorted(lines.items()):
+        points.sort()
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("block size (bytes)")
+    ax.set_ylabel("GB/s")
+    ax.set_title("Transfer bandwidth per block size")
+    ax.legend(fontsize=8)
+    return _save(fig, path)

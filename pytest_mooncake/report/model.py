@@ -1,0 +1,247 @@
+"""What the evaluation report says, computed from result documents and nothing else.
+
+A *pair* is one baseline-versus-cache comparison of a serving scenario:
+- an A/B record: its ``baseline`` round against its ``with-cache`` round (two endpoints);
+- a cold-versus-hit record: its ``cold`` round against its ``hit`` round (one endpoint);
+- with a separate baseline run (guide 002): the baseline run's ``hit`` round against the
+  with-cache run's ``hit`` round, scenario by scenario.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..baseline import HIT_ROUNDS
+
+PASSED, FAILED, INCONCLUSIVE = "passed", "failed", "inconclusive"
+_STATISTIC = re.compile(r"\b(median|mean) of n=")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One results document and where it came from."""
+
+    path: Path
+    document: Mapping[str, Any]
+
+    @property
+    def run_id(self) -> str:
+        return str(self.document.get("run_id", self.path.stem))
+
+    def records(self, kind: str) -> list[Mapping[str, Any]]:
+        return [r for r in self.document.get("records", []) if r.get("kind") == kind]
+
+
+def load_run(path: Path) -> Run:
+    try:
+        document = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"no results file at {path}") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not a results document (JSON error: {exc})") from None
+    if not isinstance(document, dict) or "records" not in document:
+        raise ValueError(f"{path} has no 'records': expected a pytest-mooncake results document "
+                         "(<results_dir>/<run_id>.json)")
+    return Run(path, document)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    scenario: str
+    metric: str
+    threshold: str
+    effect: float | None
+    ci_low: float | None
+    ci_high: float | None
+    outcome: str
+    message: str
+    n: str
+
+    @property
+    def statistic(self) -> str | None:
+        """The statistic the verdict compared (median or mean), when its message names it."""
+        match = _STATISTIC.search(self.message)
+        return match.group(1) if match else None
+
+    @classmethod
+    def from_dict(cls, scenario: str, data: Mapping[str, Any]) -> Verdict:
+        if "n" in data:
+            n = str(data["n"])
+        else:
+            n = f"{data.get('n_before', '?')} vs {data.get('n_after', '?')}"
+        return cls(scenario, str(data.get("metric", "?")), str(data.get("threshold", "")),
+                   _number(data.get("effect")), _number(data.get("ci_low")), _number(data.get("ci_high")),
+                   str(data.get("outcome", INCONCLUSIVE)), str(data.get("message", "")), n)
+
+
+@dataclass(frozen=True)
+class Pair:
+    """Baseline against cache for one scenario."""
+
+    name: str
+    scenario: str
+    model: str
+    endpoint: str
+    baseline_label: str
+    hit_label: str
+    baseline: Mapping[str, Any]
+    hit: Mapping[str, Any]
+    rounds: tuple[tuple[str, Mapping[str, Any]], ...]
+    verdicts: tuple[Verdict, ...]
+    definition: Mapping[str, Any]
+    source: str
+
+    @property
+    def is_ab(self) -> bool:
+        """Two different servers (or runs) compared, rather than cold and hit on one server."""
+        return self.baseline_label != "cold"
+
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def read(stats: Mapping[str, Any], path: Sequence[str]) -> float | None:
+    value: Any = stats
+    for key in path:
+        value = value.get(key) if isinstance(value, Mapping) else None
+    return _number(value)
+
+
+def _rounds(record: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    return {str(r.get("round")): r.get("stats") or {} for r in record.get("data", {}).get("rounds", [])}
+
+
+def _pair(record: Mapping[str, Any], run: Run, base: tuple[str, Mapping[str, Any]],
+          hit: tuple[str, Mapping[str, Any]]) -> Pair:
+    data = record.get("data", {})
+    name = str(record.get("name"))
+    return Pair(
+        name=name,
+        scenario=str(data.get("scenario", name)),
+        model=str(data.get("model", "?")),
+        endpoint=str(data.get("endpoint", "?")),
+        baseline_label=base[0],
+        hit_label=hit[0],
+        baseline=base[1],
+        hit=hit[1],
+        rounds=tuple(_rounds(record).items()),
+        verdicts=tuple(Verdict.from_dict(name, v) for v in data.get("verdicts", [])),
+        definition=data.get("scenario_definition") or {},
+        source=run.run_id,
+    )
+
+
+def pairs_of(run: Run) -> list[Pair]:
+    """The pairs of one run's serving records; records without both rounds are skipped."""
+    found = []
+    for record in run.records("serving"):
+        rounds = _rounds(record)
+        for base_label, hit_label in (("baseline", "with-cache"), ("cold", "hit")):
+            if rounds.get(base_label) and rounds.get(hit_label):
+                found.append(_pair(record, run, (base_label, rounds[base_label]), (hit_label, rounds[hit_label])))
+                break
+    return found
+
+
+def pairs_against(with_cache: Run, baseline: Run) -> list[Pair]:
+    """Guide 002: each scenario's hit round with the cache against the same round without it."""
+    before = {str(r.get("name")): r for r in baseline.records("serving")}
+    found = []
+    for record in with_cache.records("serving"):
+        other = before.get(str(record.get("name")))
+        if other is None:
+            continue
+        now, then = _hit_round(record), _hit_round(other)
+        if now and then:
+            found.append(_pair(record, with_cache, (f"baseline ({baseline.run_id})", then),
+                               (f"with cache ({with_cache.run_id})", now)))
+    return found
+
+
+def _hit_round(record: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    rounds = _rounds(record)
+    return next((rounds[name] for name in HIT_ROUNDS if rounds.get(name)), None)
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """Derived from the verdicts alone: recommend only when every one passed."""
+
+    outcome: str  # passed / failed / inconclusive / none
+    passed: int
+    total: int
+    failed: tuple[Verdict, ...]
+    inconclusive: tuple[Verdict, ...]
+
+
+def recommend(verdicts: Sequence[Verdict]) -> Recommendation:
+    failed = tuple(v for v in verdicts if v.outcome == FAILED)
+    unsure = tuple(v for v in verdicts if v.outcome not in (PASSED, FAILED))
+    passed = len(verdicts) - len(failed) - len(unsure)
+    if not verdicts:
+        outcome = "none"
+    elif failed:
+        outcome = FAILED
+    elif unsure:
+        outcome = INCONCLUSIVE
+    else:
+        outcome = PASSED
+    return Recommendation(outcome, passed, len(verdicts), failed, unsure)
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Servers needed for the same load once throughput rises by ``gain`` (the seed's arithmetic).
+
+    +196% throughput: 1/(1+1.96) = 33.8% of the servers carry the load, so 10 servers become
+    3.4 (rounded to one decimal), 6.6 are saved, and the savings are 6.6 x the monthly price.
+    """
+
+    gain: float
+    servers: float
+    server_cost: float | None
+
+    @property
+    def needed_share(self) -> float:
+        return 1 / (1 + self.gain)
+
+    @property
+    def saved_share(self) -> float:
+        return 1 - self.needed_share
+
+    @property
+    def servers_needed(self) -> float:
+        return round(self.servers * self.needed_share, 1)
+
+    @property
+    def servers_saved(self) -> float:
+        return round(self.servers - self.servers_needed, 1)
+
+    @property
+    def monthly_savings(self) -> float | None:
+        return None if self.server_cost is None else round(self.servers_saved * self.server_cost, 2)
+
+
+def cost_model(pair: Pair, servers: float, server_cost: float | None) -> CostModel | None:
+    """None when the throughput did not rise (no servers to save) or cannot be read."""
+    before, after = read(pair.baseline, ("requests_per_s",)), read(pair.hit, ("requests_per_s",))
+    if not before or after is None or after <= before:
+        return None
+    return CostModel(after / before - 1, servers, server_cost)
+
+
+def headline(pairs: Sequence[Pair], name: str | None) -> Pair | None:
+    """The pair the summary leads with: the one named, else the first A/B pair, else the first."""
+    if name is not None:
+        for pair in pairs:
+            if name in (pair.name, pair.scenario):
+                return pair
+        raise ValueError(f"--headline {name!r} matches no serving record; "
+                         f"records: {', '.join(p.name for p in pairs) or 'none'}")
+    return next((p for p in pairs if p.is_ab), pairs[0] if pairs else None)

@@ -1,0 +1,101 @@
+"""The detailed metrics table: rows, their formats, and which verdict judges which row."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .model import FAILED, PASSED, Pair, Verdict, read
+
+STATUS = {PASSED: "✅", FAILED: "❌"}
+UNSURE = "❔"
+_THRESHOLD = re.compile(r"^\s*(>=|<=|>|<)\s*(-?\d+(?:\.\d+)?)\s*$")
+
+
+@dataclass(frozen=True)
+class Row:
+    key: str
+    path: tuple[str, ...]
+    unit: str  # ms, s, req/s, tokens/s, %
+    decimals: int
+    scale: float = 1.0  # e2e latency is stored in ms and shown in s
+
+    def value(self, stats: Mapping[str, Any]) -> float | None:
+        raw = read(stats, self.path)
+        return None if raw is None else raw * self.scale
+
+    def format(self, value: float | None) -> str:
+        if value is None:
+            return "n/a"
+        if self.unit == "%":
+            return f"{value * 100:.{self.decimals}f}%"
+        return f"{value:.{self.decimals}f} {self.unit}"
+
+
+ROWS: tuple[Row, ...] = (
+    Row("ttft_mean", ("ttft_ms", "mean"), "ms", 2),
+    Row("ttft_median", ("ttft_ms", "median"), "ms", 2),
+    Row("ttft_p90", ("ttft_ms", "p90"), "ms", 2),
+    Row("tpot_mean", ("tpot_ms", "mean"), "ms", 2),
+    Row("requests_per_s", ("requests_per_s",), "req/s", 2),
+    Row("output_tokens_per_s", ("output_tokens_per_s",), "tokens/s", 1),
+    Row("e2e_mean", ("e2e_ms", "mean"), "s", 2, scale=0.001),
+    Row("hit_rate", ("hit_rate",), "%", 1),
+)
+
+
+def change(row: Row, pair: Pair) -> float | None:
+    """Relative change from baseline to cache (-0.67 = 67% lower); None for the hit rate."""
+    before, after = row.value(pair.baseline), row.value(pair.hit)
+    if row.unit == "%" or before is None or after is None or before == 0:
+        return None
+    return after / before - 1
+
+
+def verdict_row(verdict: Verdict) -> str | None:
+    """The row a verdict judges, when it judges one of them."""
+    if verdict.metric.startswith("ttft_reduction"):
+        return {"median": "ttft_median", "mean": "ttft_mean"}.get(verdict.statistic or "")
+    if verdict.metric.startswith("throughput_gain"):
+        return "requests_per_s"
+    if verdict.metric.startswith("tpot_change"):
+        return "tpot_mean"
+    return None
+
+
+def _sign(verdict: Verdict) -> int:
+    # A TTFT reduction of 0.6 is a change of -60% in the table; gains keep their sign.
+    return -1 if verdict.metric.startswith("ttft_reduction") else 1
+
+
+def target(verdict: Verdict) -> str:
+    """The threshold in the table's terms: a 60% reduction target reads "<= -60%"."""
+    match = _THRESHOLD.match(verdict.threshold)
+    if not match:
+        return verdict.threshold or "-"
+    relation, value = match.group(1), float(match.group(2))
+    if verdict.metric.startswith("tpot_change"):
+        return f"±{value:.0%}"
+    if _sign(verdict) < 0:
+        relation = {">=": "<=", "<=": ">=", ">": "<", "<": ">"}[relation]
+    return f"{relation} {_sign(verdict) * value:+.0%}"
+
+
+def interval(verdict: Verdict) -> str:
+    """The verdict's 95% confidence interval, as a change."""
+    if verdict.ci_low is None or verdict.ci_high is None:
+        return "-"
+    low, high = sorted((_sign(verdict) * verdict.ci_low, _sign(verdict) * verdict.ci_high))
+    return f"{low:+.1%} .. {high:+.1%}"
+
+
+def status(verdict: Verdict | None) -> str:
+    if verdict is None:
+        return "-"
+    return STATUS.get(verdict.outcome, UNSURE)
+
+
+def row_verdicts(pair: Pair) -> dict[str, Verdict]:
+    return {key: v for v in pair.verdicts if (key := verdict_row(v)) is not None}
