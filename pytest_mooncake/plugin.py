@@ -7,7 +7,7 @@ from types import FrameType
 
 import pytest
 
-from . import baseline, factories, markers
+from . import baseline, factories, markers, reporting_plugin
 from .doctor import run_checks
 from .options import MooncakeConfig, add_options, load_config
 from .results import Results
@@ -30,6 +30,7 @@ def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     markers.register(config)
     config.stash[STATE_KEY] = SessionState(load_config(config), rootdir=config.rootpath)
+    config.pluginmanager.register(reporting_plugin, "mooncake-reporting")
     settings = get_config(config)
     if settings.compare:
         try:

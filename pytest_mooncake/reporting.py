@@ -22,26 +22,56 @@ except ImportError:  # allure-pytest is an optional extra
     _allure_plugins = None
 
 
-def _active() -> bool:
+# Service logs attached to failed tests: the tail is what explains a failure, and a
+# whole vLLM log can be hundreds of megabytes.
+LOG_TAIL_BYTES = 256 * 1024
+_LOGS = pytest.StashKey[dict[str, Path]]()
+
+
+def active() -> bool:
+    """Whether Allure is recording (allure-pytest installed and ``--alluredir`` given)."""
     # allure-pytest registers its listener only when --alluredir is given.
     return allure is not None and bool(_allure_plugins and _allure_plugins.list_name_plugin())
 
 
+def register_log(config: pytest.Config, name: str, path: Path | None) -> None:
+    """Name a service log (master, store node, vLLM) to attach to every test that fails."""
+    if path is not None:
+        config.stash.setdefault(_LOGS, {})[name] = Path(path)
+
+
+def service_logs(config: pytest.Config) -> dict[str, Path]:
+    return dict(config.stash.get(_LOGS, {}))
+
+
+def attach_log(path: Path, name: str) -> None:
+    """The last LOG_TAIL_BYTES of a log, as text."""
+    if not (active() and path.exists()):
+        return
+    with path.open("rb") as handle:
+        size = handle.seek(0, 2)
+        handle.seek(max(0, size - LOG_TAIL_BYTES))
+        tail = handle.read().decode("utf-8", "replace")
+    if size > LOG_TAIL_BYTES:
+        tail = f"[last {LOG_TAIL_BYTES} of {size} bytes of {path}]\n" + tail
+    allure.attach(tail, name=name, attachment_type=allure.attachment_type.TEXT)
+
+
 @contextmanager
 def step(title: str) -> Iterator[None]:
-    with allure.step(title) if _active() else nullcontext():
+    with allure.step(title) if active() else nullcontext():
         yield
 
 
 def attach_json(name: str, data: Any) -> None:
-    if _active():
+    if active():
         allure.attach(
             json.dumps(data, indent=2, default=str), name=name, attachment_type=allure.attachment_type.JSON
         )
 
 
 def attach_file(path: Path, name: str | None = None) -> None:
-    if _active() and path.exists():
+    if active() and path.exists():
         kind = allure.attachment_type.PNG if path.suffix == ".png" else allure.attachment_type.TEXT
         allure.attach.file(str(path), name=name or path.name, attachment_type=kind)
 
@@ -58,5 +88,5 @@ def show(config: pytest.Config, text: str) -> None:
 
 
 def label(name: str, value: str) -> None:
-    if _active():
+    if active():
         allure.dynamic.label(name, value)

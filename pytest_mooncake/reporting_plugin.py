@@ -1,0 +1,171 @@
+"""pytest hooks for reports: Allure labels and attachments, the profile check, the session report.
+
+Registered by ``plugin.pytest_configure``. Everything Allure-related is a no-op unless
+allure-pytest is installed and ``--alluredir`` is given.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Generator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from . import reporting
+from .markers import SCENARIOS
+from .profiles import session_profile
+from .results import machine_info
+from .session import STATE_KEY, get_config, state
+
+_FIRST_RECORD = pytest.StashKey[int]()
+_CHART_DIR = pytest.StashKey[Path]()
+_MACHINE = pytest.StashKey[dict[str, Any]]()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config: pytest.Config) -> None:
+    # An unknown profile is a usage error before any service starts.
+    session_profile(config)
+
+
+def _hardware(machine: Mapping[str, Any]) -> str:
+    gpus = machine.get("gpus") or []
+    if gpus:
+        names = sorted({str(g).split(",")[0] for g in gpus})
+        return f"{len(gpus)} x {' + '.join(names)}"
+    return f"cpu-only ({machine.get('cpus', '?')} cores)"
+
+
+def _machine(config: pytest.Config) -> dict[str, Any]:
+    # nvidia-smi takes a moment: probe once per session.
+    if _MACHINE not in config.stash:
+        config.stash[_MACHINE] = machine_info()
+    return config.stash[_MACHINE]
+
+
+def _labels(item: pytest.Item) -> dict[str, list[str]]:
+    settings = get_config(item.config)
+    labels = {
+        "scenario": [name for name in SCENARIOS if item.get_closest_marker(name)],
+        "topology": [f"{'attach' if settings.attach else 'spawn'}/{settings.protocol}"],
+        "hardware": [_hardware(_machine(item.config))],
+    }
+    if settings.profile:
+        labels["profile"] = [settings.profile]
+    return labels
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if STATE_KEY in item.config.stash:
+        item.stash[_FIRST_RECORD] = len(state(item.config).results.records)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> None:
+    if not reporting.active():
+        return
+    for name, values in _labels(item).items():
+        for value in values:
+            reporting.label(name, value)
+
+
+def _without_requests(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A record's data with per-request lists replaced by their length, to stay readable."""
+    slim = {k: v for k, v in data.items() if k != "records"}
+    if "rounds" in data:
+        slim["rounds"] = [{**r, "records": len(r.get("records", []))} for r in data["rounds"]]
+    if isinstance(data.get("records"), list):
+        slim["records"] = len(data["records"])
+    return slim
+
+
+def _attach_records(item: pytest.Item) -> None:
+    results = state(item.config).results
+    records = results.records[item.stash.get(_FIRST_RECORD, len(results.records)):]
+    for record in records:
+        reporting.attach_json(f"{record['kind']} {record['name']} statistics", _without_requests(record["data"]))
+        if record["kind"] == "serving":
+            _attach_charts(item.config, record)
+
+
+def _attach_charts(config: pytest.Config, record: Mapping[str, Any]) -> None:
+    try:
+        from .report import charts
+        from .report.model import Run, pairs_of
+    except ImportError:
+        return
+    if _CHART_DIR not in config.stash:
+        config.stash[_CHART_DIR] = Path(tempfile.mkdtemp(prefix="pmc-charts-"))
+    run = Run(Path("session"), {"records": [record]})
+    for pair in pairs_of(run):
+        try:
+            paths = [charts.latency(pair, config.stash[_CHART_DIR] / f"{pair.name}_latency.png"),
+                     charts.throughput(pair, config.stash[_CHART_DIR] / f"{pair.name}_throughput.png")]
+        except RuntimeError:  # no matplotlib: the statistics JSON is attached all the same
+            return
+        for path in paths:
+            reporting.attach_file(path)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    if not reporting.active() or STATE_KEY not in item.config.stash:
+        return
+    if report.when == "call":
+        _attach_records(item)
+        reporting.attach_json("effective config (redacted)", get_config(item.config).redacted())
+    if report.failed:
+        for name, path in reporting.service_logs(item.config).items():
+            reporting.attach_log(path, f"{name} log")
+
+
+def _environment(document: Mapping[str, Any]) -> dict[str, str]:
+    """Allure's Environment widget: one flat key=value list of the run."""
+    machine = document.get("machine", {})
+    env = {"run_id": document.get("run_id"), "git_commit": document.get("git_commit"),
+           "hardware": _hardware(machine), "host": machine.get("hostname"), "platform": machine.get("platform"),
+           "topology": json.dumps(document.get("topology", {}), sort_keys=True)}
+    env |= {f"version.{k}": v for k, v in document.get("versions", {}).items()}
+    env |= {f"config.{k}": v for k, v in document.get("config", {}).items() if v not in (None, "", [], {})}
+    return {k: str(v) for k, v in env.items() if v is not None}
+
+
+def _write_environment(config: pytest.Config, document: Mapping[str, Any]) -> None:
+    alluredir = config.getoption("allure_report_dir", None)
+    if not (alluredir and reporting.active()):
+        return
+    lines = [f"{key}={value}".replace("\n", " ") for key, value in _environment(document).items()]
+    Path(alluredir, "environment.properties").write_text("\n".join(lines) + "\n", "utf-8")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # plugin.pytest_sessionfinish has written the results document by now.
+    config = session.config
+    if STATE_KEY not in config.stash or state(config).results_path is None:
+        return
+    session_state = state(config)
+    document = json.loads(session_state.results_path.read_text("utf-8"))
+    _write_environment(config, document)
+    settings = get_config(config)
+    if settings.report:
+        session_state.summary.append(_session_report(session_state.results_path, settings.report, settings.server_cost))
+
+
+def _session_report(results_path: Path, formats: tuple[str, ...], server_cost: float | None) -> str:
+    from .report.build import ReportOptions, build
+    from .report.model import load_run, pairs_of
+
+    run = load_run(results_path)
+    out = results_path.with_name(f"{run.run_id}-report")
+    try:
+        built = build([run], pairs_of(run), ReportOptions(out=out, formats=formats, server_cost=server_cost))
+    except RuntimeError as exc:  # matplotlib missing: say so instead of failing the session
+        return f"evaluation report not written: {exc}"
+    return (f"evaluation report ({built.recommendation.outcome}, {built.recommendation.passed}/"
+            f"{built.recommendation.total} verdicts passed): {', '.join(map(str, built.files))}")

@@ -1,0 +1,92 @@
+"""Allure: labels from markers, statistics and charts attached, service logs on failure, environment."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("allure_pytest", reason="allure-pytest is in the report extra")
+
+SUITE = """
+import pytest
+from pytest_mooncake import reporting
+
+ROUND = {{"n": 2, "ttft_ms": {{"mean": {ttft}, "median": {ttft}, "p90": {ttft}, "p99": {ttft}}}, "requests_per_s": {rps}}}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fake_master_log(request, tmp_path_factory):
+    log = tmp_path_factory.mktemp("master") / "mooncake_master.log"
+    log.write_text("I master started\\nE put failed: NO_AVAILABLE_HANDLE\\n")
+    reporting.register_log(request.config, "mooncake_master", log)
+
+
+@pytest.mark.high_reuse
+def test_high_reuse(mooncake_results):
+    with reporting.step("round cold"):
+        pass
+    with reporting.step("round hit"):
+        pass
+    cold = {{**ROUND, "ttft_ms": {{k: 1000.0 for k in ("mean", "median", "p90", "p99")}}, "requests_per_s": 1.0}}
+    mooncake_results.add("serving", "high_reuse", {{"scenario": "high_reuse", "rounds": [
+        {{"round": "cold", "stats": cold, "records": []}}, {{"round": "hit", "stats": ROUND, "records": []}}]}})
+
+
+@pytest.mark.low_reuse
+def test_low_reuse_fails():
+    assert False, "planted failure"
+"""
+
+
+def _results(alluredir: Path) -> dict[str, dict]:
+    found = {}
+    for path in alluredir.glob("*-result.json"):
+        result = json.loads(path.read_text())
+        found[result["name"]] = result
+    return found
+
+
+def _attachment_names(result: dict) -> list[str]:
+    names = [a["name"] for a in result.get("attachments", [])]
+    for step in result.get("steps", []):
+        names += [a["name"] for a in step.get("attachments", [])]
+    return names
+
+
+def test_allure_results_carry_labels_statistics_charts_and_logs(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_suite=SUITE.format(ttft=250.0, rps=3.0))
+    alluredir = pytester.path / "allure-results"
+    result = pytester.runpytest("-p", "no:cacheprovider", f"--alluredir={alluredir}", "--mooncake-profile=cpu-ci")
+    result.assert_outcomes(passed=1, failed=1)
+    tests = _results(alluredir)
+
+    passed = tests["test_high_reuse"]
+    labels = {(label["name"], label["value"]) for label in passed["labels"]}
+    assert ("scenario", "high_reuse") in labels
+    assert ("topology", "spawn/tcp") in labels
+    assert ("profile", "cpu-ci") in labels
+    assert any(name == "hardware" for name, _ in labels)
+    assert [step["name"] for step in passed["steps"]] == ["round cold", "round hit"]
+    names = _attachment_names(passed)
+    assert "serving high_reuse statistics" in names
+    assert {"high_reuse_latency.png", "high_reuse_throughput.png", "effective config (redacted)"} <= set(names)
+    assert "mooncake_master log" not in names  # logs go with failures only
+    stats = next(a for a in passed["attachments"] if a["name"] == "serving high_reuse statistics")
+    assert json.loads((alluredir / stats["source"]).read_text())["rounds"][1]["stats"]["ttft_ms"]["mean"] == 250.0
+
+    failed = tests["test_low_reuse_fails"]
+    assert ("scenario", "low_reuse") in {(label["name"], label["value"]) for label in failed["labels"]}
+    log = next(a for a in failed["attachments"] if a["name"] == "mooncake_master log")
+    assert "NO_AVAILABLE_HANDLE" in (alluredir / log["source"]).read_text()
+
+    environment = (alluredir / "environment.properties").read_text()
+    assert "config.profile=cpu-ci" in environment and "hardware=" in environment
+
+
+def test_without_alluredir_nothing_is_attached(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_suite=SUITE.format(ttft=250.0, rps=3.0))
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    assert not list(pytester.path.glob("**/*-result.json"))
