@@ -11,6 +11,7 @@ from pytest_mooncake.integrity import BAD, Checker
 
 KEYS = st.sampled_from([f"k{i}" for i in range(6)])
 SIZES = st.sampled_from([1, 100, 4096, 65536])
+OBJECT_NOT_FOUND = -704
 
 
 def test_store_behaves_like_its_model(mooncake_store: StoreClient, mooncake_run_id: str) -> None:
@@ -48,6 +49,13 @@ def test_store_behaves_like_its_model(mooncake_store: StoreClient, mooncake_run_
             assert exists in (0, 1)
             if exists:
                 assert self.key(name) in self.checker.written, f"{name} exists but was never written or was removed"
+
+        @rule(name=KEYS)
+        def size(self, name: str) -> None:
+            size = mooncake_store.get_size(self.key(name))
+            if size != OBJECT_NOT_FOUND:
+                assert self.key(name) in self.checker.written, f"{name} has a size ({size}) but no value in the model"
+                assert size == self.checker.written[self.key(name)][0], f"{name}: size {size}, model {self.checker.written[self.key(name)]}"
 
         @rule(name=KEYS)
         def remove(self, name: str) -> None:
