@@ -1,0 +1,154 @@
+"""The evaluation report: every figure in its tables equals the JSON; the recommendation follows the verdicts."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from pytest_mooncake.cli import main
+from pytest_mooncake.report.model import CostModel, Verdict, recommend
+from pytest_mooncake.report.rows import ROWS
+
+DATA = Path(__file__).parent / "data" / "results"
+REAL = Path(__file__).resolve().parent.parent / ".mooncake-results"
+_ROW_KEY = {label: key for key, label in (("ttft_mean", "TTFT (mean)"), ("ttft_median", "TTFT (median)"),
+                                          ("ttft_p90", "TTFT (P90)"), ("tpot_mean", "TPOT (mean)"),
+                                          ("requests_per_s", "Throughput (req/s)"),
+                                          ("output_tokens_per_s", "Token throughput"),
+                                          ("e2e_mean", "End-to-end latency (mean)"),
+                                          ("hit_rate", "Prompt tokens from cache"))}
+_NUMBER = re.compile(r"^([+-]?\d+(?:\.\d+)?)(%| ms| s| req/s| tokens/s)$")
+
+
+def _report(tmp_path: Path, *args: str) -> str:
+    assert main(["report", *args, "--out", str(tmp_path), "--format", "md,html"]) == 0
+    return (tmp_path / "report.md").read_text()
+
+
+def _tables(markdown: str) -> dict[str, list[list[str]]]:
+    """Detailed tables by their heading's first word (the record name)."""
+    tables: dict[str, list[list[str]]] = {}
+    heading = ""
+    for line in markdown.splitlines():
+        if line.startswith("### "):
+            heading = line[4:].split(" ")[0]
+        elif line.startswith("| ") and heading:
+            cells = [c.strip() for c in line.strip("|").split(" | ")]
+            tables.setdefault(heading, []).append(cells)
+    return tables
+
+
+def _parse(cell: str) -> tuple[float, str]:
+    match = _NUMBER.match(cell)
+    assert match, f"not a figure: {cell!r}"
+    return float(match.group(1)), match.group(2).strip()
+
+
+def _stats(document: dict, name: str) -> dict[str, dict]:
+    record = next(r for r in document["records"] if r["kind"] == "serving" and r["name"] == name)
+    return {r["round"]: r["stats"] for r in record["data"]["rounds"]}
+
+
+def _check_table(rows: list[list[str]], before: dict, after: dict) -> int:
+    checked = 0
+    for cells in rows[1:]:  # the header; the |---| line is not collected
+        row = next(r for r in ROWS if r.key == _ROW_KEY[cells[0]])
+        for cell, stats in ((cells[1], before), (cells[2], after)):
+            shown, unit = _parse(cell)
+            raw = row.value(stats)
+            expected = raw * 100 if unit == "%" else raw
+            assert shown == pytest.approx(round(expected, row.decimals), abs=10 ** -row.decimals / 2), (cells, raw)
+            checked += 1
+        if cells[3] != "-":
+            shown, _ = _parse(cells[3])
+            assert shown == pytest.approx(round((row.value(after) / row.value(before) - 1) * 100, 1), abs=0.05), cells
+            checked += 1
+    return checked
+
+
+def test_seed_numbers_reproduced_from_the_ab_json(tmp_path: Path) -> None:
+    markdown = _report(tmp_path, str(DATA / "ab_run.json"), "--server-cost", "5")
+    document = json.loads((DATA / "ab_run.json").read_text())
+    stats = _stats(document, "ab_high_reuse")
+    rows = _tables(markdown)["ab_high_reuse"]
+    assert _check_table(rows, stats["baseline"], stats["with-cache"]) == 8 * 2 + 7
+    by_metric = {cells[0]: cells for cells in rows}
+    assert by_metric["TTFT (mean)"][1:4] == ["1200.00 ms", "400.00 ms", "-66.7%"]
+    assert by_metric["Throughput (req/s)"][1:4] == ["2.50 req/s", "7.40 req/s", "+196.0%"]
+    assert by_metric["End-to-end latency (mean)"][1:4] == ["12.50 s", "4.32 s", "-65.4%"]
+    # The median verdict judges the median row: CI, target and status come from it.
+    assert by_metric["TTFT (median)"][4:] == ["-68.8% .. -64.1%", "<= -60%", "✅"]
+    # The seed's cost model: +196% -> 33.8% of the servers -> 66% saved -> 3.4 of 10 -> 6.6 x 5 = 33.0.
+    assert "**66% of server cost saved**" in markdown and "33.8% of the servers" in markdown
+    assert "needs only 3.4 with the cache (6.6 servers fewer)" in markdown
+    assert "6.6 × 5 = **33.00**" in markdown
+    assert "✅ Recommended" in markdown and "**Verdicts met**: 1/1" in markdown
+
+
+def test_failed_and_inconclusive_verdicts_are_not_recommended(tmp_path: Path) -> None:
+    markdown = _report(tmp_path, str(DATA / "reuse_run.json"))
+    document = json.loads((DATA / "reuse_run.json").read_text())
+    tables = _tables(markdown)
+    for name in ("high_reuse", "medium_reuse", "low_reuse"):
+        stats = _stats(document, name)
+        assert _check_table(tables[name], stats["cold"], stats["hit"]) >= 16
+    medium = {cells[0]: cells for cells in tables["medium_reuse"]}
+    assert medium["TTFT (mean)"][4:] == ["-36.2% .. -14.3%", "<= -25%", "❔"]
+    assert "❔ Inconclusive: no recommendation yet" in markdown
+    assert "✅ Recommended" not in markdown
+    assert "**Verdicts met**: 2/3" in markdown
+    # Transfer and store records show in their own tables, with the bandwidth chart.
+    assert "| raw-read-1048576 | raw | tcp | read | 1048576 |" in markdown
+    assert "| overfill |" in markdown and (tmp_path / "charts" / "bandwidth.png").stat().st_size > 0
+
+
+def test_guide_002_comparison_of_two_runs(tmp_path: Path) -> None:
+    markdown = _report(tmp_path, "--with-cache", str(DATA / "with_cache_mode.json"),
+                       "--baseline", str(DATA / "baseline_mode.json"))
+    rows = _tables(markdown)["long_context_high_reuse"]
+    before = _stats(json.loads((DATA / "baseline_mode.json").read_text()), "long_context_high_reuse")["hit"]
+    after = _stats(json.loads((DATA / "with_cache_mode.json").read_text()), "long_context_high_reuse")["hit"]
+    _check_table(rows, before, after)
+    assert {cells[0]: cells for cells in rows}["TTFT (mean)"][1:3] == ["21180.40 ms", "7123.45 ms"]
+    assert "No verdicts recorded" in markdown
+
+
+def test_html_is_one_self_contained_file(tmp_path: Path) -> None:
+    _report(tmp_path, str(DATA / "ab_run.json"), "--lang", "zh")
+    html = (tmp_path / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 5
+    assert "src=\"charts/" not in html and "<td>1200.00 ms</td>" in html
+    assert "效果评估报告" in html
+
+
+@pytest.mark.skipif(not any(REAL.glob("pmc-*.json")), reason="no real results in .mooncake-results yet")
+def test_real_results_render(tmp_path: Path) -> None:
+    runs = [p for p in sorted(REAL.glob("pmc-*.json")) if '"serving"' in p.read_text()][-2:]
+    markdown = _report(tmp_path, *map(str, runs), "--no-charts")
+    assert "## Detailed metrics" in markdown
+
+
+def test_recommendation_comes_from_the_verdicts() -> None:
+    def verdict(outcome: str) -> Verdict:
+        return Verdict("s", "ttft_reduction", ">= 0.6", 0.7, 0.6, 0.8, outcome, "", "8")
+
+    assert recommend([]).outcome == "none"
+    assert recommend([verdict("passed"), verdict("passed")]).outcome == "passed"
+    assert recommend([verdict("passed"), verdict("inconclusive")]).outcome == "inconclusive"
+    assert recommend([verdict("inconclusive"), verdict("failed")]).outcome == "failed"
+
+
+def test_cost_model_arithmetic() -> None:
+    model = CostModel(gain=1.96, servers=10, server_cost=50_000)
+    assert round(model.needed_share, 3) == 0.338
+    assert (model.servers_needed, model.servers_saved, model.monthly_savings) == (3.4, 6.6, 330_000)
+
+
+def test_bad_input_says_what_is_wrong(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "x.json"
+    bad.write_text("{}")
+    assert main(["report", str(bad), "--out", str(tmp_path)]) == 2
+    assert "has no 'records'" in capsys.readouterr().err
