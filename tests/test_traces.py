@@ -126,7 +126,7 @@ def test_prompts_are_exact_and_shared_prefixes_are_identical() -> None:
     for record in records[:20]:
         assert len(prompt_ids(record)) == record.input_length
     first, later = next((a, b) for a in records for b in records if a is not b and a.hash_ids[:2] == b.hash_ids[:2])
-    shared = next(i for i, (x, y) in enumerate(zip(first.hash_ids, later.hash_ids)) if x != y)
+    shared = next(i for i, (x, y) in enumerate(zip(first.hash_ids, later.hash_ids, strict=False)) if x != y)
     a, b = prompt_ids(first), prompt_ids(later)
     assert a[: shared * BLOCK_TOKENS] == b[: shared * BLOCK_TOKENS]
     assert a[shared * BLOCK_TOKENS: (shared + 1) * BLOCK_TOKENS] != b[shared * BLOCK_TOKENS: (shared + 1) * BLOCK_TOKENS]
