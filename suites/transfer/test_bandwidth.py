@@ -30,6 +30,7 @@ STORE_SIZES = (1 * MiB, 4 * MiB, 16 * MiB)
 # Bytes each store-level size moves: enough puts/gets to time, well within a 2 x 64 MiB cluster.
 STORE_BYTES = 64 * MiB
 BUFFER = 512 * MiB
+BATCH_BYTES = 64 * MiB
 PREFIX_TOKENS = 8192
 NEED_MODELS = ("llama-3.1-8b", "qwen2.5-32b", "llama3-70b")
 NEED_GPU = "H100"
@@ -49,9 +50,10 @@ def raw_bandwidth(request: pytest.FixtureRequest, mooncake_master: MasterHandle,
     try:
         return [
             # One thread, 64 requests a batch: within the TCP per-peer queue (1024) on a 2-core
-            # host. 16 MiB blocks go 16 to a batch so a batch fits half the buffer.
+            # host. Large blocks go fewer to a batch (BATCH_BYTES) so a short run still
+            # completes many batches instead of timing two or three huge ones.
             run_initiator(mooncake_master, binary, workdir, operation=operation, block_size=block, buffer_size=BUFFER,
-                          batch_size=min(64, BUFFER // block // 2), port=12400 + index,
+                          batch_size=max(1, min(64, BATCH_BYTES // block)), port=12400 + index,
                           rdma_devices=config.rdma_devices)
             for index, (operation, block) in enumerate((op, b) for op in ("read", "write") for b in BLOCK_SIZES)
         ]
