@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from . import reporting
 from .cluster import MasterHandle, StoreNode, attached_master, spawned_master, store_node
 from .metrics import MasterMetrics
 from .session import get_config, state
@@ -52,6 +53,7 @@ def _master_fixture(mode: str, overrides: dict[str, Any]) -> FixtureFunction:
             return
         workdir = tmp_path_factory.mktemp(request.fixturename)
         with spawned_master(config, workdir, state(request.config).janitor) as master:
+            reporting.register_log(request.config, request.fixturename, master.log_path)
             state(request.config).results.topology[request.fixturename] = {
                 "spawned": True,
                 "netns": master.netns.name if master.netns else None,
@@ -106,6 +108,8 @@ def mooncake_store_nodes(
                 )
                 for index in range(config.store_nodes)
             ]
+            for node in nodes:
+                reporting.register_log(request.config, node.name, node.log_path)
             session.results.topology[request.fixturename] = {
                 "count": len(nodes),
                 "segment_size": config.segment_size,
@@ -189,6 +193,7 @@ def openai_endpoint(
         with spawned_vllm(
             config, tmp_path_factory.mktemp(name), state(request.config).janitor, prefix_caching=caching, label=name
         ) as endpoint:
+            reporting.register_log(request.config, name, endpoint.log_path)
             state(request.config).results.topology[request.fixturename] = {
                 "spawned": True, "server": "vllm", "prefix_caching": caching, "url": endpoint.base_url,
             }
