@@ -92,11 +92,9 @@ def _attach_records(item: pytest.Item) -> None:
 
 
 def _attach_charts(config: pytest.Config, record: Mapping[str, Any]) -> None:
-    try:
-        from .report import charts
-        from .report.model import Run, pairs_of
-    except ImportError:
-        return
+    from .report import charts
+    from .report.model import Run, pairs_of
+
     if _CHART_DIR not in config.stash:
         config.stash[_CHART_DIR] = Path(tempfile.mkdtemp(prefix="pmc-charts-"))
     run = Run(Path("session"), {"records": [record]})

@@ -152,3 +152,20 @@ def test_bad_input_says_what_is_wrong(tmp_path: Path, capsys: pytest.CaptureFixt
     bad.write_text("{}")
     assert main(["report", str(bad), "--out", str(tmp_path)]) == 2
     assert "has no 'records'" in capsys.readouterr().err
+
+
+def test_session_writes_the_report_when_asked(pytester: pytest.Pytester) -> None:
+    record = json.loads((DATA / "ab_run.json").read_text())["records"][0]
+    (pytester.path / "record.json").write_text(json.dumps(record["data"]))
+    pytester.makepyfile(test_record="""
+        import json, pathlib
+
+        def test_record(mooncake_results):
+            data = json.loads((pathlib.Path(__file__).parent / "record.json").read_text())
+            mooncake_results.add("serving", "ab_high_reuse", data)
+    """)
+    result = pytester.runpytest("-p", "no:cacheprovider", "--mooncake-report=md", "--mooncake-server-cost=5")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["evaluation report (passed, 1/1 verdicts passed): *-report/report.md"])
+    (report,) = (pytester.path / ".mooncake-results").glob("*-report/report.md")
+    assert "6.6 × 5 = **33.00**" in report.read_text()
