@@ -87,6 +87,10 @@ class _Builder:
         elif rec.outcome == "inconclusive":
             self.blocks.append(Paragraph(t["rec_inconclusive_why"].format(unsure=len(rec.inconclusive), total=rec.total)))
             self.blocks.append(Bullets(tuple(f"{v.scenario}: {v.message}" for v in rec.inconclusive)))
+        if self.pairs:
+            models = ", ".join(dict.fromkeys(p.model for p in self.pairs))
+            machines = "; ".join(dict.fromkeys(_machine(run.document.get("machine", {})) for run in self.runs))
+            self.blocks.append(Paragraph(t["scope"].format(models=models, machines=machines)))
         errors = sum(int(read(s, ("errors",)) or 0) for p in self.pairs for _, s in p.rounds)
         if errors:
             self.blocks.append(Paragraph(t["errors"].format(errors=errors)))
@@ -108,7 +112,7 @@ class _Builder:
                                                          after=rps.format(rps.value(pair.hit))))
             rate = read(pair.hit, ("hit_rate",))
             if rate is not None:
-                findings.append(t["finding_hit"].format(rate=f"{rate:.1%}"))
+                findings.append(t["finding_hit"].format(scenario=pair.name, rate=f"{rate:.1%}"))
         self.blocks.append(Bullets(tuple(findings)))
 
     def _value(self) -> None:
@@ -260,6 +264,12 @@ class _Builder:
         for run in self.runs:
             config = {k: v for k, v in run.document.get("config", {}).items() if v not in (None, "", [], {})}
             self.blocks.append(Code(f"# {run.run_id}\n" + json.dumps(config, indent=2, sort_keys=True, default=str), "json"))
+
+
+def _machine(machine: Mapping[str, Any]) -> str:
+    gpus = [f"{count} × {name.split(',')[0]}" for name, count in Counter(machine.get("gpus") or []).items()]
+    hardware = " + ".join(gpus) if gpus else f"CPU only, {machine.get('cpus', '?')} cores"
+    return f"{machine.get('hostname', '?')} ({hardware})"
 
 
 def _scalar(value: object) -> str:
