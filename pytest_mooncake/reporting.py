@@ -26,6 +26,8 @@ except ImportError:  # allure-pytest is an optional extra
 # whole vLLM log can be hundreds of megabytes.
 LOG_TAIL_BYTES = 256 * 1024
 _LOGS = pytest.StashKey[dict[str, Path]]()
+# The current test's labels: the hooks label the scenario from markers and a suite may too.
+_labelled: set[tuple[str, str]] = set()
 
 
 def active() -> bool:
@@ -88,5 +90,11 @@ def show(config: pytest.Config, text: str) -> None:
 
 
 def label(name: str, value: str) -> None:
-    if active():
+    if active() and (name, value) not in _labelled:
+        _labelled.add((name, value))
         allure.dynamic.label(name, value)
+
+
+def forget_labels() -> None:
+    """Start a new test's label set (called by the reporting hooks before each test)."""
+    _labelled.clear()

@@ -59,6 +59,7 @@ def _labels(item: pytest.Item) -> dict[str, list[str]]:
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
+    reporting.forget_labels()
     if STATE_KEY in item.config.stash:
         item.stash[_FIRST_RECORD] = len(state(item.config).results.records)
 
