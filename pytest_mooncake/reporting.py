@@ -32,8 +32,11 @@ _labelled: set[tuple[str, str]] = set()
 
 def active() -> bool:
     """Whether Allure is recording (allure-pytest installed and ``--alluredir`` given)."""
-    # allure-pytest registers its listener only when --alluredir is given.
-    return allure is not None and bool(_allure_plugins and _allure_plugins.list_name_plugin())
+    # allure-pytest always registers its title/test helpers, but its listener only when
+    # --alluredir is given: the listener is what records.
+    return _allure_plugins is not None and any(
+        type(plugin).__name__ == "AllureListener" for plugin in _allure_plugins.get_plugins()
+    )
 
 
 def register_log(config: pytest.Config, name: str, path: Path | None) -> None:
