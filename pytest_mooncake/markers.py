@@ -35,6 +35,7 @@ PERF_KEYS = {
     "store_ratio": "minimum store-level / raw transfer bandwidth ratio",
     "need_ratio": "minimum measured bandwidth / the model's break-even bandwidth",
     "match_tokens": "leading tokens a cache-hit response must share with the cold response",
+    "line_rate_fraction": "minimum share of the RDMA NIC's line rate the raw transfer must reach",
 }
 
 
