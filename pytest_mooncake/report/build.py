@@ -137,14 +137,16 @@ class _Builder:
         rows = []
         for pair in self.pairs:
             each = cost_model(pair, o.servers, o.server_cost)
+            judged = " ".join(f"{status(v)} {v.metric}" for v in pair.verdicts) or "-"
             if each is None:
-                rows.append((pair.name, "≤ +0.0%", f"{o.servers:g}", "0", "-"))
+                rows.append((pair.name, "≤ +0.0%", f"{o.servers:g}", "0", "-", judged))
             else:
                 money = "-" if each.monthly_savings is None else f"{each.monthly_savings:,.2f}"
-                rows.append((pair.name, _pct(each.gain), f"{each.servers_needed:g}", f"{each.servers_saved:g}", money))
+                rows.append((pair.name, _pct(each.gain), f"{each.servers_needed:g}", f"{each.servers_saved:g}", money, judged))
         self.blocks += [Heading(3, t["cost_table"]),
-                        Table((t["scenario"], t["gain"], t["needed"] + f" (/{o.servers:g})", t["saved"], t["monthly"]),
-                              tuple(rows))]
+                        Table((t["scenario"], t["gain"], t["needed"] + f" (/{o.servers:g})", t["saved"], t["monthly"],
+                               t["verdicts"]), tuple(rows)),
+                        Paragraph(t["cost_caveat"])]
         self.blocks.append(Heading(3, t["roi"]))
         if model is None or o.store_servers is None or o.server_cost is None:
             self.blocks.append(Paragraph(t["roi_none"]))
