@@ -1,0 +1,244 @@
+"""TEST DOUBLE: a known-delay OpenAI-compatible streaming server, for testing our measurement code.
+
+It is not a model server. It streams ``tokens`` chunks of text: the first ``ttft`` seconds after
+the request arrived, then one every ``itl`` seconds, then a usage chunk (with
+``prompt_tokens_details.cached_tokens``) and ``data: [DONE]``. Chat streams start with a role-only
+chunk at once, as some servers do, so a client that counted it would measure a TTFT near zero.
+
+Per request, a ``"fake"`` object in the JSON body overrides the defaults and plants faults::
+
+    {"fake": {"ttft": 0.2, "itl": 0.01, "tokens": 4, "cached": 96, "fault": "cut"}}
+
+Faults: ``http500`` (500 with a message), ``not_streaming`` (a plain JSON completion),
+``cut`` (the connection drops after two chunks), ``no_done`` (the stream ends without
+``[DONE]``), ``empty`` (HTTP 200, 0 completion tokens), ``error_event`` (an error object inside
+the stream), ``no_usage`` (no usage chunk). A model other than ``model`` gets vLLM's 404.
+
+``/metrics`` serves vLLM-style counters (labels on two engines, to be summed): prefix-cache
+queries and hits grow with each request; ``lmcache:num_stored_tokens_total`` keeps growing for
+``save_s`` seconds after each request, like background KV saves. ``/debug/timings`` returns, per
+``X-Request-Id``, the monotonic times the request arrived and its first content chunk was written.
+
+In a test: ``with FakeOpenAIServer(ttft=0.05) as server: server.base_url``. As a process
+(benchmarks): ``python tests/serving/fake_openai_server.py --port 0`` prints ``READY <port>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+FAULTS = ("http500", "not_streaming", "cut", "no_done", "empty", "error_event", "no_usage")
+
+
+@dataclass
+class Defaults:
+    ttft: float = 0.05
+    itl: float = 0.01
+    tokens: int = 4
+    cached: int = 0
+    save_s: float = 0.0
+
+
+@dataclass
+class Counters:
+    queries: int = 0
+    hits: int = 0
+    stored: int = 0
+    timings: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def _sse(body: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+
+def _chunk(chat: bool, text: str | None, role: bool = False) -> dict[str, Any]:
+    if chat:
+        delta: dict[str, Any] = {"role": "assistant", "content": ""} if role else {"content": text}
+        choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": None}
+    else:
+        choice = {"index": 0, "text": text, "finish_reason": None}
+    return {"id": "fake", "object": "chat.completion.chunk" if chat else "text_completion", "created": 0,
+            "model": "fake", "choices": [choice]}
+
+
+def _prompt_tokens(payload: dict[str, Any]) -> int:
+    prompt = payload.get("prompt")
+    if isinstance(prompt, list):
+        return len(prompt)
+    if isinstance(prompt, str):
+        return len(prompt.split())
+    return sum(len(str(m.get("content", "")).split()) for m in payload.get("messages", []))
+
+
+def make_app(defaults: Defaults, counters: Counters, model: str = "fake") -> web.Application:
+    background: set[asyncio.Task[None]] = set()
+
+    async def save_in_background(tokens: int) -> None:
+        steps = 5
+        for step in range(steps):
+            await asyncio.sleep(defaults.save_s / steps)
+            counters.stored += tokens // steps + (tokens % steps if step == steps - 1 else 0)
+
+    async def generate(request: web.Request) -> web.StreamResponse:
+        received = time.monotonic()
+        payload = await request.json()
+        knobs = {**vars(defaults), **payload.get("fake", {})}
+        fault = knobs.get("fault")
+        request_id = request.headers.get("X-Request-Id", "")
+        if fault == "http500":
+            return web.json_response({"error": {"message": "engine core died (planted fault)", "code": 500}}, status=500)
+        if payload.get("model") != model:
+            message = f"The model `{payload.get('model')}` does not exist."
+            return web.json_response({"error": {"message": message, "type": "NotFoundError", "code": 404}}, status=404)
+        chat = "messages" in payload
+        prompt_tokens = _prompt_tokens(payload)
+        if fault == "not_streaming":
+            return web.json_response({"id": "fake", "object": "text_completion", "choices": [{"text": "hi"}],
+                                      "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": 1}})
+        produced = 0 if fault == "empty" else int(knobs["tokens"])
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        if chat:
+            await response.write(_sse(_chunk(True, None, role=True)))
+        for index in range(produced):
+            await asyncio.sleep(float(knobs["ttft"] if index == 0 else knobs["itl"]))
+            if index == 0:
+                counters.timings[request_id] = {"received": received, "first_write": time.monotonic()}
+            await response.write(_sse(_chunk(chat, f" t{index}")))
+            if fault == "cut" and index == 1:
+                assert request.transport is not None
+                request.transport.close()
+                return response
+            if fault == "error_event" and index == 0:
+                await response.write(_sse({"error": {"message": "KV load failed (planted fault)", "code": 500}}))
+                await response.write_eof()
+                return response
+        if fault == "empty" and knobs["ttft"]:
+            await asyncio.sleep(float(knobs["ttft"]))
+        cached = int(knobs["cached"])
+        counters.queries += prompt_tokens
+        counters.hits += cached
+        if fault != "no_usage":
+            usage = {"prompt_tokens": prompt_tokens, "completion_tokens": produced,
+                     "total_tokens": prompt_tokens + produced, "prompt_tokens_details": {"cached_tokens": cached}}
+            await response.write(_sse({"id": "fake", "object": "chunk", "created": 0, "model": model,
+                                       "choices": [], "usage": usage}))
+        if fault != "no_done":
+            await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        if defaults.save_s > 0:
+            task = asyncio.get_running_loop().create_task(save_in_background(prompt_tokens))
+            background.add(task)
+            task.add_done_callback(background.discard)
+        return response
+
+    async def models(_: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": model, "object": "model"}]})
+
+    async def metrics(_: web.Request) -> web.Response:
+        lines = [
+            "# HELP vllm:prefix_cache_queries Prefix cache queries, in tokens.",
+            "# TYPE vllm:prefix_cache_queries counter",
+            f'vllm:prefix_cache_queries_total{{engine="0",model_name="{model}"}} {counters.queries}',
+            f'vllm:prefix_cache_queries_total{{engine="1",model_name="{model}"}} 0.0',
+            "# HELP vllm:prefix_cache_hits Prefix cache hits, in tokens.",
+            "# TYPE vllm:prefix_cache_hits counter",
+            f'vllm:prefix_cache_hits_total{{engine="0",model_name="{model}"}} {counters.hits}',
+            f'vllm:prefix_cache_hits_total{{engine="1",model_name="{model}"}} 0.0',
+            "# HELP lmcache:num_stored_tokens Tokens stored by LMCache.",
+            "# TYPE lmcache:num_stored_tokens counter",
+            f"lmcache:num_stored_tokens_total {counters.stored}",
+            f"lmcache:num_stored_tokens_created {time.time():.3f}",
+        ]
+        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+    async def timings(_: web.Request) -> web.Response:
+        return web.json_response(counters.timings)
+
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_post("/v1/completions", generate)
+    app.router.add_post("/v1/chat/completions", generate)
+    app.router.add_get("/v1/models", models)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/debug/timings", timings)
+    return app
+
+
+class FakeOpenAIServer:
+    """Runs the test double on 127.0.0.1 (a free port) in a thread with its own event loop."""
+
+    def __init__(self, *, model: str = "fake", **defaults: Any) -> None:
+        self.model = model
+        self.defaults = Defaults(**defaults)
+        self.counters = Counters()
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="fake-openai-server", daemon=True)
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/metrics"
+
+    def __enter__(self) -> FakeOpenAIServer:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(timeout=10)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout=10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+
+    async def _start(self) -> None:
+        self._runner = web.AppRunner(make_app(self.defaults, self.counters, self.model), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Known-delay OpenAI-compatible streaming server (a test double).")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--model", default="fake")
+    parser.add_argument("--ttft", type=float, default=0.05)
+    parser.add_argument("--itl", type=float, default=0.01)
+    parser.add_argument("--tokens", type=int, default=4)
+    parser.add_argument("--uvloop", action="store_true", help="run on uvloop when it is installed")
+    args = parser.parse_args()
+
+    async def serve() -> None:
+        counters = Counters()
+        runner = web.AppRunner(make_app(Defaults(args.ttft, args.itl, args.tokens), counters, args.model),
+                               access_log=None, handler_cancellation=True)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", args.port, backlog=4096)
+        await site.start()
+        print(f"READY {runner.addresses[0][1]}", flush=True)
+        await asyncio.Event().wait()
+
+    if args.uvloop:
+        import uvloop
+
+        uvloop.run(serve())
+    else:
+        asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""The client measures what the test double planted, and turns every fault into a recorded error."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from pytest_mooncake.serving import ClientConfig, Concurrency, RequestSpec, run_requests, run_requests_async
+
+from .fake_openai_server import FAULTS, FakeOpenAIServer
+
+# Bounds on correctness, not performance: the double shares this process and a small CI machine.
+SLACK_S = 0.08
+
+
+def test_measures_planted_delays_on_completions_with_token_ids(config: ClientConfig) -> None:
+    [record] = run_requests(config, [RequestSpec("r1", "s", "cold", prompt=list(range(7)), max_tokens=5)])
+    assert record.ok, record.error
+    assert 0.1 <= record.ttft_s <= 0.1 + SLACK_S
+    # A late read shortens the next gap, so single gaps may dip below the planted delay; their sum may not much.
+    assert len(record.itl_s) == 4 and all(abs(gap - 0.02) <= SLACK_S for gap in record.itl_s)
+    assert sum(record.itl_s) >= 4 * 0.02 - 0.01
+    assert record.tpot_s == pytest.approx((record.e2e_s - record.ttft_s) / 4)
+    assert 0.02 <= record.tpot_s <= 0.02 + SLACK_S
+    assert record.ttft_s + sum(record.itl_s) <= record.e2e_s
+    assert (record.prompt_tokens, record.completion_tokens, record.cached_tokens) == (7, 5, 3)
+    assert record.text == " t0 t1 t2 t3 t4" and record.content_chunks == 5
+    assert (record.scenario, record.round, record.api) == ("s", "cold", "completions")
+    assert record.send_lag_s == 0.0  # closed loop: scheduled when sent
+    assert json.loads(json.dumps(dataclasses.asdict(record)))["itl_s"] == list(record.itl_s)
+
+
+def test_chat_role_only_chunk_does_not_count_as_first_token(config: ClientConfig) -> None:
+    spec = RequestSpec("c1", messages=[{"role": "user", "content": "one two three"}], extra_body={"fake": {"ttft": 0.2}})
+    [record] = run_requests(config, [spec])
+    assert record.ok, record.error
+    assert record.api == "chat" and record.prompt_tokens == 3
+    assert 0.2 <= record.ttft_s <= 0.2 + SLACK_S
+
+
+def test_long_token_id_prompt_costs_little_client_time(fake_server: FakeOpenAIServer, config: ClientConfig) -> None:
+    # The SDK's per-item walk of typed arguments once put 1.5 s of client time into this TTFT.
+    spec = RequestSpec("long", prompt=list(range(30_000)), extra_body={"fake": {"ttft": 0.0}})
+    [record] = run_requests(config, [spec])
+    assert record.ok and record.prompt_tokens == 30_000
+    assert record.ttft_s < 0.5
+
+
+EXPECTED_KINDS = {
+    "http500": ("http_error", 500, "engine core died"),
+    "not_streaming": ("not_streaming", 200, "text_completion"),
+    "cut": ("stream_cut", None, "RemoteProtocolError"),
+    "no_done": ("stream_cut", None, "[DONE]"),
+    "empty": ("empty_completion", None, "0 completion tokens"),
+    "error_event": ("server_error_event", None, "KV load failed"),
+    "no_usage": ("missing_usage", None, "include_usage"),
+}
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_each_fault_becomes_its_recorded_error(config: ClientConfig, fault: str) -> None:
+    [record] = run_requests(config, [RequestSpec(f"f-{fault}", prompt="a b", extra_body={"fake": {"fault": fault}})])
+    kind, status, words = EXPECTED_KINDS[fault]
+    assert record.error is not None and record.error.kind == kind
+    assert record.error.status_code == status
+    assert words in record.error.message and f"f-{fault}" in record.error.message
+    assert record.tpot_s is None
+
+
+def test_empty_completion_keeps_its_misleadingly_short_latency(config: ClientConfig) -> None:
+    [record] = run_requests(config, [RequestSpec("e", prompt="a", extra_body={"fake": {"fault": "empty", "ttft": 0.01}})])
+    assert record.error.kind == "empty_completion"
+    assert record.completion_tokens == 0 and record.ttft_s is None and record.e2e_s < 1.0
+
+
+def test_wrong_model_is_an_http_404_with_the_servers_message(fake_server: FakeOpenAIServer) -> None:
+    config = ClientConfig(fake_server.base_url, "no-such-model", request_timeout_s=5)
+    [record] = run_requests(config, [RequestSpec("m", prompt="a")])
+    assert record.error.kind == "http_error" and record.error.status_code == 404
+    assert "The model `no-such-model` does not exist." in record.error.message
+
+
+def test_connection_refused_is_recorded() -> None:
+    from .test_load import closed_port
+
+    config = ClientConfig(f"http://127.0.0.1:{closed_port()}/v1", "fake", request_timeout_s=5)
+    records = run_requests(config, [RequestSpec("x", prompt="a"), RequestSpec("y", prompt="b")], Concurrency(2))
+    assert [r.error.kind for r in records] == ["connection_error", "connection_error"]
+    assert "is the server running" in str(records[0].error)
+
+
+def test_request_timeout_is_recorded(fake_server: FakeOpenAIServer) -> None:
+    config = ClientConfig(fake_server.base_url, "fake", request_timeout_s=0.3)
+    [record] = run_requests(config, [RequestSpec("slow", prompt="a", extra_body={"fake": {"ttft": 2.0}})])
+    assert record.error.kind == "timeout" and "request_timeout_s" in record.error.message
+
+
+@pytest.mark.asyncio
+async def test_async_entry_point_in_a_running_loop(config: ClientConfig) -> None:
+    records = await run_requests_async(config, [RequestSpec(str(i), prompt="a") for i in range(3)], Concurrency(3))
+    assert [r.request_id for r in records] == ["0", "1", "2"] and all(r.ok for r in records)
+
+
+def test_spec_needs_exactly_one_of_messages_and_prompt() -> None:
+    with pytest.raises(ValueError, match="exactly one of messages"):
+        RequestSpec("bad")
+    with pytest.raises(ValueError, match="exactly one of messages"):
+        RequestSpec("bad", messages=[], prompt="x")

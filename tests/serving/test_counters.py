@@ -1,0 +1,100 @@
+"""Counters from /metrics: name variants, label sums, deltas, quiescence."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_mooncake.serving import (
+    COUNTERS,
+    ClientConfig,
+    MetricsReader,
+    RequestSpec,
+    deltas,
+    parse_samples,
+    pick,
+    run_requests,
+    wait_until_quiescent,
+)
+
+from .fake_openai_server import FakeOpenAIServer
+
+PAGE = """\
+# TYPE vllm:prefix_cache_hits counter
+vllm:prefix_cache_hits_total{engine="0"} 10.0
+vllm:prefix_cache_hits_total{engine="1"} 5.0
+vllm:prefix_cache_hits_created{engine="0"} 1.7e9
+# TYPE vllm_external_prefix_cache_queries counter
+vllm_external_prefix_cache_queries_total 7
+# TYPE vllm:time_to_first_token_seconds histogram
+vllm:time_to_first_token_seconds_bucket{le="0.1"} 2
+vllm:time_to_first_token_seconds_bucket{le="+Inf"} 3
+vllm:time_to_first_token_seconds_count 3
+vllm:time_to_first_token_seconds_sum 0.6
+"""
+
+
+def test_names_match_with_or_without_total_and_labels_are_summed() -> None:
+    samples = parse_samples(PAGE)
+    assert pick(samples, "vllm:prefix_cache_hits_total") == 15.0
+    assert pick(samples, "vllm:prefix_cache_hits") == 15.0
+    assert pick(samples, "vllm:external_prefix_cache_queries_total") == 7.0  # ':' exported as '_'
+    assert pick(samples, ("vllm:gpu_prefix_cache_hits", "vllm:prefix_cache_hits")) == 15.0
+    assert pick(samples, "vllm:time_to_first_token_seconds_count") == 3.0
+    assert pick(samples, "lmcache:num_hit_tokens") is None
+
+
+def test_deltas_skip_absent_counters_and_refuse_a_restart() -> None:
+    assert deltas({"a": 1.0, "b": None, "c": 2.0}, {"a": 4.0, "b": 3.0}) == {"a": 3.0}
+    with pytest.raises(ValueError, match="restarted"):
+        deltas({"a": 5.0}, {"a": 1.0}, where="http://x/metrics")
+
+
+def test_reader_on_the_fake_server_sees_the_requests() -> None:
+    with FakeOpenAIServer(ttft=0.0, itl=0.0, tokens=2, cached=4, save_s=0.6) as server:
+        read = MetricsReader(server.metrics_url, COUNTERS)
+        before = read()
+        assert before["lmcache_hit_tokens"] is None and before["prefix_cache_hits"] == 0.0
+        config = ClientConfig(server.base_url, "fake", request_timeout_s=5)
+        specs = [RequestSpec(str(i), prompt=list(range(10))) for i in range(3)]
+        assert all(r.ok for r in run_requests(config, specs))
+        right_after = read()
+        settled = wait_until_quiescent(read, ["lmcache_stored_tokens"], interval_s=0.05, stable_for_s=0.3, timeout_s=5)
+        assert settled.settled and settled.waited_s >= 0.3
+        change = deltas(before, settled.values)
+        assert change["prefix_cache_queries"] == 30 and change["prefix_cache_hits"] == 12
+        assert change["lmcache_stored_tokens"] == 30 and (right_after["lmcache_stored_tokens"] or 0) < 30
+
+
+def test_quiescence_gives_up_at_the_timeout() -> None:
+    now = [0.0]
+    value = [0.0]
+
+    def read() -> dict[str, float]:
+        value[0] += 1  # always growing
+        return {"stored": value[0]}
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    result = wait_until_quiescent(read, ["stored"], interval_s=1, stable_for_s=3, timeout_s=10,
+                                  clock=lambda: now[0], sleep=sleep)
+    assert not result.settled and result.waited_s == pytest.approx(10) and result.values["stored"] == result.polls
+
+
+def test_custom_fetch_is_used() -> None:
+    urls = []
+
+    def fetch(url: str) -> str:
+        urls.append(url)
+        return PAGE
+
+    assert MetricsReader("ns://vllm/metrics", {"hits": "vllm:prefix_cache_hits"}, fetch)() == {"hits": 15.0}
+    assert urls == ["ns://vllm/metrics"]
+
+
+def test_unreachable_metrics_url_says_where() -> None:
+    from .test_load import closed_port
+
+    url = f"http://127.0.0.1:{closed_port()}/metrics"
+    with pytest.raises(OSError, match=f"could not read metrics from {url}"):
+        MetricsReader(url, COUNTERS)()
