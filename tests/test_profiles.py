@@ -62,3 +62,95 @@ def test_bad_threshold_key_is_named(tmp_path: Path) -> None:
     path.write_text("thresholds:\n  ttft_cut: 0.5\n")
     with pytest.raises(ValueError, match="unknown threshold 'ttft_cut'; accepted: ttft_reduction"):
         load_profile(str(path), tmp_path)
+
+
+# The real transfer suite, run against fakes of what it measures: its checks must read the
+# profile's thresholds for the keywords its markers leave unset.
+TRANSFER_FAKES = """
+import json
+from types import SimpleNamespace
+
+import pytest
+
+MiB = 1 << 20
+
+
+def pytest_addoption(parser):
+    parser.addoption("--marker-min-gbps", type=float, help="mark every test mooncake_perf(min_gbps=...)")
+
+
+def pytest_collection_modifyitems(config, items):
+    minimum = config.getoption("--marker-min-gbps")
+    for item in items if minimum is not None else ():
+        item.add_marker(pytest.mark.mooncake_perf(min_gbps=minimum))
+
+
+class FakeMaster:
+    spawned, protocol = True, "tcp"
+
+    def admin(self, path):
+        assert path == "/get_segments_detail"
+        segment = {"size_bytes": 64 * MiB, "allocator_used_bytes": 0}
+        return SimpleNamespace(body=json.dumps({"segments": [segment, segment]}))
+
+
+class FakeStore:
+    def call(self, method, key, count, size):
+        assert method == "put_get_throughput"
+        return {"put_failures": 0, "exact_reads": count, "put_gbps": 0.4, "get_gbps": 0.5}
+
+
+@pytest.fixture(scope="session")
+def mooncake_master():
+    return FakeMaster()
+
+
+@pytest.fixture(scope="session")
+def mooncake_store():
+    return FakeStore()
+"""
+# Appended to the suite's copy, so it replaces the module's own sweep (a module fixture wins
+# over a conftest's): 1 GB/s at every size, against the fake store's 0.5 GB/s get.
+FAKE_SWEEP = """
+
+
+@pytest.fixture(scope="module")
+def raw_bandwidth():
+    return [BenchResult(op, block, 1, 1, 1.0, 10, 1.0) for op in ("read", "write") for block in BLOCK_SIZES]
+"""
+
+
+@pytest.fixture
+def transfer_suite(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makeconftest(TRANSFER_FAKES)
+    pytester.makepyfile(test_bandwidth=(REPO / "suites" / "transfer" / "test_bandwidth.py").read_text() + FAKE_SWEEP)
+    return pytester
+
+
+def _profile(pytester: pytest.Pytester, **values: float) -> str:
+    path = pytester.path / "lab-profile.yaml"
+    path.write_text("description: lab\nthresholds:\n" + "".join(f"  {k}: {v}\n" for k, v in values.items()))
+    return f"--mooncake-profile={path}"
+
+
+def test_transfer_suite_passes_without_a_profile(transfer_suite: pytest.Pytester) -> None:
+    result = transfer_suite.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2, skipped=1)  # the RDMA line-rate test skips on TCP
+
+
+@pytest.mark.parametrize(("threshold", "failing", "message"), [
+    ("min_gbps", "test_raw_transfer_bandwidth", "best raw tcp bandwidth 1.00 GB/s < min_gbps 1000000.0"),
+    ("store_ratio", "test_store_level_bandwidth_against_raw_and_model_needs",
+     "store/raw read below store_ratio 1000000.0*"),
+])
+def test_a_profile_threshold_fails_the_transfer_suite(transfer_suite: pytest.Pytester, threshold: str,
+                                                      failing: str, message: str) -> None:
+    result = transfer_suite.runpytest("-p", "no:cacheprovider", _profile(transfer_suite, **{threshold: 1000000}))
+    result.assert_outcomes(passed=1, failed=1, skipped=1)
+    result.stdout.fnmatch_lines([f"*_ {failing} _*", f"E * {message}"])
+
+
+def test_the_marker_wins_over_the_profile_in_the_transfer_suite(transfer_suite: pytest.Pytester) -> None:
+    result = transfer_suite.runpytest("-p", "no:cacheprovider", _profile(transfer_suite, min_gbps=1000000),
+                                      "--marker-min-gbps=0.5")
+    result.assert_outcomes(passed=2, skipped=1)

@@ -6,7 +6,9 @@ store-level figure comes from large objects through mooncake.store in the same r
 reported as a ratio to the raw figure at the same block size; both are compared with what
 a model needs for KV reuse to beat recomputation (the Mooncake design's break-even). On
 CPU loopback that is far below a big model's need, so the default reports; a threshold
-(``mooncake_perf`` marker) only applies when set.
+(``mooncake_perf`` marker, or the ``--mooncake-profile``'s for keywords the marker leaves
+unset: ``min_gbps``, ``store_ratio``, ``need_ratio``, ``line_rate_fraction``) only applies
+when set.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import pytest
 from pytest_mooncake import MasterHandle, MooncakeConfig, StoreClient
 from pytest_mooncake.binaries import find_binary
 from pytest_mooncake.capacity import MODELS, break_even_bandwidth
-from pytest_mooncake.markers import rdma_devices, thresholds
+from pytest_mooncake.markers import rdma_devices
+from pytest_mooncake.profiles import effective_thresholds
 from pytest_mooncake.reporting import show
 from pytest_mooncake.results import Results
 from pytest_mooncake.session import get_config, state
@@ -72,7 +75,7 @@ def _need_lines(label: str, gbps: float) -> list[str]:
 
 
 def _check_need_ratio(request: pytest.FixtureRequest, label: str, gbps: float) -> None:
-    minimum = thresholds(request.node).get("need_ratio")
+    minimum = effective_thresholds(request.node).get("need_ratio")
     if minimum is not None:
         worst = min(gbps / need for need in _needs().values())
         assert worst >= minimum, f"{label} {gbps:.2f} GB/s is {worst:.2f}x the largest model need < need_ratio {minimum}"
@@ -92,7 +95,7 @@ def test_raw_transfer_bandwidth(request: pytest.FixtureRequest, raw_bandwidth: l
         *_need_lines(f"best raw {mooncake_master.protocol}", best)]))
     idle = [f"{r.operation} {r.block_size} B" for r in raw_bandwidth if r.batches == 0 or r.gbps <= 0]
     assert not idle, f"transfer_engine_bench completed no batch for {idle}"
-    minimum = thresholds(request.node).get("min_gbps")
+    minimum = effective_thresholds(request.node).get("min_gbps")
     if minimum is not None:
         assert best >= minimum, f"best raw {mooncake_master.protocol} bandwidth {best:.2f} GB/s < min_gbps {minimum}"
     _check_need_ratio(request, "best raw", best)
@@ -109,7 +112,7 @@ def test_rdma_fraction_of_line_rate(request: pytest.FixtureRequest, raw_bandwidt
                          "best_gbps": best, "fraction": fraction}, test=request.node.nodeid)
     show(request.config, f"[transfer rdma] best {best:.2f} GB/s = {fraction:.0%} of the line rate "
          f"{line_rate:.2f} GB/s ({', '.join(devices)})")
-    minimum = thresholds(request.node).get("line_rate_fraction")
+    minimum = effective_thresholds(request.node).get("line_rate_fraction")
     if minimum is not None:
         assert fraction >= minimum, f"RDMA reached {fraction:.0%} of line rate {line_rate:.2f} GB/s < {minimum:.0%}"
 
@@ -129,7 +132,7 @@ def test_store_level_bandwidth_against_raw_and_model_needs(
         pytest.skip(f"no object size of {[s // MiB for s in STORE_SIZES]} MiB fits twice into half the free memory "
                     f"({sum(rooms) // MiB} MiB free) under local_buffer_size {mooncake_config.local_buffer_size} B")
     raw = _raw_reads(request)
-    limits = thresholds(request.node)
+    limits = effective_thresholds(request.node)
     lines: list[str] = []
     gets: list[float] = []
     ratios: list[tuple[int, float]] = []
