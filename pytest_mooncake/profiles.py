@@ -13,7 +13,7 @@ so a suite states what it must always meet and the profile tunes the rest per ha
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -93,6 +93,10 @@ def profile_thresholds(config: pytest.Config) -> dict[str, float]:
     return dict(profile.thresholds) if profile else {}
 
 
-def effective_thresholds(item: pytest.Item) -> dict[str, float]:
-    """Profile thresholds overlaid with the test's own ``mooncake_perf`` values."""
-    return {**profile_thresholds(item.config), **thresholds(item)}
+def effective_thresholds(item: pytest.Item, keys: Collection[str] | None = None) -> dict[str, float]:
+    """Profile thresholds overlaid with the test's own ``mooncake_perf`` values.
+
+    ``keys`` limits what the profile contributes to the thresholds that make sense for the
+    test (a negative control must not inherit the profile's ``ttft_reduction``)."""
+    profile = {k: v for k, v in profile_thresholds(item.config).items() if keys is None or k in keys}
+    return {**profile, **thresholds(item)}

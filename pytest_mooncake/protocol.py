@@ -12,27 +12,34 @@
 
 from __future__ import annotations
 
-import time
+import dataclasses
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-from .measure import Concurrency, Record, run_round
-from .metrics import parse_metrics
-from .options import MooncakeConfig
+import pytest
+
 from .probes import http_request
+from .progress import Progress
 from .reporting import step
-from .scenarios import Prompt, PromptBuilder, Scenario, salt_tokens
-from .verdict import round_stats
+from .scenarios import PromptBuilder, Scenario, salt_tokens
+from .options import MooncakeConfig
+from .serving import (
+    COUNTERS,
+    ClientConfig,
+    Concurrency,
+    MetricsReader,
+    RequestRecord,
+    RequestSpec,
+    round_stats,
+    run_requests,
+    wait_until_quiescent,
+)
 from .vllm.server import Endpoint
 from .vllm.tokens import TokenPool
 
-COUNTERS = (
-    "vllm:prefix_cache_queries_total",
-    "vllm:prefix_cache_hits_total",
-    "vllm:external_prefix_cache_queries_total",
-    "vllm:external_prefix_cache_hits_total",
-)
+Counters = Callable[[], dict[str, float | None]]
 SETTLE_TIMEOUT_S = 30.0
 SETTLE_STABLE_S = 1.0
 
@@ -40,7 +47,7 @@ SETTLE_STABLE_S = 1.0
 @dataclass
 class RoundResult:
     name: str
-    records: list[Record]
+    records: list[RequestRecord]
     wall_s: float
     counters: dict[str, float] = field(default_factory=dict)
 
@@ -49,7 +56,7 @@ class RoundResult:
         return round_stats(self.records, self.wall_s)
 
     def ttfts(self) -> list[float]:
-        return [r.ttft_s for r in self.records if r.error is None and r.ttft_s is not None]
+        return [r.ttft_s for r in self.records if r.ok and r.ttft_s is not None]
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -57,7 +64,7 @@ class RoundResult:
             "wall_s": self.wall_s,
             "stats": self.stats,
             "counters": self.counters,
-            "records": [r.as_dict() for r in self.records],
+            "records": [dataclasses.asdict(r) for r in self.records],
         }
 
 
@@ -74,18 +81,27 @@ class ScenarioRun:
         return next(r for r in self.rounds if r.name == name)
 
     def errors(self) -> list[str]:
-        return [f"{rec.request_id}: {rec.error}" for r in self.rounds for rec in r.records if rec.error]
+        return [str(rec.error) for r in self.rounds for rec in r.records if rec.error]
 
 
-def server_counters(endpoint: Endpoint) -> dict[str, float]:
-    try:
-        response = http_request(endpoint.root_url + "/metrics", timeout=10, headers=endpoint.headers())
-    except OSError:
-        return {}
-    if response.status != 200:
-        return {}
-    snapshot = parse_metrics(response.body)
-    return {name: snapshot.get(name) for name in COUNTERS if name in snapshot.values}
+def server_counters(endpoint: Endpoint) -> Counters:
+    """The endpoint's prefix-cache (and LMCache) counters; none when it serves no /metrics."""
+
+    def fetch(url: str) -> str:
+        response = http_request(url, timeout=10, headers=endpoint.headers())
+        if response.status != 200:
+            raise OSError(f"HTTP {response.status} from {url}")
+        return response.body
+
+    reader = MetricsReader(endpoint.root_url + "/metrics", COUNTERS, fetch=fetch)
+
+    def read() -> dict[str, float | None]:
+        try:
+            return reader()
+        except OSError:
+            return {}
+
+    return read
 
 
 def reset_prefix_cache(endpoint: Endpoint) -> bool:
@@ -94,21 +110,6 @@ def reset_prefix_cache(endpoint: Endpoint) -> bool:
     except OSError:
         return False
     return response.status == 200
-
-
-def wait_until_quiescent(read: Callable[[], dict[str, float]], timeout: float = SETTLE_TIMEOUT_S) -> bool:
-    """Poll ``read`` until its values stay unchanged for SETTLE_STABLE_S; False on timeout."""
-    deadline = time.monotonic() + timeout
-    last = read()
-    stable_since = time.monotonic()
-    while time.monotonic() < deadline:
-        time.sleep(0.25)
-        now = read()
-        if now != last:
-            last, stable_since = now, time.monotonic()
-        elif time.monotonic() - stable_since >= SETTLE_STABLE_S:
-            return True
-    return False
 
 
 class Protocol:
@@ -121,44 +122,64 @@ class Protocol:
         config: MooncakeConfig,
         run_id: str,
         *,
-        store_counters: Callable[[], dict[str, float]] | None = None,
+        store_counters: Counters | None = None,
         warm_up: bool = True,
+        progress: pytest.Config | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.pool = pool
         self.config = config
         self.run_id = run_id
-        self.store_counters = store_counters
         self.warm_up = warm_up
+        self.progress = progress  # the pytest config whose terminal shows a progress line per round
+        self._server_counters = server_counters(endpoint)
+        self._store_counters = store_counters
+        self._client = ClientConfig(endpoint.base_url, endpoint.model, endpoint.api_key or "EMPTY", config.request_timeout)
 
     def _salt(self, scenario: Scenario) -> Callable[[str], list[int]]:
         return lambda tag: salt_tokens(self.pool, f"{self.run_id} {self.endpoint.label} {scenario.name} {tag}")
 
-    def _counters(self) -> dict[str, float]:
-        values = server_counters(self.endpoint)
-        if self.store_counters is not None:
-            values.update(self.store_counters())
+    def _counters(self) -> dict[str, float | None]:
+        values = self._server_counters()
+        if self._store_counters is not None:
+            values.update(self._store_counters())
         return values
 
-    def _round(self, name: str, prompts: Sequence[Prompt], concurrency: int | None = None) -> RoundResult:
+    def _settle(self) -> bool:
+        """Wait until the counters stop growing: connectors save KV in the background."""
+        read = self._counters
+        return wait_until_quiescent(read, list(read()), interval_s=0.25, stable_for_s=SETTLE_STABLE_S,
+                                    timeout_s=SETTLE_TIMEOUT_S).settled
+
+    def _spec(self, spec: RequestSpec) -> RequestSpec:
+        extra: dict[str, Any] = {}
+        if self.endpoint.spawned:
+            # Our dummy-weight model may pick EOS first; vLLM's min_tokens keeps every answer non-empty,
+            # so an empty answer always means a broken server, never an unlucky sample.
+            extra["min_tokens"] = 1
+        return dataclasses.replace(spec, temperature=self.config.temperature, extra_body={**spec.extra_body, **extra})
+
+    def _round(self, name: str, specs: Sequence[RequestSpec], concurrency: int | None = None, label: str = "") -> RoundResult:
         before = self._counters()
-        with step(f"round {name}: {len(prompts)} requests"):
-            records, wall = run_round(
-                self.endpoint,
-                prompts,
-                mode=Concurrency(self.config.concurrency if concurrency is None else concurrency),
-                temperature=self.config.temperature,
-                timeout=self.config.request_timeout,
-            )
+        shown = self.progress is not None and len(specs) > 1
+        bar = Progress(self.progress, f"{label} {name}", len(specs)) if shown else nullcontext()
+        with step(f"round {name}: {len(specs)} requests"), bar:
+            on_record = (lambda r: bar.update(ttft_s=r.ttft_s, error=not r.ok)) if isinstance(bar, Progress) else None
+            records = run_requests(self._client, [self._spec(s) for s in specs],
+                                   Concurrency(concurrency or self.config.concurrency or len(specs) or 1), on_record=on_record)
+        wall = max((r.finished_at_s for r in records), default=0.0)
         after = self._counters()
-        delta = {key: after[key] - before.get(key, 0.0) for key in after}
-        return RoundResult(name, records, wall, delta)
+        # Plain differences: the master's key count is a gauge and may fall when it evicts.
+        change = {key: value - before[key] for key, value in after.items() if value is not None and before.get(key) is not None}
+        return RoundResult(name, records, wall, change)
 
     def _prepare(self, scenario: Scenario) -> bool:
         if self.warm_up:
             salt = self._salt(scenario)
-            warm = [Prompt(f"warmup-{i}", "warmup", tuple(self.pool.prompt(salt(f"warmup {i}"), 512, offset=5000 + i * 600)), 4) for i in range(2)]
-            self._round("warmup", warm, concurrency=1)
+            warm = [RequestSpec(f"warmup-{i}", scenario.name, "warmup",
+                                prompt=tuple(self.pool.prompt(salt(f"warmup {i}"), 512, offset=5000 + i * 600)), max_tokens=4)
+                    for i in range(2)]
+            self._round("warmup", warm, concurrency=1, label=scenario.name)
         return reset_prefix_cache(self.endpoint)
 
     def run(self, scenario: Scenario) -> ScenarioRun:
@@ -168,13 +189,14 @@ class Protocol:
             return self._conversations(scenario, builder, reset)
         if scenario.reuse == 0:
             return self._interleaved(scenario, builder, reset)
-        rounds = [self._round("cold", builder.cold_round())]
-        settled = wait_until_quiescent(self._counters)
+        rounds = [self._round("cold", builder.cold_round(), label=scenario.name)]
+        settled = self._settle()
         for index in range(1, max(2, self.config.rounds)):
-            rounds.append(self._round(f"hit{index}" if index > 1 else "hit", builder.hit_round(f"hit{index}", variant=index)))
+            name = f"hit{index}" if index > 1 else "hit"
+            rounds.append(self._round(name, builder.hit_round(f"hit{index}", variant=index), label=scenario.name))
         integrity = None
         if scenario.reuse > 0:
-            repeat = self._round("repeat", [builder.cold_round()[0]], concurrency=1)
+            repeat = self._round("repeat", [builder.cold_round()[0]], concurrency=1, label=scenario.name)
             integrity = (rounds[0].records[0].text, repeat.records[0].text)
             rounds.append(repeat)
         return ScenarioRun(scenario, self.endpoint, rounds, reset, settled, integrity)
@@ -183,7 +205,7 @@ class Protocol:
         """No reuse to wait for: alternate the two rounds' requests, so a slow drift of the
         host (another process, a thermal change) loads both rounds alike."""
         cold, hit = builder.cold_round(), builder.hit_round("hit", variant=1)
-        mixed = self._round("mixed", [p for pair in zip(cold, hit, strict=True) for p in pair], concurrency=1)
+        mixed = self._round("mixed", [p for pair in zip(cold, hit, strict=True) for p in pair], concurrency=1, label=scenario.name)
         by_round = {name: [r for r in mixed.records if r.round == name] for name in ("cold", "hit")}
         share = mixed.wall_s / max(1, len(mixed.records))
         rounds = [RoundResult(name, records, share * len(records), mixed.counters) for name, records in by_round.items()]
@@ -191,17 +213,17 @@ class Protocol:
 
     def _conversations(self, scenario: Scenario, builder: PromptBuilder, reset: bool) -> ScenarioRun:
         cold_prompts, conversations = builder.conversations()
-        cold = self._round("cold", cold_prompts, concurrency=1)
-        records: list[Record] = []
+        cold = self._round("cold", cold_prompts, concurrency=1, label=scenario.name)
+        records: list[RequestRecord] = []
         wall = 0.0
         settled = True
         for turns in conversations:
             for turn in turns:
-                result = self._round("turn", [turn], concurrency=1)
+                result = self._round("turn", [turn], concurrency=1, label=scenario.name)
                 wall += result.wall_s
                 # The first turn of a conversation has nothing to reuse yet.
                 if not turn.request_id.endswith("-t0"):
                     records.extend(result.records)
-                settled = wait_until_quiescent(self._counters) and settled
+                settled = self._settle() and settled
         hit = RoundResult("hit", records, wall)
         return ScenarioRun(scenario, self.endpoint, [cold, hit], reset, settled, None)

@@ -15,9 +15,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .measure import Record, Timestamps, run_round
 from .probes import http_request
-from .scenarios import Prompt
+from .serving import ClientConfig, RequestRecord, RequestSpec, Timestamps, run_requests
+from .serving.load import OnRecord
 from .traces import BLOCK_TOKENS, TraceRecord, prompt_ids, schedule, theoretical_hit_ratio
 from .vllm.server import Endpoint
 
@@ -34,7 +34,7 @@ def server_block_size(endpoint: Endpoint, default: int = 16) -> int:
 
 @dataclass(frozen=True)
 class ReplayResult:
-    records: list[Record]
+    records: list[RequestRecord]
     predicted_cached: list[int]
     skipped: int
     theoretical_hit_ratio: float
@@ -42,11 +42,11 @@ class ReplayResult:
 
     @property
     def measured_cached(self) -> int:
-        return sum(r.cached_tokens for r in self.records if r.error is None)
+        return sum(r.cached_tokens or 0 for r in self.records if r.ok)
 
     @property
     def prompt_tokens(self) -> int:
-        return sum(r.prompt_tokens for r in self.records if r.error is None)
+        return sum(r.prompt_tokens or 0 for r in self.records if r.ok)
 
 
 def predict_cached(records: Sequence[TraceRecord], lengths: Sequence[int], block_tokens: int, server_block: int, salt_tokens: int) -> list[int]:
@@ -77,14 +77,18 @@ def replay(
     max_in_flight: int | None = None,
     max_tokens_cap: int = 16,
     timeout: float = 300.0,
+    on_record: OnRecord | None = None,
 ) -> ReplayResult:
     block_tokens = BLOCK_TOKENS // scale
     kept = [r for r in records if len(salt) + r.input_length // scale + min(r.output_length, max_tokens_cap) <= max_model_len]
     prompts = [
-        Prompt(f"trace-line-{r.line}", "replay", (*salt, *prompt_ids(r, vocab, scale=scale)), min(r.output_length, max_tokens_cap))
+        RequestSpec(f"trace-line-{r.line}", "trace_replay", "replay", prompt=(*salt, *prompt_ids(r, vocab, scale=scale)),
+                    max_tokens=min(r.output_length, max_tokens_cap))
         for r in kept
     ]
     offsets = tuple(offset for offset, _ in schedule(kept, speed=speed))
-    results, wall = run_round(endpoint, prompts, mode=Timestamps(offsets, max_in_flight), timeout=timeout)
-    predicted = predict_cached(kept, [len(p.token_ids) for p in prompts], block_tokens, server_block_size(endpoint), len(salt))
+    client = ClientConfig(endpoint.base_url, endpoint.model, endpoint.api_key or "EMPTY", timeout)
+    results = run_requests(client, prompts, Timestamps(offsets, max_in_flight), on_record=on_record)
+    predicted = predict_cached(kept, [len(p.prompt or ()) for p in prompts], block_tokens, server_block_size(endpoint), len(salt))
+    wall = max((r.finished_at_s for r in results), default=0.0)
     return ReplayResult(results, predicted, len(records) - len(kept), theoretical_hit_ratio(kept), wall)

@@ -1,20 +1,33 @@
 """What a serving scenario concludes: verdicts, proof of reuse, output integrity.
 
 ``evaluate`` turns a measured ``ScenarioRun`` into a list of problems (empty when the
-scenario passes) and the data the results file and the report carry.
+scenario passes) and the data the results file and the report carry. Each threshold of
+the test (``mooncake_perf`` marker or profile) is judged on the cold and the hit round:
+
+- ``ttft_reduction``: 1 - TTFT(hit)/TTFT(cold) >= X;
+- ``throughput_gain``: the request-throughput gain of the hit round, judged as the speed-up
+  of the mean end-to-end latency (the rounds send one request at a time) >= X;
+- ``tpot_change``: TPOT(hit)/TPOT(cold) - 1 within ±X (decoding must not slow down);
+- ``ttft_p90_ms``: the hit round's p90 TTFT SLO, with goodput;
+- ``control_gain``: the negative control, a gain significantly above X is contamination;
+- ``match_tokens``: the exact repeat's first N tokens must equal the cold answer's
+  (without it, the whole answer must).
 """
 
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .protocol import ScenarioRun
-from .verdict import FAILED, PASSED, Verdict, goodput, judge_at_least, reduction_ci
+from .serving import FAILED, PASSED, SLO, Rule, Verdict, judge, round_stats
+from .vllm.tokens import tokenize
 
 # Below this share of the expected reusable tokens, a hit is reported as partial.
 PARTIAL_HIT = 0.9
+Tokenizer = Callable[[str], Sequence[int]]
 
 
 @dataclass
@@ -39,8 +52,13 @@ class Evaluation:
         }
 
     def summary(self) -> str:
-        lines = [v.message for v in self.verdicts] + self.notes + self.problems
-        return "\n".join(lines)
+        return "\n".join([v.message for v in self.verdicts] + self.notes + self.problems)
+
+    def judged(self, verdict: Verdict) -> Verdict:
+        self.verdicts.append(verdict)
+        if verdict.outcome != PASSED:
+            self.problems.append(verdict.message)
+        return verdict
 
 
 def _proof_of_reuse(evaluation: Evaluation) -> None:
@@ -63,43 +81,56 @@ def _proof_of_reuse(evaluation: Evaluation) -> None:
         )
 
 
-def _integrity(evaluation: Evaluation) -> None:
+def _integrity(evaluation: Evaluation, match_tokens: float | None, tokenizer: Tokenizer) -> None:
     if evaluation.run.integrity is None:
         return
     cold, hit = evaluation.run.integrity
-    if cold != hit:
+    if match_tokens is None:
+        same, what = cold == hit, "the cache-hit answer differs from the cold answer"
+    else:
+        n = int(match_tokens)
+        same, what = list(tokenizer(cold))[:n] == list(tokenizer(hit))[:n], f"the first {n} tokens of the answers differ"
+    if not same:
         diff = "\n".join(difflib.unified_diff([cold], [hit], "cold", "cache hit", lineterm=""))
-        evaluation.problems.append(
-            f"output integrity: at temperature 0 the cache-hit answer differs from the cold answer:\n{diff}"
-        )
+        evaluation.problems.append(f"output integrity: at temperature 0 {what}:\n{diff}")
 
 
 def _strata(run: ScenarioRun) -> list[list[float]]:
     """Hit-round TTFTs split into the requests that reuse a document and those that do not."""
     reusing = round(run.scenario.reuse * run.scenario.requests) if not run.scenario.turns else len(run.round("hit").records)
-    ok = [r for r in run.round("hit").records if r.error is None and r.ttft_s is not None]
-    return [[r.ttft_s for r in ok[:reusing]], [r.ttft_s for r in ok[reusing:]]]  # type: ignore[misc]
+    ok = [r.ttft_s for r in run.round("hit").records if r.ok and r.ttft_s is not None]
+    return [ok[:reusing], ok[reusing:]]
 
 
-def evaluate(run: ScenarioRun, thresholds: dict[str, float], *, statistic: str = "median") -> Evaluation:
+def _values(run: ScenarioRun, round_name: str, metric: str) -> list[float]:
+    return [v for r in run.round(round_name).records if r.ok and (v := getattr(r, metric)) is not None]
+
+
+def evaluate(
+    run: ScenarioRun, thresholds: dict[str, float], *, statistic: str = "median", tokenizer: Tokenizer | None = None
+) -> Evaluation:
+    """``tokenizer`` (default: the endpoint's ``/tokenize``) is used only for ``match_tokens``."""
     evaluation = Evaluation(run)
     errors = run.errors()
     if errors:
         evaluation.problems.append(f"{len(errors)} requests failed, e.g. " + "; ".join(errors[:3]))
         return evaluation
     _proof_of_reuse(evaluation)
-    _integrity(evaluation)
+    _integrity(evaluation, thresholds.get("match_tokens"), tokenizer or (lambda text: tokenize(run.endpoint, text)))
     cold, hit = run.round("cold").ttfts(), run.round("hit").ttfts()
     if "ttft_reduction" in thresholds:
-        verdict = judge_at_least("ttft_reduction", cold, _strata(run), thresholds["ttft_reduction"], statistic=statistic)
-        evaluation.verdicts.append(verdict)
+        verdict = judge("ttft_reduction", cold, _strata(run), Rule(">=", thresholds["ttft_reduction"]), statistic=statistic)
+        evaluation.judged(verdict)
         if verdict.outcome == PASSED and run.round("hit").stats["cached_tokens"] == 0:
             evaluation.problems.append(
                 "SUSPICIOUS: a TTFT reduction with zero cached tokens is not a cache win "
                 "(a warm-up effect, or a broken connector answering early)"
             )
-        elif verdict.outcome != PASSED:
-            evaluation.problems.append(verdict.message)
+    if "throughput_gain" in thresholds:
+        evaluation.judged(judge("throughput_gain", _values(run, "cold", "e2e_s"), _values(run, "hit", "e2e_s"),
+                                Rule(">=", thresholds["throughput_gain"]), effect="speedup", statistic="mean"))
+    if "tpot_change" in thresholds:
+        _tpot_change(evaluation, thresholds["tpot_change"])
     if "ttft_p90_ms" in thresholds:
         _slo(evaluation, thresholds["ttft_p90_ms"])
     if "control_gain" in thresholds:
@@ -107,28 +138,36 @@ def evaluate(run: ScenarioRun, thresholds: dict[str, float], *, statistic: str =
     return evaluation
 
 
+def _tpot_change(evaluation: Evaluation, band: float) -> None:
+    cold, hit = _values(evaluation.run, "cold", "tpot_s"), _values(evaluation.run, "hit", "tpot_s")
+    if not cold or not hit:
+        evaluation.problems.append("tpot_change: no TPOT measured (every answer had a single token); "
+                                   "raise --mooncake-max-tokens to judge decoding speed")
+        return
+    evaluation.judged(judge("tpot_change", cold, hit, Rule("within", band), effect="change"))
+
+
 def _slo(evaluation: Evaluation, limit_ms: float) -> None:
     hit = evaluation.run.round("hit")
-    p90 = hit.stats["ttft_ms"]["p90"]
-    rate = goodput(hit.records, hit.wall_s, ttft_ms=limit_ms)
-    evaluation.notes.append(f"hit-round TTFT p90 {p90:.0f} ms (SLO {limit_ms:.0f} ms); goodput {rate:.2f} requests/s")
+    stats = round_stats(hit.records, hit.wall_s, slo=SLO(ttft_ms=limit_ms))
+    p90 = stats["ttft_ms"]["p90"]
+    evaluation.notes.append(f"hit-round TTFT p90 {p90:.0f} ms (SLO {limit_ms:.0f} ms); goodput {stats['goodput']:.2f} requests/s")
     if p90 > limit_ms:
-        evaluation.problems.append(f"TTFT p90 {p90:.0f} ms > SLO {limit_ms:.0f} ms (n={hit.stats['n']})")
+        evaluation.problems.append(f"TTFT p90 {p90:.0f} ms > SLO {limit_ms:.0f} ms (n={stats['n']})")
 
 
 def _negative_control(evaluation: Evaluation, cold: list[float], hit: list[float], limit: float, statistic: str) -> None:
     """No reuse was arranged, so a gain significantly above ``limit`` means the measurement is contaminated."""
-    effect, low, high = reduction_ci(cold, hit, statistic=statistic)
+    verdict = judge("control_gain", cold, hit, Rule("<=", limit), statistic=statistic)
     cached = evaluation.run.round("hit").stats["cached_tokens"]
-    contaminated = low > limit or cached > 0
-    outcome = FAILED if contaminated else PASSED
+    contaminated = verdict.outcome == FAILED or cached > 0
     message = (
-        f"negative control: gain {effect:.1%} (95% CI {low:.1%} .. {high:.1%}), {cached} cached tokens; "
-        + ("CONTAMINATED: unique prompts got faster or were cached" if contaminated else f"no gain significantly above {limit:.0%}")
+        f"negative control: gain {verdict.effect:.1%} (95% CI {verdict.ci_low:.1%} .. {verdict.ci_high:.1%}, "
+        f"{statistic} of n={verdict.n_after} vs n={verdict.n_before}), {cached} cached tokens; "
+        + ("CONTAMINATED: unique prompts got faster or were cached" if contaminated
+           else f"no gain significantly above {limit:.0%}")
     )
-    evaluation.verdicts.append(
-        Verdict("control_gain", f"<= {limit:g}", len(cold), len(hit), effect, low, high, outcome, message)
-    )
+    evaluation.verdicts.append(Verdict(verdict.metric, verdict.threshold, verdict.n_before, verdict.n_after, verdict.effect,
+                                       verdict.ci_low, verdict.ci_high, FAILED if contaminated else PASSED, message))
     if contaminated:
         evaluation.problems.append(message)
-

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from .serving import RequestSpec
 from .vllm.tokens import TokenPool
 
 
@@ -65,17 +66,6 @@ def apply_definition(scenario: Scenario, definition: Mapping[str, Any]) -> Scena
     return dataclasses.replace(scenario, **changes)
 
 
-@dataclass(frozen=True)
-class Prompt:
-    """One request: its id, round, and a token-id prompt (completions) or messages (chat)."""
-
-    request_id: str
-    round: str
-    token_ids: tuple[int, ...]
-    max_tokens: int
-    messages: tuple[dict[str, str], ...] = ()
-
-
 def salt_tokens(pool: TokenPool, tag: str, length: int = 16) -> list[int]:
     """Token ids derived from ``tag`` alone: equal tags give equal salts, different tags differ."""
     digest = hashlib.sha256(tag.encode()).digest()
@@ -99,17 +89,20 @@ class PromptBuilder:
         offset = self._question_base + (index * 7 + variant) * self.scenario.question_tokens
         return list(self.pool.ids[offset : offset + self.scenario.question_tokens])
 
-    def prompt(self, round_name: str, index: int, *, document_tag: str, variant: int) -> Prompt:
+    def _spec(self, request_id: str, round_name: str, ids: list[int]) -> RequestSpec:
+        return RequestSpec(request_id, self.scenario.name, round_name, prompt=tuple(ids), max_tokens=self.scenario.max_tokens)
+
+    def prompt(self, round_name: str, index: int, *, document_tag: str, variant: int) -> RequestSpec:
         if self.scenario.document_tokens:
             ids = [*self.document(document_tag, index), *self.question(index, variant)]
         else:
             ids = self.pool.prompt(self.salt(f"{document_tag} unique {index}"), self.scenario.question_tokens, offset=index * 991)
-        return Prompt(f"{self.scenario.name}-{round_name}-{index}", round_name, tuple(ids), self.scenario.max_tokens)
+        return self._spec(f"{self.scenario.name}-{round_name}-{index}", round_name, ids)
 
-    def cold_round(self) -> list[Prompt]:
+    def cold_round(self) -> list[RequestSpec]:
         return [self.prompt("cold", i, document_tag="cold", variant=0) for i in range(self.scenario.requests)]
 
-    def hit_round(self, round_name: str, variant: int) -> list[Prompt]:
+    def hit_round(self, round_name: str, variant: int) -> list[RequestSpec]:
         """The first ``reuse`` share reuses cold documents with new questions; the rest is fresh."""
         reusing = round(self.scenario.reuse * self.scenario.requests)
         return [
@@ -117,21 +110,21 @@ class PromptBuilder:
             for i in range(self.scenario.requests)
         ]
 
-    def conversations(self) -> tuple[list[Prompt], list[list[Prompt]]]:
+    def conversations(self) -> tuple[list[RequestSpec], list[list[RequestSpec]]]:
         """multi_turn: each conversation's turns (history grows every turn), and a salted,
         never-reused copy of every turn after the first, for the cold comparison."""
         scenario = self.scenario
-        conversations: list[list[Prompt]] = []
-        cold: list[Prompt] = []
+        conversations: list[list[RequestSpec]] = []
+        cold: list[RequestSpec] = []
         for conv in range(scenario.requests):
             history = self.document("conversation", conv)
             turns = []
             for turn in range(scenario.turns):
                 # Each turn adds the previous answer's worth of tokens and a new user message.
                 history = [*history, *self.question(conv, turn)]
-                turns.append(Prompt(f"multi_turn-c{conv}-t{turn}", "hit", tuple(history), scenario.max_tokens))
+                turns.append(self._spec(f"{scenario.name}-c{conv}-t{turn}", "hit", history))
                 if turn:
                     fresh = [*self.salt(f"cold copy {conv} {turn}"), *history[16:]]
-                    cold.append(Prompt(f"multi_turn-cold-c{conv}-t{turn}", "cold", tuple(fresh), scenario.max_tokens))
+                    cold.append(self._spec(f"{scenario.name}-cold-c{conv}-t{turn}", "cold", fresh))
             conversations.append(turns)
         return cold, conversations

@@ -1,10 +1,12 @@
-"""Load modes that drive a ``StreamingClient``: closed loop, open-loop Poisson, and sweeps of either.
+"""Load modes that drive a ``StreamingClient``: closed loop, open loop, and sweeps of either.
 
 - ``Concurrency(n)``: closed loop; ``n`` requests in flight, the next one sent as one finishes.
 - ``PoissonRate(rate, seed, max_concurrency)``: open loop; arrivals at exponential gaps from a
   seeded RNG (the first at 0), independent of how fast the server answers. Latencies count from
   each arrival's *scheduled* time, so waiting for a slot under ``max_concurrency`` or behind a busy
   event loop shows up in TTFT instead of disappearing.
+- ``Timestamps(offsets, max_concurrency)``: open loop on given send offsets (a trace replay),
+  counted from the scheduled time as well.
 
 Every run has an overall deadline besides the per-request timeout of ``ClientConfig``. Requests
 unfinished at the deadline are cancelled and recorded with a ``run_timeout`` error, so a run
@@ -50,7 +52,22 @@ class PoissonRate:
             raise ValueError(f"PoissonRate(max_concurrency={self.max_concurrency}): use None for no cap, or >= 1")
 
 
-LoadMode = Concurrency | PoissonRate
+@dataclass(frozen=True)
+class Timestamps:
+    """Open loop at given send offsets in seconds from the run start (a trace replay)."""
+
+    offsets: tuple[float, ...]
+    max_concurrency: int | None = None
+
+    def __post_init__(self) -> None:
+        if any(b < a for a, b in zip(self.offsets, self.offsets[1:])) or (self.offsets and self.offsets[0] < 0):
+            raise ValueError("Timestamps(offsets=...): offsets must be >= 0 and in ascending order")
+        if self.max_concurrency is not None and self.max_concurrency < 1:
+            raise ValueError(f"Timestamps(max_concurrency={self.max_concurrency}): use None for no cap, or >= 1")
+
+
+LoadMode = Concurrency | PoissonRate | Timestamps
+OnRecord = Callable[[RequestRecord], None]
 
 
 @dataclass(frozen=True)
@@ -67,10 +84,18 @@ def arrival_offsets(rate: float, count: int, seed: int) -> list[float]:
     return [0.0, *np.cumsum(gaps).tolist()][:count]
 
 
+def _offsets(mode: PoissonRate | Timestamps, count: int) -> list[float]:
+    if isinstance(mode, PoissonRate):
+        return arrival_offsets(mode.rate, count, mode.seed)
+    if len(mode.offsets) != count:
+        raise ValueError(f"Timestamps has {len(mode.offsets)} send offsets for {count} requests")
+    return list(mode.offsets)
+
+
 def default_run_timeout(config: ClientConfig, count: int, mode: LoadMode) -> float:
     """A deadline no healthy run reaches: the schedule's span plus one request timeout per wave."""
     limit = mode.n if isinstance(mode, Concurrency) else (mode.max_concurrency or count)
-    span = 0.0 if isinstance(mode, Concurrency) else arrival_offsets(mode.rate, count, mode.seed)[-1] if count else 0.0
+    span = _offsets(mode, count)[-1] if count and not isinstance(mode, Concurrency) else 0.0
     return span + config.request_timeout_s * max(1, math.ceil(count / max(limit, 1))) + 5.0
 
 
@@ -80,17 +105,26 @@ async def run_requests_async(
     mode: LoadMode = Concurrency(1),
     *,
     run_timeout_s: float | None = None,
+    on_record: OnRecord | None = None,
 ) -> list[RequestRecord]:
-    """Send ``requests`` under ``mode``; one record per request, in order. Never raises for a failed request."""
+    """Send ``requests`` under ``mode``; one record per request, in order. Never raises for a failed request.
+
+    ``on_record`` is called with each record as its request finishes (a progress line)."""
     deadline = run_timeout_s if run_timeout_s is not None else default_run_timeout(config, len(requests), mode)
     results: list[RequestRecord | None] = [None] * len(requests)
     scheduled: list[float | None] = [None] * len(requests)
+
+    def done(index: int, record: RequestRecord) -> None:
+        results[index] = record
+        if on_record is not None:
+            on_record(record)
+
     async with StreamingClient(config) as client:
         clock = RunClock.start()
         if isinstance(mode, Concurrency):
-            work = _closed_loop(client, clock, requests, mode.n, results, scheduled)
+            work = _closed_loop(client, clock, requests, mode.n, done, scheduled)
         else:
-            work = _open_loop(client, clock, requests, mode, results, scheduled)
+            work = _open_loop(client, clock, requests, mode, done, scheduled)
         try:
             await asyncio.wait_for(work, deadline)
         except asyncio.TimeoutError:
@@ -107,9 +141,10 @@ def run_requests(
     mode: LoadMode = Concurrency(1),
     *,
     run_timeout_s: float | None = None,
+    on_record: OnRecord | None = None,
 ) -> list[RequestRecord]:
     """Synchronous ``run_requests_async``; call the async one from inside a running event loop."""
-    return asyncio.run(run_requests_async(config, requests, mode, run_timeout_s=run_timeout_s))
+    return asyncio.run(run_requests_async(config, requests, mode, run_timeout_s=run_timeout_s, on_record=on_record))
 
 
 def sweep(
@@ -132,7 +167,7 @@ async def _closed_loop(
     clock: RunClock,
     requests: Sequence[RequestSpec],
     n: int,
-    results: list[RequestRecord | None],
+    done: Callable[[int, RequestRecord], None],
     scheduled: list[float | None],
 ) -> None:
     queue = iter(range(len(requests)))
@@ -140,7 +175,7 @@ async def _closed_loop(
     async def worker() -> None:
         for index in queue:  # one shared iterator: each index goes to exactly one worker
             scheduled[index] = time.monotonic()
-            results[index] = await client.send(requests[index], clock)
+            done(index, await client.send(requests[index], clock))
 
     await asyncio.gather(*(worker() for _ in range(min(n, len(requests)))))
 
@@ -149,22 +184,22 @@ async def _open_loop(
     client: StreamingClient,
     clock: RunClock,
     requests: Sequence[RequestSpec],
-    mode: PoissonRate,
-    results: list[RequestRecord | None],
+    mode: PoissonRate | Timestamps,
+    done: Callable[[int, RequestRecord], None],
     scheduled: list[float | None],
 ) -> None:
     gate = asyncio.Semaphore(mode.max_concurrency) if mode.max_concurrency else None
 
     async def one(index: int, at: float) -> None:
         if gate is None:
-            results[index] = await client.send(requests[index], clock, at)
+            done(index, await client.send(requests[index], clock, at))
             return
         async with gate:
-            results[index] = await client.send(requests[index], clock, at)
+            done(index, await client.send(requests[index], clock, at))
 
     tasks = []
     try:
-        for index, offset in enumerate(arrival_offsets(mode.rate, len(requests), mode.seed)):
+        for index, offset in enumerate(_offsets(mode, len(requests))):
             at = clock.monotonic_s + offset
             delay = at - time.monotonic()
             if delay > 0:

@@ -6,7 +6,7 @@ import pytest
 
 from pytest_mooncake import MasterMetrics
 from pytest_mooncake.options import MooncakeConfig
-from pytest_mooncake.protocol import Protocol
+from pytest_mooncake.protocol import Counters, Protocol
 from pytest_mooncake.scenarios import Scenario, apply_definition, default_scenarios
 from pytest_mooncake.vllm.server import Endpoint
 from pytest_mooncake.vllm.tokens import TokenPool
@@ -33,13 +33,13 @@ def token_pool(openai_endpoint: Endpoint, serving_scenarios: dict[str, Scenario]
     return TokenPool.from_endpoint(openai_endpoint, min_tokens=longest + 64 * 1024)
 
 
-def _store_counters(request: pytest.FixtureRequest, config: MooncakeConfig):  # type: ignore[no-untyped-def]
+def _store_counters(request: pytest.FixtureRequest, config: MooncakeConfig) -> Counters | None:
     """The attached Mooncake master's key count and bytes: proof that a connector stored KV there."""
     if not config.attach:
         return None
     metrics = MasterMetrics(request.getfixturevalue("mooncake_master"))
 
-    def read() -> dict[str, float]:
+    def read() -> dict[str, float | None]:
         snapshot = metrics.snapshot()
         return {name: snapshot.get(name) for name in ("master_key_count", "master_allocated_bytes")}
 
@@ -50,4 +50,5 @@ def _store_counters(request: pytest.FixtureRequest, config: MooncakeConfig):  # 
 def serving_protocol(
     request: pytest.FixtureRequest, openai_endpoint: Endpoint, token_pool: TokenPool, mooncake_config: MooncakeConfig, mooncake_run_id: str
 ) -> Protocol:
-    return Protocol(openai_endpoint, token_pool, mooncake_config, mooncake_run_id, store_counters=_store_counters(request, mooncake_config))
+    return Protocol(openai_endpoint, token_pool, mooncake_config, mooncake_run_id,
+                    store_counters=_store_counters(request, mooncake_config), progress=request.config)

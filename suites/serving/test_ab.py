@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_mooncake.markers import thresholds
 from pytest_mooncake.options import MooncakeConfig
+from pytest_mooncake.profiles import effective_thresholds
 from pytest_mooncake.protocol import Protocol
 from pytest_mooncake.reporting import label, show
 from pytest_mooncake.results import Results
 from pytest_mooncake.scenarios import Scenario
-from pytest_mooncake.verdict import PASSED, judge_at_least
+from pytest_mooncake.serving import PASSED, Rule, judge
 from pytest_mooncake.vllm.server import Endpoint
 from pytest_mooncake.vllm.tokens import TokenPool
 
@@ -36,14 +36,15 @@ def test_ab_high_reuse(
     label("scenario", "high_reuse")
     scenario = serving_scenarios["high_reuse"]
     runs = {
-        endpoint.label: Protocol(endpoint, token_pool, mooncake_config, f"{mooncake_run_id}-ab").run(scenario)
+        endpoint.label: Protocol(endpoint, token_pool, mooncake_config, f"{mooncake_run_id}-ab", progress=request.config).run(scenario)
         for endpoint in (baseline_endpoint, openai_endpoint)
     }
     base, cache = runs[baseline_endpoint.label].round("hit"), runs[openai_endpoint.label].round("hit")
     errors = runs[baseline_endpoint.label].errors() + runs[openai_endpoint.label].errors()
     assert not errors, f"requests failed: {errors[:3]}"
-    verdict = judge_at_least(
-        "ttft_reduction_vs_baseline", base.ttfts(), cache.ttfts(), thresholds(request.node)["ttft_reduction"],
+    verdict = judge(
+        "ttft_reduction_vs_baseline", base.ttfts(), cache.ttfts(),
+        Rule(">=", effective_thresholds(request.node, ("ttft_reduction",))["ttft_reduction"]),
         context=f" ({openai_endpoint.label} vs {baseline_endpoint.label})",
     )
     base_stats, cache_stats = base.stats, cache.stats

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_mooncake.markers import thresholds
+from pytest_mooncake.profiles import effective_thresholds
 from pytest_mooncake.protocol import Protocol
 from pytest_mooncake.reporting import attach_json, label, show
 from pytest_mooncake.results import Results
@@ -19,14 +19,18 @@ from pytest_mooncake.scenarios import Scenario
 
 pytestmark = pytest.mark.requires_serving
 
+# What a --mooncake-profile may add to a scenario with reuse; the controls keep their own.
+REUSE_KEYS = ("ttft_reduction", "throughput_gain", "tpot_change", "ttft_p90_ms", "match_tokens")
+CONTROL_KEYS = ("control_gain",)
 
-def _check(name: str, request: pytest.FixtureRequest, statistic: str = "median") -> None:
+
+def _check(name: str, request: pytest.FixtureRequest, statistic: str = "median", keys: tuple[str, ...] = REUSE_KEYS) -> None:
     scenarios: dict[str, Scenario] = request.getfixturevalue("serving_scenarios")
     protocol: Protocol = request.getfixturevalue("serving_protocol")
     results: Results = request.getfixturevalue("mooncake_results")
     label("scenario", name)
     run = protocol.run(scenarios[name])
-    evaluation = evaluate(run, thresholds(request.node), statistic=statistic)
+    evaluation = evaluate(run, effective_thresholds(request.node, keys), statistic=statistic)
     data = evaluation.data()
     results.add("serving", name, data, test=request.node.nodeid)
     attach_json(f"{name} statistics", {k: v for k, v in data.items() if k != "rounds"} | {"rounds": [{**r, "records": len(r["records"])} for r in data["rounds"]]})
@@ -53,7 +57,7 @@ def test_medium_reuse(request: pytest.FixtureRequest) -> None:
 @pytest.mark.mooncake_perf(control_gain=0.10)
 def test_low_reuse_negative_control(request: pytest.FixtureRequest) -> None:
     """Unique prompts: any gain above 10% (or any cached token) means the measurement is contaminated."""
-    _check("low_reuse", request)
+    _check("low_reuse", request, keys=CONTROL_KEYS)
 
 
 @pytest.mark.long_context
@@ -81,4 +85,4 @@ def test_multi_turn(request: pytest.FixtureRequest) -> None:
 @pytest.mark.cold_start
 def test_cold_start(request: pytest.FixtureRequest) -> None:
     """First requests after a cache reset: all answered, nothing served from cache."""
-    _check("cold_start", request)
+    _check("cold_start", request, keys=("ttft_p90_ms",))

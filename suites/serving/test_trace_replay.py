@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from pytest_mooncake.options import MooncakeConfig
+from pytest_mooncake.progress import Progress
 from pytest_mooncake.replay import replay
 from pytest_mooncake.reporting import show
 from pytest_mooncake.results import Results
@@ -32,14 +34,15 @@ def test_conversation_trace_replay(
     path = mooncake_config.trace or BUNDLED
     records = load_trace(path, first_n=mooncake_config.trace_requests)
     salt = salt_tokens(token_pool, f"{mooncake_run_id} replay", length=256)
-    result = replay(
-        openai_endpoint, records, sorted(set(token_pool.ids)), salt, max_model_len=openai_endpoint.max_model_len(),
-        scale=mooncake_config.trace_scale, speed=mooncake_config.trace_speed, max_in_flight=1,
-        timeout=mooncake_config.request_timeout,
-    )
-    errors = [f"{r.request_id}: {r.error}" for r in result.records if r.error]
+    with Progress(request.config, f"trace replay {path.name}", len(records)) as progress:
+        result = replay(
+            openai_endpoint, records, sorted(set(token_pool.ids)), salt, max_model_len=openai_endpoint.max_model_len(),
+            scale=mooncake_config.trace_scale, speed=mooncake_config.trace_speed, max_in_flight=1,
+            timeout=mooncake_config.request_timeout, on_record=lambda r: progress.update(ttft_s=r.ttft_s, error=not r.ok),
+        )
+    errors = [str(r.error) for r in result.records if r.error]
     predicted = sum(result.predicted_cached)
-    ttfts = sorted(r.ttft_s for r in result.records if r.ttft_s is not None)
+    ttfts = sorted(r.ttft_s for r in result.records if r.ttft_s is not None) or [float("nan")]
     summary = (
         f"{len(result.records)} requests replayed from {path.name} ({result.skipped} longer than the server's context "
         f"skipped; blocks scaled 512/{mooncake_config.trace_scale}; x{mooncake_config.trace_speed:g} speed): "
@@ -49,7 +52,7 @@ def test_conversation_trace_replay(
     mooncake_results.add("replay", path.name, {
         "summary": summary, "skipped": result.skipped, "theoretical_hit_ratio": result.theoretical_hit_ratio,
         "measured_cached": result.measured_cached, "predicted_cached": predicted, "prompt_tokens": result.prompt_tokens,
-        "records": [{**r.as_dict(), "predicted_cached": p} for r, p in zip(result.records, result.predicted_cached, strict=True)],
+        "records": [{**dataclasses.asdict(r), "predicted_cached": p} for r, p in zip(result.records, result.predicted_cached, strict=True)],
     }, test=request.node.nodeid)
     show(request.config, f"[trace replay] {summary}")
     assert not errors, f"{len(errors)} replayed requests failed, e.g. {errors[:3]}"

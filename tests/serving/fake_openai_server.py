@@ -19,8 +19,8 @@ queries and hits grow with each request; ``lmcache:num_stored_tokens_total`` kee
 ``save_s`` seconds after each request, like background KV saves. ``/debug/timings`` returns, per
 ``X-Request-Id``, the monotonic times the request arrived and its first content chunk was written.
 
-In a test: ``with FakeOpenAIServer(ttft=0.05) as server: server.base_url``. As a process
-(benchmarks): ``python tests/serving/fake_openai_server.py --port 0`` prints ``READY <port>``.
+In a test: ``with FakeOpenAIServer(ttft=0.05) as server: server.base_url`` runs it in its own
+process; ``python tests/serving/fake_openai_server.py --port 0 --ttft 0.05`` prints ``READY <port>``.
 """
 
 from __future__ import annotations
@@ -28,8 +28,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -173,16 +176,18 @@ def make_app(defaults: Defaults, counters: Counters, model: str = "fake") -> web
 
 
 class FakeOpenAIServer:
-    """Runs the test double on 127.0.0.1 (a free port) in a thread with its own event loop."""
+    """Runs the test double on 127.0.0.1 (a free port) in its own process.
 
-    def __init__(self, *, model: str = "fake", **defaults: Any) -> None:
+    Its own process, not a thread: the client under test must not share a GIL (and a busy
+    2-core CI machine's scheduling) with the server whose delays it measures.
+    """
+
+    def __init__(self, *, model: str = "fake", startup_timeout_s: float = 30.0, **defaults: Any) -> None:
         self.model = model
         self.defaults = Defaults(**defaults)
-        self.counters = Counters()
+        self.startup_timeout_s = startup_timeout_s
         self.port = 0
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="fake-openai-server", daemon=True)
-        self._runner: web.AppRunner | None = None
+        self._process: subprocess.Popen[str] | None = None
 
     @property
     def base_url(self) -> str:
@@ -192,40 +197,56 @@ class FakeOpenAIServer:
     def metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/metrics"
 
+    def timings(self) -> dict[str, dict[str, float]]:
+        """Per X-Request-Id, the monotonic times the double received the request and wrote its first token."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/debug/timings", timeout=10) as response:
+            return json.loads(response.read())
+
     def __enter__(self) -> FakeOpenAIServer:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(timeout=10)
+        knobs = [f"--{name.replace('_', '-')}={value}" for name, value in vars(self.defaults).items()]
+        self._process = subprocess.Popen(
+            [sys.executable, __file__, "--port=0", f"--model={self.model}", *knobs],
+            stdout=subprocess.PIPE, text=True, start_new_session=True,
+        )
+        ready = threading.Event()
+        line: list[str] = []
+
+        def read_banner() -> None:
+            assert self._process is not None and self._process.stdout is not None
+            line.append(self._process.stdout.readline())
+            ready.set()
+
+        threading.Thread(target=read_banner, daemon=True).start()
+        if not ready.wait(self.startup_timeout_s) or not line[0].startswith("READY "):
+            self.__exit__()
+            raise RuntimeError(f"the fake OpenAI server did not print READY within {self.startup_timeout_s} s: {line!r}")
+        self.port = int(line[0].split()[1])
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout=10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
-        self._loop.close()
-
-    async def _start(self) -> None:
-        self._runner = web.AppRunner(make_app(self.defaults, self.counters, self.model), access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
+        if self._process is None:
+            return
+        self._process.terminate()
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait(timeout=10)
+        self._process = None
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Known-delay OpenAI-compatible streaming server (a test double).")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--model", default="fake")
-    parser.add_argument("--ttft", type=float, default=0.05)
-    parser.add_argument("--itl", type=float, default=0.01)
-    parser.add_argument("--tokens", type=int, default=4)
+    for name, value in vars(Defaults()).items():
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=type(value), default=value)
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop when it is installed")
     args = parser.parse_args()
+    defaults = Defaults(**{name: getattr(args, name) for name in vars(Defaults())})
 
     async def serve() -> None:
-        counters = Counters()
-        runner = web.AppRunner(make_app(Defaults(args.ttft, args.itl, args.tokens), counters, args.model),
-                               access_log=None, handler_cancellation=True)
+        runner = web.AppRunner(make_app(defaults, Counters(), args.model), access_log=None, handler_cancellation=True)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", args.port, backlog=4096)
         await site.start()

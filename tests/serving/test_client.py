@@ -11,19 +11,27 @@ from pytest_mooncake.serving import ClientConfig, Concurrency, RequestSpec, run_
 
 from .fake_openai_server import FAULTS, FakeOpenAIServer
 
-# Bounds on correctness, not performance: the double shares this process and a small CI machine.
-SLACK_S = 0.08
+# Bounds on correctness, not performance: a busy 2-core CI machine may delay any read by a
+# few hundred milliseconds, so upper bounds only catch gross errors (a wrong clock, a missed
+# chunk). The exact checks use the double's own timestamps on the shared CLOCK_MONOTONIC.
+SLACK_S = 0.5
 
 
-def test_measures_planted_delays_on_completions_with_token_ids(config: ClientConfig) -> None:
+def test_measures_planted_delays_on_completions_with_token_ids(fake_server: FakeOpenAIServer, config: ClientConfig) -> None:
     [record] = run_requests(config, [RequestSpec("r1", "s", "cold", prompt=list(range(7)), max_tokens=5)])
     assert record.ok, record.error
+    sent = record.run_start_monotonic_s + record.sent_at_s
+    served = fake_server.timings()["r1"]
+    # The double waited the planted TTFT after the request arrived, and we read its first
+    # token only after it wrote it: both are certain whatever the machine's load.
+    assert sent <= served["received"] and served["first_write"] - served["received"] >= 0.1
+    assert sent + record.ttft_s >= served["first_write"]
     assert 0.1 <= record.ttft_s <= 0.1 + SLACK_S
-    # A late read shortens the next gap, so single gaps may dip below the planted delay; their sum may not much.
-    assert len(record.itl_s) == 4 and all(abs(gap - 0.02) <= SLACK_S for gap in record.itl_s)
-    assert sum(record.itl_s) >= 4 * 0.02 - 0.01
+    assert len(record.itl_s) == 4 and all(gap >= 0 for gap in record.itl_s)
+    assert sum(record.itl_s) <= 4 * 0.02 + SLACK_S
     assert record.tpot_s == pytest.approx((record.e2e_s - record.ttft_s) / 4)
-    assert 0.02 <= record.tpot_s <= 0.02 + SLACK_S
+    # The last token is written 4 planted gaps after the first: E2E cannot be shorter.
+    assert record.e2e_s >= served["first_write"] - sent + 4 * 0.02
     assert record.ttft_s + sum(record.itl_s) <= record.e2e_s
     assert (record.prompt_tokens, record.completion_tokens, record.cached_tokens) == (7, 5, 3)
     assert record.text == " t0 t1 t2 t3 t4" and record.content_chunks == 5
@@ -33,6 +41,7 @@ def test_measures_planted_delays_on_completions_with_token_ids(config: ClientCon
 
 
 def test_chat_role_only_chunk_does_not_count_as_first_token(config: ClientConfig) -> None:
+    """The double sends a role-only chunk at once; counting it would give a TTFT near zero."""
     spec = RequestSpec("c1", messages=[{"role": "user", "content": "one two three"}], extra_body={"fake": {"ttft": 0.2}})
     [record] = run_requests(config, [spec])
     assert record.ok, record.error
@@ -45,7 +54,7 @@ def test_long_token_id_prompt_costs_little_client_time(fake_server: FakeOpenAISe
     spec = RequestSpec("long", prompt=list(range(30_000)), extra_body={"fake": {"ttft": 0.0}})
     [record] = run_requests(config, [spec])
     assert record.ok and record.prompt_tokens == 30_000
-    assert record.ttft_s < 0.5
+    assert record.ttft_s < 1.0
 
 
 EXPECTED_KINDS = {

@@ -4,17 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_mooncake.serving import (
-    COUNTERS,
-    ClientConfig,
-    MetricsReader,
-    RequestSpec,
-    deltas,
-    parse_samples,
-    pick,
-    run_requests,
-    wait_until_quiescent,
-)
+from pytest_mooncake.serving import ClientConfig, RequestSpec, run_requests
+from pytest_mooncake.serving.counters import COUNTERS, MetricsReader, deltas, parse_samples, pick, wait_until_quiescent
 
 from .fake_openai_server import FakeOpenAIServer
 
