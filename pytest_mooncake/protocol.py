@@ -27,7 +27,6 @@ from .scenarios import PromptBuilder, Scenario, salt_tokens
 from .options import MooncakeConfig
 from .serving import (
     COUNTERS,
-    ClientConfig,
     Concurrency,
     MetricsReader,
     RequestRecord,
@@ -134,7 +133,7 @@ class Protocol:
         self.progress = progress  # the pytest config whose terminal shows a progress line per round
         self._server_counters = server_counters(endpoint)
         self._store_counters = store_counters
-        self._client = ClientConfig(endpoint.base_url, endpoint.model, endpoint.api_key or "EMPTY", config.request_timeout)
+        self._client = endpoint.client_config(config.request_timeout)
 
     def _salt(self, scenario: Scenario) -> Callable[[str], list[int]]:
         return lambda tag: salt_tokens(self.pool, f"{self.run_id} {self.endpoint.label} {scenario.name} {tag}")
@@ -151,21 +150,13 @@ class Protocol:
         return wait_until_quiescent(read, list(read()), interval_s=0.25, stable_for_s=SETTLE_STABLE_S,
                                     timeout_s=SETTLE_TIMEOUT_S).settled
 
-    def _spec(self, spec: RequestSpec) -> RequestSpec:
-        extra: dict[str, Any] = {}
-        if self.endpoint.spawned:
-            # Our dummy-weight model may pick EOS first; vLLM's min_tokens keeps every answer non-empty,
-            # so an empty answer always means a broken server, never an unlucky sample.
-            extra["min_tokens"] = 1
-        return dataclasses.replace(spec, temperature=self.config.temperature, extra_body={**spec.extra_body, **extra})
-
     def _round(self, name: str, specs: Sequence[RequestSpec], concurrency: int | None = None, label: str = "") -> RoundResult:
         before = self._counters()
         shown = self.progress is not None and len(specs) > 1
         bar = Progress(self.progress, f"{label} {name}", len(specs)) if shown else nullcontext()
         with step(f"round {name}: {len(specs)} requests"), bar:
             on_record = (lambda r: bar.update(ttft_s=r.ttft_s, error=not r.ok)) if isinstance(bar, Progress) else None
-            records = run_requests(self._client, [self._spec(s) for s in specs],
+            records = run_requests(self._client, [self.endpoint.prepare(s, self.config.temperature) for s in specs],
                                    Concurrency(concurrency or self.config.concurrency or len(specs) or 1), on_record=on_record)
         wall = max((r.finished_at_s for r in records), default=0.0)
         after = self._counters()
@@ -189,11 +180,12 @@ class Protocol:
             return self._conversations(scenario, builder, reset)
         if scenario.reuse == 0:
             return self._interleaved(scenario, builder, reset)
-        rounds = [self._round("cold", builder.cold_round(), label=scenario.name)]
+        rounds = [self._round("cold", builder.cold_round(), scenario.concurrency, label=scenario.name)]
         settled = self._settle()
-        for index in range(1, max(2, self.config.rounds)):
+        for index in range(1, max(2, scenario.rounds or self.config.rounds)):
             name = f"hit{index}" if index > 1 else "hit"
-            rounds.append(self._round(name, builder.hit_round(f"hit{index}", variant=index), label=scenario.name))
+            hit = builder.hit_round(f"hit{index}", variant=index)
+            rounds.append(self._round(name, hit, scenario.concurrency, label=scenario.name))
         integrity = None
         if scenario.reuse > 0:
             repeat = self._round("repeat", [builder.cold_round()[0]], concurrency=1, label=scenario.name)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .probes import http_request
-from .serving import ClientConfig, RequestRecord, RequestSpec, Timestamps, run_requests
+from .serving import RequestRecord, RequestSpec, Timestamps, run_requests
 from .serving.load import OnRecord
 from .traces import BLOCK_TOKENS, TraceRecord, prompt_ids, schedule, theoretical_hit_ratio
 from .vllm.server import Endpoint
@@ -82,13 +82,12 @@ def replay(
     block_tokens = BLOCK_TOKENS // scale
     kept = [r for r in records if len(salt) + r.input_length // scale + min(r.output_length, max_tokens_cap) <= max_model_len]
     prompts = [
-        RequestSpec(f"trace-line-{r.line}", "trace_replay", "replay", prompt=(*salt, *prompt_ids(r, vocab, scale=scale)),
-                    max_tokens=min(r.output_length, max_tokens_cap))
+        endpoint.prepare(RequestSpec(f"trace-line-{r.line}", "trace_replay", "replay", prompt=(*salt, *prompt_ids(r, vocab, scale=scale)),
+                                     max_tokens=min(r.output_length, max_tokens_cap)), temperature=0.0)
         for r in kept
     ]
     offsets = tuple(offset for offset, _ in schedule(kept, speed=speed))
-    client = ClientConfig(endpoint.base_url, endpoint.model, endpoint.api_key or "EMPTY", timeout)
-    results = run_requests(client, prompts, Timestamps(offsets, max_in_flight), on_record=on_record)
+    results = run_requests(endpoint.client_config(timeout), prompts, Timestamps(offsets, max_in_flight), on_record=on_record)
     predicted = predict_cached(kept, [len(p.prompt or ()) for p in prompts], block_tokens, server_block_size(endpoint), len(salt))
     wall = max((r.finished_at_s for r in results), default=0.0)
     return ReplayResult(results, predicted, len(records) - len(kept), theoretical_hit_ratio(kept), wall)

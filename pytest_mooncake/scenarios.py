@@ -29,6 +29,9 @@ class Scenario:
     reuse: float  # share of hit-round requests that reuse a cold-round document
     max_tokens: int = 8
     turns: int = 0  # multi_turn: turns per conversation; document_tokens is the opening history
+    rounds: int | None = None  # None: --mooncake-rounds
+    concurrency: int | None = None  # None: --mooncake-concurrency
+    template: tuple[int, ...] = ()  # token ids every question starts with (the guides' prompt_template)
 
     @property
     def prompt_tokens(self) -> int:
@@ -54,16 +57,58 @@ def default_scenarios(max_model_len: int) -> dict[str, Scenario]:
     }
 
 
-def apply_definition(scenario: Scenario, definition: Mapping[str, Any]) -> Scenario:
-    """Overrides from the guides' ``test_scenarios`` YAML (num_requests, reuse_ratio, max_tokens)."""
-    known = {"num_requests": "requests", "reuse_ratio": "reuse", "max_tokens": "max_tokens", "turns": "turns"}
-    unknown = set(definition) - set(known) - {"prompt_template", "description"}
+# The guides' keys (and ours) of a test_scenarios entry -> Scenario fields.
+DEFINITION_KEYS = {
+    "num_requests": "requests",
+    "reuse_ratio": "reuse",
+    "max_tokens": "max_tokens",
+    "turns": "turns",
+    "document_tokens": "document_tokens",
+    "question_tokens": "question_tokens",
+    "rounds": "rounds",
+    "concurrency": "concurrency",
+}
+# A user scenario starts from these sizes: a 2k-token document reused by every hit request.
+USER_DEFAULTS = {"requests": 8, "document_tokens": 2048, "question_tokens": 128, "reuse": 1.0}
+
+
+def apply_definition(
+    scenario: Scenario, definition: Mapping[str, Any], tokenize: Callable[[str], list[int]] | None = None
+) -> Scenario:
+    """A scenario with the overrides of a ``test_scenarios`` YAML entry; ``tokenize`` turns its
+    ``prompt_template`` into the token ids every question starts with. Threshold keywords
+    (``ttft_reduction`` ...) are the test's business and pass through."""
+    from .markers import PERF_KEYS
+
+    unknown = set(definition) - set(DEFINITION_KEYS) - {"prompt_template", "description"} - set(PERF_KEYS)
     if unknown:
         raise pytest.UsageError(
-            f"test_scenarios.{scenario.name}: unknown keys {sorted(unknown)}; accepted: {sorted(known)}"
+            f"test_scenarios.{scenario.name}: unknown keys {sorted(unknown)}; accepted: "
+            f"{sorted([*DEFINITION_KEYS, 'prompt_template', 'description', *PERF_KEYS])}"
         )
-    changes = {known[key]: value for key, value in definition.items() if key in known}
-    return dataclasses.replace(scenario, **changes)
+    changes: dict[str, Any] = {DEFINITION_KEYS[key]: value for key, value in definition.items() if key in DEFINITION_KEYS}
+    for key in ("requests", "document_tokens", "question_tokens", "max_tokens", "turns", "rounds", "concurrency"):
+        value = changes.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise pytest.UsageError(f"test_scenarios.{scenario.name}.{key} = {value!r}: expected a whole number >= 0")
+    reuse = changes.get("reuse", scenario.reuse)
+    if isinstance(reuse, bool) or not isinstance(reuse, (int, float)) or not 0 <= reuse <= 1:
+        raise pytest.UsageError(f"test_scenarios.{scenario.name}.reuse_ratio = {reuse!r}: expected a number in 0..1")
+    template = definition.get("prompt_template")
+    if template is not None and tokenize is not None:
+        changes["template"] = tuple(tokenize(str(template)))
+    updated = dataclasses.replace(scenario, **changes)
+    if len(updated.template) > updated.question_tokens:
+        raise pytest.UsageError(
+            f"test_scenarios.{scenario.name}.prompt_template is {len(updated.template)} tokens long, more than the "
+            f"question ({updated.question_tokens} tokens); raise question_tokens or shorten the template"
+        )
+    return updated
+
+
+def user_scenario(name: str, definition: Mapping[str, Any], tokenize: Callable[[str], list[int]] | None = None) -> Scenario:
+    """A scenario the YAML defines under a name of its own, from ``USER_DEFAULTS`` up."""
+    return apply_definition(Scenario(name, **USER_DEFAULTS), definition, tokenize)  # type: ignore[arg-type]
 
 
 def salt_tokens(pool: TokenPool, tag: str, length: int = 16) -> list[int]:
@@ -86,8 +131,10 @@ class PromptBuilder:
         return self.pool.prompt(self.salt(f"{tag} document {index}"), self.scenario.document_tokens, offset=index * 997)
 
     def question(self, index: int, variant: int) -> list[int]:
+        template = list(self.scenario.template)
+        length = self.scenario.question_tokens - len(template)
         offset = self._question_base + (index * 7 + variant) * self.scenario.question_tokens
-        return list(self.pool.ids[offset : offset + self.scenario.question_tokens])
+        return [*template, *self.pool.ids[offset : offset + length]]
 
     def _spec(self, request_id: str, round_name: str, ids: list[int]) -> RequestSpec:
         return RequestSpec(request_id, self.scenario.name, round_name, prompt=tuple(ids), max_tokens=self.scenario.max_tokens)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from ..executor import ServiceProcess
 from ..janitor import Janitor
 from ..options import MooncakeConfig
 from ..probes import HTTPProbe, HttpResponse, http_request
+from ..serving import ClientConfig, RequestSpec
 from .model import write_model_dir
 
 LOOPBACK = "127.0.0.1"
@@ -57,6 +59,16 @@ class Endpoint:
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+    def client_config(self, request_timeout_s: float) -> ClientConfig:
+        return ClientConfig(self.base_url, self.model, self.api_key or "EMPTY", request_timeout_s)
+
+    def prepare(self, spec: RequestSpec, temperature: float) -> RequestSpec:
+        """``spec`` at ``temperature``; on a server we spawned, at least one token per answer: our
+        dummy-weight model may pick EOS first, and vLLM's ``min_tokens`` makes an empty answer
+        always mean a broken server, never an unlucky sample."""
+        extra = {**spec.extra_body, "min_tokens": 1} if self.spawned else spec.extra_body
+        return dataclasses.replace(spec, temperature=temperature, extra_body=extra)
 
     def max_model_len(self, default: int = 32768) -> int:
         """The context length vLLM reports in /v1/models; ``default`` for servers that do not."""

@@ -7,9 +7,9 @@ import pytest
 from pytest_mooncake import MasterMetrics
 from pytest_mooncake.options import MooncakeConfig
 from pytest_mooncake.protocol import Counters, Protocol
-from pytest_mooncake.scenarios import Scenario, apply_definition, default_scenarios
+from pytest_mooncake.scenarios import Scenario, apply_definition, default_scenarios, user_scenario
 from pytest_mooncake.vllm.server import Endpoint
-from pytest_mooncake.vllm.tokens import TokenPool
+from pytest_mooncake.vllm.tokens import TokenPool, tokenize
 
 
 @pytest.fixture(scope="session")
@@ -22,8 +22,8 @@ def serving_scenarios(openai_endpoint: Endpoint, mooncake_config: MooncakeConfig
         overrides["max_tokens"] = mooncake_config.max_tokens
     scenarios = {name: apply_definition(s, overrides) for name, s in default_scenarios(openai_endpoint.max_model_len()).items()}
     for name, definition in mooncake_config.scenario_definitions.items():
-        if name in scenarios:
-            scenarios[name] = apply_definition(scenarios[name], definition)
+        base = scenarios[name] if name in scenarios else user_scenario(name, overrides)
+        scenarios[name] = apply_definition(base, definition, lambda text: tokenize(openai_endpoint, text))
     return scenarios
 
 

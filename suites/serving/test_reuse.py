@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import pytest
 
+from pytest_mooncake import markers
+from pytest_mooncake.markers import SCENARIOS
 from pytest_mooncake.profiles import effective_thresholds
 from pytest_mooncake.protocol import Protocol
 from pytest_mooncake.reporting import attach_json, label, show
 from pytest_mooncake.results import Results
 from pytest_mooncake.reuse import evaluate
 from pytest_mooncake.scenarios import Scenario
+from pytest_mooncake.session import get_config
 
 pytestmark = pytest.mark.requires_serving
 
@@ -86,3 +89,23 @@ def test_multi_turn(request: pytest.FixtureRequest) -> None:
 def test_cold_start(request: pytest.FixtureRequest) -> None:
     """First requests after a cache reset: all answered, nothing served from cache."""
     _check("cold_start", request, keys=("ttft_p90_ms",))
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.definition.name == "test_user_scenario":
+        config = get_config(metafunc.config)
+        wanted = set(config.scenarios)
+        names = [n for n in config.scenario_definitions if n not in SCENARIOS and (not wanted or n in wanted)]
+        metafunc.parametrize("user_scenario", names or [pytest.param(None, marks=pytest.mark.skip(
+            reason="no user scenarios: define them under test_scenarios in the --mooncake-config YAML"))])
+
+
+def test_user_scenario(request: pytest.FixtureRequest, user_scenario: str) -> None:
+    """A scenario defined in the YAML (test_scenarios.NAME), judged on the thresholds it states
+    there (e.g. ``ttft_reduction: 0.5``) or the profile's."""
+    definition = get_config(request.config).scenario_definitions[user_scenario]
+    for key in REUSE_KEYS:
+        if key in definition:
+            request.node.add_marker(pytest.mark.mooncake_perf(**{key: definition[key]}))
+    markers.check_perf_markers([request.node])
+    _check(user_scenario, request)
