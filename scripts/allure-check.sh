@@ -19,7 +19,7 @@ CHROMIUM=${CHROMIUM:-chromium}
 ALLURE_VERSION=${ALLURE_VERSION:-3}  # npm version range of the allure package
 PYTHON=.venv/bin/python
 if [ "$#" -eq 0 ]; then
-    # One scenario with a verdict and the negative control: about 1 minute on 2 CPU cores.
+    # One scenario with a verdict and the negative control: 1-2 minutes on 2 CPU cores.
     set -- suites/serving/test_reuse.py -k "test_high_reuse or test_low_reuse"
 fi
 
