@@ -18,6 +18,8 @@ from contextlib import AbstractContextManager, nullcontext
 
 import pytest
 
+from .serving import RequestRecord
+
 # Rewrites are throttled: a fast round would otherwise spend its time repainting.
 _MIN_INTERVAL_S = 0.2
 _LOG_STEPS = 4
@@ -52,6 +54,10 @@ class Progress:
             if ttft_s is not None:
                 self._ttfts.append(ttft_s)
             self._paint(final=False)
+
+    def record(self, record: RequestRecord) -> None:
+        """Count a request of the serving engine as it finishes (its ``on_record`` callback)."""
+        self.update(ttft_s=record.ttft_s, error=not record.ok)
 
     def close(self) -> None:
         with self._lock:

@@ -150,14 +150,13 @@ class Protocol:
         return wait_until_quiescent(read, list(read()), interval_s=0.25, stable_for_s=SETTLE_STABLE_S,
                                     timeout_s=SETTLE_TIMEOUT_S).settled
 
-    def _round(self, name: str, specs: Sequence[RequestSpec], concurrency: int | None = None, label: str = "") -> RoundResult:
+    def _round(self, scenario: Scenario, name: str, specs: Sequence[RequestSpec], concurrency: int | None = None) -> RoundResult:
         before = self._counters()
-        shown = self.progress is not None and len(specs) > 1
-        bar = Progress(self.progress, f"{label} {name}", len(specs)) if shown else nullcontext()
-        with step(f"round {name}: {len(specs)} requests"), bar:
-            on_record = (lambda r: bar.update(ttft_s=r.ttft_s, error=not r.ok)) if isinstance(bar, Progress) else None
+        progress = Progress(self.progress, f"{scenario.name} {name}", len(specs)) if self.progress and len(specs) > 1 else None
+        limit = concurrency or scenario.concurrency or self.config.concurrency or len(specs) or 1
+        with step(f"round {name}: {len(specs)} requests"), progress or nullcontext():
             records = run_requests(self._client, [self.endpoint.prepare(s, self.config.temperature) for s in specs],
-                                   Concurrency(concurrency or self.config.concurrency or len(specs) or 1), on_record=on_record)
+                                   Concurrency(limit), on_record=progress.record if progress else None)
         wall = max((r.finished_at_s for r in records), default=0.0)
         after = self._counters()
         # Plain differences: the master's key count is a gauge and may fall when it evicts.
@@ -170,7 +169,7 @@ class Protocol:
             warm = [RequestSpec(f"warmup-{i}", scenario.name, "warmup",
                                 prompt=tuple(self.pool.prompt(salt(f"warmup {i}"), 512, offset=5000 + i * 600)), max_tokens=4)
                     for i in range(2)]
-            self._round("warmup", warm, concurrency=1, label=scenario.name)
+            self._round(scenario, "warmup", warm, concurrency=1)
         return reset_prefix_cache(self.endpoint)
 
     def run(self, scenario: Scenario) -> ScenarioRun:
@@ -180,15 +179,14 @@ class Protocol:
             return self._conversations(scenario, builder, reset)
         if scenario.reuse == 0:
             return self._interleaved(scenario, builder, reset)
-        rounds = [self._round("cold", builder.cold_round(), scenario.concurrency, label=scenario.name)]
+        rounds = [self._round(scenario, "cold", builder.cold_round())]
         settled = self._settle()
         for index in range(1, max(2, scenario.rounds or self.config.rounds)):
             name = f"hit{index}" if index > 1 else "hit"
-            hit = builder.hit_round(f"hit{index}", variant=index)
-            rounds.append(self._round(name, hit, scenario.concurrency, label=scenario.name))
+            rounds.append(self._round(scenario, name, builder.hit_round(f"hit{index}", variant=index)))
         integrity = None
         if scenario.reuse > 0:
-            repeat = self._round("repeat", [builder.cold_round()[0]], concurrency=1, label=scenario.name)
+            repeat = self._round(scenario, "repeat", [builder.cold_round()[0]], concurrency=1)
             integrity = (rounds[0].records[0].text, repeat.records[0].text)
             rounds.append(repeat)
         return ScenarioRun(scenario, self.endpoint, rounds, reset, settled, integrity)
@@ -197,7 +195,7 @@ class Protocol:
         """No reuse to wait for: alternate the two rounds' requests, so a slow drift of the
         host (another process, a thermal change) loads both rounds alike."""
         cold, hit = builder.cold_round(), builder.hit_round("hit", variant=1)
-        mixed = self._round("mixed", [p for pair in zip(cold, hit, strict=True) for p in pair], concurrency=1, label=scenario.name)
+        mixed = self._round(scenario, "mixed", [p for pair in zip(cold, hit, strict=True) for p in pair], concurrency=1)
         by_round = {name: [r for r in mixed.records if r.round == name] for name in ("cold", "hit")}
         share = mixed.wall_s / max(1, len(mixed.records))
         rounds = [RoundResult(name, records, share * len(records), mixed.counters) for name, records in by_round.items()]
@@ -205,13 +203,13 @@ class Protocol:
 
     def _conversations(self, scenario: Scenario, builder: PromptBuilder, reset: bool) -> ScenarioRun:
         cold_prompts, conversations = builder.conversations()
-        cold = self._round("cold", cold_prompts, concurrency=1, label=scenario.name)
+        cold = self._round(scenario, "cold", cold_prompts, concurrency=1)
         records: list[RequestRecord] = []
         wall = 0.0
         settled = True
         for turns in conversations:
             for turn in turns:
-                result = self._round("turn", [turn], concurrency=1, label=scenario.name)
+                result = self._round(scenario, "turn", [turn], concurrency=1)
                 wall += result.wall_s
                 # The first turn of a conversation has nothing to reuse yet.
                 if not turn.request_id.endswith("-t0"):

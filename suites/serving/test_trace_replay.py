@@ -38,7 +38,7 @@ def test_conversation_trace_replay(
         result = replay(
             openai_endpoint, records, sorted(set(token_pool.ids)), salt, max_model_len=openai_endpoint.max_model_len(),
             scale=mooncake_config.trace_scale, speed=mooncake_config.trace_speed, max_in_flight=1,
-            timeout=mooncake_config.request_timeout, on_record=lambda r: progress.update(ttft_s=r.ttft_s, error=not r.ok),
+            timeout=mooncake_config.request_timeout, on_record=progress.record,
         )
     errors = [str(r.error) for r in result.records if r.error]
     predicted = sum(result.predicted_cached)
