@@ -107,6 +107,8 @@ for result in scenario_tests:
     scenarios = [label["value"] for label in result["labels"] if label["name"] == "scenario"]
     wanted = [result["name"], *(f"scenario {s}" for s in scenarios), *attachments(result)]
     missing = [w for w in wanted if w not in text]
+    if not any(a.endswith(" statistics") for a in attachments(result)):
+        problems.append(f"{name}: no statistics attachment ({result['status']}): the scenario measured nothing")
     if missing:
         problems.append(f"{name}: the page at {base}#{rendered[name]} does not show {missing}")
     checked += 1
