@@ -75,6 +75,13 @@ def attach_json(name: str, data: Any) -> None:
         )
 
 
+def attach_statistics(name: str, data: dict[str, Any]) -> None:
+    """A serving scenario's results as ``NAME statistics``: rounds keep their stats and
+    counters, per-request records shrink to their count (they are in the results JSON)."""
+    rounds = [{**r, "records": len(r["records"])} for r in data.get("rounds", [])]
+    attach_json(f"{name} statistics", {**data, "rounds": rounds})
+
+
 def attach_file(path: Path, name: str | None = None) -> None:
     if active() and path.exists():
         kind = allure.attachment_type.PNG if path.suffix == ".png" else allure.attachment_type.TEXT

@@ -11,7 +11,7 @@ import pytest
 from pytest_mooncake.options import MooncakeConfig
 from pytest_mooncake.profiles import effective_thresholds
 from pytest_mooncake.protocol import Protocol
-from pytest_mooncake.reporting import label, show
+from pytest_mooncake.reporting import attach_statistics, label, show
 from pytest_mooncake.results import Results
 from pytest_mooncake.scenarios import Scenario
 from pytest_mooncake.serving import PASSED, Rule, judge
@@ -49,19 +49,16 @@ def test_ab_high_reuse(
     )
     base_stats, cache_stats = base.stats, cache.stats
     gain = cache_stats["requests_per_s"] / base_stats["requests_per_s"] - 1 if base_stats["requests_per_s"] else 0.0
-    mooncake_results.add(
-        "serving",
-        "ab_high_reuse",
-        {
-            "scenario": "high_reuse",
-            "endpoint": f"{openai_endpoint.label} vs {baseline_endpoint.label}",
-            "model": openai_endpoint.model,
-            "rounds": [{**base.as_dict(), "round": "baseline"}, {**cache.as_dict(), "round": "with-cache"}],
-            "verdicts": [verdict.as_dict()],
-            "throughput_gain": gain,
-        },
-        test=request.node.nodeid,
-    )
+    data = {
+        "scenario": "high_reuse",
+        "endpoint": f"{openai_endpoint.label} vs {baseline_endpoint.label}",
+        "model": openai_endpoint.model,
+        "rounds": [{**base.as_dict(), "round": "baseline"}, {**cache.as_dict(), "round": "with-cache"}],
+        "verdicts": [verdict.as_dict()],
+        "throughput_gain": gain,
+    }
+    mooncake_results.add("serving", "ab_high_reuse", data, test=request.node.nodeid)
+    attach_statistics("ab_high_reuse", data)
     show(request.config, f"[A/B high_reuse] {verdict.message}; throughput gain {gain:+.0%}; "
          f"cached tokens with cache {cache_stats['cached_tokens']}, baseline {base_stats['cached_tokens']}")
     if verdict.outcome != PASSED:

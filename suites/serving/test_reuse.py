@@ -14,7 +14,7 @@ from pytest_mooncake import markers
 from pytest_mooncake.markers import SCENARIOS
 from pytest_mooncake.profiles import effective_thresholds
 from pytest_mooncake.protocol import Protocol
-from pytest_mooncake.reporting import attach_json, label, show
+from pytest_mooncake.reporting import attach_statistics, label, show
 from pytest_mooncake.results import Results
 from pytest_mooncake.reuse import evaluate
 from pytest_mooncake.scenarios import Scenario
@@ -36,7 +36,7 @@ def _check(name: str, request: pytest.FixtureRequest, statistic: str = "median",
     evaluation = evaluate(run, effective_thresholds(request.node, keys), statistic=statistic)
     data = evaluation.data()
     results.add("serving", name, data, test=request.node.nodeid)
-    attach_json(f"{name} statistics", {k: v for k, v in data.items() if k != "rounds"} | {"rounds": [{**r, "records": len(r["records"])} for r in data["rounds"]]})
+    attach_statistics(name, data)
     show(request.config, f"[{name} @ {run.endpoint.label}] " + evaluation.summary().replace("\n", f"\n[{name}] "))
     if evaluation.problems:
         pytest.fail(f"{name} on {run.endpoint.base_url}:\n" + "\n".join(evaluation.problems), pytrace=False)
