@@ -10,8 +10,10 @@ a planted TTFT, then, with ``pytest_mooncake.serving``:
    of at least 90% of the target, and a TTFT error at p99 within 10 ms (ours counts from the
    *scheduled* time, so our own send lag is inside that figure).
 
-Then runs aiperf (``--aiperf PATH``, default: ``aiperf`` on PATH or beside this interpreter) on the
-same server with the same loads and prints both side by side. Writes
+The error test also runs through the ``openai`` SDK (its httpx and its aiohttp transports), the
+route this client took before it spoke the HTTP API itself, when the SDK is installed. Then runs
+aiperf (``--aiperf PATH``, default: ``aiperf`` on PATH or beside this interpreter) on the same
+server with the same loads and prints all side by side. Writes
 benchmarks/results/client_overhead.md (with the raw numbers as JSON at the end).
 """
 
@@ -27,17 +29,20 @@ import time
 import urllib.request
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+import pytest_mooncake.serving.load as load  # noqa: E402
 from pytest_mooncake.serving import (  # noqa: E402
     ClientConfig,
     Concurrency,
     PoissonRate,
     RequestSpec,
+    StreamingClient,
     round_stats,
     run_requests,
 )
@@ -66,9 +71,9 @@ def pct(values: list[float] | np.ndarray, q: float) -> float:
     return float(np.percentile(values, q)) if len(values) else float("nan")
 
 
-def ttft_error(config: ClientConfig, port: int, streams: int, waves: int) -> dict[str, Any]:
-    run_requests(config, specs(streams, "warm"), Concurrency(streams))  # start-up costs are not measurement error
-    records = run_requests(config, specs(streams * waves, "err"), Concurrency(streams))
+def ttft_error(config: ClientConfig, port: int, streams: int, waves: int, tag: str = "ours") -> dict[str, Any]:
+    run_requests(config, specs(streams, f"{tag}-warm"), Concurrency(streams))  # start-up costs are not measurement error
+    records = run_requests(config, specs(streams * waves, f"{tag}-err"), Concurrency(streams))
     ok = [r for r in records if r.ok]
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/debug/timings", timeout=30) as reply:
         server = json.load(reply)
@@ -86,6 +91,46 @@ def ttft_error(config: ClientConfig, port: int, streams: int, waves: int) -> dic
             "steady_error_p50_ms": pct(steady, 50), "steady_error_p99_ms": pct(steady, 99),
             "client_part_p50_ms": pct(client_ms, 50), "client_part_p99_ms": pct(client_ms, 99),
             "server_part_p50_ms": pct(server_ms, 50), "server_part_p99_ms": pct(server_ms, 99)}
+
+
+def sdk_client(transport: str) -> type[StreamingClient]:
+    """A StreamingClient whose requests go through the openai SDK (for comparison only)."""
+    import openai
+
+    class SDKClient(StreamingClient):
+        async def __aenter__(self) -> SDKClient:
+            http = openai.DefaultAioHttpClient if transport == "aiohttp" else openai.DefaultAsyncHttpxClient
+            self._sdk = openai.AsyncOpenAI(base_url=self.config.base_url, api_key=self.config.api_key, max_retries=0,
+                                           http_client=http(timeout=self.config.request_timeout_s))
+            return self
+
+        async def __aexit__(self, *exc: object) -> None:
+            await self._sdk.close()
+
+        async def _stream(self, spec: RequestSpec, stream: Any, where: str) -> None:
+            request = self._sdk.completions.with_streaming_response.create(
+                model=self.config.model, prompt=list(spec.prompt), max_tokens=spec.max_tokens, stream=True,  # type: ignore[arg-type]
+                stream_options={"include_usage": True}, extra_headers={"X-Request-Id": spec.request_id})
+            async with request as response:
+                async for line in response.http_response.aiter_lines():
+                    stream.feed(line)
+
+    return SDKClient
+
+
+def sdk_errors(config: ClientConfig, port: int, streams: int, waves: int) -> dict[str, Any]:
+    try:
+        import openai  # noqa: F401
+    except ImportError:
+        return {}
+    results = {}
+    for transport in ("httpx", "aiohttp"):
+        with mock.patch.object(load, "StreamingClient", sdk_client(transport)):
+            try:
+                results[transport] = ttft_error(config, port, streams, waves, tag=f"sdk-{transport}")
+            except RuntimeError as exc:  # the SDK's aiohttp transport needs its extra installed
+                results[transport] = {"failed": str(exc)}
+    return results
 
 
 def rate_row(rate: float, achieved: float, errors: int, ttft_p99_ms: float, extra: dict[str, Any]) -> dict[str, Any]:
@@ -154,6 +199,7 @@ def main() -> int:
     try:
         config = ClientConfig(f"http://127.0.0.1:{port}/v1", "fake", request_timeout_s=60, max_connections=max(1024, args.streams))
         ours_error = ttft_error(config, port, args.streams, args.waves)
+        sdk = sdk_errors(config, port, args.streams, args.waves)
         ours_rates = our_rates(config, rates, args.seconds)
         if aiperf:
             work = REPO / "benchmarks/results/aiperf"
@@ -169,7 +215,7 @@ def main() -> int:
     finally:
         os.killpg(server.pid, 15)
         server.wait(10)
-    write_report(ours_error, ours_rates, theirs, args)
+    write_report(ours_error, sdk, ours_rates, theirs, args)
     return 0
 
 
@@ -177,7 +223,7 @@ def fmt(value: Any, spec: str = ".2f") -> str:
     return format(value, spec) if isinstance(value, (int, float)) else "n/a"
 
 
-def write_report(error: dict[str, Any], rates: list[dict[str, Any]], theirs: dict[str, Any], args: argparse.Namespace) -> None:
+def write_report(error: dict[str, Any], sdk: dict[str, Any], rates: list[dict[str, Any]], theirs: dict[str, Any], args: argparse.Namespace) -> None:
     aip_error = theirs.get("error", {})
     best = max((r["rate"] for r in rates if r["sustained"]), default=0.0)
     aip_rates = {r["rate"]: r for r in theirs.get("rates", [])}
@@ -197,6 +243,8 @@ def write_report(error: dict[str, Any], rates: list[dict[str, Any]], theirs: dic
         f"| pytest-mooncake, after the first wave | {fmt(error['steady_error_p50_ms'])} | {fmt(error['steady_error_p99_ms'])} |",
         f"| of which the client (send→arrival + write→read) | {fmt(error['client_part_p50_ms'])} | {fmt(error['client_part_p99_ms'])} |",
         f"| of which the server's own lateness | {fmt(error['server_part_p50_ms'])} | {fmt(error['server_part_p99_ms'])} |",
+        *(f"| the same through the openai SDK ({name} transport), after the first wave | "
+          f"{fmt(e.get('steady_error_p50_ms'))} | {fmt(e.get('steady_error_p99_ms'))} |" for name, e in sdk.items()),
         f"| aiperf (after {args.streams} warm-up requests) | {fmt(aip_error.get('error_p50_ms'))} | {fmt(aip_error.get('error_p99_ms'))} |",
         "",
         f"## Open-loop Poisson rates ({args.seconds:g} s of requests per rate)",
@@ -221,7 +269,7 @@ def write_report(error: dict[str, Any], rates: list[dict[str, Any]], theirs: dic
         "## Raw numbers",
         "",
         "```json",
-        json.dumps({"ours": {"ttft_error": error, "rates": rates}, "aiperf": theirs}, indent=2, default=str),
+        json.dumps({"ours": {"ttft_error": error, "rates": rates}, "openai_sdk": sdk, "aiperf": theirs}, indent=2, default=str),
         "```",
     ]
     out = REPO / "benchmarks/results/client_overhead.md"

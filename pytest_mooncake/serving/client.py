@@ -36,19 +36,17 @@ speed-up), ``no_content`` and ``client_error`` (anything unexpected, with its ty
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import openai
-
-# openai >= 3 speaks HTTP through httpx2, older releases through httpx: use whichever its client is built on.
-http = importlib.import_module(openai.DefaultAsyncHttpxClient.__mro__[1].__module__.split(".")[0])
+import aiohttp
 
 ERROR_EXCERPT_CHARS = 500
+# An SSE line carries one chunk; a long reasoning chunk can outgrow aiohttp's 64 KiB default.
+LINE_LIMIT_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -57,7 +55,7 @@ class ClientConfig:
 
     ``base_url`` includes the API prefix, e.g. ``http://127.0.0.1:8000/v1``. ``max_connections``
     bounds the HTTP connection pool; it should be at least the load's concurrency, or requests
-    queue inside httpx where no timestamp sees them.
+    queue inside the pool where no timestamp sees them.
     """
 
     base_url: str
@@ -234,16 +232,13 @@ def _server_message(body: object) -> str:
 
 
 def _classify(exc: BaseException, stream: _Stream, where: str) -> RequestError:
-    if isinstance(exc, openai.APIStatusError):
-        return RequestError("http_error", f"{_server_message(exc.body)} [{where}]", exc.status_code)
-    if isinstance(exc, (openai.APITimeoutError, asyncio.TimeoutError, http.TimeoutException)):
+    if isinstance(exc, asyncio.TimeoutError):
         return RequestError("timeout", f"no complete reply within the request timeout [{where}]; raise "
                             "ClientConfig.request_timeout_s if the server is just slow")
-    if isinstance(exc, openai.APIConnectionError):
-        cause = exc.__cause__ or exc
-        return RequestError("connection_error", f"{type(cause).__name__}: {cause} [{where}]; is the server "
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return RequestError("connection_error", f"{type(exc).__name__}: {exc} [{where}]; is the server "
                             "running and listening there?")
-    if isinstance(exc, (http.RemoteProtocolError, http.ReadError, http.StreamError)):
+    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError)):
         return RequestError("stream_cut", f"the stream broke after {len(stream.text)} content chunks: "
                             f"{type(exc).__name__}: {exc} [{where}]")
     return RequestError("client_error", f"{type(exc).__name__}: {exc} [{where}]")
@@ -278,41 +273,54 @@ def _verdict_on_stream(stream: _Stream, completion_tokens: int | None, where: st
 
 
 class StreamingClient:
-    """An ``AsyncOpenAI`` client that measures streamed requests; use as ``async with``."""
+    """Measures streamed requests over one aiohttp session; use as ``async with``.
+
+    It speaks the OpenAI HTTP API itself rather than through the ``openai`` SDK: on 2 cores at
+    256 concurrent streams the SDK's per-request model building and httpx put 0.3-0.7 s of client
+    time into TTFT, its aiohttp transport still 0.2-0.3 s, a direct aiohttp stream 0.03-0.05 s
+    (``benchmarks/bench_client_overhead.py``).
+    """
 
     def __init__(self, config: ClientConfig) -> None:
         self.config = config
-        limits = http.Limits(max_connections=config.max_connections, max_keepalive_connections=config.max_connections)
-        self._client = openai.AsyncOpenAI(
-            base_url=config.base_url,
-            api_key=config.api_key,
-            max_retries=0,  # a retried request would hide the failure and distort its latency
-            timeout=config.request_timeout_s,
-            default_headers=dict(config.headers),
-            http_client=openai.DefaultAsyncHttpxClient(limits=limits, timeout=config.request_timeout_s),
-        )
-        # The SDK imports each API's modules on first use (~0.1 s); do it now, before any clock runs.
-        self._client.completions.with_streaming_response  # noqa: B018
-        self._client.chat.completions.with_streaming_response  # noqa: B018
+        self._session: aiohttp.ClientSession | None = None
+        self._headers = {"Authorization": f"Bearer {config.api_key}", **config.headers}
 
     async def __aenter__(self) -> StreamingClient:
+        # No session-wide timeout: send() bounds each request, so one slow stream fails alone.
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self.config.max_connections),
+            timeout=aiohttp.ClientTimeout(total=None),
+            read_bufsize=LINE_LIMIT_BYTES,
+            max_line_size=LINE_LIMIT_BYTES,
+            max_field_size=LINE_LIMIT_BYTES,
+        )
         await self.warm_up()
         return self
 
     async def warm_up(self) -> None:
-        """GET ``/models`` once, so the first measured request does not pay the HTTP stack's lazy
-        imports and connection set-up (40-120 ms here). It changes no server state; a failure is
-        left for the measured requests to record."""
+        """GET ``/models`` once, so the first measured request does not pay the connection set-up.
+        It changes no server state; a failure is left for the measured requests to record."""
         try:
-            await asyncio.wait_for(self._client.models.list(), min(self.config.request_timeout_s, 10.0))
-        except Exception:  # noqa: BLE001 - the requests themselves record why the server is unusable
+            async with self.session.get(self.config.base_url + "/models", headers=self._headers,
+                                        timeout=aiohttp.ClientTimeout(total=min(self.config.request_timeout_s, 10.0))) as reply:
+                await reply.read()
+        except (aiohttp.ClientError, asyncio.TimeoutError):
             pass
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
     async def close(self) -> None:
-        await self._client.close()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("StreamingClient is used outside 'async with'")
+        return self._session
 
     async def send(self, spec: RequestSpec, clock: RunClock, scheduled: float | None = None) -> RequestRecord:
         """Send ``spec`` now; latencies count from ``scheduled`` (monotonic), or from now when it is None."""
@@ -353,40 +361,41 @@ class StreamingClient:
         )
 
     async def _stream(self, spec: RequestSpec, stream: _Stream, where: str) -> None:
-        common: dict[str, Any] = {
+        body: dict[str, Any] = {
             "model": self.config.model,
             "max_tokens": spec.max_tokens,
             "temperature": spec.temperature,
             "stream": True,
             "stream_options": {"include_usage": True},
-            # vLLM adopts X-Request-Id, so server logs and traces can be joined with our records.
-            "extra_headers": {"X-Request-Id": spec.request_id},
-            "extra_body": dict(spec.extra_body),
+            **spec.extra_body,
         }
-        # The SDK walks every typed argument item by item before sending: a 30k-token prompt costs
-        # 1.5 s of client time inside TTFT. ``extra_body`` is merged into the JSON as is, so the
-        # prompt or the messages travel there, over empty placeholders of the typed arguments.
-        # The raw-response route keeps the SDK's request building and HTTP error mapping but skips
-        # a pydantic model per chunk, which under hundreds of streams delays the timestamps.
         if spec.messages is not None:
-            common["extra_body"]["messages"] = list(spec.messages)
-            request = self._client.chat.completions.with_streaming_response.create(messages=[], **common)
+            body["messages"] = list(spec.messages)
         else:
-            common["extra_body"]["prompt"] = spec.prompt if isinstance(spec.prompt, str) else list(spec.prompt)  # type: ignore[arg-type]
-            request = self._client.completions.with_streaming_response.create(prompt="", **common)
-        async with request as response:
-            reply = response.http_response
-            content_type = reply.headers.get("content-type", "")
+            body["prompt"] = spec.prompt if isinstance(spec.prompt, str) else list(spec.prompt)  # type: ignore[arg-type]
+        url = self.config.base_url + ("/chat/completions" if spec.api == "chat" else "/completions")
+        # vLLM adopts X-Request-Id, so server logs and traces can be joined with our records.
+        headers = {**self._headers, "X-Request-Id": spec.request_id}
+        async with self.session.post(url, data=json.dumps(body), headers={**headers, "Content-Type": "application/json"}) as reply:
+            content_type = reply.headers.get("Content-Type", "")
+            if reply.status >= 400:
+                text = (await reply.read()).decode(errors="replace")
+                try:
+                    message = _server_message(json.loads(text))
+                except ValueError:
+                    message = text[:ERROR_EXCERPT_CHARS]
+                stream.error = RequestError("http_error", f"{message} [{where}]", reply.status)
+                return
             if "text/event-stream" not in content_type:
-                body = (await reply.aread()).decode(errors="replace")
+                text = (await reply.read()).decode(errors="replace")
                 stream.error = RequestError(
                     "not_streaming",
-                    f"HTTP {reply.status_code} with Content-Type {content_type!r} instead of an SSE stream "
-                    f"[{where}]; the server or a proxy ignored stream=true. Body: {body[:ERROR_EXCERPT_CHARS]!r}",
-                    reply.status_code,
+                    f"HTTP {reply.status} with Content-Type {content_type!r} instead of an SSE stream "
+                    f"[{where}]; the server or a proxy ignored stream=true. Body: {text[:ERROR_EXCERPT_CHARS]!r}",
+                    reply.status,
                 )
                 return
-            async for line in reply.aiter_lines():
-                stream.feed(line)
+            async for line in reply.content:
+                stream.feed(line.decode(errors="replace"))
                 if stream.error is not None:
                     return
