@@ -276,8 +276,8 @@ class StreamingClient:
     """Measures streamed requests over one aiohttp session; use as ``async with``.
 
     It speaks the OpenAI HTTP API itself rather than through the ``openai`` SDK: on 2 cores at
-    256 concurrent streams the SDK's per-request model building and httpx put 0.3-0.7 s of client
-    time into TTFT, its aiohttp transport still 0.2-0.3 s, a direct aiohttp stream 0.03-0.05 s
+    256 concurrent streams the SDK put 0.5-0.9 s of client time into TTFT at p99 over httpx and
+    0.4 s over its aiohttp transport, a direct aiohttp stream 14-60 ms
     (``benchmarks/bench_client_overhead.py``).
     """
 
