@@ -83,6 +83,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("vllm_python", "Python interpreter that has vLLM, used to spawn servers (default: this one)", _path, None, "PATH"),
     Setting("api_key", "API key for the OpenAI-compatible endpoint", p.parse_text, None, "KEY", secret=True),
     Setting("model", "Model name served by the endpoint (default: the first of /v1/models)", p.parse_text, None, "NAME"),
+    Setting("tokenizer", "The served model's tokenizer (tokenizer.json or a directory holding it) for prompts exact in tokens, when the endpoint has no /tokenize (e.g. a PD proxy)", _path, None, "PATH"),
     Setting("max_tokens", "Completion tokens per request", p.parse_positive_int, 64, "N"),
     Setting("temperature", "Sampling temperature (0 makes cache-hit output comparable to cold output)", p.parse_float, 0.0, "T"),
     Setting("rounds", "Measurement rounds per scenario (round 1 cold, later rounds cache hits)", p.parse_positive_int, 2, "N"),
@@ -130,6 +131,7 @@ class MooncakeConfig:
     vllm_python: Path | None
     api_key: str | None
     model: str | None
+    tokenizer: Path | None
     max_tokens: int
     temperature: float
     rounds: int

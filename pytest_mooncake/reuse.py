@@ -17,17 +17,15 @@ the test (``mooncake_perf`` marker or profile) is judged on the cold and the hit
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .protocol import ScenarioRun
 from .serving import FAILED, PASSED, SLO, Rule, Verdict, judge, round_stats
-from .vllm.tokens import tokenize
+from .vllm.tokens import Tokenize, tokenizer_for
 
 # Below this share of the expected reusable tokens, a hit is reported as partial.
 PARTIAL_HIT = 0.9
-Tokenizer = Callable[[str], Sequence[int]]
 
 
 @dataclass
@@ -81,7 +79,7 @@ def _proof_of_reuse(evaluation: Evaluation) -> None:
         )
 
 
-def _integrity(evaluation: Evaluation, match_tokens: float | None, tokenizer: Tokenizer) -> None:
+def _integrity(evaluation: Evaluation, match_tokens: float | None, tokenizer: Tokenize) -> None:
     if evaluation.run.integrity is None:
         return
     cold, hit = evaluation.run.integrity
@@ -107,7 +105,7 @@ def _values(run: ScenarioRun, round_name: str, metric: str) -> list[float]:
 
 
 def evaluate(
-    run: ScenarioRun, thresholds: dict[str, float], *, statistic: str = "median", tokenizer: Tokenizer | None = None
+    run: ScenarioRun, thresholds: dict[str, float], *, statistic: str = "median", tokenizer: Tokenize | None = None
 ) -> Evaluation:
     """``tokenizer`` (default: the endpoint's ``/tokenize``) is used only for ``match_tokens``."""
     evaluation = Evaluation(run)
@@ -116,7 +114,7 @@ def evaluate(
         evaluation.problems.append(f"{len(errors)} requests failed, e.g. " + "; ".join(errors[:3]))
         return evaluation
     _proof_of_reuse(evaluation)
-    _integrity(evaluation, thresholds.get("match_tokens"), tokenizer or (lambda text: tokenize(run.endpoint, text)))
+    _integrity(evaluation, thresholds.get("match_tokens"), tokenizer or tokenizer_for(run.endpoint, None))
     cold, hit = run.round("cold").ttfts(), run.round("hit").ttfts()
     if "ttft_reduction" in thresholds:
         verdict = judge("ttft_reduction", cold, _strata(run), Rule(">=", thresholds["ttft_reduction"]), statistic=statistic)

@@ -14,7 +14,7 @@ from pytest_mooncake.reuse import evaluate
 from pytest_mooncake.scenarios import Scenario, salt_tokens
 from pytest_mooncake.serving import PASSED, RequestSpec, run_requests
 from pytest_mooncake.vllm.server import Endpoint, spawned_vllm, vllm_available
-from pytest_mooncake.vllm.tokens import TokenPool
+from pytest_mooncake.vllm.tokens import TokenPool, tokenizer_for
 
 from .conftest import REPO
 
@@ -34,7 +34,7 @@ def baseline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoint]:
 
 def test_warm_up_trap_never_becomes_a_claimed_reduction(baseline: Endpoint) -> None:
     """Runs first, on a fresh server: the naive first-vs-second comparison is what fools people."""
-    pool = TokenPool.from_endpoint(baseline, 40_000)
+    pool = TokenPool.from_tokenizer(tokenizer_for(baseline, None), 40_000)
     same = RequestSpec("naive", prompt=tuple(pool.prompt(salt_tokens(pool, f"naive {time.time()}"), 3000)), max_tokens=4)
     naive = run_requests(baseline.client_config(300.0), [baseline.prepare(same, 0.0)] * 2)
     naive_gain = 1 - naive[1].ttft_s / naive[0].ttft_s  # type: ignore[operator]

@@ -9,11 +9,17 @@ from pytest_mooncake.options import MooncakeConfig
 from pytest_mooncake.protocol import Counters, Protocol
 from pytest_mooncake.scenarios import Scenario, apply_definition, default_scenarios, user_scenario
 from pytest_mooncake.vllm.server import Endpoint
-from pytest_mooncake.vllm.tokens import TokenPool, tokenize
+from pytest_mooncake.vllm.tokens import Tokenize, TokenPool, tokenizer_for
 
 
 @pytest.fixture(scope="session")
-def serving_scenarios(openai_endpoint: Endpoint, mooncake_config: MooncakeConfig) -> dict[str, Scenario]:
+def serving_tokenizer(openai_endpoint: Endpoint, mooncake_config: MooncakeConfig) -> Tokenize:
+    """The served model's tokenizer: ``--mooncake-tokenizer``, else the endpoint's /tokenize."""
+    return tokenizer_for(openai_endpoint, mooncake_config.tokenizer)
+
+
+@pytest.fixture(scope="session")
+def serving_scenarios(openai_endpoint: Endpoint, mooncake_config: MooncakeConfig, serving_tokenizer: Tokenize) -> dict[str, Scenario]:
     """Default scenarios sized to the server, then the settings and the YAML definitions on top."""
     overrides: dict[str, object] = {}
     if mooncake_config.sources["requests_per_scenario"] != "default":
@@ -23,14 +29,14 @@ def serving_scenarios(openai_endpoint: Endpoint, mooncake_config: MooncakeConfig
     scenarios = {name: apply_definition(s, overrides) for name, s in default_scenarios(openai_endpoint.max_model_len()).items()}
     for name, definition in mooncake_config.scenario_definitions.items():
         base = scenarios[name] if name in scenarios else user_scenario(name, overrides)
-        scenarios[name] = apply_definition(base, definition, lambda text: tokenize(openai_endpoint, text))
+        scenarios[name] = apply_definition(base, definition, serving_tokenizer)
     return scenarios
 
 
 @pytest.fixture(scope="session")
-def token_pool(openai_endpoint: Endpoint, serving_scenarios: dict[str, Scenario]) -> TokenPool:
+def token_pool(serving_tokenizer: Tokenize, serving_scenarios: dict[str, Scenario]) -> TokenPool:
     longest = max(s.prompt_tokens + s.turns * s.question_tokens for s in serving_scenarios.values())
-    return TokenPool.from_endpoint(openai_endpoint, min_tokens=longest + 64 * 1024)
+    return TokenPool.from_tokenizer(serving_tokenizer, min_tokens=longest + 64 * 1024)
 
 
 def _store_counters(request: pytest.FixtureRequest, config: MooncakeConfig) -> Counters | None:

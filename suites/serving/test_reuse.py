@@ -33,7 +33,8 @@ def _check(name: str, request: pytest.FixtureRequest, statistic: str = "median",
     results: Results = request.getfixturevalue("mooncake_results")
     label("scenario", name)
     run = protocol.run(scenarios[name])
-    evaluation = evaluate(run, effective_thresholds(request.node, keys), statistic=statistic)
+    evaluation = evaluate(run, effective_thresholds(request.node, keys), statistic=statistic,
+                          tokenizer=request.getfixturevalue("serving_tokenizer"))
     data = evaluation.data()
     results.add("serving", name, data, test=request.node.nodeid)
     attach_statistics(name, data)
