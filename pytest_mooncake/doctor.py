@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import subprocess
 from collections.abc import Iterator
@@ -10,11 +11,12 @@ from dataclasses import dataclass
 
 from .binaries import find_binary
 from .cluster import attach_probes
-from .errors import BinaryNotFound, NamespaceUnavailable
+from .errors import BinaryNotFound, MooncakeError, NamespaceUnavailable
 from .markers import rdma_devices
 from .netns import NetworkNamespace
 from .options import MooncakeConfig
-from .probes import HTTPProbe
+from .probes import HTTPProbe, http_request
+from .vllm.tokens import local_tokenizer
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,27 @@ def _openai_checks(config: MooncakeConfig) -> Iterator[Check]:
         pattern = rf'"id"\s*:\s*"{re.escape(config.model)}"' if config.model else None
         result = HTTPProbe(url + "/models", body_pattern=pattern, headers=headers).check()
         yield Check(f"{what} {url}", result.ok, f"GET /models: {result.detail}", fix)
+    if config.openai_base_url is not None:
+        yield _tokenizer_check(config, config.openai_base_url, dict(headers))
+
+
+def _tokenizer_check(config: MooncakeConfig, base_url: str, headers: dict[str, str]) -> Check:
+    """Prompts are cut from the served model's tokens: /tokenize, or --mooncake-tokenizer."""
+    if config.tokenizer is not None:
+        try:
+            ids = local_tokenizer(config.tokenizer)("pytest-mooncake")
+        except MooncakeError as exc:
+            return Check("tokenizer", False, str(exc), "give the served model's tokenizer.json or its directory")
+        return Check("tokenizer", True, f"{config.tokenizer}: {len(ids)} tokens for a probe text")
+    url = base_url.removesuffix("/v1") + "/tokenize"
+    body = json.dumps({"prompt": "pytest-mooncake", **({"model": config.model} if config.model else {})})
+    try:
+        response = http_request(url, method="POST", timeout=5.0, body=body, headers={"Content-Type": "application/json", **headers})
+        ok, detail = response.status == 200, f"HTTP {response.status}"
+    except OSError as exc:
+        ok, detail = False, str(exc)
+    return Check(f"tokenizer {url}", ok, f"POST /tokenize: {detail}",
+                 "give the served model's tokenizer with --mooncake-tokenizer=PATH (an endpoint without /tokenize, e.g. a PD proxy)")
 
 
 def _rdma_check(config: MooncakeConfig) -> Iterator[Check]:

@@ -42,3 +42,16 @@ def test_missing_or_broken_tokenizer_says_what_to_give(tmp_path: Path) -> None:
 def test_without_a_local_tokenizer_the_endpoint_is_asked() -> None:
     with pytest.raises(MooncakeError, match="/tokenize failed"):
         tokenizer_for(UNREACHABLE, None)("def")
+
+
+def test_doctor_says_when_prompts_cannot_be_cut_and_how_to_fix_it(tmp_path: Path) -> None:
+    from pytest_mooncake.doctor import _tokenizer_check
+    from pytest_mooncake.options import MooncakeConfig
+
+    from .serving.fake_openai_server import FakeOpenAIServer
+
+    with FakeOpenAIServer() as server:  # a proxy-like endpoint: /v1/* but no /tokenize
+        missing = _tokenizer_check(MooncakeConfig.from_defaults(openai_base_url=server.base_url), server.base_url, {})
+    assert not missing.ok and "HTTP 404" in missing.detail and "--mooncake-tokenizer" in missing.fix
+    given = _tokenizer_check(MooncakeConfig.from_defaults(tokenizer=write_tokenizer(tmp_path)), "http://127.0.0.1:9/v1", {})
+    assert given.ok, given.line()
