@@ -83,8 +83,9 @@ def _openai_checks(config: MooncakeConfig) -> Iterator[Check]:
         pattern = rf'"id"\s*:\s*"{re.escape(config.model)}"' if config.model else None
         result = HTTPProbe(url + "/models", body_pattern=pattern, headers=headers).check()
         yield Check(f"{what} {url}", result.ok, f"GET /models: {result.detail}", fix)
-    if config.openai_base_url is not None:
-        yield _tokenizer_check(config, config.openai_base_url, dict(headers))
+        # An unreachable endpoint has no /tokenize either: one failure is enough.
+        if url == config.openai_base_url and (result.ok or config.tokenizer is not None):
+            yield _tokenizer_check(config, url, dict(headers))
 
 
 def _tokenizer_check(config: MooncakeConfig, base_url: str, headers: dict[str, str]) -> Check:
