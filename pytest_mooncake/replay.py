@@ -65,6 +65,12 @@ def predict_cached(records: Sequence[TraceRecord], lengths: Sequence[int], block
     return predictions
 
 
+def replayable(records: Sequence[TraceRecord], salt_tokens: int, *, max_model_len: int, scale: int = 1,
+               max_tokens_cap: int = 16) -> list[TraceRecord]:
+    """The records whose scaled prompt and answer fit the server's context."""
+    return [r for r in records if salt_tokens + r.input_length // scale + min(r.output_length, max_tokens_cap) <= max_model_len]
+
+
 def replay(
     endpoint: Endpoint,
     records: Sequence[TraceRecord],
@@ -80,7 +86,7 @@ def replay(
     on_record: OnRecord | None = None,
 ) -> ReplayResult:
     block_tokens = BLOCK_TOKENS // scale
-    kept = [r for r in records if len(salt) + r.input_length // scale + min(r.output_length, max_tokens_cap) <= max_model_len]
+    kept = replayable(records, len(salt), max_model_len=max_model_len, scale=scale, max_tokens_cap=max_tokens_cap)
     prompts = [
         endpoint.prepare(RequestSpec(f"trace-line-{r.line}", "trace_replay", "replay", prompt=(*salt, *prompt_ids(r, vocab, scale=scale)),
                                      max_tokens=min(r.output_length, max_tokens_cap)), temperature=0.0)

@@ -9,7 +9,7 @@ import pytest
 
 from pytest_mooncake.options import MooncakeConfig
 from pytest_mooncake.progress import Progress
-from pytest_mooncake.replay import replay
+from pytest_mooncake.replay import replay, replayable
 from pytest_mooncake.reporting import show
 from pytest_mooncake.results import Results
 from pytest_mooncake.scenarios import salt_tokens
@@ -34,10 +34,10 @@ def test_conversation_trace_replay(
     path = mooncake_config.trace or BUNDLED
     records = load_trace(path, first_n=mooncake_config.trace_requests)
     salt = salt_tokens(token_pool, f"{mooncake_run_id} replay", length=256)
-    with Progress(request.config, f"trace replay {path.name}", len(records)) as progress:
+    fits = {"max_model_len": openai_endpoint.max_model_len(), "scale": mooncake_config.trace_scale}
+    with Progress(request.config, f"trace replay {path.name}", len(replayable(records, len(salt), **fits))) as progress:
         result = replay(
-            openai_endpoint, records, sorted(set(token_pool.ids)), salt, max_model_len=openai_endpoint.max_model_len(),
-            scale=mooncake_config.trace_scale, speed=mooncake_config.trace_speed, max_in_flight=1,
+            openai_endpoint, records, sorted(set(token_pool.ids)), salt, **fits, speed=mooncake_config.trace_speed, max_in_flight=1,
             timeout=mooncake_config.request_timeout, on_record=progress.record,
         )
     errors = [str(r.error) for r in result.records if r.error]
