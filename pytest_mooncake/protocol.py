@@ -20,11 +20,11 @@ from typing import Any
 
 import pytest
 
+from .options import MooncakeConfig
 from .probes import http_request
 from .progress import Progress
 from .reporting import step
 from .scenarios import PromptBuilder, Scenario, salt_tokens
-from .options import MooncakeConfig
 from .serving import (
     COUNTERS,
     Concurrency,
@@ -32,6 +32,7 @@ from .serving import (
     RequestRecord,
     RequestSpec,
     round_stats,
+    run_duration,
     run_requests,
     wait_until_quiescent,
 )
@@ -146,8 +147,7 @@ class Protocol:
 
     def _settle(self) -> bool:
         """Wait until the counters stop growing: connectors save KV in the background."""
-        read = self._counters
-        return wait_until_quiescent(read, list(read()), interval_s=0.25, stable_for_s=SETTLE_STABLE_S,
+        return wait_until_quiescent(self._counters, interval_s=0.25, stable_for_s=SETTLE_STABLE_S,
                                     timeout_s=SETTLE_TIMEOUT_S).settled
 
     def _round(self, scenario: Scenario, name: str, specs: Sequence[RequestSpec], concurrency: int | None = None) -> RoundResult:
@@ -157,11 +157,10 @@ class Protocol:
         with step(f"round {name}: {len(specs)} requests"), progress or nullcontext():
             records = run_requests(self._client, [self.endpoint.prepare(s, self.config.temperature) for s in specs],
                                    Concurrency(limit), on_record=progress.record if progress else None)
-        wall = max((r.finished_at_s for r in records), default=0.0)
         after = self._counters()
         # Plain differences: the master's key count is a gauge and may fall when it evicts.
         change = {key: value - before[key] for key, value in after.items() if value is not None and before.get(key) is not None}
-        return RoundResult(name, records, wall, change)
+        return RoundResult(name, records, run_duration(records), change)
 
     def _prepare(self, scenario: Scenario) -> bool:
         if self.warm_up:

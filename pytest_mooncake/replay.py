@@ -38,7 +38,6 @@ class ReplayResult:
     predicted_cached: list[int]
     skipped: int
     theoretical_hit_ratio: float
-    wall_s: float
 
     @property
     def measured_cached(self) -> int:
@@ -95,5 +94,4 @@ def replay(
     offsets = tuple(offset for offset, _ in schedule(kept, speed=speed))
     results = run_requests(endpoint.client_config(timeout), prompts, Timestamps(offsets, max_in_flight), on_record=on_record)
     predicted = predict_cached(kept, [len(p.prompt or ()) for p in prompts], block_tokens, server_block_size(endpoint), len(salt))
-    wall = max((r.finished_at_s for r in results), default=0.0)
-    return ReplayResult(results, predicted, len(records) - len(kept), theoretical_hit_ratio(kept), wall)
+    return ReplayResult(results, predicted, len(records) - len(kept), theoretical_hit_ratio(kept))

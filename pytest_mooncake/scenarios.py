@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from .markers import PERF_KEYS
 from .serving import RequestSpec
 from .vllm.tokens import TokenPool
 
@@ -78,8 +79,6 @@ def apply_definition(
     """A scenario with the overrides of a ``test_scenarios`` YAML entry; ``tokenize`` turns its
     ``prompt_template`` into the token ids every question starts with. Threshold keywords
     (``ttft_reduction`` ...) are the test's business and pass through."""
-    from .markers import PERF_KEYS
-
     unknown = set(definition) - set(DEFINITION_KEYS) - {"prompt_template", "description"} - set(PERF_KEYS)
     if unknown:
         raise pytest.UsageError(

@@ -117,7 +117,7 @@ class Quiescence:
 
 def wait_until_quiescent(
     read: Callable[[], Mapping[str, float | None]],
-    keys: Sequence[str],
+    keys: Sequence[str] | None = None,
     *,
     interval_s: float = 0.5,
     stable_for_s: float = 2.0,
@@ -125,7 +125,8 @@ def wait_until_quiescent(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Quiescence:
-    """Poll ``read()`` until ``keys`` have not changed for ``stable_for_s`` seconds, or ``timeout_s`` passes.
+    """Poll ``read()`` until ``keys`` (default: every counter it returns) have not changed for
+    ``stable_for_s`` seconds, or ``timeout_s`` passes.
 
     Used before a hit round, so KV saves still draining in the background (a store counter still
     growing) do not turn intended hits into misses. Read errors propagate: a server that stops
@@ -144,6 +145,7 @@ def wait_until_quiescent(
         sleep(min(interval_s, max(0.0, timeout_s - (now - started))))
         latest = dict(read())
         polls += 1
-        if any(latest.get(key) != values.get(key) for key in keys):
+        watched = keys if keys is not None else latest.keys() | values.keys()
+        if any(latest.get(key) != values.get(key) for key in watched):
             stable_since = clock()
         values = latest

@@ -72,6 +72,25 @@ def test_quiescence_gives_up_at_the_timeout() -> None:
     assert not result.settled and result.waited_s == pytest.approx(10) and result.values["stored"] == result.polls
 
 
+def test_without_keys_every_counter_read_is_watched() -> None:
+    now, polls = [0.0], [0]
+
+    def read() -> dict[str, float]:
+        polls[0] += 1
+        # "key_count" stops at poll 4, "bytes" appears late and grows until poll 6.
+        return {"key_count": min(polls[0], 4), **({"bytes": polls[0]} if 3 <= polls[0] <= 6 else {"bytes": 6} if polls[0] > 6 else {})}
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    every = wait_until_quiescent(read, interval_s=1, stable_for_s=3, timeout_s=30, clock=lambda: now[0], sleep=sleep)
+    assert every.settled and every.values == {"key_count": 4, "bytes": 6}
+    assert every.waited_s == pytest.approx(8)  # "bytes" last grew at t=5 (poll 6), then 3 s stable
+    now[0], polls[0] = 0.0, 0
+    one = wait_until_quiescent(read, ["key_count"], interval_s=1, stable_for_s=3, timeout_s=30, clock=lambda: now[0], sleep=sleep)
+    assert one.waited_s == pytest.approx(6)  # watching one counter would have stopped before "bytes" settled
+
+
 def test_custom_fetch_is_used() -> None:
     urls = []
 
