@@ -13,6 +13,7 @@ Keyword arguments are settings (see README) and win over every other source.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from typing import Any
@@ -43,13 +44,16 @@ def _master_fixture(mode: str, overrides: dict[str, Any]) -> FixtureFunction:
                     "Fix: pass --mooncake-master=HOST:PORT (or use mooncake_master_proc to spawn one)."
                 )
             with attached_master(config) as master:
-                state(request.config).results.topology[request.fixturename] = {
+                topology = state(request.config).results.topology
+                topology[request.fixturename] = {
                     "spawned": False,
                     "master": str(master.endpoint),
                     "metadata_url": master.metadata_url,
                     "metrics_url": master.metrics_url,
                 }
+                metrics = MasterMetrics(master)
                 yield master
+                topology[request.fixturename]["left_behind"] = _left_behind(request, master, metrics)
             return
         workdir = tmp_path_factory.mktemp(request.fixturename)
         with spawned_master(config, workdir, state(request.config).janitor) as master:
@@ -62,6 +66,23 @@ def _master_fixture(mode: str, overrides: dict[str, Any]) -> FixtureFunction:
             yield master
 
     return master_fixture
+
+
+def _left_behind(request: pytest.FixtureRequest, master: MasterHandle, metrics: MasterMetrics) -> dict[str, float]:
+    """The attached master's change over the session, printed at the end of the run."""
+    try:
+        delta = metrics.delta()
+    except OSError as exc:
+        state(request.config).left_behind.append(f"{master.endpoint}: could not read its metrics at the end: {exc}")
+        return {}
+    change = {name: delta.get(name, 0.0) for name in ("master_key_count", "master_allocated_bytes", "master_evicted_key_count")}
+    state(request.config).left_behind.append(
+        f"{master.endpoint}: {change['master_key_count']:+.0f} keys, {change['master_allocated_bytes'] / 2**20:+.1f} MiB "
+        f"allocated, {change['master_evicted_key_count']:.0f} keys evicted during this run (master deltas; other "
+        "clients' activity counts too). KV that a serving endpoint's connector stored for our prompts stays and "
+        "ages out by the store's own eviction; the keys our store clients wrote were removed."
+    )
+    return change
 
 
 def mooncake_master_proc(**overrides: Any) -> FixtureFunction:
@@ -149,8 +170,20 @@ def mooncake_store(
             janitor=session.janitor,
         ) as client_node:
             yield client_node.client
+            if not master.spawned:
+                _remove_own_keys(request, master, client_node.client)
 
     return store_fixture
+
+
+def _remove_own_keys(request: pytest.FixtureRequest, master: MasterHandle, client: StoreClient) -> None:
+    """Sweep what a test left under this run's prefix (a test cut short by a failure, say)."""
+    run_id = state(request.config).run_id
+    removed = client.call("remove_by_regex", f"^{re.escape(run_id)}-", True)
+    state(request.config).left_behind.append(
+        f"{master.endpoint}: removed {max(removed, 0)} leftover keys of this run (prefix {run_id}-)"
+        + (f"; remove_by_regex answered {removed}" if removed < 0 else "")
+    )
 
 
 def mooncake_metrics(master_fixture: str = "mooncake_master") -> FixtureFunction:

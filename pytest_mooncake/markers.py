@@ -22,6 +22,8 @@ CAPABILITIES = {
     "requires_gpu": "needs a CUDA GPU",
     "requires_serving": "needs an OpenAI-compatible endpoint (attached, or vLLM to spawn)",
     "destructive": "kills or restarts services; runs only on clusters pytest spawned",
+    "evicts": "fills the store past its capacity, so Mooncake evicts keys of every tenant; "
+    "on an attached cluster it runs only with --mooncake-allow-eviction",
 }
 PERF_MARKER = "mooncake_perf"
 # Threshold keyword -> meaning. Suites compare ratios measured in the same run.
@@ -91,7 +93,7 @@ def gpu_present() -> bool:
     return shutil.which("nvidia-smi") is not None and Path("/dev/nvidia0").exists()
 
 
-def skip_reason(item: pytest.Item, protocol: str, attached: bool) -> str | None:
+def skip_reason(item: pytest.Item, protocol: str, attached: bool, allow_eviction: bool = False) -> str | None:
     """Why a capability-marked test cannot run here, or None."""
     if item.get_closest_marker("requires_rdma"):
         if protocol != "rdma":
@@ -102,4 +104,7 @@ def skip_reason(item: pytest.Item, protocol: str, attached: bool) -> str | None:
         return "needs a CUDA GPU: nvidia-smi or /dev/nvidia0 not found"
     if item.get_closest_marker("destructive") and attached:
         return "destructive (kills or restarts services): runs only on a cluster pytest spawned"
+    if item.get_closest_marker("evicts") and attached and not allow_eviction:
+        return ("fills the attached cluster past its capacity, which evicts OTHER tenants' KV "
+                "(Mooncake's eviction is global): pass --mooncake-allow-eviction to run it anyway")
     return None

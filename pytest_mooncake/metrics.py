@@ -13,6 +13,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from .cluster import MasterHandle
 
+# The master evicts once the pool is fuller than its --eviction_high_watermark_ratio (0.9 by
+# default), and eviction is global: anyone's keys go. An attached master does not expose its
+# watermark, and its other tenants keep writing, so our writes stop well below it.
+SAFE_FILL_RATIO = 0.8
+
 
 @dataclass(frozen=True)
 class Snapshot:
@@ -30,6 +35,10 @@ class Snapshot:
 
     def get(self, name: str, default: float = 0.0) -> float:
         return self.values.get(name, default)
+
+    def write_headroom(self, ratio: float = SAFE_FILL_RATIO) -> int:
+        """Bytes that can be written before the pool is ``ratio`` full: a write that fits evicts nothing."""
+        return max(0, int(ratio * self["master_total_capacity_bytes"] - self["master_allocated_bytes"]))
 
     def delta(self, before: Snapshot) -> dict[str, float]:
         """After minus before for every sample present in both."""

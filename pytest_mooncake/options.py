@@ -76,6 +76,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("lease_ttl", "Object lease after a read: passed to a spawned master, assumed for an attached one (default 1s spawned, 10s attached)", p.parse_positive_duration, None, "DURATION"),
     Setting("client_ttl", "Seconds until the master expires a silent client: passed to a spawned master, assumed for an attached one (default 5s spawned, 10s attached)", p.parse_positive_duration, None, "DURATION"),
     Setting("netns", "Isolate spawned Mooncake processes in a private network namespace: auto, on, off", p.choice("auto", "on", "off"), "auto", "auto|on|off"),
+    Setting("allow_eviction", "Let tests fill an ATTACHED cluster past its capacity. Mooncake's eviction is global: this EVICTS OTHER TENANTS' KV (spawned clusters always allow it)", p.parse_bool, False, "yes|no"),
     Setting("master_bin", "Path of the mooncake_master binary to spawn (default: the one in the Mooncake wheel)", _path, None, "PATH"),
     Setting("bench_bin", "Path of the transfer_engine_bench binary (default: the one in the Mooncake wheel)", _path, None, "PATH"),
     Setting("openai_base_url", "OpenAI-compatible endpoint to test, e.g. http://10.0.0.5:8000/v1 (default: spawn vLLM when installed)", p.parse_url, None, "URL"),
@@ -124,6 +125,7 @@ class MooncakeConfig:
     lease_ttl: float
     client_ttl: float
     netns: str
+    allow_eviction: bool
     master_bin: Path | None
     bench_bin: Path | None
     openai_base_url: str | None
@@ -212,7 +214,11 @@ def add_options(parser: pytest.Parser) -> None:
     for setting in SETTINGS:
         # argparse %-formats help strings.
         cli_help = setting.help.replace("%", "%%")
-        group.addoption(setting.flag, dest=setting.ini, default=None, metavar=setting.metavar, help=cli_help)
+        if setting.parse is p.parse_bool:
+            # A switch on the command line; ini, environment and YAML take yes/no.
+            group.addoption(setting.flag, dest=setting.ini, default=None, action="store_const", const=True, help=cli_help)
+        else:
+            group.addoption(setting.flag, dest=setting.ini, default=None, metavar=setting.metavar, help=cli_help)
         parser.addini(setting.ini, help=setting.help, default=None)
     group.addoption(
         "--mooncake-doctor",

@@ -138,6 +138,18 @@ def parse_float(value: object) -> float:
         raise ValueError("expected a number, e.g. 0.0") from None
 
 
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def parse_bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text not in _TRUE + _FALSE:
+        raise ValueError(f"expected a yes/no value: one of {', '.join(_TRUE + _FALSE)}")
+    return text in _TRUE
+
+
 def parse_text(value: object) -> str:
     return str(value).strip()
 

@@ -86,7 +86,13 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
-    if STATE_KEY not in config.stash or state(config).results_path is None:
+    if STATE_KEY not in config.stash:
+        return
+    if state(config).left_behind:
+        terminalreporter.write_sep("-", "mooncake: what this run left in attached clusters")
+        for line in state(config).left_behind:
+            terminalreporter.write_line(line)
+    if state(config).results_path is None:
         return
     terminalreporter.write_sep("-", f"mooncake results: {state(config).results_path}")
     for line in state(config).summary:
@@ -112,7 +118,7 @@ def _is_other_scenario(item: pytest.Item, wanted: tuple[str, ...]) -> bool:
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     settings = get_config(item.config)
-    reason = markers.skip_reason(item, settings.protocol, settings.attach)
+    reason = markers.skip_reason(item, settings.protocol, settings.attach, settings.allow_eviction)
     if reason:
         pytest.skip(reason)
 

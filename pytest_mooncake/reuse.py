@@ -9,7 +9,8 @@ the test (``mooncake_perf`` marker or profile) is judged on the cold and the hit
   of the mean end-to-end latency (the rounds send one request at a time) >= X;
 - ``tpot_change``: TPOT(hit)/TPOT(cold) - 1 within ±X (decoding must not slow down);
 - ``ttft_p90_ms``: the hit round's p90 TTFT SLO, with goodput;
-- ``control_gain``: the negative control, a gain significantly above X is contamination;
+- ``control_gain``: the negative control: clean when the whole interval is within X,
+  CONTAMINATED when it is wholly above (or a token was cached), INCONCLUSIVE otherwise;
 - ``match_tokens``: the exact repeat's first N tokens must equal the cold answer's
   (without it, the whole answer must).
 """
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .protocol import ScenarioRun
-from .serving import FAILED, PASSED, SLO, Rule, Verdict, judge, round_stats
+from .serving import FAILED, INCONCLUSIVE, PASSED, SLO, Rule, Verdict, judge, round_stats
 from .vllm.tokens import Tokenize, tokenizer_for
 
 # Below this share of the expected reusable tokens, a hit is reported as partial.
@@ -34,6 +35,8 @@ class Evaluation:
     verdicts: list[Verdict] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # The negative control's outcome and power, when the scenario is one.
+    control: dict[str, Any] | None = None
 
     def data(self) -> dict[str, Any]:
         return {
@@ -47,6 +50,7 @@ class Evaluation:
             "verdicts": [v.as_dict() for v in self.verdicts],
             "problems": self.problems,
             "notes": self.notes,
+            "control": self.control,
         }
 
     def summary(self) -> str:
@@ -155,17 +159,28 @@ def _slo(evaluation: Evaluation, limit_ms: float) -> None:
 
 
 def _negative_control(evaluation: Evaluation, cold: list[float], hit: list[float], limit: float, statistic: str) -> None:
-    """No reuse was arranged, so a gain significantly above ``limit`` means the measurement is contaminated."""
+    """No reuse was arranged, so the control is clean only when its whole interval lies within
+    ``limit`` and nothing was cached; CONTAMINATED when the interval lies wholly above it or a
+    token was cached; INCONCLUSIVE when the interval straddles it: a control that cannot tell
+    a large gain from none cannot vouch for the scenario verdicts beside it."""
     verdict = judge("control_gain", cold, hit, Rule("<=", limit), statistic=statistic)
     cached = evaluation.run.round("hit").stats["cached_tokens"]
-    contaminated = verdict.outcome == FAILED or cached > 0
+    outcome = FAILED if cached > 0 else verdict.outcome
+    # The smallest true gain whose interval, as wide as this one, would lie wholly above the limit.
+    detectable = limit + (verdict.effect - verdict.ci_low)
+    conclusion = {
+        PASSED: f"clean: no gain above {limit:.0%}",
+        FAILED: "CONTAMINATED: unique prompts got faster or were cached; the run's gains are not vouched for",
+        INCONCLUSIVE: f"INCONCLUSIVE: the interval straddles {limit:.0%}, so the control cannot tell a gain from none "
+                      "and does not vouch for the run's gains; more requests per round narrow it",
+    }[outcome]
     message = (
         f"negative control: gain {verdict.effect:.1%} (95% CI {verdict.ci_low:.1%} .. {verdict.ci_high:.1%}, "
-        f"{statistic} of n={verdict.n_after} vs n={verdict.n_before}), {cached} cached tokens; "
-        + ("CONTAMINATED: unique prompts got faster or were cached" if contaminated
-           else f"no gain significantly above {limit:.0%}")
+        f"{statistic} of n={verdict.n_after} vs n={verdict.n_before}), {cached} cached tokens; {conclusion}. "
+        f"Power: at this n it detects gains of {detectable:.0%} or more"
     )
     evaluation.verdicts.append(Verdict(verdict.metric, verdict.threshold, verdict.n_before, verdict.n_after, verdict.effect,
-                                       verdict.ci_low, verdict.ci_high, FAILED if contaminated else PASSED, message))
-    if contaminated:
+                                       verdict.ci_low, verdict.ci_high, outcome, message))
+    evaluation.control = {"outcome": outcome, "cached_tokens": cached, "detectable_gain": detectable, "limit": limit}
+    if outcome != PASSED:
         evaluation.problems.append(message)

@@ -27,6 +27,8 @@ class SessionState:
     results: Results = field(init=False)
     results_path: Path | None = None
     summary: list[str] = field(default_factory=list)
+    # What the run changed in attached clusters, printed at the end of every session.
+    left_behind: list[str] = field(default_factory=list)
     rootdir: Path = field(default_factory=Path.cwd)
 
     def __post_init__(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pytest_mooncake.options import SETTINGS
+from pytest_mooncake.parsing import parse_bool
 
 YAML_KEYS = {
     "config": "—",
@@ -28,6 +29,7 @@ DEFAULTS = {
     "lease_ttl": "1s spawned / 10s attached",
     "client_ttl": "5s spawned / 10s attached",
     "scenarios": "all",
+    "allow_eviction": "no",
     "segment_size": "64 MiB",
     "local_buffer_size": "32 MiB",
 }
@@ -38,7 +40,8 @@ def table() -> str:
     for s in SETTINGS:
         default = DEFAULTS.get(s.name, "—" if s.default in (None, "", ()) else str(s.default))
         yaml_key = YAML_KEYS.get(s.name, f"`{s.name}`")
-        rows.append(f"| {s.help} | `{s.flag}={s.metavar}` | `{s.ini}` | `{s.env}` | {yaml_key} | {default} |")
+        cli = s.flag if s.parse is parse_bool else f"{s.flag}={s.metavar}"
+        rows.append(f"| {s.help} | `{cli}` | `{s.ini}` | `{s.env}` | {yaml_key} | {default} |")
     return "\n".join(rows) + "\n"
 
 

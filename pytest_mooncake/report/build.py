@@ -14,7 +14,7 @@ from ..markers import SCENARIOS
 from . import charts
 from .document import Block, Bullets, Code, Heading, Image, Paragraph, Rule, Table, to_html, to_markdown
 from .labels import TEXT
-from .model import Pair, Recommendation, Run, cost_model, headline, read, recommend
+from .model import FAILED, PASSED, Pair, Recommendation, Run, cost_model, headline, read, recommend
 from .rows import ROWS, change, interval, row_verdicts, status, target
 
 _BAR_WIDTH = 60
@@ -91,6 +91,9 @@ class _Builder:
             models = ", ".join(dict.fromkeys(p.model for p in self.pairs))
             machines = "; ".join(dict.fromkeys(_machine(run.document.get("machine", {})) for run in self.runs))
             self.blocks.append(Paragraph(t["scope"].format(models=models, machines=machines)))
+        for control in (v for v in self.verdicts if v.metric == "control_gain" and v.outcome != PASSED):
+            word = "CONTAMINATED" if control.outcome == FAILED else "INCONCLUSIVE"
+            self.blocks.append(Paragraph(t["not_vouched"].format(scenario=control.scenario, word=word, message=control.message)))
         errors = sum(int(read(s, ("errors",)) or 0) for p in self.pairs for _, s in p.rounds)
         if errors:
             self.blocks.append(Paragraph(t["errors"].format(errors=errors)))

@@ -1,8 +1,9 @@
 """Clusters of the store suites, apart from the session's default one.
 
 - ``evict_*``: the cluster the eviction tests overfill. Spawned small (2 nodes x 16 MiB)
-  so filling it costs seconds; with --mooncake-master it is the attached cluster, and the
-  tests size their fill from its measured capacity.
+  so filling it costs seconds; with --mooncake-master it is the attached cluster (those
+  tests then run only with --mooncake-allow-eviction), and they size their fill from its
+  measured capacity.
 - ``small_*``: always a private spawned cluster, for what no shared cluster may see
   (remove_all, a store wedged by hard pins).
 """

@@ -3,6 +3,11 @@
 The fill runs in a tight loop inside the client's process, so the store really runs full:
 puts meet -200 (NO_AVAILABLE_HANDLE) until the master's eviction thread frees space. That is
 back-pressure, retried a bounded number of times and counted, not corruption.
+
+Mooncake's eviction is global: overfilling a shared cluster evicts every tenant's keys. The
+overfill tests are marked ``evicts`` and run on an attached cluster only with
+``--mooncake-allow-eviction``; what runs everywhere is a fill sized from the measured free
+space below the eviction watermark, which must keep everything and evict nothing.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import pytest
 
 from pytest_mooncake import MasterHandle, MasterMetrics, StoreClient
 from pytest_mooncake.integrity import BAD
+from pytest_mooncake.metrics import SAFE_FILL_RATIO
 from pytest_mooncake.reporting import show
 from pytest_mooncake.results import Results
 
@@ -21,6 +27,8 @@ OBJECT_SIZE = MiB
 FILL_FACTOR = 2.5
 # Filling an attached cluster 2.5x writes this much at most; bigger clusters are skipped.
 FILL_LIMIT = 4 * GiB
+# The safe fill proves the point with this much at most, so a big pool costs no more time.
+SAFE_FILL_LIMIT = 256 * MiB
 NO_AVAILABLE_HANDLE = -200
 
 
@@ -31,6 +39,10 @@ def _fill_count(metrics: MasterMetrics, factor: float) -> int:
     if capacity * factor > FILL_LIMIT:
         pytest.skip(f"filling {capacity / GiB:.1f} GiB {factor:g}x would write more than {FILL_LIMIT / GiB:g} GiB")
     return int(factor * capacity / OBJECT_SIZE)
+
+
+def _keys(prefix: str, count: int) -> str:
+    return f"{prefix}-0..{count - 1}"
 
 
 def _remove_prefix(store: StoreClient, prefix: str) -> None:
@@ -52,19 +64,55 @@ def _eviction_run(request: pytest.FixtureRequest, store: StoreClient, master: Ma
         "backpressure": filled["backpressure"],
         "exact": outcome.get("exact", 0), "miss": outcome.get("miss", 0),
         "corrupt": sum(outcome.get(kind, 0) for kind in BAD),
+        # The master's count covers every tenant of the pool; ours are the clean misses.
         "evicted_keys": int(delta.get("master_evicted_key_count", 0)),
         "evictions": int(delta.get("master_successful_evictions_total", 0)),
+        "shared_cluster": not master.spawned,
     }
     name = prefix.rsplit("-", 1)[-1]
     results.add("eviction", name, summary, test=request.node.nodeid)
+    whose = (f"of every tenant ({summary['miss']} of them ours)" if summary["shared_cluster"]
+             else "all ours: the cluster is private")
     show(request.config, f"[eviction {name}] {summary['operations']} operations into "
-         f"{summary['capacity_bytes'] / MiB:.0f} MiB: {summary['evicted_keys']} keys evicted in "
+         f"{summary['capacity_bytes'] / MiB:.0f} MiB: the master evicted {summary['evicted_keys']} keys {whose} in "
          f"{summary['evictions']} rounds, {summary['backpressure']} back-pressure retries, "
          f"{summary['exact']} exact, {summary['miss']} clean misses, {summary['corrupt']} corrupt reads")
     assert summary["corrupt"] == 0, f"wrong bytes under eviction: {outcome}"
     return summary
 
 
+def test_fill_below_the_watermark_keeps_everything_and_evicts_nothing(
+        request: pytest.FixtureRequest, mooncake_store: StoreClient, mooncake_master: MasterHandle,
+        mooncake_results: Results, mooncake_run_id: str) -> None:
+    """Safe on a shared cluster: the fill is sized from the free space below the eviction
+    watermark (with a margin for other writers), so every object reads back exactly and the
+    master evicts no key, ours or anyone else's."""
+    metrics = MasterMetrics(mooncake_master)
+    headroom = metrics.baseline.write_headroom()
+    count = min(headroom, SAFE_FILL_LIMIT) // OBJECT_SIZE
+    if count < 4:
+        pytest.skip(f"the pool has {headroom / MiB:.0f} MiB below {SAFE_FILL_RATIO:.0%} of its capacity: "
+                    "too little to fill without risking eviction of other tenants' keys")
+    prefix = f"{mooncake_run_id}-safefill"
+    try:
+        filled = mooncake_store.call("fill", prefix, count, OBJECT_SIZE, retries=1)
+        outcome = mooncake_store.call("verify", prefix, count, OBJECT_SIZE)
+        delta = metrics.delta()
+    finally:
+        _remove_prefix(mooncake_store, prefix)
+    summary = {"objects": count, "headroom_bytes": headroom, "puts_ok": filled["ok"], **outcome,
+               "evicted_keys": int(delta.get("master_evicted_key_count", 0))}
+    mooncake_results.add("eviction", "below-watermark", summary, test=request.node.nodeid)
+    show(request.config, f"[eviction below-watermark] {count} x 1 MiB into {headroom / MiB:.0f} MiB of headroom: "
+         f"{outcome.get('exact', 0)} exact, {summary['evicted_keys']} keys evicted")
+    assert filled["ok"] == count, f"puts into free space below the watermark failed: {filled}"
+    assert outcome == {"exact": count}, f"{_keys(prefix, count)}: not every object read back exactly: {outcome}"
+    assert summary["evicted_keys"] == 0, (
+        f"the master evicted {summary['evicted_keys']} keys while the pool stayed below {SAFE_FILL_RATIO:.0%}: "
+        f"the watermark is lower than Mooncake's default, or another tenant filled it meanwhile: {summary}")
+
+
+@pytest.mark.evicts
 def test_overfill_never_returns_wrong_bytes(request: pytest.FixtureRequest, evict_store: StoreClient,
                                             evict_master: MasterHandle, mooncake_results: Results,
                                             mooncake_run_id: str) -> None:
@@ -82,6 +130,7 @@ def test_overfill_never_returns_wrong_bytes(request: pytest.FixtureRequest, evic
         f"more misses than keys the master evicted: writes were lost, not evicted: {summary}"
 
 
+@pytest.mark.evicts
 def test_soft_pinned_objects_outlive_unpinned_ones(request: pytest.FixtureRequest, evict_store: StoreClient,
                                                    evict_master: MasterHandle, mooncake_results: Results,
                                                    mooncake_run_id: str) -> None:

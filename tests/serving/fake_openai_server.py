@@ -9,6 +9,10 @@ Per request, a ``"fake"`` object in the JSON body overrides the defaults and pla
 
     {"fake": {"ttft": 0.2, "itl": 0.01, "tokens": 4, "cached": 96, "fault": "cut"}}
 
+``jitter`` plants noise: the first chunk then comes after ``ttft`` times a log-normal factor
+(sigma ``jitter``) drawn from a generator seeded with the ``X-Request-Id``, so the same requests
+get the same delays in every run.
+
 Faults: ``http500`` (500 with a message), ``not_streaming`` (a plain JSON completion),
 ``cut`` (the connection drops after two chunks), ``no_done`` (the stream ends without
 ``[DONE]``), ``empty`` (HTTP 200, 0 completion tokens), ``error_event`` (an error object inside
@@ -27,7 +31,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
+import random
 import subprocess
 import sys
 import threading
@@ -48,6 +54,7 @@ class Defaults:
     tokens: int = 4
     cached: int = 0
     save_s: float = 0.0
+    jitter: float = 0.0
 
 
 @dataclass
@@ -111,8 +118,12 @@ def make_app(defaults: Defaults, counters: Counters, model: str = "fake") -> web
         await response.prepare(request)
         if chat:
             await response.write(_sse(_chunk(True, None, role=True)))
+        first = float(knobs["ttft"])
+        if float(knobs["jitter"]):
+            seed = int.from_bytes(hashlib.sha256(request_id.encode()).digest()[:8], "big")
+            first *= random.Random(seed).lognormvariate(0.0, float(knobs["jitter"]))
         for index in range(produced):
-            await asyncio.sleep(float(knobs["ttft"] if index == 0 else knobs["itl"]))
+            await asyncio.sleep(first if index == 0 else float(knobs["itl"]))
             if index == 0:
                 counters.timings[request_id] = {"received": received, "first_write": time.monotonic()}
             await response.write(_sse(_chunk(chat, f" t{index}")))
