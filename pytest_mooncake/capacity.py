@@ -154,3 +154,33 @@ def min_load_bandwidth(shape: ModelShape, prefix_tokens: int, gpu: Gpu | str, n_
 
 # The name suites/transfer/test_bandwidth.py imports.
 break_even_bandwidth = min_load_bandwidth
+
+
+@dataclass(frozen=True)
+class HitPrediction:
+    """A cache hit's TTFT by the design's arithmetic, from figures measured in the same run."""
+
+    compute_s: float  # the cold prefill time scaled to the FLOPs the uncached tail still needs
+    load_s: float  # the cached tokens' KV over the measured store read bandwidth
+    kv_bytes: int
+
+    @property
+    def ttft_s(self) -> float:
+        return self.compute_s + self.load_s
+
+
+def predict_hit(shape: ModelShape, prompt_tokens: int, cached_tokens: int, cold_ttft_s: float,
+                read_bytes_per_s: float) -> HitPrediction:
+    """Reusing ``cached_tokens`` of a ``prompt_tokens`` prompt whose cold prefill took ``cold_ttft_s``.
+
+    Attention makes prefill cost superlinear, so the tail is what ``prefill_flops`` of the whole
+    prompt exceeds that of the cached prefix, not a token-count share. Fixed costs (HTTP,
+    scheduling, the connector's lookup) are not modelled: a measured TTFT far above the
+    prediction points at them.
+    """
+    if not 0 <= cached_tokens <= prompt_tokens or prompt_tokens <= 0 or read_bytes_per_s <= 0:
+        raise ValueError(f"need 0 <= cached ({cached_tokens}) <= prompt ({prompt_tokens}) tokens and a bandwidth > 0 "
+                         f"(got {read_bytes_per_s})")
+    share = 1.0 - shape.prefill_flops(cached_tokens) / shape.prefill_flops(prompt_tokens)
+    kv = shape.kv_bytes(cached_tokens)
+    return HitPrediction(cold_ttft_s * share, kv / read_bytes_per_s, kv)

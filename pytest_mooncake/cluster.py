@@ -86,7 +86,7 @@ class StoreNode:
         self.process.kill()
 
 
-def _free_port(netns: NetworkNamespace | None) -> int:
+def free_port(netns: NetworkNamespace | None) -> int:
     if netns is None:
         return int(port_for.select_random())
     # A fresh namespace has nothing listening; ephemeral ports stay clear of the
@@ -130,7 +130,7 @@ def spawned_master(config: MooncakeConfig, workdir: Path, janitor: Janitor) -> I
         netns = _namespace(config.netns, janitor)
         if netns is not None:
             stack.callback(_drop_namespace, netns, janitor)
-        rpc, metrics, metadata = (_free_port(netns) for _ in range(3))
+        rpc, metrics, metadata = (free_port(netns) for _ in range(3))
         command = [
             str(binary),
             f"--rpc_address={LOOPBACK}",
@@ -224,7 +224,7 @@ def attached_master(config: MooncakeConfig) -> Iterator[MasterHandle]:
     )
 
 
-def _advertised_host(config: MooncakeConfig, master: MasterHandle) -> str:
+def advertised_host(config: MooncakeConfig, master: MasterHandle) -> str:
     if master.spawned:
         return LOOPBACK
     if config.local_hostname:
@@ -248,7 +248,7 @@ def store_node(
     janitor: Janitor,
 ) -> Iterator[StoreNode]:
     """Start one agent process (in the master's namespace when it has one) and connect to it."""
-    host = _advertised_host(config, master)
+    host = advertised_host(config, master)
     socket_path = socket_dir / f"{name}.sock"
     log_path = workdir / f"{name}.log"
     command = [

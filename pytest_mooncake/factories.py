@@ -13,6 +13,7 @@ Keyword arguments are settings (see README) and win over every other source.
 
 from __future__ import annotations
 
+import random
 import re
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -22,10 +23,15 @@ import pytest
 
 from . import reporting
 from .cluster import MasterHandle, StoreNode, attached_master, spawned_master, store_node
+from .errors import ServiceStartError
 from .metrics import MasterMetrics
 from .session import get_config, state
 from .store_client import StoreClient
+from .markers import gpu_present
+from .options import MooncakeConfig
+from .vllm.preflight import CacheNotWired, check_cache_wired
 from .vllm.server import Endpoint, attach_endpoint, spawned_vllm, vllm_available
+from .vllm.topology import KV_BLOCK_TOKENS, TOPOLOGIES, Deployment, spawned_deployment
 
 FixtureFunction = Callable[..., Any]
 
@@ -100,6 +106,36 @@ def mooncake_master(**overrides: Any) -> FixtureFunction:
     return _master_fixture("auto", overrides)
 
 
+def _start_nodes(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, master: MasterHandle,
+                 config: MooncakeConfig, count: int, segment_size: int) -> Iterator[list[StoreNode]]:
+    session = state(request.config)
+    workdir = tmp_path_factory.mktemp(request.fixturename)
+    with ExitStack() as stack:
+        nodes = [
+            stack.enter_context(
+                store_node(
+                    master,
+                    config,
+                    f"{request.fixturename}-{index}",
+                    segment_size=segment_size,
+                    workdir=workdir,
+                    socket_dir=session.socket_dir,
+                    authkey=session.authkey,
+                    janitor=session.janitor,
+                )
+            )
+            for index in range(count)
+        ]
+        for node in nodes:
+            reporting.register_log(request.config, node.name, node.log_path)
+        session.results.topology[request.fixturename] = {
+            "count": len(nodes),
+            "segment_size": segment_size,
+            "local_buffer_size": config.local_buffer_size,
+        }
+        yield nodes
+
+
 def mooncake_store_nodes(
     master_fixture: str = "mooncake_master", *, count: int | None = None, **overrides: Any
 ) -> FixtureFunction:
@@ -111,34 +147,24 @@ def mooncake_store_nodes(
     ) -> Iterator[list[StoreNode]]:
         master: MasterHandle = request.getfixturevalue(master_fixture)
         config = get_config(request.config).with_overrides(store_nodes=count, **overrides)
-        session = state(request.config)
-        workdir = tmp_path_factory.mktemp(request.fixturename)
-        with ExitStack() as stack:
-            nodes = [
-                stack.enter_context(
-                    store_node(
-                        master,
-                        config,
-                        f"{request.fixturename}-{index}",
-                        segment_size=config.segment_size,
-                        workdir=workdir,
-                        socket_dir=session.socket_dir,
-                        authkey=session.authkey,
-                        janitor=session.janitor,
-                    )
-                )
-                for index in range(config.store_nodes)
-            ]
-            for node in nodes:
-                reporting.register_log(request.config, node.name, node.log_path)
-            session.results.topology[request.fixturename] = {
-                "count": len(nodes),
-                "segment_size": config.segment_size,
-                "local_buffer_size": config.local_buffer_size,
-            }
-            yield nodes
+        yield from _start_nodes(request, tmp_path_factory, master, config, config.store_nodes, config.segment_size)
 
     return nodes_fixture
+
+
+def mooncake_kv_pool(master_fixture: str = "mooncake_master", *, count: int = 2, **overrides: Any) -> FixtureFunction:
+    """Store nodes of ``kv_pool_size`` each that hold the KV of a spawned Mooncake topology's
+    vLLM instances (which contribute no memory: standalone-store), two so one can be lost."""
+
+    @pytest.fixture(scope="session")
+    def pool_fixture(
+        request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    ) -> Iterator[list[StoreNode]]:
+        master: MasterHandle = request.getfixturevalue(master_fixture)
+        config = get_config(request.config).with_overrides(**overrides)
+        yield from _start_nodes(request, tmp_path_factory, master, config, count, config.kv_pool_size)
+
+    return pool_fixture
 
 
 def mooncake_store(
@@ -196,39 +222,105 @@ def mooncake_metrics(master_fixture: str = "mooncake_master") -> FixtureFunction
     return metrics_fixture
 
 
-def openai_endpoint(
-    *, prefix_caching: bool = True, baseline: bool = False, scope: str = "session", **overrides: Any
-) -> FixtureFunction:
-    """The endpoint under test (``baseline=False``) or the no-reuse baseline of A/B runs.
+def mooncake_deployment(master_fixture: str = "mooncake_master", pool_fixture: str = "mooncake_kv_pool", *,
+                        scope: str = "session", **overrides: Any) -> FixtureFunction:
+    """The serving topology of ``--mooncake-topology``: vLLM instances we spawn (in the cluster's
+    namespace, on store nodes of their own for the KV), or the attached URL(s).
 
-    Attaches to ``--mooncake-openai-base-url`` / ``--mooncake-baseline-url`` when given;
-    otherwise spawns vLLM (prefix caching on for the endpoint, off for the baseline) when
-    it is installed, and skips with the reason when it is not.
+    Before anything is measured on a connector topology, one cold request must yield tokens
+    and grow the master's key count; otherwise the scope stops with the likely cause."""
+
+    @pytest.fixture(scope=scope)  # type: ignore[call-overload]
+    def deployment_fixture(
+        request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    ) -> Iterator[Deployment]:
+        config = get_config(request.config).with_overrides(**overrides)
+        topology = TOPOLOGIES[config.topology]
+        session = state(request.config)
+        # An attached endpoint's KV goes to its own cluster: only an attached master is that one.
+        sees_store = topology.mooncake and (config.attach or config.openai_base_url is None)
+        master: MasterHandle | None = request.getfixturevalue(master_fixture) if sees_store else None
+        with ExitStack() as stack:
+            if config.openai_base_url is not None:
+                reader = attach_endpoint(config.reader_url, config, "reader") if config.reader_url else None
+                deployment = Deployment(topology, attach_endpoint(config.openai_base_url, config, "endpoint"), reader,
+                                        master=master)
+            else:
+                if topology.gpu_only and not gpu_present():
+                    pytest.skip(f"topology {topology.name}: {topology.gpu_only}")
+                reason = vllm_available(config.vllm_python)
+                if reason:
+                    pytest.skip(f"no OpenAI endpoint: {reason}")
+                if master is not None and master.spawned:
+                    request.getfixturevalue(pool_fixture)
+                workdir = tmp_path_factory.mktemp(request.fixturename)
+                try:
+                    deployment = stack.enter_context(spawned_deployment(topology, config, workdir, session.janitor, master))
+                except ServiceStartError as exc:
+                    if topology.connector is None:
+                        raise
+                    where = f"master {master.endpoint}, metadata {master.metadata_url}" if master else "no master"
+                    pytest.fail(f"topology {topology.name}: a vLLM instance with {topology.connector} did not start, "
+                                f"nothing was measured. Likely cause: its Mooncake client cannot reach the store it is "
+                                f"configured for ({where}): a wrong master port or metadata URL, or a host address "
+                                f"(MC_TCP_BIND_ADDRESS) the master cannot reach.\n{exc}", pytrace=False)
+                for process in deployment.instances + deployment.endpoints:
+                    if process.log_path is not None:
+                        reporting.register_log(request.config, process.label, process.log_path)
+            session.results.topology["serving"] = deployment.describe()
+            if topology.connector is not None:
+                _preflight(deployment, session.run_id, config)
+            yield deployment
+
+    return deployment_fixture
+
+
+def _preflight(deployment: Deployment, run_id: str, config: MooncakeConfig) -> None:
+    metrics = MasterMetrics(deployment.master) if deployment.master is not None else None
+    # Token ids every vocabulary has, unique to this run: a cold prompt of whole KV blocks.
+    rng = random.Random(f"{run_id} preflight")
+    prompt = [rng.randrange(100, 1000) for _ in range(4 * KV_BLOCK_TOKENS + 7)]
+    try:
+        check_cache_wired(deployment.endpoint, prompt, request_timeout=config.request_timeout,
+                          key_count=(lambda: metrics.snapshot()["master_key_count"]) if metrics else None)
+    except CacheNotWired as exc:
+        pytest.fail(f"topology {deployment.topology.name}: the KV cache is not wired to Mooncake, nothing was "
+                    f"measured.\n{exc}", pytrace=False)
+
+
+def openai_endpoint(
+    *, baseline: bool = False, scope: str = "session", **overrides: Any
+) -> FixtureFunction:
+    """The endpoint under test (``baseline=False``: the cold round's endpoint of ``mooncake_deployment``)
+    or the no-reuse baseline of A/B runs.
+
+    The baseline attaches to ``--mooncake-baseline-url`` when given; otherwise it spawns vLLM
+    with prefix caching off when it is installed, and skips with the reason when it is not.
     """
 
     @pytest.fixture(scope=scope)  # type: ignore[call-overload]
     def endpoint_fixture(
         request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     ) -> Iterator[Endpoint]:
-        config = get_config(request.config).with_overrides(**overrides)
-        url = config.baseline_url if baseline else config.openai_base_url
-        label = "baseline" if baseline else "endpoint"
-        if url is not None:
-            yield attach_endpoint(url, config, label)
+        if not baseline:
+            deployment: Deployment = request.getfixturevalue("mooncake_deployment")
+            yield deployment.endpoint
             return
-        if baseline and config.openai_base_url is not None:
+        config = get_config(request.config).with_overrides(**overrides)
+        if config.baseline_url is not None:
+            yield attach_endpoint(config.baseline_url, config, "baseline")
+            return
+        if config.openai_base_url is not None:
             pytest.skip("A/B against an attached endpoint needs its baseline: pass --mooncake-baseline-url")
         reason = vllm_available(config.vllm_python)
         if reason:
             pytest.skip(f"no OpenAI endpoint: {reason}")
-        caching = prefix_caching and not baseline
-        name = "vllm-prefix-cache" if caching else "vllm-no-prefix-cache"
-        with spawned_vllm(
-            config, tmp_path_factory.mktemp(name), state(request.config).janitor, prefix_caching=caching, label=name
-        ) as endpoint:
+        name = "vllm-no-prefix-cache"
+        with spawned_vllm(config, tmp_path_factory.mktemp(name), state(request.config).janitor, label=name,
+                          args=("--no-enable-prefix-caching",)) as endpoint:
             reporting.register_log(request.config, name, endpoint.log_path)
             state(request.config).results.topology[request.fixturename] = {
-                "spawned": True, "server": "vllm", "prefix_caching": caching, "url": endpoint.base_url,
+                "spawned": True, "server": "vllm", "prefix_caching": False, "url": endpoint.base_url,
             }
             yield endpoint
 

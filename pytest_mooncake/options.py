@@ -22,6 +22,8 @@ from . import parsing as p
 from .parsing import Endpoint
 
 GROUP = "mooncake"
+# The serving topologies (pytest_mooncake.vllm.topology describes each).
+TOPOLOGY_NAMES = ("prefix-cache", "baseline", "mooncake-store", "cross-instance", "pd-store", "pd", "lmcache")
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("bench_bin", "Path of the transfer_engine_bench binary (default: the one in the Mooncake wheel)", _path, None, "PATH"),
     Setting("openai_base_url", "OpenAI-compatible endpoint to test, e.g. http://10.0.0.5:8000/v1 (default: spawn vLLM when installed)", p.parse_url, None, "URL"),
     Setting("baseline_url", "OpenAI-compatible endpoint without KV reuse for A/B comparisons (default: spawn vLLM with prefix caching off)", p.parse_url, None, "URL"),
+    Setting("topology", "Serving topology the serving suites measure: prefix-cache, baseline, mooncake-store, cross-instance, pd-store, pd or lmcache (README: Topologies)", p.choice(*TOPOLOGY_NAMES), "prefix-cache", "NAME"),
+    Setting("reader_url", "The attached cross-instance topology's second instance, which serves the hit rounds (--mooncake-openai-base-url is the writer)", p.parse_url, None, "URL"),
+    Setting("kv_pool_size", "Memory of each of the 2 store nodes that hold vLLM's KV in a spawned Mooncake topology (binary units)", p.parse_size, 2**30, "SIZE"),
     Setting("vllm_python", "Python interpreter that has vLLM, used to spawn servers (default: this one)", _path, None, "PATH"),
     Setting("api_key", "API key for the OpenAI-compatible endpoint", p.parse_text, None, "KEY", secret=True),
     Setting("model", "Model name served by the endpoint (default: the first of /v1/models)", p.parse_text, None, "NAME"),
@@ -130,6 +135,9 @@ class MooncakeConfig:
     bench_bin: Path | None
     openai_base_url: str | None
     baseline_url: str | None
+    topology: str
+    reader_url: str | None
+    kv_pool_size: int
     vllm_python: Path | None
     api_key: str | None
     model: str | None
@@ -291,6 +299,16 @@ def _finish(values: dict[str, Any], sources: dict[str, str], extras: dict[str, A
         raise pytest.UsageError(
             f"mooncake_compare_fail (from {sources['compare_fail']}) needs a baseline to compare with. "
             "Fix: also give --mooncake-compare=NAME."
+        )
+    if values["reader_url"] is not None and (values["topology"] != "cross-instance" or values["openai_base_url"] is None):
+        raise pytest.UsageError(
+            f"mooncake_reader_url (from {sources['reader_url']}) is the second instance of an attached cross-instance "
+            "topology. Fix: also give --mooncake-topology=cross-instance and --mooncake-openai-base-url=WRITER_URL, or drop it."
+        )
+    if values["topology"] == "cross-instance" and values["openai_base_url"] is not None and values["reader_url"] is None:
+        raise pytest.UsageError(
+            f"mooncake_topology = 'cross-instance' (from {sources['topology']}) against an attached endpoint needs the "
+            "instance that serves the hit rounds. Fix: give --mooncake-reader-url=http://HOST:PORT/v1."
         )
     master: Endpoint | None = values["master"]
     if master is None:

@@ -12,6 +12,7 @@ from .doctor import run_checks
 from .options import MooncakeConfig, add_options, load_config
 from .results import Results
 from .session import STATE_KEY, SessionState, get_config, state
+from .vllm.topology import TOPOLOGIES
 
 _SIGTERM_INSTALLED = pytest.StashKey[bool]()
 
@@ -134,9 +135,11 @@ def describe(settings: MooncakeConfig) -> str:
         where = f"spawn (netns={settings.netns})"
         nodes = f"store_nodes={settings.store_nodes} x {settings.segment_size / 2**20:g} MiB"
     serving = settings.openai_base_url or "spawn vLLM if installed"
+    connector = TOPOLOGIES[settings.topology].connector or "no KV connector"
     return (
         f"mooncake: {where} | protocol={settings.protocol} | {nodes} | "
-        f"buffer={settings.local_buffer_size / 2**20:g} MiB | openai={serving}"
+        f"buffer={settings.local_buffer_size / 2**20:g} MiB | openai={serving} | "
+        f"topology={settings.topology} ({connector})"
     )
 
 
@@ -172,6 +175,8 @@ mooncake_master_noproc = factories.mooncake_master_noproc()
 mooncake_store_nodes = factories.mooncake_store_nodes("mooncake_master")
 mooncake_store = factories.mooncake_store("mooncake_master", "mooncake_store_nodes")
 mooncake_metrics = factories.mooncake_metrics("mooncake_master")
+mooncake_kv_pool = factories.mooncake_kv_pool("mooncake_master")
+mooncake_deployment = factories.mooncake_deployment()
 openai_endpoint = factories.openai_endpoint()
 # Module scope: a spawned baseline server stops after the A/B module instead of competing
 # for CPU with every later measurement.

@@ -38,6 +38,7 @@ from .serving import (
 )
 from .vllm.server import Endpoint
 from .vllm.tokens import TokenPool
+from .vllm.topology import Topology
 
 Counters = Callable[[], dict[str, float | None]]
 SETTLE_TIMEOUT_S = 30.0
@@ -76,6 +77,8 @@ class ScenarioRun:
     cache_reset: bool
     settled: bool
     integrity: tuple[str, str] | None  # (cold text, hit text) of the exact repeat
+    topology: Topology | None = None  # None: an endpoint whose topology was not declared
+    hit_endpoint: Endpoint | None = None  # cross-instance: the instance that served the hit rounds
 
     def round(self, name: str) -> RoundResult:
         return next(r for r in self.rounds if r.name == name)
@@ -122,25 +125,36 @@ class Protocol:
         config: MooncakeConfig,
         run_id: str,
         *,
+        hit_endpoint: Endpoint | None = None,
+        topology: Topology | None = None,
         store_counters: Counters | None = None,
         warm_up: bool = True,
         progress: pytest.Config | None = None,
     ) -> None:
         self.endpoint = endpoint
+        self.hit_endpoint = hit_endpoint
+        self.topology = topology
         self.pool = pool
         self.config = config
         self.run_id = run_id
         self.warm_up = warm_up
         self.progress = progress  # the pytest config whose terminal shows a progress line per round
-        self._server_counters = server_counters(endpoint)
+        self._endpoints = [endpoint] + ([hit_endpoint] if hit_endpoint else [])
+        self._server_counters = [server_counters(e) for e in self._endpoints]
         self._store_counters = store_counters
-        self._client = endpoint.client_config(config.request_timeout)
+
+    def _target(self, round_name: str) -> Endpoint:
+        """Cross-instance: the cold round goes to the writer, every later round to the reader."""
+        return self.endpoint if self.hit_endpoint is None or round_name == "cold" else self.hit_endpoint
 
     def _salt(self, scenario: Scenario) -> Callable[[str], list[int]]:
         return lambda tag: salt_tokens(self.pool, f"{self.run_id} {self.endpoint.label} {scenario.name} {tag}")
 
     def _counters(self) -> dict[str, float | None]:
-        values = self._server_counters()
+        values: dict[str, float | None] = {}
+        for read in self._server_counters:
+            for key, value in read().items():
+                values[key] = value if values.get(key) is None else (values[key] or 0.0) + (value or 0.0)
         if self._store_counters is not None:
             values.update(self._store_counters())
         return values
@@ -150,12 +164,15 @@ class Protocol:
         return wait_until_quiescent(self._counters, interval_s=0.25, stable_for_s=SETTLE_STABLE_S,
                                     timeout_s=SETTLE_TIMEOUT_S).settled
 
-    def _round(self, scenario: Scenario, name: str, specs: Sequence[RequestSpec], concurrency: int | None = None) -> RoundResult:
+    def _round(self, scenario: Scenario, name: str, specs: Sequence[RequestSpec], concurrency: int | None = None,
+               endpoint: Endpoint | None = None) -> RoundResult:
         before = self._counters()
+        target = endpoint or self._target(name)
         progress = Progress(self.progress, f"{scenario.name} {name}", len(specs)) if self.progress and len(specs) > 1 else None
         limit = concurrency or scenario.concurrency or self.config.concurrency or len(specs) or 1
-        with step(f"round {name}: {len(specs)} requests"), progress or nullcontext():
-            records = run_requests(self._client, [self.endpoint.prepare(s, self.config.temperature) for s in specs],
+        with step(f"round {name}: {len(specs)} requests to {target.label}"), progress or nullcontext():
+            records = run_requests(target.client_config(self.config.request_timeout),
+                                   [target.prepare(s, self.config.temperature) for s in specs],
                                    Concurrency(limit), on_record=progress.record if progress else None)
         after = self._counters()
         # Plain differences: the master's key count is a gauge and may fall when it evicts.
@@ -165,18 +182,21 @@ class Protocol:
     def _prepare(self, scenario: Scenario) -> bool:
         if self.warm_up:
             salt = self._salt(scenario)
-            warm = [RequestSpec(f"warmup-{i}", scenario.name, "warmup",
-                                prompt=tuple(self.pool.prompt(salt(f"warmup {i}"), 512, offset=5000 + i * 600)), max_tokens=4)
-                    for i in range(2)]
-            self._round(scenario, "warmup", warm, concurrency=1)
-        return reset_prefix_cache(self.endpoint)
+            for endpoint in self._endpoints:
+                warm = [RequestSpec(f"warmup-{endpoint.label}-{i}", scenario.name, "warmup", max_tokens=4,
+                                    prompt=tuple(self.pool.prompt(salt(f"warmup {endpoint.label} {i}"), 512,
+                                                                  offset=5000 + i * 600)))
+                        for i in range(2)]
+                self._round(scenario, "warmup", warm, concurrency=1, endpoint=endpoint)
+        # Every endpoint is reset, also when one cannot be: all() must not stop at the first.
+        return all([reset_prefix_cache(endpoint) for endpoint in self._endpoints])
 
     def run(self, scenario: Scenario) -> ScenarioRun:
         builder = PromptBuilder(self.pool, self._salt(scenario), scenario)
         reset = self._prepare(scenario)
         if scenario.turns:
             return self._conversations(scenario, builder, reset)
-        if scenario.reuse == 0:
+        if scenario.reuse == 0 and self.hit_endpoint is None:
             return self._interleaved(scenario, builder, reset)
         rounds = [self._round(scenario, "cold", builder.cold_round())]
         settled = self._settle()
@@ -188,7 +208,7 @@ class Protocol:
             repeat = self._round(scenario, "repeat", [builder.cold_round()[0]], concurrency=1)
             integrity = (rounds[0].records[0].text, repeat.records[0].text)
             rounds.append(repeat)
-        return ScenarioRun(scenario, self.endpoint, rounds, reset, settled, integrity)
+        return self._done(scenario, rounds, reset, settled, integrity)
 
     def _interleaved(self, scenario: Scenario, builder: PromptBuilder, reset: bool) -> ScenarioRun:
         """No reuse to wait for: alternate the two rounds' requests, so a slow drift of the
@@ -198,7 +218,7 @@ class Protocol:
         by_round = {name: [r for r in mixed.records if r.round == name] for name in ("cold", "hit")}
         share = mixed.wall_s / max(1, len(mixed.records))
         rounds = [RoundResult(name, records, share * len(records), mixed.counters) for name, records in by_round.items()]
-        return ScenarioRun(scenario, self.endpoint, rounds, reset, True, None)
+        return self._done(scenario, rounds, reset, True, None)
 
     def _conversations(self, scenario: Scenario, builder: PromptBuilder, reset: bool) -> ScenarioRun:
         cold_prompts, conversations = builder.conversations()
@@ -206,13 +226,21 @@ class Protocol:
         records: list[RequestRecord] = []
         wall = 0.0
         settled = True
+        counters: dict[str, float] = {}
         for turns in conversations:
             for turn in turns:
                 result = self._round(scenario, "turn", [turn], concurrency=1)
                 wall += result.wall_s
+                for key, value in result.counters.items():
+                    counters[key] = counters.get(key, 0.0) + value
                 # The first turn of a conversation has nothing to reuse yet.
                 if not turn.request_id.endswith("-t0"):
                     records.extend(result.records)
                 settled = self._settle() and settled
-        hit = RoundResult("hit", records, wall)
-        return ScenarioRun(scenario, self.endpoint, [cold, hit], reset, settled, None)
+        # Counters cover every turn: the first turns store what the later ones reuse.
+        hit = RoundResult("hit", records, wall, counters)
+        return self._done(scenario, [cold, hit], reset, settled, None)
+
+    def _done(self, scenario: Scenario, rounds: list[RoundResult], reset: bool, settled: bool,
+              integrity: tuple[str, str] | None) -> ScenarioRun:
+        return ScenarioRun(scenario, self.endpoint, rounds, reset, settled, integrity, self.topology, self.hit_endpoint)

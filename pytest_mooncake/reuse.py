@@ -18,15 +18,27 @@ the test (``mooncake_perf`` marker or profile) is judged on the cold and the hit
 from __future__ import annotations
 
 import difflib
+import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
+from .capacity import ModelShape, predict_hit
 from .protocol import ScenarioRun
 from .serving import FAILED, INCONCLUSIVE, PASSED, SLO, Rule, Verdict, judge, round_stats
 from .vllm.tokens import Tokenize, tokenizer_for
+from .vllm.topology import KV_BLOCK_TOKENS
 
 # Below this share of the expected reusable tokens, a hit is reported as partial.
 PARTIAL_HIT = 0.9
+
+
+@dataclass(frozen=True)
+class Explain:
+    """What the design's arithmetic needs: the served model's shape and the store's read bandwidth
+    measured in the same run."""
+
+    shape: ModelShape
+    read_bytes_per_s: float
 
 
 @dataclass
@@ -37,6 +49,9 @@ class Evaluation:
     notes: list[str] = field(default_factory=list)
     # The negative control's outcome and power, when the scenario is one.
     control: dict[str, Any] | None = None
+    # On a Mooncake topology: what proves (or disproves) that Mooncake served the hits.
+    mooncake: dict[str, Any] | None = None
+    prediction: dict[str, Any] | None = None
 
     def data(self) -> dict[str, Any]:
         return {
@@ -51,6 +66,10 @@ class Evaluation:
             "problems": self.problems,
             "notes": self.notes,
             "control": self.control,
+            "topology": self.run.topology.name if self.run.topology else None,
+            "hit_endpoint": self.run.hit_endpoint.label if self.run.hit_endpoint else None,
+            "mooncake": self.mooncake,
+            "prediction": self.prediction,
         }
 
     def summary(self) -> str:
@@ -63,6 +82,16 @@ class Evaluation:
         return verdict
 
 
+def _expected_hit_rate(run: ScenarioRun) -> float:
+    """Share of the hit round's prompt tokens a cache can serve. A KV connector stores whole
+    blocks only, so on a Mooncake topology a document's tail shorter than a block is recomputed."""
+    scenario = run.scenario
+    if run.topology is None or not run.topology.mooncake or not scenario.prompt_tokens:
+        return scenario.reuse * scenario.reuse_ratio
+    reusable = scenario.document_tokens // KV_BLOCK_TOKENS * KV_BLOCK_TOKENS
+    return scenario.reuse * reusable / scenario.prompt_tokens
+
+
 def _proof_of_reuse(evaluation: Evaluation) -> None:
     run = evaluation.run
     cold, hit = run.round("cold").stats, run.round("hit").stats
@@ -71,16 +100,70 @@ def _proof_of_reuse(evaluation: Evaluation) -> None:
             f"the cold round was not cold: {cold['cached_tokens']} of {cold['prompt_tokens']} prompt tokens came from a "
             "cache (another client shares this endpoint, or the salt did not reach the prompt start)"
         )
-    expected = run.scenario.reuse * run.scenario.reuse_ratio
+    expected = _expected_hit_rate(run)
     evaluation.notes.append(
         f"hit rate: cold {cold['hit_rate']:.1%}, hit {hit['hit_rate']:.1%} of prompt tokens cached "
-        f"(expected about {expected:.1%}); counters {run.round('hit').counters or 'n/a'}"
+        f"(expected about {expected:.1%}); counters {_counters(run, 'hit')}"
     )
     if expected and hit["hit_rate"] < PARTIAL_HIT * expected:
         evaluation.notes.append(
             f"PARTIAL HITS: only {hit['hit_rate']:.1%} of prompt tokens were served from cache where "
             f"{expected:.1%} could be; the verdict measures partial reuse"
         )
+
+
+def _counters(run: ScenarioRun, round_name: str) -> str:
+    counters = run.round(round_name).counters
+    return ", ".join(f"{key} {value:+g}" for key, value in sorted(counters.items())) or "n/a (no /metrics)"
+
+
+def _mooncake_proof(evaluation: Evaluation) -> None:
+    """On a Mooncake topology a hit must be a Mooncake hit: external hits in the hit round, and
+    the cold round's stored keys beside the whole-block prediction."""
+    run = evaluation.run
+    if run.topology is None or not run.topology.mooncake:
+        return
+    cold, hit = run.round("cold"), run.round("hit")
+    external = hit.counters.get("external_prefix_cache_hits")
+    predicted = sum((r.prompt_tokens or 0) // KV_BLOCK_TOKENS for r in cold.records if r.ok)
+    stored = cold.counters.get("master_key_count")
+    evaluation.mooncake = {"topology": run.topology.name, "connector": run.topology.connector,
+                           "external_hit_tokens": external, "served": bool(external and external > 0),
+                           "stored_keys_cold": stored, "predicted_blocks_cold": predicted,
+                           "stored_bytes_cold": cold.counters.get("master_allocated_bytes")}
+    if stored is not None:
+        evaluation.notes.append(f"Mooncake stored {stored:+g} keys in the cold round; whole {KV_BLOCK_TOKENS}-token "
+                                f"blocks of its prompts predict {predicted}")
+    if run.scenario.reuse > 0 and not evaluation.mooncake["served"]:
+        n = len(hit.records)
+        evaluation.judged(Verdict(
+            "mooncake_served", "> 0", n, n, float(external or 0), float(external or 0), float(external or 0), FAILED,
+            f"NOT SERVED BY MOONCAKE: topology {run.topology.name} ({run.topology.connector}) had "
+            f"{external if external is not None else 'no'} external prefix-cache hit tokens in the hit round "
+            "(vllm:external_prefix_cache_hits); a gain here is not Mooncake's, so no verdict on it can pass"))
+
+
+def _prediction(evaluation: Evaluation, explain: Explain) -> None:
+    """The hit TTFT the design's arithmetic predicts beside the measured one."""
+    run = evaluation.run
+    hits = [r for r in run.round("hit").records if r.ok and r.cached_tokens and r.ttft_s is not None]
+    cold = run.round("cold").ttfts()
+    if not hits or not cold:
+        return
+    prompt = int(statistics.median(r.prompt_tokens or 0 for r in hits))
+    cached = int(statistics.median(r.cached_tokens or 0 for r in hits))
+    predicted = predict_hit(explain.shape, prompt, min(cached, prompt), statistics.median(cold), explain.read_bytes_per_s)
+    measured = statistics.median(r.ttft_s for r in hits if r.ttft_s is not None)
+    evaluation.prediction = {"predicted_ttft_ms": predicted.ttft_s * 1e3, "measured_ttft_ms": measured * 1e3,
+                             "measured_over_predicted": measured / predicted.ttft_s, "compute_ms": predicted.compute_s * 1e3,
+                             "load_ms": predicted.load_s * 1e3, "kv_bytes": predicted.kv_bytes, "prompt_tokens": prompt,
+                             "cached_tokens": cached, "read_gbps": explain.read_bytes_per_s / 1e9}
+    evaluation.notes.append(
+        f"predicted hit TTFT {predicted.ttft_s * 1e3:.1f} ms = recompute of the uncached tail "
+        f"{predicted.compute_s * 1e3:.1f} ms + loading {predicted.kv_bytes / 2**20:.1f} MiB of KV at "
+        f"{explain.read_bytes_per_s / 1e9:.2f} GB/s {predicted.load_s * 1e3:.1f} ms; measured {measured * 1e3:.1f} ms "
+        f"({measured / predicted.ttft_s:.2f}x the prediction)"
+    )
 
 
 def _integrity(evaluation: Evaluation, match_tokens: float | None, tokenizer: Tokenize) -> None:
@@ -109,15 +192,20 @@ def _values(run: ScenarioRun, round_name: str, metric: str) -> list[float]:
 
 
 def evaluate(
-    run: ScenarioRun, thresholds: dict[str, float], *, statistic: str = "median", tokenizer: Tokenize | None = None
+    run: ScenarioRun, thresholds: dict[str, float], *, statistic: str = "median", tokenizer: Tokenize | None = None,
+    explain: Explain | None = None,
 ) -> Evaluation:
-    """``tokenizer`` (default: the endpoint's ``/tokenize``) is used only for ``match_tokens``."""
+    """``tokenizer`` (default: the endpoint's ``/tokenize``) is used only for ``match_tokens``; with
+    ``explain``, a Mooncake hit round's TTFT is put beside the design's prediction."""
     evaluation = Evaluation(run)
     errors = run.errors()
     if errors:
         evaluation.problems.append(f"{len(errors)} requests failed, e.g. " + "; ".join(errors[:3]))
         return evaluation
     _proof_of_reuse(evaluation)
+    _mooncake_proof(evaluation)
+    if explain is not None and evaluation.mooncake and evaluation.mooncake["served"]:
+        _prediction(evaluation, explain)
     _integrity(evaluation, thresholds.get("match_tokens"), tokenizer or tokenizer_for(run.endpoint, None))
     cold, hit = run.round("cold").ttfts(), run.round("hit").ttfts()
     if "ttft_reduction" in thresholds:

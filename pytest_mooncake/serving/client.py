@@ -44,6 +44,9 @@ from typing import Any
 
 import aiohttp
 
+# A prefill/decode proxy's report of what the prefiller took from a cache (vllm/proxy.py).
+PREFILL_CACHED_HEADER = "X-Prefill-Cached-Tokens"
+
 ERROR_EXCERPT_CHARS = 500
 # An SSE line carries one chunk; a long reasoning chunk can outgrow aiohttp's 64 KiB default.
 LINE_LIMIT_BYTES = 16 * 1024 * 1024
@@ -147,6 +150,9 @@ class RequestRecord:
     content_chunks: int
     text: str
     error: RequestError | None
+    # Through a prefill/decode proxy, ``cached_tokens`` is the prefiller's reuse (what decides
+    # whether the prompt was computed) and this is what the decoder loaded.
+    decode_cached_tokens: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -177,6 +183,7 @@ class _Stream:
         self.itl: list[float] = []
         self.text: list[str] = []
         self.usage: Mapping[str, Any] | None = None
+        self.prefill_cached: int | None = None
         self.done = False
         self.error: RequestError | None = None
 
@@ -354,10 +361,13 @@ class StreamingClient:
             e2e_s=e2e,
             prompt_tokens=_int(stream.usage, "prompt_tokens"),
             completion_tokens=completion_tokens,
-            cached_tokens=_int(stream.usage, "prompt_tokens_details", "cached_tokens"),
+            cached_tokens=_int(stream.usage, "prompt_tokens_details", "cached_tokens") if stream.prefill_cached is None
+            else stream.prefill_cached,
             content_chunks=len(stream.text),
             text="".join(stream.text),
             error=error,
+            decode_cached_tokens=None if stream.prefill_cached is None
+            else _int(stream.usage, "prompt_tokens_details", "cached_tokens"),
         )
 
     async def _stream(self, spec: RequestSpec, stream: _Stream, where: str) -> None:
@@ -378,6 +388,8 @@ class StreamingClient:
         headers = {**self._headers, "X-Request-Id": spec.request_id}
         async with self.session.post(url, data=json.dumps(body), headers={**headers, "Content-Type": "application/json"}) as reply:
             content_type = reply.headers.get("Content-Type", "")
+            if PREFILL_CACHED_HEADER in reply.headers:
+                stream.prefill_cached = int(reply.headers[PREFILL_CACHED_HEADER])
             if reply.status >= 400:
                 text = (await reply.read()).decode(errors="replace")
                 try:

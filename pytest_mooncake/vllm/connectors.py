@@ -3,7 +3,8 @@
 Topologies (guides 001 and 002, and vLLM's own docs):
 
 - ``lmcache``: vLLM + ``LMCacheConnectorV1`` with ``remote_url: mooncakestore://``;
-- ``mooncake-store``: vLLM's built-in ``MooncakeStoreConnector`` (``MOONCAKE_CONFIG_PATH``);
+- ``mooncake-store``: vLLM's built-in ``MooncakeStoreConnector`` (``MOONCAKE_CONFIG_PATH``), also
+  as producer/consumer of prefill/decode disaggregation through the store;
 - ``pd``: prefill/decode disaggregation with ``MooncakeConnector`` (producer/consumer + proxy);
 - ``baseline``: plain vLLM with ``--no-enable-prefix-caching``;
 - ``prefix-cache``: vLLM's own GPU prefix cache.
@@ -23,7 +24,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-TOPOLOGIES = ("lmcache", "mooncake-store", "pd", "baseline", "prefix-cache")
+# The flag sets vllm_args knows; topologies (vllm/topology.py) combine them into deployments.
+SETUPS = ("lmcache", "mooncake-store", "pd", "baseline", "prefix-cache")
 
 
 def store_setup_keys() -> frozenset[str]:
@@ -91,9 +93,15 @@ def lmcache_config(
 
 
 def mooncake_store_connector_config(target: StoreTarget) -> dict[str, Any]:
-    """The JSON vLLM's ``MooncakeStoreConnector`` reads from ``MOONCAKE_CONFIG_PATH``."""
+    """The JSON vLLM's ``MooncakeStoreConnector`` reads from ``MOONCAKE_CONFIG_PATH``.
+
+    With ``global_segment_size`` 0 it is ``standalone-store``: the instance contributes no
+    memory and its KV lives in the store nodes, so it outlives the instance. In ``embedded``
+    mode (a segment of its own) the keys vanish when the instance exits. vLLM takes the
+    client's own address from ``VLLM_HOST_IP``, not from this file.
+    """
     return {
-        "local_hostname": target.local_hostname,
+        "mode": "standalone-store" if target.global_segment_size == 0 else "embedded",
         "metadata_server": target.metadata_server,
         "master_server_address": target.master,
         "global_segment_size": target.global_segment_size,
@@ -105,15 +113,15 @@ def mooncake_store_connector_config(target: StoreTarget) -> dict[str, Any]:
 
 def vllm_args(topology: str, role: str = "kv_both") -> list[str]:
     """The vLLM flags of a topology; ``role`` is kv_producer/kv_consumer for ``pd``."""
-    if topology not in TOPOLOGIES:
-        raise ValueError(f"unknown topology {topology!r}; valid: {', '.join(TOPOLOGIES)}")
+    if topology not in SETUPS:
+        raise ValueError(f"unknown topology {topology!r}; valid: {', '.join(SETUPS)}")
     if topology == "baseline":
         return ["--no-enable-prefix-caching"]
     if topology == "prefix-cache":
         return ["--enable-prefix-caching"]
     connector = {"lmcache": "LMCacheConnectorV1", "mooncake-store": "MooncakeStoreConnector", "pd": "MooncakeConnector"}[topology]
-    if topology != "pd" and role != "kv_both":
-        raise ValueError(f"{topology} runs as kv_both; only pd takes kv_producer/kv_consumer")
+    if topology == "lmcache" and role != "kv_both":
+        raise ValueError("lmcache runs as kv_both; mooncake-store and pd take kv_producer/kv_consumer")
     # External KV must be the only cache under test, so vLLM's own prefix cache is off.
     return ["--no-enable-prefix-caching", "--kv-transfer-config", json.dumps({"kv_connector": connector, "kv_role": role})]
 

@@ -29,8 +29,14 @@ class CacheNotWired(MooncakeError):
 
 
 def _complete(endpoint: Endpoint, prompt: list[int], max_tokens: int, timeout: float) -> dict[str, int]:
-    payload = {"model": endpoint.model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0}
-    response = endpoint.post_json(endpoint.base_url + "/completions", payload, timeout)
+    payload: dict[str, object] = {"model": endpoint.model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0}
+    if endpoint.spawned:
+        # Our dummy-weight model may pick EOS first; an empty answer must mean a broken server.
+        payload["min_tokens"] = 1
+    try:
+        response = endpoint.post_json(endpoint.base_url + "/completions", payload, timeout)
+    except OSError as exc:
+        raise CacheNotWired(f"{endpoint.base_url}/completions did not answer: {exc}") from None
     if response.status != 200:
         raise CacheNotWired(f"{endpoint.base_url}/completions answered HTTP {response.status}: {response.body[:300]}")
     return dict(json.loads(response.body).get("usage") or {})

@@ -6,16 +6,16 @@ import dataclasses
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import port_for
-
+from ..cluster import free_port
 from ..errors import EndpointUnreachable, MooncakeError
 from ..executor import ServiceProcess
 from ..janitor import Janitor
+from ..netns import NetworkNamespace
 from ..options import MooncakeConfig
 from ..probes import HTTPProbe, HttpResponse, http_request
 from ..serving import ClientConfig, RequestSpec
@@ -133,38 +133,42 @@ def spawned_vllm(
     workdir: Path,
     janitor: Janitor,
     *,
-    prefix_caching: bool,
     label: str,
+    args: Sequence[str] = ("--enable-prefix-caching",),
+    env: Mapping[str, str] | None = None,
+    netns: NetworkNamespace | None = None,
     max_model_len: int = 10240,
-    extra_args: tuple[str, ...] = (),
 ) -> Iterator[Endpoint]:
-    """A real vLLM on loopback serving a dummy-weight model we write ourselves."""
+    """A real vLLM on loopback (of ``netns`` when given) serving a dummy-weight model we write ourselves.
+
+    ``args`` are the topology's flags (prefix caching, ``--kv-transfer-config``), ``env`` its
+    connector's environment."""
     reason = vllm_available(config.vllm_python)
     if reason:
         raise MooncakeError(reason)
     model_dir = write_model_dir(workdir.parent / "tiny-llama")
-    port = int(port_for.select_random())
+    port = free_port(netns)
     name = "pytest-mooncake-tiny-llama"
     command = [
         str(config.vllm_python or sys.executable), "-m", "vllm.entrypoints.openai.api_server",
         "--model", str(model_dir), "--served-model-name", name, "--load-format", "dummy",
         "--host", LOOPBACK, "--port", str(port), "--max-model-len", str(max_model_len),
-        "--dtype", "float32", "--enforce-eager", "--enable-prompt-tokens-details",
-        "--enable-prefix-caching" if prefix_caching else "--no-enable-prefix-caching",
-        *extra_args,
+        "--dtype", "float32", "--enforce-eager", "--enable-prompt-tokens-details", *args,
     ]
     process = ServiceProcess(
         label,
         command,
-        HTTPProbe(f"http://{LOOPBACK}:{port}/health", status=r"^200$"),
+        HTTPProbe(f"http://{LOOPBACK}:{port}/health", status=r"^200$", netns=netns),
         workdir / f"{label}.log",
         timeout=config.startup_timeout,
-        env=CPU_ENV,
+        env={**CPU_ENV, **(env or {})},
         stop_timeout=20.0,
+        netns=netns,
         janitor=janitor,
     )
     try:
         process.start()
-        yield Endpoint(f"http://{LOOPBACK}:{port}/v1", name, spawned=True, label=label, prefix_caching=prefix_caching, process=process)
+        caching = "--enable-prefix-caching" in args
+        yield Endpoint(f"http://{LOOPBACK}:{port}/v1", name, spawned=True, label=label, prefix_caching=caching, process=process)
     finally:
         process.stop()

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_mooncake import MasterMetrics
+from pytest_mooncake import MasterMetrics, StoreClient
+from pytest_mooncake.capacity import MODELS
 from pytest_mooncake.options import MooncakeConfig
 from pytest_mooncake.protocol import Counters, Protocol
+from pytest_mooncake.reuse import Explain
 from pytest_mooncake.scenarios import Scenario, apply_definition, default_scenarios, user_scenario
 from pytest_mooncake.vllm.server import Endpoint
 from pytest_mooncake.vllm.tokens import Tokenize, TokenPool, tokenizer_for
+from pytest_mooncake.vllm.topology import KV_BLOCK_TOKENS, Deployment
 
 
 @pytest.fixture(scope="session")
@@ -39,11 +42,11 @@ def token_pool(serving_tokenizer: Tokenize, serving_scenarios: dict[str, Scenari
     return TokenPool.from_tokenizer(serving_tokenizer, min_tokens=longest + 64 * 1024)
 
 
-def _store_counters(request: pytest.FixtureRequest, config: MooncakeConfig) -> Counters | None:
-    """The attached Mooncake master's key count and bytes: proof that a connector stored KV there."""
-    if not config.attach:
+def _store_counters(deployment: Deployment) -> Counters | None:
+    """The Mooncake master's key count and bytes: proof that a connector stored KV there."""
+    if deployment.master is None:
         return None
-    metrics = MasterMetrics(request.getfixturevalue("mooncake_master"))
+    metrics = MasterMetrics(deployment.master)
 
     def read() -> dict[str, float | None]:
         snapshot = metrics.snapshot()
@@ -54,7 +57,22 @@ def _store_counters(request: pytest.FixtureRequest, config: MooncakeConfig) -> C
 
 @pytest.fixture(scope="session")
 def serving_protocol(
-    request: pytest.FixtureRequest, openai_endpoint: Endpoint, token_pool: TokenPool, mooncake_config: MooncakeConfig, mooncake_run_id: str
+    request: pytest.FixtureRequest, mooncake_deployment: Deployment, token_pool: TokenPool,
+    mooncake_config: MooncakeConfig, mooncake_run_id: str
 ) -> Protocol:
-    return Protocol(openai_endpoint, token_pool, mooncake_config, mooncake_run_id,
-                    store_counters=_store_counters(request, mooncake_config), progress=request.config)
+    return Protocol(mooncake_deployment.endpoint, token_pool, mooncake_config, mooncake_run_id,
+                    hit_endpoint=mooncake_deployment.reader, topology=mooncake_deployment.topology,
+                    store_counters=_store_counters(mooncake_deployment), progress=request.config)
+
+
+@pytest.fixture(scope="session")
+def serving_explain(request: pytest.FixtureRequest, mooncake_deployment: Deployment, mooncake_run_id: str) -> Explain | None:
+    """The model shape and the store's read bandwidth at KV-block size, measured now, for the
+    design's prediction of a Mooncake hit's TTFT; None where either is unknown."""
+    if mooncake_deployment.master is None or not mooncake_deployment.instances:
+        return None  # an attached endpoint: its model's shape is not ours to know
+    store: StoreClient = request.getfixturevalue("mooncake_store")
+    shape = MODELS["ci-tiny-llama"]
+    block = shape.kv_bytes(KV_BLOCK_TOKENS)
+    measured = store.call("put_get_throughput", f"{mooncake_run_id}-explain", 32, block)
+    return Explain(shape, measured["get_gbps"] * 1e9)

@@ -32,13 +32,16 @@ def _check(name: str, request: pytest.FixtureRequest, statistic: str = "median",
     protocol: Protocol = request.getfixturevalue("serving_protocol")
     results: Results = request.getfixturevalue("mooncake_results")
     label("scenario", name)
+    label("topology", protocol.topology.name if protocol.topology else "attached")
     run = protocol.run(scenarios[name])
     evaluation = evaluate(run, effective_thresholds(request.node, keys), statistic=statistic,
-                          tokenizer=request.getfixturevalue("serving_tokenizer"))
+                          tokenizer=request.getfixturevalue("serving_tokenizer"),
+                          explain=request.getfixturevalue("serving_explain"))
     data = evaluation.data()
     results.add("serving", name, data, test=request.node.nodeid)
     attach_statistics(name, data)
-    show(request.config, f"[{name} @ {run.endpoint.label}] " + evaluation.summary().replace("\n", f"\n[{name}] "))
+    where = run.topology.name if run.topology else run.endpoint.label
+    show(request.config, f"[{name} @ {where}] " + evaluation.summary().replace("\n", f"\n[{name}] "))
     if evaluation.problems:
         pytest.fail(f"{name} on {run.endpoint.base_url}:\n" + "\n".join(evaluation.problems), pytrace=False)
 

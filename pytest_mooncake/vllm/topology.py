@@ -1,0 +1,178 @@
+"""Serving topologies: which vLLM instances, which KV connector, and what proves a hit came from Mooncake.
+
+A topology is chosen with ``--mooncake-topology``; the serving suites run unchanged on each.
+Spawned Mooncake topologies run every vLLM instance inside the cluster's network namespace
+(``MC_TCP_BIND_ADDRESS`` set: the namespace holds only loopback) with ``MooncakeStoreConnector``
+in ``standalone-store`` mode, so the KV lives in the cluster's store nodes, not in an
+instance: it outlives the instance that wrote it. pytest reaches the instances through the
+proxy (``vllm/proxy.py``), whose socket lives in the root namespace.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import port_for
+
+from ..cluster import LOOPBACK, MasterHandle, advertised_host, free_port
+from ..errors import MooncakeError
+from ..executor import ServiceProcess
+from ..janitor import Janitor
+from ..options import MooncakeConfig
+from ..probes import HTTPProbe
+from .connectors import StoreTarget, lmcache_config, mooncake_store_connector_config, vllm_args
+from .server import Endpoint, spawned_vllm
+
+# vLLM's KV block; the store connector stores one key per whole block, so a prompt's tail
+# shorter than a block is never stored and always recomputed.
+KV_BLOCK_TOKENS = 128
+# vLLM's MooncakeConnector prefiller serves its engine id here (VLLM_MOONCAKE_BOOTSTRAP_PORT default).
+BOOTSTRAP_PORT = 8998
+# The connector's registered transfer buffer: a batch of blocks passes through it (the measured setup's value).
+CONNECTOR_BUFFER = 512 * 2**20
+
+
+@dataclass(frozen=True)
+class Topology:
+    name: str
+    summary: str
+    connector: str | None
+    mooncake: bool  # hits are served from Mooncake, so the suites demand proof of it
+    proof: str  # what proves a hit
+    gpu_only: str | None = None  # why it cannot run on a host without a GPU
+
+
+TOPOLOGIES: dict[str, Topology] = {t.name: t for t in (
+    Topology("prefix-cache", "one vLLM with its local prefix cache; Mooncake is not in the path", None, False,
+             "cached_tokens and vllm:prefix_cache_hits"),
+    Topology("baseline", "one vLLM with prefix caching off: no reuse at all", None, False, "none: nothing may hit"),
+    Topology("mooncake-store", "one vLLM with MooncakeStoreConnector and its local prefix cache off: every hit "
+             "is a Mooncake hit", "MooncakeStoreConnector", True,
+             "vllm:external_prefix_cache_hits, master_key_count / master_allocated_bytes growth"),
+    Topology("cross-instance", "writer instance A serves the cold round, reader instance B the hit rounds: B "
+             "reuses what A stored", "MooncakeStoreConnector", True,
+             "external hits on the reader, which never saw the cold prompts"),
+    Topology("pd-store", "prefiller (kv_producer) + decoder (kv_consumer) + our proxy: the decoder loads the "
+             "prefill's KV from the store", "MooncakeStoreConnector", True,
+             "external hits on the prefiller (X-Prefill-Cached-Tokens) and the decoder"),
+    Topology("pd", "prefiller + decoder with vLLM's MooncakeConnector (direct transfer) + our proxy speaking "
+             "vLLM's transfer_id protocol", "MooncakeConnector", True, "vllm:external_prefix_cache_hits on the decoder",
+             gpu_only="vLLM's MooncakeConnector needs an accelerator (torch.accelerator.current_device_index() "
+             "fails on a CPU-only host)"),
+    Topology("lmcache", "one vLLM with LMCacheConnectorV1 and remote_url mooncakestore://", "LMCacheConnectorV1",
+             True, "lmcache:num_hit_tokens and master_key_count growth",
+             gpu_only="LMCache's wheels need CUDA"),
+)}
+
+
+@dataclass
+class Deployment:
+    """The endpoint(s) a topology serves on, and the vLLM instances behind them."""
+
+    topology: Topology
+    endpoint: Endpoint  # every round; the cold round only when ``reader`` is set
+    reader: Endpoint | None = None  # cross-instance: the hit rounds
+    instances: list[Endpoint] = field(default_factory=list)
+    master: MasterHandle | None = None
+
+    @property
+    def endpoints(self) -> list[Endpoint]:
+        return [self.endpoint] + ([self.reader] if self.reader else [])
+
+    def describe(self) -> dict[str, object]:
+        return {"topology": self.topology.name, "connector": self.topology.connector,
+                "mooncake_in_path": self.topology.mooncake,
+                "endpoints": {e.label: e.base_url for e in self.endpoints},
+                "instances": {e.label: e.base_url for e in self.instances}}
+
+
+def _store_config(config: MooncakeConfig, master: MasterHandle, workdir: Path, name: str) -> Path:
+    target = StoreTarget(str(master.endpoint), master.metadata_url, LOOPBACK, config.protocol, config.rdma_devices,
+                         global_segment_size=0, local_buffer_size=CONNECTOR_BUFFER)
+    path = workdir / f"{name}-mooncake.json"
+    path.write_text(json.dumps(mooncake_store_connector_config(target)))
+    return path
+
+
+class _Builder:
+    """Starts instances and proxies for one deployment; the ExitStack stops them in reverse."""
+
+    def __init__(self, config: MooncakeConfig, workdir: Path, janitor: Janitor, master: MasterHandle | None,
+                 stack: ExitStack) -> None:
+        self.config, self.workdir, self.janitor, self.master, self.stack = config, workdir, janitor, master, stack
+        self.instances: list[Endpoint] = []
+
+    def _connector_env(self, name: str) -> dict[str, str]:
+        assert self.master is not None
+        host = LOOPBACK if self.master.netns else advertised_host(self.config, self.master)
+        return {"MOONCAKE_CONFIG_PATH": str(_store_config(self.config, self.master, self.workdir, name)),
+                "MC_TCP_BIND_ADDRESS": host, "VLLM_HOST_IP": host}
+
+    def instance(self, name: str, topology: str, role: str = "kv_both") -> Endpoint:
+        netns = self.master.netns if self.master and topology not in ("prefix-cache", "baseline") else None
+        env = self._connector_env(name) if topology in ("mooncake-store", "pd") else {}
+        if topology == "lmcache":
+            assert self.master is not None
+            target = StoreTarget(str(self.master.endpoint), self.master.metadata_url, env.get("VLLM_HOST_IP", LOOPBACK),
+                                 self.config.protocol, self.config.rdma_devices)
+            path = self.workdir / f"{name}-lmcache.yaml"
+            path.write_text(json.dumps(lmcache_config(target)))  # JSON is YAML
+            env = {"LMCACHE_CONFIG_FILE": str(path)}
+        args = ("--block-size", str(KV_BLOCK_TOKENS), *vllm_args(topology, role))
+        endpoint = self.stack.enter_context(spawned_vllm(
+            self.config, self.workdir, self.janitor, label=name, args=args, env=env, netns=netns))
+        self.instances.append(endpoint)
+        return endpoint
+
+    def proxy(self, name: str, **upstreams: str) -> Endpoint:
+        """Our proxy in the root namespace in front of ``upstreams`` (root URLs inside the namespace)."""
+        netns = self.master.netns if self.master else None
+        port = int(port_for.select_random())
+        command = [sys.executable, "-m", "pytest_mooncake.vllm.proxy", f"--port={port}",
+                   f"--timeout={self.config.request_timeout}"]
+        command += [f"--netns={netns.name}"] if netns else []
+        command += [f"--{role.replace('_', '-')}={url}" for role, url in upstreams.items()]
+        process = ServiceProcess(name, command, HTTPProbe(f"http://{LOOPBACK}:{port}/health", status=r"^200$"),
+                                 self.workdir / f"{name}.log", timeout=60, janitor=self.janitor)
+        self.stack.callback(process.stop)
+        process.start()
+        model = self.instances[-1].model
+        return Endpoint(f"http://{LOOPBACK}:{port}/v1", model, spawned=True, label=name, process=process)
+
+    def fronted(self, name: str, instance: Endpoint) -> Endpoint:
+        """``instance`` as pytest can reach it: itself, or through a proxy when it lives in a namespace."""
+        return self.proxy(f"{name}-proxy", upstream=instance.root_url) if self.master and self.master.netns else instance
+
+
+@contextmanager
+def spawned_deployment(topology: Topology, config: MooncakeConfig, workdir: Path, janitor: Janitor,
+                       master: MasterHandle | None) -> Iterator[Deployment]:
+    """Start the instances (and proxies) of ``topology``; ``master`` for the Mooncake ones."""
+    if topology.mooncake and master is None:
+        raise MooncakeError(f"topology {topology.name} needs a Mooncake master (spawned or --mooncake-master)")
+    with ExitStack() as stack:
+        build = _Builder(config, workdir, janitor, master, stack)
+        name = topology.name
+        if name in ("prefix-cache", "baseline", "mooncake-store", "lmcache"):
+            label = {"prefix-cache": "vllm-prefix-cache", "baseline": "vllm-no-prefix-cache"}.get(name, f"vllm-{name}")
+            endpoint = build.fronted(label, build.instance(label, name))
+            yield Deployment(topology, endpoint, instances=build.instances, master=master)
+        elif name == "cross-instance":
+            writer = build.fronted("writer", build.instance("vllm-writer", "mooncake-store"))
+            reader = build.fronted("reader", build.instance("vllm-reader", "mooncake-store"))
+            yield Deployment(topology, writer, reader, instances=build.instances, master=master)
+        else:
+            connector = "mooncake-store" if name == "pd-store" else "pd"
+            prefiller = build.instance("vllm-prefiller", connector, "kv_producer")
+            decoder = build.instance("vllm-decoder", connector, "kv_consumer")
+            upstreams = {"prefill": prefiller.root_url, "decode": decoder.root_url}
+            if name == "pd":
+                upstreams["bootstrap"] = f"http://{LOOPBACK}:{BOOTSTRAP_PORT}"
+            proxy = build.proxy(f"{name}-proxy", **upstreams)
+            yield Deployment(topology, proxy, instances=build.instances, master=master)
+
