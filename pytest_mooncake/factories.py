@@ -267,7 +267,7 @@ def mooncake_deployment(master_fixture: str = "mooncake_master", pool_fixture: s
                 for process in deployment.instances + deployment.endpoints:
                     if process.log_path is not None:
                         reporting.register_log(request.config, process.label, process.log_path)
-            session.results.topology["serving"] = deployment.describe()
+            session.results.topology[request.fixturename] = deployment.describe()
             if topology.connector is not None:
                 _preflight(deployment, session.run_id, config)
             yield deployment

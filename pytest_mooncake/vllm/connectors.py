@@ -122,6 +122,9 @@ def vllm_args(topology: str, role: str = "kv_both") -> list[str]:
     connector = {"lmcache": "LMCacheConnectorV1", "mooncake-store": "MooncakeStoreConnector", "pd": "MooncakeConnector"}[topology]
     if topology == "lmcache" and role != "kv_both":
         raise ValueError("lmcache runs as kv_both; mooncake-store and pd take kv_producer/kv_consumer")
-    # External KV must be the only cache under test, so vLLM's own prefix cache is off.
-    return ["--no-enable-prefix-caching", "--kv-transfer-config", json.dumps({"kv_connector": connector, "kv_role": role})]
+    # External KV must be the only cache under test, so vLLM's own prefix cache is off. vLLM's
+    # default kv_load_failure_policy "fail" turns a lost store node into failed requests
+    # (measured: "Failing 1 request(s) due to KV load failure"); "recompute" serves them anyway.
+    transfer = {"kv_connector": connector, "kv_role": role, "kv_load_failure_policy": "recompute"}
+    return ["--no-enable-prefix-caching", "--kv-transfer-config", json.dumps(transfer)]
 
