@@ -91,9 +91,9 @@ class Deployment:
                 "instances": {e.label: e.base_url for e in self.instances}}
 
 
-def _store_config(config: MooncakeConfig, master: MasterHandle, workdir: Path, name: str) -> Path:
+def _store_config(config: MooncakeConfig, master: MasterHandle, workdir: Path, name: str, segment: int) -> Path:
     target = StoreTarget(str(master.endpoint), master.metadata_url, LOOPBACK, config.protocol, config.rdma_devices,
-                         global_segment_size=0, local_buffer_size=CONNECTOR_BUFFER)
+                         global_segment_size=segment, local_buffer_size=CONNECTOR_BUFFER)
     path = workdir / f"{name}-mooncake.json"
     path.write_text(json.dumps(mooncake_store_connector_config(target)))
     return path
@@ -103,15 +103,16 @@ class _Builder:
     """Starts instances and proxies for one deployment; the ExitStack stops them in reverse."""
 
     def __init__(self, config: MooncakeConfig, workdir: Path, janitor: Janitor, master: MasterHandle | None,
-                 stack: ExitStack) -> None:
+                 stack: ExitStack, segment: int) -> None:
         self.config, self.workdir, self.janitor, self.master, self.stack = config, workdir, janitor, master, stack
+        self.segment = segment
         self.instances: list[Endpoint] = []
 
     def _connector_env(self, name: str) -> dict[str, str]:
         assert self.master is not None
         host = LOOPBACK if self.master.netns else advertised_host(self.config, self.master)
-        return {"MOONCAKE_CONFIG_PATH": str(_store_config(self.config, self.master, self.workdir, name)),
-                "MC_TCP_BIND_ADDRESS": host, "VLLM_HOST_IP": host}
+        path = _store_config(self.config, self.master, self.workdir, name, self.segment)
+        return {"MOONCAKE_CONFIG_PATH": str(path), "MC_TCP_BIND_ADDRESS": host, "VLLM_HOST_IP": host}
 
     def instance(self, name: str, topology: str, role: str = "kv_both") -> Endpoint:
         netns = self.master.netns if self.master and topology not in ("prefix-cache", "baseline") else None
@@ -151,12 +152,15 @@ class _Builder:
 
 @contextmanager
 def spawned_deployment(topology: Topology, config: MooncakeConfig, workdir: Path, janitor: Janitor,
-                       master: MasterHandle | None) -> Iterator[Deployment]:
-    """Start the instances (and proxies) of ``topology``; ``master`` for the Mooncake ones."""
+                       master: MasterHandle | None, *, embedded_segment: int = 0) -> Iterator[Deployment]:
+    """Start the instances (and proxies) of ``topology``; ``master`` for the Mooncake ones.
+
+    ``embedded_segment`` > 0 gives each store-connector instance a segment of its own
+    (``embedded`` mode) instead of ``standalone-store``: its KV then dies with it."""
     if topology.mooncake and master is None:
         raise MooncakeError(f"topology {topology.name} needs a Mooncake master (spawned or --mooncake-master)")
     with ExitStack() as stack:
-        build = _Builder(config, workdir, janitor, master, stack)
+        build = _Builder(config, workdir, janitor, master, stack, embedded_segment)
         name = topology.name
         if name in ("prefix-cache", "baseline", "mooncake-store", "lmcache"):
             label = {"prefix-cache": "vllm-prefix-cache", "baseline": "vllm-no-prefix-cache"}.get(name, f"vllm-{name}")

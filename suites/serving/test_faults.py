@@ -75,7 +75,7 @@ def _log_size(deployment: Deployment) -> int:
 
 
 def _judge(request: pytest.FixtureRequest, name: str, deployment: Deployment, log_start: int, cold: list[RequestRecord],
-           hit: list[RequestRecord], results: Results) -> None:
+           hit: list[RequestRecord], results: Results) -> dict[str, object]:
     errors = [str(r.error) for r in hit if r.error is not None]
     timeout = get_config(request.config).request_timeout
     missed = sum((r.cached_tokens or 0) < WHOLE_BLOCKS for r in hit)
@@ -91,6 +91,7 @@ def _judge(request: pytest.FixtureRequest, name: str, deployment: Deployment, lo
     assert not errors and all(r.error is None for r in cold), f"requests failed under the fault: {errors}"
     assert [r.text for r in hit] == [r.text for r in cold], "an answer after the fault differs from the cold answer"
     assert summary["slowest_e2e_s"] < timeout
+    return summary
 
 
 def test_a_store_node_killed_during_the_hit_round(request: pytest.FixtureRequest, fault_deployment: Deployment,
@@ -106,7 +107,9 @@ def test_a_store_node_killed_during_the_hit_round(request: pytest.FixtureRequest
     hit = first + rest
     assert all((r.cached_tokens or 0) >= WHOLE_BLOCKS for r in first), \
         f"before the kill every prompt must hit: {[r.cached_tokens for r in first]}"
-    _judge(request, "store-node-killed", fault_deployment, log_start, cold, hit, mooncake_results)
+    summary = _judge(request, "store-node-killed", fault_deployment, log_start, cold, hit, mooncake_results)
+    assert summary["lookups_missed"] or summary["load_failures_recomputed"], \
+        f"no hit was lost, so the killed node held none of the KV the round read: the fault was not tested: {summary}"
 
 
 def test_the_master_restarted_between_rounds(request: pytest.FixtureRequest, fault_deployment: Deployment,
@@ -118,4 +121,5 @@ def test_the_master_restarted_between_rounds(request: pytest.FixtureRequest, fau
     log_start = _log_size(fault_deployment)
     fault_master.restart()
     hit = _send(request, fault_deployment, specs)
-    _judge(request, "master-restarted", fault_deployment, log_start, cold, hit, mooncake_results)
+    summary = _judge(request, "master-restarted", fault_deployment, log_start, cold, hit, mooncake_results)
+    assert summary["lookups_missed"] == PROMPTS, f"a non-HA master restart forgets every key, yet some hit: {summary}"

@@ -1,0 +1,131 @@
+"""Properties of the serving topology itself, beside the scenario verdicts.
+
+- The KV lives in store nodes, not in a vLLM instance: what a ``standalone-store`` instance
+  stored outlives it and another instance reuses it, while an ``embedded`` instance's KV dies
+  with it (spawned Mooncake topologies; each writer is a vLLM of its own).
+- The prefill/decode proxy answers exactly what one instance answers (``pd-store``).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+
+import pytest
+
+from pytest_mooncake import MasterHandle, MasterMetrics
+from pytest_mooncake.cluster import spawned_master
+from pytest_mooncake.options import MooncakeConfig
+from pytest_mooncake.probes import http_request
+from pytest_mooncake.reporting import show
+from pytest_mooncake.results import Results
+from pytest_mooncake.serving import Concurrency, RequestRecord, RequestSpec, run_requests
+from pytest_mooncake.session import state
+from pytest_mooncake.vllm.server import Endpoint
+from pytest_mooncake.vllm.topology import KV_BLOCK_TOKENS, TOPOLOGIES, Deployment, spawned_deployment
+
+pytestmark = pytest.mark.requires_serving
+
+PROMPT_TOKENS = 1500
+WHOLE_BLOCKS = PROMPT_TOKENS // KV_BLOCK_TOKENS * KV_BLOCK_TOKENS
+EMBEDDED_SEGMENT = 256 * 2**20
+# The master checks client liveness every second (kClientMonitorSleepMs); one more for the unmount.
+CLIENT_MONITOR_S = 2.0
+
+
+def _prompt(tag: str) -> RequestSpec:
+    rng = random.Random(tag)
+    return RequestSpec(tag, "topology", "probe", prompt=tuple(rng.randrange(100, 8000) for _ in range(PROMPT_TOKENS)),
+                       max_tokens=8, extra_body={"min_tokens": 1})
+
+
+def _ask(endpoint: Endpoint, spec: RequestSpec, config: MooncakeConfig) -> RequestRecord:
+    [record] = run_requests(endpoint.client_config(config.request_timeout), [spec], Concurrency(1))
+    assert record.error is None, f"{endpoint.label}: {record.error}"
+    return record
+
+
+def _settled_keys(metrics: MasterMetrics, timeout: float = 30.0) -> float:
+    """master_key_count once it has not changed for a second (saves and unmounts are asynchronous)."""
+    last, since, deadline = -1.0, time.monotonic(), time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        count = metrics.snapshot()["master_key_count"]
+        if count != last:
+            last, since = count, time.monotonic()
+        elif time.monotonic() - since >= 1.0:
+            return count
+        time.sleep(0.25)
+    return last
+
+
+def _spawned_mooncake(deployment: Deployment) -> None:
+    if not deployment.topology.mooncake or deployment.master is None or not deployment.master.spawned:
+        pytest.skip(f"needs a spawned Mooncake topology (--mooncake-topology=mooncake-store, ...); this run measures "
+                    f"{deployment.topology.name}")
+
+
+def _write_and_stop(request: pytest.FixtureRequest, master: MasterHandle, config: MooncakeConfig, spec: RequestSpec,
+                    workdir: Path, segment: int) -> tuple[RequestRecord, float, float]:
+    """A writer instance answers ``spec`` (storing its KV) and exits: (answer, keys it stored, keys left after)."""
+    metrics = MasterMetrics(master)
+    before = _settled_keys(metrics)
+    with spawned_deployment(TOPOLOGIES["mooncake-store"], config, workdir, state(request.config).janitor, master,
+                            embedded_segment=segment) as writer:
+        answer = _ask(writer.endpoint, spec, config)
+        stored = _settled_keys(metrics) - before
+    # The master drops an exited client's segment (and the keys on it) once client_ttl has passed.
+    time.sleep(master.client_ttl + CLIENT_MONITOR_S)
+    return answer, stored, _settled_keys(metrics) - before
+
+
+def test_stored_kv_outlives_the_instance_that_wrote_it(request: pytest.FixtureRequest, mooncake_deployment: Deployment,
+                                                       mooncake_config: MooncakeConfig, mooncake_run_id: str,
+                                                       mooncake_results: Results,
+                                                       tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A standalone-store writer (no memory of its own) stores into the store nodes; it exits and the
+    topology's instance reuses its KV. An embedded writer on a master whose only segment is its own
+    takes its KV with it (with store nodes beside it, the master may place its keys on them)."""
+    _spawned_mooncake(mooncake_deployment)
+    master = mooncake_deployment.master
+    assert master is not None
+    spec = _prompt(f"{mooncake_run_id} outlives standalone")
+    cold, stored, kept = _write_and_stop(request, master, mooncake_config, spec, tmp_path_factory.mktemp("standalone"), 0)
+    hit = _ask(mooncake_deployment.reader or mooncake_deployment.endpoint, spec, mooncake_config)
+    workdir = tmp_path_factory.mktemp("embedded")
+    with spawned_master(mooncake_config, workdir, state(request.config).janitor) as private:
+        _, embedded_stored, embedded_kept = _write_and_stop(
+            request, private, mooncake_config, _prompt(f"{mooncake_run_id} outlives embedded"), workdir, EMBEDDED_SEGMENT)
+    outcome = {"standalone_stored_keys": stored, "standalone_keys_after_exit": kept,
+               "reader_cached_tokens": hit.cached_tokens or 0, "reader_same_answer": hit.text == cold.text,
+               "embedded_stored_keys": embedded_stored, "embedded_keys_after_exit": embedded_kept}
+    mooncake_results.add("topology", "kv-outlives-writer", outcome, test=request.node.nodeid)
+    show(request.config, f"[kv outlives writer] standalone-store writer stored {stored:+g} keys, {kept:+g} left after it "
+         f"exited, the reader then had {outcome['reader_cached_tokens']} cached tokens; an embedded writer stored "
+         f"{embedded_stored:+g} keys in its own segment, {embedded_kept:+g} left after it exited")
+    assert stored >= WHOLE_BLOCKS // KV_BLOCK_TOKENS, f"the writer stored too little: {outcome}"
+    assert kept == stored, f"keys vanished with a standalone-store writer: {outcome}"
+    assert outcome["reader_cached_tokens"] >= WHOLE_BLOCKS and hit.text == cold.text, \
+        f"the reader did not reuse what the stopped writer stored: {outcome}"
+    assert embedded_stored > 0 and embedded_kept == 0, f"an embedded writer's keys must vanish with it: {outcome}"
+
+
+def test_pd_proxy_answers_like_one_instance(mooncake_deployment: Deployment, mooncake_config: MooncakeConfig,
+                                            mooncake_run_id: str) -> None:
+    if mooncake_deployment.topology.name != "pd-store" or not mooncake_deployment.instances:
+        pytest.skip(f"checks the spawned pd-store proxy; this run measures {mooncake_deployment.topology.name}")
+    prefiller = mooncake_deployment.instances[0]
+    master = mooncake_deployment.master
+    spec = _prompt(f"{mooncake_run_id} pd proxy")
+    through_proxy = _ask(mooncake_deployment.endpoint, spec, mooncake_config)
+    body = json.dumps({"model": prefiller.model, "prompt": list(spec.prompt or ()), "max_tokens": 8, "min_tokens": 1,
+                       "temperature": 0})
+    direct = http_request(prefiller.base_url + "/completions", method="POST", body=body, timeout=mooncake_config.request_timeout,
+                          headers={"Content-Type": "application/json"}, netns=master.netns if master else None)
+    assert direct.status == 200, direct.body[:500]
+    assert through_proxy.text == json.loads(direct.body)["choices"][0]["text"], "the PD proxy's answer differs from one instance's"
+    wrong = http_request(mooncake_deployment.endpoint.base_url + "/completions", method="POST", timeout=30,
+                         body=json.dumps({"model": "no-such-model", "prompt": [1, 2, 3], "max_tokens": 1}),
+                         headers={"Content-Type": "application/json"})
+    assert wrong.status == 404 and "no-such-model" in wrong.body, f"the proxy must pass vLLM's error through: {wrong}"
