@@ -14,7 +14,7 @@ from ..markers import SCENARIOS
 from . import charts
 from .document import Block, Bullets, Code, Heading, Image, Paragraph, Rule, Table, to_html, to_markdown
 from .labels import TEXT
-from .model import FAILED, PASSED, Pair, Recommendation, Run, cost_model, headline, read, recommend
+from .model import FAILED, PASSED, Pair, Recommendation, Run, cost_model, headline, measured_path, read, recommend
 from .rows import ROWS, change, interval, row_verdicts, status, target
 
 _BAR_WIDTH = 60
@@ -58,6 +58,7 @@ class _Builder:
         self.blocks: list[Block] = []
         self.verdicts = [v for pair in pairs for v in pair.verdicts]
         self.recommendation = recommend(self.verdicts)
+        self.path = measured_path(pairs)
         self.lead = headline(pairs, options.headline)
 
     def build(self) -> list[Block]:
@@ -75,10 +76,24 @@ class _Builder:
         self._appendix()
         return self.blocks
 
+    def _headline(self) -> str:
+        """The recommendation's words: deploying Mooncake is recommended only where Mooncake served the hits."""
+        outcome = self.recommendation.outcome
+        if outcome == PASSED and self.path.kind != "mooncake":
+            return f"rec_passed_{self.path.kind}"
+        return f"rec_{outcome}"
+
+    def _path(self) -> Paragraph:
+        path, t = self.path, self.t
+        return Paragraph(t[f"path_{path.kind}"].format(tokens=path.external_hit_tokens, keys=path.stored_keys,
+                                                      topologies=", ".join(path.topologies)))
+
     def _summary(self) -> None:
         t, rec = self.t, self.recommendation
         self.blocks.append(Heading(2, t["summary"]))
-        self.blocks.append(Paragraph(f"**{t['rec_' + rec.outcome]}**"))
+        self.blocks.append(Paragraph(f"**{t[self._headline()]}**"))
+        if self.pairs:
+            self.blocks.append(self._path())
         if rec.outcome == "passed":
             self.blocks.append(Paragraph(t["rec_passed_why"].format(total=rec.total)))
         elif rec.outcome == "failed":
@@ -237,8 +252,9 @@ class _Builder:
 
     def _decision(self) -> None:
         t, rec = self.t, self.recommendation
-        self.blocks += [Rule(), Heading(2, t["decision"]), Paragraph(f"**{t['rec_' + rec.outcome]}**"),
-                        Paragraph(t["decide_" + rec.outcome]),
+        decide = "decide_passed_local" if self._headline() != "rec_passed" and rec.outcome == PASSED else f"decide_{rec.outcome}"
+        self.blocks += [Rule(), Heading(2, t["decision"]), Paragraph(f"**{t[self._headline()]}**"),
+                        Paragraph(t[decide]),
                         Paragraph(f"**{t['met']}**: {rec.passed}/{rec.total}")]
 
     def _appendix(self) -> None:

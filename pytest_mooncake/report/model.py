@@ -33,6 +33,14 @@ class Run:
     def run_id(self) -> str:
         return str(self.document.get("run_id", self.path.stem))
 
+    @property
+    def topology(self) -> str | None:
+        """The serving topology the run measured (``--mooncake-topology``), when it recorded one."""
+        for described in (self.document.get("topology") or {}).values():
+            if isinstance(described, Mapping) and described.get("topology"):
+                return str(described["topology"])
+        return None
+
     def records(self, kind: str) -> list[Mapping[str, Any]]:
         return [r for r in self.document.get("records", []) if r.get("kind") == kind]
 
@@ -95,6 +103,8 @@ class Pair:
     verdicts: tuple[Verdict, ...]
     definition: Mapping[str, Any]
     source: str
+    topology: str | None = None  # the serving topology the record was measured on, when recorded
+    mooncake: Mapping[str, Any] | None = None  # what proves Mooncake served the hits (Mooncake topologies)
 
     @property
     def is_ab(self) -> bool:
@@ -134,6 +144,8 @@ def _pair(record: Mapping[str, Any], run: Run, base: tuple[str, Mapping[str, Any
         verdicts=tuple(Verdict.from_dict(name, v) for v in data.get("verdicts", [])),
         definition=data.get("scenario_definition") or {},
         source=run.run_id,
+        topology=data.get("topology") or run.topology,
+        mooncake=data.get("mooncake"),
     )
 
 
@@ -193,6 +205,33 @@ def recommend(verdicts: Sequence[Verdict]) -> Recommendation:
     else:
         outcome = PASSED
     return Recommendation(outcome, passed, len(verdicts), failed, unsure)
+
+
+@dataclass(frozen=True)
+class MeasuredPath:
+    """What served the hits the report's verdicts judge: a recommendation may only claim that."""
+
+    topologies: tuple[str, ...]
+    mooncake_served: bool
+    external_hit_tokens: float
+    stored_keys: float
+
+    @property
+    def kind(self) -> str:
+        """``mooncake``, ``local`` (a path without Mooncake) or ``unknown`` (not recorded)."""
+        if self.mooncake_served:
+            return "mooncake"
+        return "local" if self.topologies else "unknown"
+
+
+def measured_path(pairs: Sequence[Pair]) -> MeasuredPath:
+    served = [p.mooncake for p in pairs if p.mooncake and p.mooncake.get("served")]
+    return MeasuredPath(
+        topologies=tuple(dict.fromkeys(p.topology for p in pairs if p.topology)),
+        mooncake_served=bool(served),
+        external_hit_tokens=sum(float(m.get("external_hit_tokens") or 0) for m in served),
+        stored_keys=sum(float(m.get("stored_keys_cold") or 0) for m in served),
+    )
 
 
 @dataclass(frozen=True)

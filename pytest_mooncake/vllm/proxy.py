@@ -1,7 +1,7 @@
 """The HTTP proxy in front of spawned vLLM instances: one upstream, or prefill then decode.
 
     python -m pytest_mooncake.vllm.proxy --port P [--netns NAME] --upstream URL
-    python -m pytest_mooncake.vllm.proxy --port P [--netns NAME] --prefill URL --decode URL
+    python -m pytest_mooncake.vllm.proxy --port P [--netns NAME] --prefill URL --decode URL [--bootstrap URL]
 
 Mooncake topologies run vLLM inside the cluster's private network namespace, which holds
 nothing but loopback. The proxy makes its listening socket in the namespace it starts in
@@ -19,6 +19,10 @@ and every upstream connection is made inside the cluster's namespace.
   only the prefiller tells whether a prompt was cold. ``/health`` is 200 when both
   instances answer 200; ``/reset_prefix_cache`` goes to both; every other path (``/metrics``,
   ``/tokenize``, ``/v1/models``) to the decoder.
+- ``--bootstrap`` (vLLM's ``MooncakeConnector``, which transfers KV directly from prefiller to
+  decoder): vLLM's proxy protocol. Both requests carry ``kv_transfer_params`` with one
+  ``transfer_id``; the decoder's also name the prefiller's engine (``remote_engine_id``, read
+  from the prefiller's bootstrap server ``/query``) and ``remote_bootstrap_addr``.
 An upstream that cannot be reached is a 502 whose JSON error names it.
 """
 
@@ -28,6 +32,7 @@ import argparse
 import json
 import socket
 import sys
+import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -42,7 +47,7 @@ def _passed(headers: Mapping[str, str]) -> dict[str, str]:
     return {name: value for name, value in headers.items() if name.lower() not in _HOP_BY_HOP}
 
 
-def prefill_payload(payload: Mapping[str, Any]) -> dict[str, Any]:
+def prefill_payload(payload: Mapping[str, Any], transfer: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The prefiller's share of a completion: compute the prompt (and store its KV), one token, no stream."""
     body = {key: value for key, value in payload.items() if key not in ("stream", "stream_options")}
     body.update(max_tokens=1, stream=False)
@@ -50,7 +55,15 @@ def prefill_payload(payload: Mapping[str, Any]) -> dict[str, Any]:
         body["min_tokens"] = min(int(body["min_tokens"]), 1)
     if "max_completion_tokens" in body:
         body["max_completion_tokens"] = 1
+    if transfer is not None:
+        body["kv_transfer_params"] = {"do_remote_decode": True, "do_remote_prefill": False,
+                                      "transfer_id": transfer["transfer_id"]}
     return body
+
+
+def decode_payload(payload: Mapping[str, Any], transfer: Mapping[str, Any]) -> dict[str, Any]:
+    """The decoder's request under vLLM's MooncakeConnector protocol: pull the KV of ``transfer``."""
+    return {**payload, "kv_transfer_params": {"do_remote_prefill": True, "do_remote_decode": False, **transfer}}
 
 
 def _cached(usage_body: bytes) -> str:
@@ -93,16 +106,21 @@ def make_app(upstreams: Mapping[str, str], timeout_s: float) -> Any:
         except (ClientError, TimeoutError) as exc:
             return unreachable(url, exc)
 
-    async def prefill(request: web.Request, body: bytes) -> web.StreamResponse | dict[str, str]:
+    async def transfer() -> dict[str, str]:
+        """A new transfer of vLLM's MooncakeConnector protocol, naming the prefiller's engine."""
+        async with sessions["s"].get(upstreams["bootstrap"] + "/query") as reply:
+            engines = await reply.json(content_type=None)
+        engine = next(iter(engines.values()))
+        address = upstreams["bootstrap"].split("://", 1)[-1]
+        return {"transfer_id": str(uuid.uuid4()), "remote_engine_id": str(engine["engine_id"]),
+                "remote_bootstrap_addr": address}
+
+    async def prefill(request: web.Request, payload: Mapping[str, Any],
+                      params: Mapping[str, Any] | None) -> web.StreamResponse | dict[str, str]:
         """Run the prefill; its error answer, or the headers the decoder's answer carries."""
         url = upstreams["prefill"] + request.path_qs
         try:
-            payload = prefill_payload(json.loads(body))
-        except (ValueError, AttributeError):
-            return web.json_response({"error": {"message": "proxy: the request body is not a JSON object",
-                                                "type": "BadRequest", "code": 400}}, status=400)
-        try:
-            async with sessions["s"].post(url, json=payload, headers=_passed(request.headers)) as reply:
+            async with sessions["s"].post(url, json=prefill_payload(payload, params), headers=_passed(request.headers)) as reply:
                 answer = await reply.read()
                 if reply.status != 200:
                     return web.Response(status=reply.status, body=answer, headers=_passed(reply.headers))
@@ -113,6 +131,8 @@ def make_app(upstreams: Mapping[str, str], timeout_s: float) -> Any:
     async def health(request: web.Request) -> web.Response:
         states = {}
         for role, base in upstreams.items():
+            if role == "bootstrap":
+                continue
             try:
                 async with sessions["s"].get(base + "/health") as reply:
                     states[role] = reply.status
@@ -128,9 +148,22 @@ def make_app(upstreams: Mapping[str, str], timeout_s: float) -> Any:
         if request.path == "/reset_prefix_cache":
             await relay(request, upstreams["prefill"], body)
         if request.method == "POST" and request.path in _COMPLETIONS:
-            outcome = await prefill(request, body)
+            try:
+                payload = json.loads(body)
+            except ValueError:
+                payload = None
+            if not isinstance(payload, dict):
+                return web.json_response({"error": {"message": "proxy: the request body is not a JSON object",
+                                                    "type": "BadRequest", "code": 400}}, status=400)
+            try:
+                params = await transfer() if "bootstrap" in upstreams else None
+            except (ClientError, TimeoutError, ValueError, StopIteration, KeyError) as exc:
+                return unreachable(upstreams["bootstrap"] + "/query", exc)
+            outcome = await prefill(request, payload, params)
             if isinstance(outcome, web.StreamResponse):
                 return outcome
+            if params is not None:
+                body = json.dumps(decode_payload(payload, params)).encode()
             return await relay(request, main, body, outcome)
         return await relay(request, main, body)
 
@@ -157,11 +190,16 @@ def main(argv: Iterable[str] | None = None) -> int:
     parser.add_argument("--upstream", help="the one instance to pass requests to")
     parser.add_argument("--prefill", help="the kv_producer instance")
     parser.add_argument("--decode", help="the kv_consumer instance")
+    parser.add_argument("--bootstrap", help="the prefiller's MooncakeConnector bootstrap server (vLLM's PD protocol)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds an upstream may stay silent")
     args = parser.parse_args(list(argv) if argv is not None else None)
     if bool(args.upstream) == bool(args.prefill or args.decode) or bool(args.prefill) != bool(args.decode):
         parser.error("give --upstream URL, or both --prefill URL and --decode URL")
+    if args.bootstrap and not args.prefill:
+        parser.error("--bootstrap belongs to a prefill/decode pair")
     upstreams = {"upstream": args.upstream} if args.upstream else {"prefill": args.prefill, "decode": args.decode}
+    if args.bootstrap:
+        upstreams["bootstrap"] = args.bootstrap
     from aiohttp import web
 
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
