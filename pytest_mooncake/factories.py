@@ -24,6 +24,7 @@ import pytest
 from . import reporting
 from .cluster import MasterHandle, StoreNode, attached_master, spawned_master, store_node
 from .errors import ServiceStartError
+from .probes import HTTPProbe, TCPProbe
 from .metrics import MasterMetrics
 from .session import get_config, state
 from .store_client import StoreClient
@@ -253,6 +254,8 @@ def mooncake_deployment(master_fixture: str = "mooncake_master", pool_fixture: s
                     pytest.skip(f"no OpenAI endpoint: {reason}")
                 if master is not None and master.spawned:
                     request.getfixturevalue(pool_fixture)
+                if master is not None:
+                    _check_reachable(topology.name, master)
                 workdir = tmp_path_factory.mktemp(request.fixturename)
                 try:
                     deployment = stack.enter_context(spawned_deployment(topology, config, workdir, session.janitor, master))
@@ -273,6 +276,22 @@ def mooncake_deployment(master_fixture: str = "mooncake_master", pool_fixture: s
             yield deployment
 
     return deployment_fixture
+
+
+def _check_reachable(topology: str, master: MasterHandle) -> None:
+    """The instances' Mooncake clients would retry an unreachable master for minutes before dying:
+    probe what their config names from where they will run, before spawning them."""
+    probes = [(f"master RPC {master.endpoint}", TCPProbe(master.endpoint.host, master.endpoint.port, netns=master.netns))]
+    if master.metadata_url != "P2PHANDSHAKE":
+        probes.append((f"metadata server {master.metadata_url}",
+                       HTTPProbe(master.metadata_url + "?key=pytest_mooncake_probe", status=r"^(200|404)$", netns=master.netns)))
+    for what, probe in probes:
+        result = probe.check()
+        if not result.ok:
+            pytest.fail(f"topology {topology}: the vLLM instances' Mooncake config names {what}, which does not answer "
+                        f"({probe.description}: {result.detail}); nothing was spawned or measured. Fix: check "
+                        "--mooncake-master / --mooncake-metadata-url (a wrong port?) and that this host reaches them.",
+                        pytrace=False)
 
 
 def _preflight(deployment: Deployment, run_id: str, config: MooncakeConfig) -> None:
