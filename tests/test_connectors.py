@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from collections.abc import Iterator
@@ -44,11 +45,21 @@ def test_lmcache_config_for_a_store_with_the_old_key_names() -> None:
 
 
 def test_store_connector_json_and_vllm_flags() -> None:
-    assert mooncake_store_connector_config(TARGET)["master_server_address"] == "10.0.0.5:50052"
+    # The keys vLLM's MooncakeStoreConfig.from_file reads; a segment of 0 means the KV lives in the store nodes.
+    standalone = mooncake_store_connector_config(dataclasses.replace(TARGET, global_segment_size=0))
+    assert standalone == {"mode": "standalone-store", "metadata_server": TARGET.metadata_server,
+                          "master_server_address": "10.0.0.5:50052", "global_segment_size": 0,
+                          "local_buffer_size": TARGET.local_buffer_size, "protocol": "tcp", "device_name": TARGET.rdma_devices}
+    assert mooncake_store_connector_config(TARGET)["mode"] == "embedded"
     args = vllm_args("mooncake-store")
-    assert json.loads(args[args.index("--kv-transfer-config") + 1]) == {"kv_connector": "MooncakeStoreConnector", "kv_role": "kv_both"}
+    assert args[0] == "--no-enable-prefix-caching"
+    assert json.loads(args[args.index("--kv-transfer-config") + 1]) == {
+        "kv_connector": "MooncakeStoreConnector", "kv_role": "kv_both", "kv_load_failure_policy": "recompute"}
     assert vllm_args("baseline") == ["--no-enable-prefix-caching"]
     assert json.loads(vllm_args("pd", "kv_producer")[-1])["kv_role"] == "kv_producer"
+    assert json.loads(vllm_args("mooncake-store", "kv_consumer")[-1])["kv_role"] == "kv_consumer"
+    with pytest.raises(ValueError, match="lmcache runs as kv_both"):
+        vllm_args("lmcache", "kv_producer")
     with pytest.raises(ValueError, match="valid: lmcache, mooncake-store, pd, baseline, prefix-cache"):
         vllm_args("nixl")
 

@@ -105,7 +105,7 @@ def test_guide_001_yaml_sets_up_attach_mode(print_config_test: pytest.Pytester) 
     result.stdout.fnmatch_lines(
         [
             "mooncake: attach master=192.0.2.10:50052 metadata=http://192.0.2.10:8080/metadata "
-            "metrics=http://192.0.2.10:9004 | protocol=rdma *| openai=http://192.0.2.10:9000/v1",
+            "metrics=http://192.0.2.10:9004 | protocol=rdma *| openai=http://192.0.2.10:9000/v1 | topology=prefix-cache (no KV connector)",
             "mooncake config file: *test_config.yaml",
         ]
     )

@@ -89,6 +89,8 @@ class FakeMaster:
     spawned, protocol = True, "tcp"
 
     def admin(self, path):
+        if path == "/metrics":  # an empty pool: the whole capacity is below the eviction watermark
+            return SimpleNamespace(status=200, body="master_total_capacity_bytes 134217728\\nmaster_allocated_bytes 0\\n")
         assert path == "/get_segments_detail"
         segment = {"size_bytes": 64 * MiB, "allocator_used_bytes": 0}
         return SimpleNamespace(body=json.dumps({"segments": [segment, segment]}))

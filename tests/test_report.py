@@ -85,7 +85,9 @@ def test_seed_numbers_reproduced_from_the_ab_json(tmp_path: Path) -> None:
     assert "**66% of server cost saved**" in markdown and "33.8% of the servers" in markdown
     assert "needs only 3.4 with the cache (6.6 servers fewer)" in markdown
     assert "6.6 × 5 = **33.00**" in markdown
-    assert "✅ Recommended" in markdown and "**Verdicts met**: 1/1" in markdown
+    # The seed's JSON does not record what served the hits, so it cannot recommend Mooncake itself.
+    assert "✅ KV-cache reuse pays off as measured; what served the hits is not recorded" in markdown
+    assert "**Verdicts met**: 1/1" in markdown
 
 
 def test_failed_and_inconclusive_verdicts_are_not_recommended(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..baseline import HIT_ROUNDS
+from ..vllm.topology import TOPOLOGIES
 
 PASSED, FAILED, INCONCLUSIVE = "passed", "failed", "inconclusive"
 _STATISTIC = re.compile(r"\b(median|mean) of n=")
@@ -218,9 +219,12 @@ class MeasuredPath:
 
     @property
     def kind(self) -> str:
-        """``mooncake``, ``local`` (a path without Mooncake) or ``unknown`` (not recorded)."""
+        """``mooncake`` (it served hits), ``unserved`` (a Mooncake topology whose hits it did not
+        serve), ``local`` (no Mooncake in the path) or ``unknown`` (not recorded)."""
         if self.mooncake_served:
             return "mooncake"
+        if any(TOPOLOGIES[t].mooncake for t in self.topologies if t in TOPOLOGIES):
+            return "unserved"
         return "local" if self.topologies else "unknown"
 
 
