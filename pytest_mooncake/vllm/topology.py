@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -115,6 +116,28 @@ class _Builder:
         return {"MOONCAKE_CONFIG_PATH": str(path), "MC_TCP_BIND_ADDRESS": host, "VLLM_HOST_IP": host}
 
     def instance(self, name: str, topology: str, role: str = "kv_both") -> Endpoint:
+        return self.instances_together([(name, topology, role)])[0]
+
+    def instances_together(self, specs: list[tuple[str, str, str]]) -> list[Endpoint]:
+        """Start (name, flag set, role) instances at once: a vLLM start is mostly waiting on one core.
+        Every instance that started is stopped with the deployment, also when another failed."""
+        with ThreadPoolExecutor(len(specs)) as pool:
+            futures = [pool.submit(_entered, self._spawn(*spec)) for spec in specs]
+        started, failures = [], []
+        for future in futures:
+            try:
+                context, endpoint = future.result()
+            except BaseException as exc:  # noqa: BLE001 - re-raised below, after the others are registered
+                failures.append(exc)
+                continue
+            self.stack.push(context)
+            started.append(endpoint)
+        if failures:
+            raise failures[0]
+        self.instances += started
+        return started
+
+    def _spawn(self, name: str, topology: str, role: str) -> AbstractContextManager[Endpoint]:
         netns = self.master.netns if self.master and topology not in ("prefix-cache", "baseline") else None
         env = self._connector_env(name) if topology in ("mooncake-store", "pd") else {}
         if topology == "lmcache":
@@ -125,10 +148,7 @@ class _Builder:
             path.write_text(json.dumps(lmcache_config(target)))  # JSON is YAML
             env = {"LMCACHE_CONFIG_FILE": str(path)}
         args = ("--block-size", str(KV_BLOCK_TOKENS), *vllm_args(topology, role))
-        endpoint = self.stack.enter_context(spawned_vllm(
-            self.config, self.workdir, self.janitor, label=name, args=args, env=env, netns=netns))
-        self.instances.append(endpoint)
-        return endpoint
+        return spawned_vllm(self.config, self.workdir, self.janitor, label=name, args=args, env=env, netns=netns)
 
     def proxy(self, name: str, **upstreams: str) -> Endpoint:
         """Our proxy in the root namespace in front of ``upstreams`` (root URLs inside the namespace)."""
@@ -150,6 +170,10 @@ class _Builder:
         return self.proxy(f"{name}-proxy", upstream=instance.root_url) if self.master and self.master.netns else instance
 
 
+def _entered(context: AbstractContextManager[Endpoint]) -> tuple[AbstractContextManager[Endpoint], Endpoint]:
+    return context, context.__enter__()
+
+
 @contextmanager
 def spawned_deployment(topology: Topology, config: MooncakeConfig, workdir: Path, janitor: Janitor,
                        master: MasterHandle | None, *, embedded_segment: int = 0) -> Iterator[Deployment]:
@@ -167,13 +191,14 @@ def spawned_deployment(topology: Topology, config: MooncakeConfig, workdir: Path
             endpoint = build.fronted(label, build.instance(label, name))
             yield Deployment(topology, endpoint, instances=build.instances, master=master)
         elif name == "cross-instance":
-            writer = build.fronted("writer", build.instance("vllm-writer", "mooncake-store"))
-            reader = build.fronted("reader", build.instance("vllm-reader", "mooncake-store"))
-            yield Deployment(topology, writer, reader, instances=build.instances, master=master)
+            writer, reader = build.instances_together([("vllm-writer", "mooncake-store", "kv_both"),
+                                                       ("vllm-reader", "mooncake-store", "kv_both")])
+            yield Deployment(topology, build.fronted("writer", writer), build.fronted("reader", reader),
+                             instances=build.instances, master=master)
         else:
             connector = "mooncake-store" if name == "pd-store" else "pd"
-            prefiller = build.instance("vllm-prefiller", connector, "kv_producer")
-            decoder = build.instance("vllm-decoder", connector, "kv_consumer")
+            prefiller, decoder = build.instances_together([("vllm-prefiller", connector, "kv_producer"),
+                                                           ("vllm-decoder", connector, "kv_consumer")])
             upstreams = {"prefill": prefiller.root_url, "decode": decoder.root_url}
             if name == "pd":
                 upstreams["bootstrap"] = f"http://{LOOPBACK}:{BOOTSTRAP_PORT}"
