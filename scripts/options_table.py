@@ -30,6 +30,7 @@ DEFAULTS = {
     "client_ttl": "5s spawned / 10s attached",
     "scenarios": "all",
     "allow_eviction": "no",
+    "multi_host": "no",
     "segment_size": "64 MiB",
     "local_buffer_size": "32 MiB",
 }
