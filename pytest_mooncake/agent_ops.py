@@ -249,8 +249,9 @@ def batch_get_into_checked(store: Any, keys: list[str], size: int, check: bool =
 
 @op
 def soak(store: Any, prefix: str, ops: int, size: int, keyspace: int, seed: int,
-         state: dict[str, Any] | None = None) -> dict[str, Any]:
-    """``ops`` random store operations on ``keyspace`` keys, every read classified.
+         state: dict[str, Any] | None = None, seconds: float | None = None) -> dict[str, Any]:
+    """``ops`` random store operations on ``keyspace`` keys (fewer if ``seconds`` run out first),
+    every read classified.
 
     A mix of upsert (a new version), get and remove. ``state`` carries the model between
     calls (a soak runs as phases with faults in between). A write or remove that fails
@@ -271,7 +272,11 @@ def soak(store: Any, prefix: str, ops: int, size: int, keyspace: int, seed: int,
               "backpressure": 0, "missed_versions": 0}
     errors: dict[str, int] = {}
     started = time.monotonic()
-    for _ in range(ops):
+    done = 0
+    for done in range(1, ops + 1):
+        if seconds is not None and time.monotonic() - started > seconds:
+            done -= 1
+            break
         key = f"{prefix}-{rng.randrange(keyspace)}"
         roll = rng.random()
         if roll < 0.4:
@@ -310,7 +315,7 @@ def soak(store: Any, prefix: str, ops: int, size: int, keyspace: int, seed: int,
                 # The miss is recorded; the key holds nothing now, so model it as removed.
                 checker.removed(key)
     return {
-        **counts, "tally": dict(checker.tally), "errors": errors, "seconds": time.monotonic() - started,
+        **counts, "ops": done, "tally": dict(checker.tally), "errors": errors, "seconds": time.monotonic() - started,
         "state": {"written": checker.written, "versions": versions, "uncertain": sorted(uncertain),
                   "missed": sorted(missed)},
     }

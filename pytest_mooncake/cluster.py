@@ -317,13 +317,16 @@ def _spawn_ha(config: MooncakeConfig, binary: Path, workdir: Path, janitor: Jani
     for index in range(config.ha_masters):
         rpc, metrics = _free_port(netns, address), _free_port(netns, address)
         metrics_url = f"http://{address}:{metrics}"
-        # The first master must win the election before the others start; the others are ready as standbys.
-        state = r'"role":\s*"leader".*"service_ready":\s*true' if index == 0 else r'"ha_state":\s*"standby"'
+        # The first master must win the election before the others start. A standby is ready
+        # when it says so; it opens its RPC port only once it leads.
+        health = HTTPProbe(metrics_url + "/health", netns=netns, body_pattern=r'"role":\s*"leader".*"service_ready":\s*true'
+                           if index == 0 else r'"ha_state":\s*"standby"')
+        probe: Probe = AllOf((health, TCPProbe(address, rpc, netns=netns))) if index == 0 else health
         process = ServiceProcess(
             f"mooncake_master-ha{index}",
             [str(binary), *_master_flags(config, address, rpc, metrics), "--enable_ha=true",
              "--ha_backend_type=etcd", f"--etcd_endpoints={address}:{client}"],
-            AllOf((HTTPProbe(metrics_url + "/health", body_pattern=state, netns=netns), TCPProbe(address, rpc, netns=netns))),
+            probe,
             workdir / f"mooncake_master-ha{index}-{rpc}.log",
             timeout=config.startup_timeout,
             netns=netns,
@@ -476,8 +479,7 @@ def _agent(
         LogBannerProbe(log_path, READY_BANNER),
         log_path,
         timeout=config.startup_timeout,
-        env={AUTHKEY_ENV: authkey.hex(), "MC_TCP_BIND_ADDRESS": host,
-             "MC_TRANSFER_TIMEOUT": str(max(1, round(config.transfer_timeout)))},
+        env={AUTHKEY_ENV: authkey.hex(), "MC_TCP_BIND_ADDRESS": host},
         netns=netns,
         janitor=janitor,
     )

@@ -78,7 +78,6 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("netns", "Isolate spawned Mooncake processes in a private network namespace: auto, on, off", p.choice("auto", "on", "off"), "auto", "auto|on|off"),
     Setting("multi_host", "Give the spawned master and every store node a network namespace of its own, joined by a bridge over veth pairs, so a fault can hit one node's link (needs root; default: all on one namespace's loopback)", p.parse_bool, False, "yes|no"),
     Setting("ha_masters", "Spawn N masters with high availability through a spawned etcd (etcd on $PATH: Debian's etcd-server); clients find the leader through etcd:// (0: one plain master)", p.parse_int, 0, "N"),
-    Setting("transfer_timeout", "Seconds a Transfer Engine transfer of a spawned store client may take before it fails (MC_TRANSFER_TIMEOUT)", p.parse_positive_duration, 30.0, "SECONDS"),
     Setting("soak_ops", "Store operations of the soak test (suites/store/test_soak.py); 100000 or more for the full run", p.parse_positive_int, 12000, "N"),
     Setting("allow_eviction", "Let tests fill an ATTACHED cluster past its capacity. Mooncake's eviction is global: this EVICTS OTHER TENANTS' KV (spawned clusters always allow it)", p.parse_bool, False, "yes|no"),
     Setting("master_bin", "Path of the mooncake_master binary to spawn (default: the one in the Mooncake wheel)", _path, None, "PATH"),
@@ -131,7 +130,6 @@ class MooncakeConfig:
     netns: str
     multi_host: bool
     ha_masters: int
-    transfer_timeout: float
     soak_ops: int
     allow_eviction: bool
     master_bin: Path | None
