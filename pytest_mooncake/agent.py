@@ -26,6 +26,7 @@ READY_BANNER = "pytest-mooncake agent ready"
 ENTRY = "import sys; from pytest_mooncake.agent import main; sys.exit(main(sys.argv[1:]))"
 AUTHKEY_ENV = "PYTEST_MOONCAKE_AGENT_KEY"
 _FORBIDDEN = {"setup", "setup_dummy", "close", "init_all"}
+CLOSE_TIMEOUT_S = 2.0
 
 OPS: dict[str, Callable[..., Any]] = {}
 
@@ -126,8 +127,12 @@ def main(argv: list[str] | None = None) -> int:
         return 3
 
     def shut_down(signum: int, frame: object) -> None:
-        # Unmount cleanly so the master drops this segment now, not after client_ttl.
-        store.close()
+        # Unmount cleanly so the master drops this segment now, not after client_ttl. When the
+        # master it knew is gone (an HA leader killed), close() waits on RPC timeouts: past
+        # CLOSE_TIMEOUT_S the unmount cannot reach anyone anyway, so exit without it.
+        closer = threading.Thread(target=store.close, daemon=True)
+        closer.start()
+        closer.join(CLOSE_TIMEOUT_S)
         os._exit(0)
 
     signal.signal(signal.SIGTERM, shut_down)
