@@ -83,8 +83,11 @@ def test_soak_under_eviction_and_faults(request: pytest.FixtureRequest, soak_mas
         evicted_before = _evicted(soak_master)
         leader_before = soak_master.endpoint
         out: dict[str, Any] = {}
-        runner = threading.Thread(target=lambda: out.update(soak_store.call(
-            "soak", f"{mooncake_run_id}-soak", per_phase, SIZE, KEYSPACE, index, state=state)))
+
+        def run(out: dict[str, Any], seed: int, state: dict[str, Any] | None) -> None:
+            out.update(soak_store.call("soak", f"{mooncake_run_id}-soak", per_phase, SIZE, KEYSPACE, seed, state=state))
+
+        runner = threading.Thread(target=run, args=(out, index, state))
         runner.start()
         what = ""
         if fault is not None:
