@@ -148,11 +148,21 @@ def test_partition_expires_the_node_and_heal_brings_it_back(
 
     faulty.link.heal()
     rejoined = _wait(lambda: faulty.segment_name in segments(), 60, f"{faulty.name} to remount after the partition")
-    back = f"{mooncake_run_id}-back"
-    _wait(lambda: lan_store.put(back, value_for(back, SMALL), {"preferred_segment": faulty.segment_name}) == 0, 30,
-          f"a put placed on {faulty.name} to succeed again")
-    assert lan_store.replica_endpoints(back) == [faulty.segment_name]
-    assert lan_store.get(back) == value_for(back, SMALL)
+    attempts: list[str] = []
+
+    def serves() -> bool:
+        """A put placed on the healed node reads back exactly; until then every read is clean."""
+        key = f"{mooncake_run_id}-back-{len(attempts)}"
+        if lan_store.put(key, value_for(key, SMALL), {"preferred_segment": faulty.segment_name}) != 0:
+            attempts.append("put failed")
+            return False
+        assert lan_store.replica_endpoints(key) == [faulty.segment_name], f"{key} was not placed on {faulty.name}"
+        got = lan_store.get(key)
+        assert got in (b"", value_for(key, SMALL)), f"{key} on the healed node read back wrong bytes"
+        attempts.append("exact" if got else "clean miss")
+        return bool(got)
+
+    serving = _wait(serves, 30, f"{faulty.name} to serve a put placed on it again after the heal")
     show(request.config, f"[partition {faulty.name}] expired by the master after {expired:.1f} s; its "
-         f"{len(cut)} keys clean misses, the other node's {len(kept)} exact; rejoined {rejoined:.1f} s after the heal "
-         "and serves again")
+         f"{len(cut)} keys clean misses, the other node's {len(kept)} exact; remounted {rejoined:.1f} s after the heal, "
+         f"serving again {serving:.1f} s later (put then get on it: {', '.join(attempts)})")
