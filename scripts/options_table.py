@@ -31,6 +31,7 @@ DEFAULTS = {
     "scenarios": "all",
     "allow_eviction": "no",
     "kv_pool_size": "1 GiB",
+    "multi_host": "no",
     "segment_size": "64 MiB",
     "local_buffer_size": "32 MiB",
 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -65,8 +66,19 @@ def test_cluster_suite_passes_on_the_embedded_cluster(pytester: pytest.Pytester)
     result.assert_outcomes(passed=3)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGINT, signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
-def test_interrupted_run_leaves_nothing_behind(pytester: pytest.Pytester, signum: int) -> None:
+# The multi-host cluster adds a switch namespace, a namespace per host and their veths and
+# bridge; with HA, an etcd and several masters. None of it may outlive pytest either.
+_MULTI_HOST = {"MOONCAKE_MULTI_HOST": "yes"}
+_MULTI_HOST_HA = {**_MULTI_HOST, "MOONCAKE_HA_MASTERS": "2"}
+
+
+@pytest.mark.parametrize(
+    ("signum", "cluster"),
+    [(signal.SIGINT, {}), (signal.SIGINT, {}), (signal.SIGINT, {}), (signal.SIGTERM, {}), (signal.SIGKILL, {}),
+     (signal.SIGINT, _MULTI_HOST), (signal.SIGKILL, _MULTI_HOST)]
+    + ([(signal.SIGKILL, _MULTI_HOST_HA)] if shutil.which("etcd") else []),
+)
+def test_interrupted_run_leaves_nothing_behind(pytester: pytest.Pytester, signum: int, cluster: dict[str, str]) -> None:
     pytester.makepyfile(
         test_slow="""
         import time
@@ -81,6 +93,7 @@ def test_interrupted_run_leaves_nothing_behind(pytester: pytest.Pytester, signum
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        env={**os.environ, **cluster},
     )
     time.sleep(delay)
     child.send_signal(signum)
@@ -88,7 +101,7 @@ def test_interrupted_run_leaves_nothing_behind(pytester: pytest.Pytester, signum
     deadline = time.monotonic() + 20  # the janitor's grace after a SIGKILL
     while time.monotonic() < deadline and (_marked_processes(child.pid) or _namespaces_of(child.pid)):
         time.sleep(0.2)
-    where = f"{signal.Signals(signum).name} after {delay:.2f} s; output:\n{output[-2000:]}"
+    where = f"{signal.Signals(signum).name} after {delay:.2f} s, {cluster or 'one namespace'}; output:\n{output[-2000:]}"
     assert not _marked_processes(child.pid), f"processes outlived pytest ({where})"
     assert not _namespaces_of(child.pid), f"namespaces outlived pytest ({where})"
 
