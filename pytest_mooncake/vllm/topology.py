@@ -93,7 +93,7 @@ class Deployment:
 
 
 def _store_config(config: MooncakeConfig, master: MasterHandle, workdir: Path, name: str, segment: int) -> Path:
-    target = StoreTarget(str(master.endpoint), master.metadata_url, LOOPBACK, config.protocol, config.rdma_devices,
+    target = StoreTarget(master.client_address, master.metadata_url, LOOPBACK, config.protocol, config.rdma_devices,
                          global_segment_size=segment, local_buffer_size=CONNECTOR_BUFFER)
     path = workdir / f"{name}-mooncake.json"
     path.write_text(json.dumps(mooncake_store_connector_config(target)))
@@ -111,7 +111,9 @@ class _Builder:
 
     def _connector_env(self, name: str) -> dict[str, str]:
         assert self.master is not None
-        host = LOOPBACK if self.master.netns else advertised_host(self.config, self.master)
+        # Inside the cluster's namespace the instance shares the master's host (its LAN address
+        # on a multi-host cluster); attached, it is the address the master can reach us on.
+        host = self.master.endpoint.host if self.master.netns else advertised_host(self.config, self.master)
         path = _store_config(self.config, self.master, self.workdir, name, self.segment)
         return {"MOONCAKE_CONFIG_PATH": str(path), "MC_TCP_BIND_ADDRESS": host, "VLLM_HOST_IP": host}
 
