@@ -79,6 +79,7 @@ class ScenarioRun:
     integrity: tuple[str, str] | None  # (cold text, hit text) of the exact repeat
     topology: Topology | None = None  # None: an endpoint whose topology was not declared
     hit_endpoint: Endpoint | None = None  # cross-instance: the instance that served the hit rounds
+    interleaved: bool = False  # cold and hit requests alternated in one round: one set of counters for both
 
     def round(self, name: str) -> RoundResult:
         return next(r for r in self.rounds if r.name == name)
@@ -218,7 +219,7 @@ class Protocol:
         by_round = {name: [r for r in mixed.records if r.round == name] for name in ("cold", "hit")}
         share = mixed.wall_s / max(1, len(mixed.records))
         rounds = [RoundResult(name, records, share * len(records), mixed.counters) for name, records in by_round.items()]
-        return self._done(scenario, rounds, reset, True, None)
+        return dataclasses.replace(self._done(scenario, rounds, reset, True, None), interleaved=True)
 
     def _conversations(self, scenario: Scenario, builder: PromptBuilder, reset: bool) -> ScenarioRun:
         cold_prompts, conversations = builder.conversations()

@@ -125,15 +125,16 @@ def _mooncake_proof(evaluation: Evaluation) -> None:
         return
     cold, hit = run.round("cold"), run.round("hit")
     external = hit.counters.get("external_prefix_cache_hits")
-    predicted = sum((r.prompt_tokens or 0) // KV_BLOCK_TOKENS for r in cold.records if r.ok)
+    counted = cold.records + (hit.records if run.interleaved else [])
+    predicted = sum((r.prompt_tokens or 0) // KV_BLOCK_TOKENS for r in counted if r.ok)
     stored = cold.counters.get("master_key_count")
     evaluation.mooncake = {"topology": run.topology.name, "connector": run.topology.connector,
                            "external_hit_tokens": external, "served": bool(external and external > 0),
                            "stored_keys_cold": stored, "predicted_blocks_cold": predicted,
                            "stored_bytes_cold": cold.counters.get("master_allocated_bytes")}
     if stored is not None:
-        evaluation.notes.append(f"Mooncake stored {stored:+g} keys in the cold round; whole {KV_BLOCK_TOKENS}-token "
-                                f"blocks of its prompts predict {predicted}")
+        evaluation.notes.append(f"Mooncake stored {stored:+g} keys in the cold round{' (and the hit round interleaved with it)' if run.interleaved else ''}; "
+                                f"whole {KV_BLOCK_TOKENS}-token blocks of its prompts predict {predicted}")
     if run.scenario.reuse > 0 and not evaluation.mooncake["served"]:
         n = len(hit.records)
         evaluation.judged(Verdict(
