@@ -1,0 +1,121 @@
+"""On a Mooncake topology a hit must be a Mooncake hit, and its TTFT is put beside the design's arithmetic."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from pytest_mooncake.capacity import MODELS, ModelShape, predict_hit
+from pytest_mooncake.protocol import RoundResult, ScenarioRun
+from pytest_mooncake.reuse import Explain, evaluate
+from pytest_mooncake.scenarios import Scenario
+from pytest_mooncake.serving import FAILED, PASSED, RequestRecord
+from pytest_mooncake.vllm.server import Endpoint
+from pytest_mooncake.vllm.topology import TOPOLOGIES
+
+SCENARIO = Scenario("high_reuse", 8, 900, 100, reuse=1.0)
+
+
+def _record(i: int, round_name: str, ttft: float, cached: int, prompt: int = 1000) -> RequestRecord:
+    return RequestRecord(
+        request_id=f"r{i}", scenario="high_reuse", round=round_name, api="completions", run_start_epoch_s=0.0,
+        run_start_monotonic_s=0.0, scheduled_at_s=0.0, sent_at_s=0.0, finished_at_s=ttft + 0.03, ttft_s=ttft,
+        itl_s=(0.01,) * 3, tpot_s=0.01, e2e_s=ttft + 0.03, prompt_tokens=prompt, completion_tokens=4,
+        cached_tokens=cached, content_chunks=4, text="same", error=None,
+    )
+
+
+def _run(topology: str | None, external: float | None, cached: int = 896, keys: float = 56) -> ScenarioRun:
+    cold = RoundResult("cold", [_record(i, "cold", 1.0 + 0.01 * i, 0) for i in range(8)], 8.0,
+                       {"master_key_count": keys, "master_allocated_bytes": keys * 2**19})
+    counters = {} if external is None else {"external_prefix_cache_hits": external}
+    hit = RoundResult("hit", [_record(i, "hit", 0.1 + 0.001 * i, cached) for i in range(8)], 1.0, counters)
+    endpoint = Endpoint("http://127.0.0.1:1/v1", "m", spawned=False, label="test")
+    return ScenarioRun(SCENARIO, endpoint, [cold, hit], True, True, ("same", "same"),
+                       TOPOLOGIES[topology] if topology else None)
+
+
+def test_external_hits_prove_a_mooncake_win() -> None:
+    evaluation = evaluate(_run("mooncake-store", 7168.0), {"ttft_reduction": 0.6})
+    assert evaluation.problems == [] and [v.outcome for v in evaluation.verdicts] == [PASSED]
+    assert evaluation.mooncake == {"topology": "mooncake-store", "connector": "MooncakeStoreConnector",
+                                   "external_hit_tokens": 7168.0, "served": True, "stored_keys_cold": 56,
+                                   "predicted_blocks_cold": 8 * (1000 // 128), "stored_bytes_cold": 56 * 2**19}
+    assert "Mooncake stored +56 keys in the cold round; whole 128-token blocks of its prompts predict 56" in evaluation.notes
+    assert evaluation.data()["topology"] == "mooncake-store"
+
+
+@pytest.mark.parametrize(("external", "shown"), [(0.0, "0.0"), (None, "no")])
+def test_a_mooncake_topology_without_external_hits_fails(external: float | None, shown: str) -> None:
+    """vLLM's own cache off, yet fast hits without external hits: not Mooncake's win, whatever the TTFT says."""
+    evaluation = evaluate(_run("cross-instance", external), {"ttft_reduction": 0.6})
+    served = next(v for v in evaluation.verdicts if v.metric == "mooncake_served")
+    assert served.outcome == FAILED and served.effect == (external or 0.0)
+    assert any(p.startswith(f"NOT SERVED BY MOONCAKE: topology cross-instance (MooncakeStoreConnector) had {shown} "
+                            "external prefix-cache hit tokens") for p in evaluation.problems)
+    assert evaluation.mooncake is not None and evaluation.mooncake["served"] is False
+
+
+@pytest.mark.parametrize("topology", ["prefix-cache", None])
+def test_other_topologies_need_no_mooncake_proof(topology: str | None) -> None:
+    evaluation = evaluate(_run(topology, None), {"ttft_reduction": 0.6})
+    assert evaluation.mooncake is None and evaluation.problems == []
+
+
+def test_a_negative_control_needs_no_external_hits() -> None:
+    run = dataclasses.replace(_run("mooncake-store", 0.0, cached=0), scenario=dataclasses.replace(SCENARIO, reuse=0.0))
+    evaluation = evaluate(run, {})
+    assert not any(v.metric == "mooncake_served" for v in evaluation.verdicts)
+
+
+def test_whole_blocks_set_the_expected_hit_rate_on_a_mooncake_topology() -> None:
+    """900 document tokens: 7 whole blocks (896 tokens) can be stored, so 80.8% cached is a full hit
+    there (>= 0.9 x 89.6%), but partial against a token-exact cache (< 0.9 x 90%)."""
+    mooncake = evaluate(_run("mooncake-store", 6464.0, cached=808), {})
+    local = evaluate(_run("prefix-cache", None, cached=808), {})
+    assert not any(n.startswith("PARTIAL HITS") for n in mooncake.notes)
+    assert any("(expected about 89.6%)" in n for n in mooncake.notes)
+    assert any(n.startswith("PARTIAL HITS: only 80.8%") for n in local.notes)
+
+
+def test_the_hit_ttft_is_put_beside_the_design_prediction() -> None:
+    shape = MODELS["ci-tiny-llama"]
+    evaluation = evaluate(_run("mooncake-store", 7168.0), {}, explain=Explain(shape, 1e9))
+    prediction = evaluation.prediction
+    assert prediction is not None
+    # By hand: layers x (4 n^2 d + 22 n d^2) with d = 256, 4 layers; KV 4 x 2 x 2 x 64 x 4 bytes a token.
+    flops = [4 * (4 * n**2 * 256 + 22 * n * 256**2) for n in (1000, 896)]
+    compute = 1.035 * (1 - flops[1] / flops[0])  # the median cold TTFT of 1.00 .. 1.07 s
+    load = 896 * 4096 / 1e9
+    assert prediction["compute_ms"] == pytest.approx(compute * 1e3)
+    assert prediction["load_ms"] == pytest.approx(load * 1e3)
+    assert prediction["predicted_ttft_ms"] == pytest.approx((compute + load) * 1e3)
+    assert prediction["measured_ttft_ms"] == pytest.approx(103.5)
+    assert prediction["measured_over_predicted"] == pytest.approx(0.1035 / (compute + load))
+    assert any(n.startswith("predicted hit TTFT") and "measured 103.5 ms" in n for n in evaluation.notes)
+
+
+def test_no_prediction_without_a_mooncake_hit() -> None:
+    shape = MODELS["ci-tiny-llama"]
+    assert evaluate(_run("mooncake-store", 0.0), {}, explain=Explain(shape, 1e9)).prediction is None
+    assert evaluate(_run("prefix-cache", None), {}, explain=Explain(shape, 1e9)).prediction is None
+
+
+def test_an_interleaved_control_predicts_the_keys_of_both_rounds() -> None:
+    run = dataclasses.replace(_run("mooncake-store", 0.0, cached=0), interleaved=True,
+                              scenario=dataclasses.replace(SCENARIO, reuse=0.0))
+    evaluation = evaluate(run, {})
+    assert evaluation.mooncake is not None and evaluation.mooncake["predicted_blocks_cold"] == 2 * 8 * (1000 // 128)
+
+
+@pytest.mark.parametrize(("prompt", "cached", "bandwidth"), [(100, 101, 1e9), (0, 0, 1e9), (100, 50, 0.0), (100, -1, 1e9)])
+def test_predict_hit_refuses_impossible_inputs(prompt: int, cached: int, bandwidth: float) -> None:
+    with pytest.raises(ValueError, match="need 0 <= cached"):
+        predict_hit(ModelShape(1, 8, 1, 1, 8, 8, 8), prompt, cached, 1.0, bandwidth)
+
+
+def test_a_full_hit_costs_only_the_load() -> None:
+    shape = ModelShape(2, 64, 4, 2, 16, 128, 100, dtype_bytes=2)
+    hit = predict_hit(shape, 512, 512, 2.0, 1e6)
+    assert hit.compute_s == 0.0 and hit.kv_bytes == 512 * 2 * 2 * 2 * 16 * 2 and hit.ttft_s == hit.load_s == hit.kv_bytes / 1e6
