@@ -24,12 +24,12 @@ import pytest
 from . import reporting
 from .cluster import MasterHandle, StoreNode, attached_master, spawned_master, store_node
 from .errors import ServiceStartError
-from .probes import HTTPProbe, TCPProbe
+from .markers import gpu_present
 from .metrics import MasterMetrics
+from .options import MooncakeConfig
+from .probes import HTTPProbe, TCPProbe
 from .session import get_config, state
 from .store_client import StoreClient
-from .markers import gpu_present
-from .options import MooncakeConfig
 from .vllm.preflight import CacheNotWired, check_cache_wired
 from .vllm.server import Endpoint, attach_endpoint, spawned_vllm, vllm_available
 from .vllm.topology import KV_BLOCK_TOKENS, TOPOLOGIES, Deployment, spawned_deployment

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import port_for
 
-from ..cluster import LOOPBACK, MasterHandle, advertised_host, free_port
+from ..cluster import LOOPBACK, MasterHandle, advertised_host
 from ..errors import MooncakeError
 from ..executor import ServiceProcess
 from ..janitor import Janitor
