@@ -238,6 +238,8 @@ def mooncake_deployment(master_fixture: str = "mooncake_master", pool_fixture: s
         config = get_config(request.config).with_overrides(**overrides)
         topology = TOPOLOGIES[config.topology]
         session = state(request.config)
+        if config.openai_base_url is None and topology.gpu_only and not gpu_present():
+            pytest.skip(f"topology {topology.name}: {topology.gpu_only}")
         # An attached endpoint's KV goes to its own cluster: only an attached master is that one.
         sees_store = topology.mooncake and (config.attach or config.openai_base_url is None)
         master: MasterHandle | None = request.getfixturevalue(master_fixture) if sees_store else None
@@ -247,8 +249,6 @@ def mooncake_deployment(master_fixture: str = "mooncake_master", pool_fixture: s
                 deployment = Deployment(topology, attach_endpoint(config.openai_base_url, config, "endpoint"), reader,
                                         master=master)
             else:
-                if topology.gpu_only and not gpu_present():
-                    pytest.skip(f"topology {topology.name}: {topology.gpu_only}")
                 reason = vllm_available(config.vllm_python)
                 if reason:
                     pytest.skip(f"no OpenAI endpoint: {reason}")

@@ -86,8 +86,8 @@ class Deployment:
         return [self.endpoint] + ([self.reader] if self.reader else [])
 
     def describe(self) -> dict[str, object]:
-        return {"topology": self.topology.name, "connector": self.topology.connector,
-                "mooncake_in_path": self.topology.mooncake,
+        return {"topology": self.topology.name, "summary": self.topology.summary, "connector": self.topology.connector,
+                "mooncake_in_path": self.topology.mooncake, "proof": self.topology.proof,
                 "endpoints": {e.label: e.base_url for e in self.endpoints},
                 "instances": {e.label: e.base_url for e in self.instances}}
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from pytest_mooncake.options import MooncakeConfig
+import pytest
+
+from pytest_mooncake.markers import gpu_present
+from pytest_mooncake.options import TOPOLOGY_NAMES, MooncakeConfig
 from pytest_mooncake.protocol import Protocol
 from pytest_mooncake.scenarios import Scenario
 from pytest_mooncake.vllm.server import Endpoint
@@ -55,3 +58,19 @@ def test_multi_turn_counts_the_counters_of_every_turn() -> None:
         run = protocol.run(Scenario("multi_turn", 2, 100, 20, reuse=1.0, turns=3, max_tokens=2))
     # 2 conversations x 3 turns, each turn 10 cached tokens on the double's counters.
     assert run.round("hit").counters["prefix_cache_hits"] == 2 * 3 * 10
+
+
+def test_every_topology_setting_is_described() -> None:
+    assert tuple(TOPOLOGIES) == TOPOLOGY_NAMES
+
+
+@pytest.mark.parametrize(("topology", "cause"), [("pd", "vLLM's MooncakeConnector needs an accelerator"),
+                                                 ("lmcache", "LMCache's wheels need CUDA")])
+def test_gpu_only_topologies_skip_on_a_cpu_host_with_the_cause(pytester: pytest.Pytester, topology: str,
+                                                               cause: str) -> None:
+    if gpu_present():
+        pytest.skip("this host has a GPU: the topology would run")
+    pytester.makepyfile(test_serve="def test_serve(openai_endpoint):\n    raise AssertionError('spawned')\n")
+    result = pytester.runpytest("-rs", f"--mooncake-topology={topology}")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines([f"SKIPPED * topology {topology}: {cause}*"])
