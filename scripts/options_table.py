@@ -32,6 +32,7 @@ DEFAULTS = {
     "allow_eviction": "no",
     "segment_size": "64 MiB",
     "local_buffer_size": "32 MiB",
+    "capacity_deadline": "150s",
 }
 
 
