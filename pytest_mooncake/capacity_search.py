@@ -9,10 +9,11 @@ Per topology (one ``Endpoint``):
 
 1. **Priming and calibration.** Every shared document of the workload is sent once (a serving
    cache is warm in production), then ``CALIBRATION_REQUESTS`` requests one at a time give the
-   unloaded TTFT, TPOT and end-to-end latency. The first rate is half of what one request at a
-   time achieves (0.5 / mean E2E) unless the plan gives one.
+   unloaded TTFT, TPOT and end-to-end latency. The first rate is ``START_LOAD`` times what one
+   request at a time achieves (0.7 / mean E2E) unless the plan gives one.
 2. **Ramp.** Each step offers ``step_requests`` Poisson arrivals at its rate; the rate grows by
-   ``growth`` while the step's p90s meet the SLO. The first step that misses is past the knee
+   ``growth`` (``growth`` squared while the p90 is below a quarter of the limit) while the
+   step's p90s meet the SLO. The first step that misses is past the knee
    and ends the ramp. When even the first step misses, the rate shrinks instead, down to
    ``min_rate``; if that misses too, the result says so (outcome ``below_lowest``).
 3. **Bisection** between the highest rate that met the SLO and the lowest that missed it, at
@@ -61,6 +62,11 @@ from .vllm.server import Endpoint
 from .vllm.tokens import TokenPool
 
 CALIBRATION_REQUESTS = 5
+# The first rate, as a share of what one request at a time achieves (1 / mean E2E): a server
+# that cannot batch is near its knee there, so its ramp brackets the knee in two or three steps.
+START_LOAD = 0.7
+# A step whose p90 is below this share of the limit is far from the knee.
+FAR_BELOW = 0.25
 RESAMPLES = 2000
 FOUND, ABOVE_HIGHEST, BELOW_LOWEST = "found", "above_highest", "below_lowest"
 
@@ -143,7 +149,7 @@ class SearchPlan:
     """How a search spends its time; ``deadline_s`` bounds the whole search of one topology."""
 
     deadline_s: float
-    step_requests: int = 40
+    step_requests: int = 30
     start_rate: float | None = None
     growth: float = 2.0
     resolution: float = 1.25
@@ -325,20 +331,22 @@ class _Search:
 
     def run(self) -> str:
         """Ramp, then bisect; returns why the search stopped."""
-        rate = self.plan.start_rate or 0.5 / (self.calibration.e2e_ms / 1000)
+        rate = self.plan.start_rate or START_LOAD / (self.calibration.e2e_ms / 1000)
         first_meets: bool | None = None
         while True:
             if len(self.steps) >= self.plan.max_steps:
                 return f"{self.plan.max_steps} steps taken"
             if not self.fits(rate):
                 return f"the deadline ({self.plan.deadline_s:.0f} s) leaves no time for a step at {rate:.3g} req/s"
-            meets = self.step(rate).meets(self.slo)
+            step = self.step(rate)
+            meets = step.meets(self.slo)
             if first_meets is None:
                 first_meets = meets
             if meets != first_meets:
                 break  # bracketed the knee from either side
             if meets:
-                rate *= self.plan.growth
+                # Far below the SLO (a batching server's knee can be 10x the first rate): a double step.
+                rate *= self.plan.growth ** (2 if step.ratios(self.slo)[0] < FAR_BELOW else 1)
             elif rate / self.plan.growth < self.plan.min_rate:
                 return f"the lowest rate, {rate:.3g} req/s, misses the SLO"
             else:
