@@ -27,11 +27,12 @@ A failed request (an error, or unfinished when the step's drain time ran out) di
 SLO: it counts as infinitely slow, and the p90 uses numpy's ``higher`` method, so it is always an
 observed value and an infinity never enters an interpolation.
 
-The **capacity** is where the p90 curve, linear between measured rates, first crosses the SLO.
-Its **interval** is where the curves of the p90's interval bounds cross it: the upper bound
-crosses first (the low end), the lower bound last (the high end). With TPOT limited too, the
-curve is the larger of the two p90/limit ratios. A step's own outcome follows ``serving.stats``:
-passed when its whole interval meets the SLO, failed when it wholly misses, inconclusive between.
+A step's outcome follows ``serving.stats``: passed when the p90's whole interval meets the SLO,
+failed when it wholly misses it, inconclusive between. The **capacity** is where the p90 curve,
+linear between measured rates, first crosses the SLO (with TPOT limited too, the curve is the
+larger of the two p90/limit ratios). Its **interval** runs from the highest rate up to which
+every step passed to the lowest rate that failed: between measured rates the curve is unknown,
+and near a knee it can be a cliff.
 """
 
 from __future__ import annotations
@@ -388,36 +389,37 @@ def _measure(rate: float, records: Sequence[RequestRecord], slo: CapacitySLO, wa
     return dataclasses.replace(step, outcome=Rule("<=", 1.0).outcome(low, high))
 
 
-def _crossing(points: Sequence[tuple[float, float]], *, upper_end: bool) -> float:
-    """The rate where a ratio curve (rate, p90/limit), linear between points, first exceeds 1.
-
-    Before the first point the curve is unknown: a first point above 1 puts the crossing at 0 for
-    a low end and at that rate for a high end; a curve that never exceeds 1 crosses at the last
-    rate (low end) or beyond every rate tried (high end, ``inf``). A failed step's infinite ratio
-    leaves no slope to interpolate: the crossing is then anywhere in the segment."""
+def _crossing(points: Sequence[tuple[float, float]]) -> float:
+    """The rate where a ratio curve (rate, p90/limit), linear between points, first exceeds 1;
+    the last rate when it never does. A failed step's infinite ratio leaves no slope: the
+    crossing is then the rate before it."""
     for index, (rate, ratio) in enumerate(points):
         if ratio <= 1.0:
             continue
         if index == 0:
-            return rate if upper_end else 0.0
+            return rate
         before_rate, before = points[index - 1]
         if math.isinf(ratio):
-            return rate if upper_end else before_rate
+            return before_rate
         return before_rate + (1.0 - before) / (ratio - before) * (rate - before_rate)
-    return math.inf if upper_end else points[-1][0]
+    return points[-1][0]
 
 
 def knee(steps: Sequence[Step], slo: CapacitySLO) -> tuple[float | None, float, float, str]:
-    """Capacity (None when even the lowest rate misses), its interval, and the outcome."""
+    """Capacity (None when even the lowest rate misses), its interval, and the outcome.
+
+    Between two measured rates the curve is unknown (a knee can be a cliff), so the interval
+    ends on measured rates: from the highest rate up to which every step *passed* (0 when the
+    lowest did not) to the lowest rate that *failed* (``inf`` when none did)."""
     ordered = sorted(steps, key=lambda s: s.rate)
     ratios = [(s.rate, *s.ratios(slo)) for s in ordered]
-    value = [(rate, v) for rate, v, _, _ in ratios]
-    low = _crossing([(rate, hi) for rate, _, _, hi in ratios], upper_end=False)
-    high = _crossing([(rate, lo) for rate, _, lo, _ in ratios], upper_end=True)
-    if value[0][1] > 1.0:
+    first_unsure = next((i for i, (_, _, _, high) in enumerate(ratios) if high > 1.0), len(ratios))
+    low = ratios[first_unsure - 1][0] if first_unsure else 0.0
+    high = next((rate for rate, _, low_ratio, _ in ratios if low_ratio > 1.0), math.inf)
+    if ratios[0][1] > 1.0:
         return None, 0.0, high, BELOW_LOWEST
-    point = _crossing(value, upper_end=False)
-    outcome = ABOVE_HIGHEST if all(v <= 1.0 for _, v in value) else FOUND
+    point = _crossing([(rate, value) for rate, value, _, _ in ratios])
+    outcome = ABOVE_HIGHEST if all(value <= 1.0 for _, value, _, _ in ratios) else FOUND
     return point, min(low, point), max(high, point), outcome
 
 

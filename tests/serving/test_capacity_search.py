@@ -54,15 +54,14 @@ def _result(topology: str, rate: float | None, low: float, high: float) -> Capac
                           outcome, "test", 1.0)
 
 
-def test_the_knee_is_interpolated_and_its_interval_comes_from_the_p90_bounds() -> None:
+def test_the_knee_is_interpolated_and_its_interval_ends_on_passed_and_failed_rates() -> None:
     steps = [_step(2, 100, 90, 120), _step(4, 200, 150, 300), _step(8, 450, 300, 800)]
     rate, low, high, outcome = knee(steps, SLO)
     assert outcome == FOUND
     # p90 crosses 250 ms between 4 (200) and 8 (450): 4 + 50/250 * 4.
     assert rate == pytest.approx(4.8)
-    # The upper bound (300 at 4) has crossed between 2 and 4: 2 + 130/180 * 2; the lower bound at 8 is 300.
-    assert low == pytest.approx(2 + 130 / 180 * 2)
-    assert high == pytest.approx(4 + 100 / 150 * 4)
+    # Every step passed up to 2; 4 is inconclusive (150 .. 300 straddles 250); 8 wholly misses.
+    assert (low, high) == (2, 8)
     assert [s.outcome for s in steps] == [PASSED, INCONCLUSIVE, FAILED]
 
 
@@ -71,6 +70,9 @@ def test_a_curve_that_never_misses_is_censored_and_one_that_always_misses_says_s
     assert (rate, low, high, outcome) == (4, 4, math.inf, ABOVE_HIGHEST)
     rate, low, high, outcome = knee([_step(1, 400, 300, 500), _step(2, math.inf, 600, math.inf)], SLO)
     assert (rate, low, high, outcome) == (None, 0.0, 1, BELOW_LOWEST)
+    # A lowest step that is only inconclusive bounds nothing below it.
+    rate, low, high, outcome = knee([_step(1, 200, 150, 300), _step(2, 600, 500, 700)], SLO)
+    assert (low, high, outcome) == (0.0, 2, FOUND) and rate == pytest.approx(1.125)
 
 
 def test_failed_requests_count_as_infinitely_slow() -> None:
