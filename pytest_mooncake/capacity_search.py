@@ -11,7 +11,8 @@ Per topology (one ``Endpoint``):
    cache is warm in production), then ``CALIBRATION_REQUESTS`` requests one at a time give the
    unloaded TTFT, TPOT and end-to-end latency. The first rate is ``START_LOAD`` times what one
    request at a time achieves (0.7 / mean E2E) unless the plan gives one.
-2. **Ramp.** Each step offers ``step_requests`` Poisson arrivals at its rate; the rate grows by
+2. **Ramp.** Each step offers Poisson arrivals at its rate, ``step_requests`` of them and at least
+   ``min_step_s`` seconds' worth (a short burst never overloads anything); the rate grows by
    ``growth`` (``growth`` squared while the p90 is below a quarter of the limit) while the
    step's p90s meet the SLO. The first step that misses is past the knee
    and ends the ramp. When even the first step misses, the rate shrinks instead, down to
@@ -121,6 +122,7 @@ class ScenarioWorkload:
         reusing = round(self.scenario.reuse * 100)
         specs = []
         for index in range(count):
+            # Coprime strides spread the reusing share evenly over the arrivals, not all first.
             shared = self.scenario.document_tokens and (index * 37) % 100 < reusing
             document = (self._builder.document("shared", index % self.scenario.requests) if shared
                         else self._builder.document(f"{tag} fresh", index) if self.scenario.document_tokens else [])
@@ -151,6 +153,7 @@ class SearchPlan:
 
     deadline_s: float
     step_requests: int = 30
+    min_step_s: float = 10.0
     start_rate: float | None = None
     growth: float = 2.0
     resolution: float = 1.25
@@ -161,6 +164,8 @@ class SearchPlan:
     def __post_init__(self) -> None:
         if self.step_requests < 10:
             raise ValueError(f"SearchPlan(step_requests={self.step_requests}): a p90 needs at least 10 requests per step")
+        if self.min_step_s < 0:
+            raise ValueError(f"SearchPlan(min_step_s={self.min_step_s}): a step cannot last less than no time")
         if self.growth <= 1 or self.resolution <= 1:
             raise ValueError(f"SearchPlan(growth={self.growth}, resolution={self.resolution}): both must be above 1")
 
@@ -313,13 +318,18 @@ class _Search:
     def left_s(self) -> float:
         return self.plan.deadline_s - (time.monotonic() - self.started)
 
+    def count(self, rate: float) -> int:
+        """Arrivals of a step: enough for a p90, and enough time for an overloaded server's queue
+        to build (30 arrivals at 500 req/s are one burst a fast server drains within the SLO)."""
+        return max(self.plan.step_requests, math.ceil(rate * self.plan.min_step_s))
+
     def fits(self, rate: float) -> bool:
-        span = arrival_offsets(rate, self.plan.step_requests, len(self.steps))[-1]
+        span = arrival_offsets(rate, self.count(rate), len(self.steps))[-1]
         return span + self.drain_s <= self.left_s()
 
     def step(self, rate: float) -> Step:
         seed = len(self.steps)
-        count = self.plan.step_requests
+        count = self.count(rate)
         specs = self.workload.requests(f"step{seed}-{rate:.4g}", count)
         span = arrival_offsets(rate, count, seed)[-1]
         began = time.monotonic()

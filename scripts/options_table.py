@@ -33,6 +33,7 @@ DEFAULTS = {
     "segment_size": "64 MiB",
     "local_buffer_size": "32 MiB",
     "capacity_deadline": "150s",
+    "capacity_step_duration": "10s",
 }
 
 

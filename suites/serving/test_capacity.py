@@ -43,7 +43,7 @@ REFERENCE = "baseline"
 TOPOLOGIES = {REFERENCE: "baseline_endpoint", "prefix-cache": "openai_endpoint"}
 # Document QA: every request asks a new question about one of 8 shared documents, long enough
 # that prefill, which the cache saves, outweighs the short answer's decoding.
-CAPACITY_MIX = Scenario("capacity_mix", requests=8, document_tokens=3072, question_tokens=64, reuse=1.0, max_tokens=8)
+CAPACITY_MIX = Scenario("capacity_mix", requests=8, document_tokens=2048, question_tokens=64, reuse=1.0, max_tokens=8)
 
 
 def _endpoints(request: pytest.FixtureRequest) -> tuple[dict[str, Endpoint], dict[str, str]]:
@@ -108,7 +108,8 @@ def test_capacity_gain(
                                  f"goodput {step.goodput:.3g} req/s: {step.outcome}; {max(left, 0):.0f} s left")
 
         results[topology] = search(topology, endpoint, workloads[topology], slo,
-                                   SearchPlan(deadline_s=share, step_requests=config.capacity_step_requests),
+                                   SearchPlan(deadline_s=share, step_requests=config.capacity_step_requests,
+                                              min_step_s=config.capacity_step_duration),
                                    calibrations[topology], request_timeout_s=config.request_timeout, on_step=progress)
     threshold = effective_thresholds(request.node, ("capacity_gain",)).get("capacity_gain")
     verdicts = {topology: capacity_gain(result, results[REFERENCE], Rule(">=", threshold))

@@ -110,20 +110,20 @@ def _search(server: FakeOpenAIServer, plan: SearchPlan, slo: CapacitySLO = SLO) 
 def test_the_knee_of_a_one_slot_server_is_found_and_a_faster_one_carries_more() -> None:
     # One slot and ~60 ms per request: the queue, and with it TTFT, explodes towards ~16 req/s.
     with FakeOpenAIServer(ttft=0.05, itl=0.01, tokens=2, slots=1) as slow:
-        result = _search(slow, SearchPlan(deadline_s=60, step_requests=20, start_rate=2.0))
+        result = _search(slow, SearchPlan(deadline_s=60, step_requests=20, start_rate=2.0, min_step_s=1.5))
     assert result.outcome == FOUND, result.summary()
     assert result.ci_low <= result.max_rate <= result.ci_high
     assert 2.0 <= result.max_rate <= 20.0, result.summary()
     assert any(s.meets(SLO) for s in result.steps) and any(not s.meets(SLO) for s in result.steps)
     assert result.as_dict()["topology"] == "fake" and "req/s at TTFT p90 <= 250 ms" in result.summary()
     with FakeOpenAIServer(ttft=0.01, itl=0.005, tokens=2, slots=1) as fast:
-        faster = _search(fast, SearchPlan(deadline_s=60, step_requests=20, start_rate=4.0))
+        faster = _search(fast, SearchPlan(deadline_s=60, step_requests=20, start_rate=4.0, min_step_s=1.5))
     assert faster.max_rate is not None and faster.max_rate > result.max_rate, (faster.summary(), result.summary())
 
 
 def test_even_the_lowest_rate_missing_the_slo_is_a_clear_result() -> None:
     with FakeOpenAIServer(ttft=0.3, itl=0.01, tokens=2) as server:
-        result = _search(server, SearchPlan(deadline_s=60, step_requests=10, start_rate=8.0, min_rate=4.0),
+        result = _search(server, SearchPlan(deadline_s=60, step_requests=10, start_rate=8.0, min_rate=4.0, min_step_s=0),
                          CapacitySLO(ttft_p90_ms=100.0))
     assert result.outcome == BELOW_LOWEST and result.max_rate is None
     assert [s.rate for s in result.steps] == [8.0, 4.0]
@@ -133,4 +133,14 @@ def test_even_the_lowest_rate_missing_the_slo_is_a_clear_result() -> None:
 def test_a_deadline_too_short_for_one_step_says_what_to_change() -> None:
     with FakeOpenAIServer(ttft=0.01, itl=0.0, tokens=2) as server:
         with pytest.raises(RuntimeError, match="no step fits.*--mooncake-capacity-deadline"):
-            _search(server, SearchPlan(deadline_s=3, step_requests=20, start_rate=1.0))
+            _search(server, SearchPlan(deadline_s=3, step_requests=20, start_rate=1.0, min_step_s=0))
+
+
+def test_a_burst_is_not_taken_for_a_sustained_rate() -> None:
+    # 20 arrivals at 200 req/s are one burst a 20 ms server drains in 0.4 s, under the SLO;
+    # offered for 1.5 s, the same rate piles up 300 requests and misses it.
+    with FakeOpenAIServer(ttft=0.02, itl=0.0, tokens=2, slots=1) as server:
+        result = _search(server, SearchPlan(deadline_s=60, step_requests=20, start_rate=200.0, min_step_s=1.5,
+                                            max_steps=1), CapacitySLO(ttft_p90_ms=500.0))
+    (step,) = result.steps
+    assert step.sent == 300 and not step.meets(CapacitySLO(ttft_p90_ms=500.0)), result.summary()
