@@ -92,6 +92,8 @@ def _attach_records(item: pytest.Item) -> None:
         reporting.attach_json(f"{record['kind']} {record['name']} statistics", _without_requests(record["data"]))
         if record["kind"] == "serving":
             _attach_charts(item.config, record)
+        if record["kind"] == "replay":
+            _attach_replay_chart(item.config, record)
         samples = gate_samples(f"{record['kind']} {record['name']}", record["data"].get("verdicts") or [])
         item.config.stash.setdefault(_GATES, []).extend(samples)
     capacity = [record for record in records if record["kind"] == "capacity"]
@@ -118,6 +120,17 @@ def _attach_charts(config: pytest.Config, record: Mapping[str, Any]) -> None:
             return
         for path in paths:
             reporting.attach_file(path)
+
+
+def _attach_replay_chart(config: pytest.Config, record: Mapping[str, Any]) -> None:
+    from .report import charts
+
+    name = str(record["name"])
+    try:
+        path = charts.replay(name, record["data"].get("records") or [], _chart_dir(config) / f"{Path(name).stem}_replay.png")
+    except RuntimeError:  # no matplotlib
+        return
+    reporting.attach_file(path)
 
 
 def _attach_capacity_charts(item: pytest.Item, records: list[Mapping[str, Any]]) -> None:

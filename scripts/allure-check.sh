@@ -128,8 +128,7 @@ for result in scenario_tests:
     statistics = [a for a in attachments(result) if a.endswith(" statistics")]
     if not statistics:
         problems.append(f"{name}: no statistics attachment ({result['status']}): the scenario measured nothing")
-    # Serving and capacity records come with charts; a trace replay's statistics stand alone.
-    if any(a.startswith(("serving ", "capacity ")) for a in statistics) and not any(a.endswith(".png") for a in attachments(result)):
+    if not any(a.endswith(".png") for a in attachments(result)):
         problems.append(f"{name}: statistics without charts")
     if missing:
         problems.append(f"{name}: the page at {base}#{rendered[name]} does not show {missing}")

@@ -36,6 +36,12 @@ def test_high_reuse(mooncake_results):
         "verdicts": [{{"metric": "ttft_reduction", "threshold": ">= 0.6", "ci_low": 0.7, "ci_high": 0.8}}]}})
 
 
+@pytest.mark.multi_turn
+def test_replay(mooncake_results):
+    records = [{{"scheduled_at_s": i * 0.5, "ttft_s": 0.1, "cached_tokens": 64 * i, "predicted_cached": 64 * i}} for i in range(4)]
+    mooncake_results.add("replay", "trace.jsonl", {{"summary": "4 requests", "records": records}})
+
+
 def test_capacity(mooncake_results):
     reporting.label("scenario", "capacity")
     for topology, knee in (("baseline", 2.0), ("prefix-cache", 8.0)):
@@ -72,7 +78,7 @@ def test_allure_results_carry_labels_statistics_charts_and_logs(pytester: pytest
     pytester.makepyfile(test_suite=SUITE.format(ttft=250.0, rps=3.0))
     alluredir = pytester.path / "allure-results"
     result = pytester.runpytest("-p", "no:cacheprovider", f"--alluredir={alluredir}", "--mooncake-profile=cpu-ci")
-    result.assert_outcomes(passed=2, failed=1)
+    result.assert_outcomes(passed=3, failed=1)
     tests = _results(alluredir)
 
     passed = tests["test_high_reuse"]
@@ -94,6 +100,7 @@ def test_allure_results_carry_labels_statistics_charts_and_logs(pytester: pytest
     log = next(a for a in failed["attachments"] if a["name"] == "mooncake_master log")
     assert "NO_AVAILABLE_HANDLE" in (alluredir / log["source"]).read_text()
 
+    assert {"replay trace.jsonl statistics", "trace_replay.png"} <= set(_attachment_names(tests["test_replay"]))
     capacity = _attachment_names(tests["test_capacity"])
     assert {"capacity baseline statistics", "capacity prefix-cache statistics", "capacity_ttft.png",
             "capacity_goodput.png"} <= set(capacity)
@@ -109,5 +116,5 @@ def test_allure_results_carry_labels_statistics_charts_and_logs(pytester: pytest
 def test_without_alluredir_nothing_is_attached(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_suite=SUITE.format(ttft=250.0, rps=3.0))
     result = pytester.runpytest("-p", "no:cacheprovider")
-    result.assert_outcomes(passed=2, failed=1)
+    result.assert_outcomes(passed=3, failed=1)
     assert not list(pytester.path.glob("**/*-result.json")) and not list(pytester.path.glob("**/mooncake-perf.json"))

@@ -2,7 +2,8 @@
 
 The file names follow guide 001: ``<scenario>_latency.png``, ``<scenario>_throughput.png``,
 ``overall_improvement.png``; plus the headline comparison bars, ``bandwidth.png`` and the
-capacity curves (``capacity_ttft.png``, ``capacity_tpot.png``, ``capacity_goodput.png``).
+capacity curves (``capacity_ttft.png``, ``capacity_tpot.png``, ``capacity_goodput.png``) and a
+trace replay's ``<trace>_replay.png``.
 Labels stay in English: CI hosts rarely have CJK fonts.
 """
 
@@ -175,3 +176,20 @@ def capacity_curves(capacities: Sequence[Capacity], directory: Path) -> list[Pat
     ax.legend(fontsize=8)
     made.append(_save(fig, directory / "capacity_goodput.png"))
     return made
+
+
+def replay(name: str, records: Sequence[Mapping[str, Any]], path: Path) -> Path:
+    """A trace replay: TTFT at each request's send time, and cached tokens measured against
+    what the trace's prefix sharing predicts."""
+    plt = _pyplot()
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7.5, 6), sharex=True)
+    sent = [read(r, ("scheduled_at_s",)) or 0.0 for r in records]
+    top.plot(sent, [1000 * (read(r, ("ttft_s",)) or 0.0) for r in records], ".", markersize=4)
+    top.set_ylabel("TTFT (ms)")
+    top.set_title(f"{name}: replayed at the trace's timestamps")
+    bottom.plot(sent, [read(r, ("cached_tokens",)) or 0.0 for r in records], ".", markersize=4, label="cached, measured")
+    bottom.plot(sent, [read(r, ("predicted_cached",)) or 0.0 for r in records], "x", markersize=3, label="predicted")
+    bottom.set_xlabel("send time (s)")
+    bottom.set_ylabel("cached tokens")
+    bottom.legend(fontsize=8)
+    return _save(fig, path)
