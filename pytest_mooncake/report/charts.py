@@ -133,7 +133,12 @@ def _p90s(capacity: Capacity, metric: str) -> list[tuple[float, float, float, fl
 
 def _latency_curve(capacities: Sequence[Capacity], path: Path, metric: str, name: str, limit: float | None) -> Path:
     plt = _pyplot()
+    from matplotlib.ticker import ScalarFormatter
+
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    finite = [p[3] for c in capacities for p in _p90s(c, metric)]
+    # Steps whose p90 is a failed request (infinite) are drawn as crosses above everything else.
+    ceiling = 1.1 * max([*finite, limit or 0.0, 1.0])
     for index, capacity in enumerate(capacities):
         color = f"C{index}"
         points = _p90s(capacity, metric)
@@ -141,13 +146,18 @@ def _latency_curve(capacities: Sequence[Capacity], path: Path, metric: str, name
             rates, values = [p[0] for p in points], [p[1] for p in points]
             errors = [[p[1] - p[2] for p in points], [p[3] - p[1] for p in points]]
             ax.errorbar(rates, values, yerr=errors, marker="o", capsize=3, color=color, label=capacity.topology)
+        failed = [read(s, ("rate",)) for s in capacity.steps if (s.get(metric) or {}).get("value", 0.0) is None]
+        if failed:
+            ax.plot(failed, [ceiling] * len(failed), "x", color=color, markersize=8,
+                    label=f"{capacity.topology}: p90 is a failed request")
         if capacity.max_rate is not None:
             ax.axvline(capacity.max_rate, color=color, linestyle=":", linewidth=1.2)
-            ax.annotate(f"knee {capacity.max_rate:.3g} req/s", (capacity.max_rate, limit or 0), color=color, fontsize=8,
-                        rotation=90, va="bottom", ha="right")
+            ax.annotate(f"knee {capacity.max_rate:.3g} req/s", (capacity.max_rate, (limit or ceiling) * 0.5), color=color,
+                        fontsize=8, rotation=90, va="center", ha="right")
     if limit is not None:
         ax.axhline(limit, color="red", linestyle="--", linewidth=1, label=f"SLO {limit:.0f} ms")
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(ScalarFormatter())
     ax.set_xlabel("offered rate (requests/s, Poisson)")
     ax.set_ylabel(f"{name} p90 (ms), 95% CI")
     ax.set_title(f"{name} p90 against offered rate; dotted: each topology's knee")
