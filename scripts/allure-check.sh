@@ -44,6 +44,7 @@ if [ -z "$RESULTS" ]; then
     RESULTS="$WORK/results"
     rm -rf "$RESULTS"
     .venv/bin/pytest -p no:cacheprovider --alluredir="$RESULTS" "$@" || status=$?
+    ran_status=$status
     # 0: all passed, 1: some tests failed: both render. Anything else is a broken run.
     if [ "$status" -gt 1 ]; then
         echo "allure-check: pytest exited $status; nothing to render" >&2
@@ -123,7 +124,8 @@ for result in scenario_tests:
         continue
     text = page_text(f"{base}#{rendered[name]}")
     scenarios = [label["value"] for label in result["labels"] if label["name"] == "scenario"]
-    wanted = [result["name"], *(f"scenario {s}" for s in scenarios), *attachments(result)]
+    # Allure 3 lists a label's values together: "scenario high_reuse long_context_high_reuse".
+    wanted = [result["name"], f"scenario {' '.join(scenarios)}", *attachments(result)]
     missing = [w for w in wanted if w not in text]
     statistics = [a for a in attachments(result) if a.endswith(" statistics")]
     if not statistics:
@@ -154,4 +156,4 @@ for problem in problems:
     print(f"allure-check: FAIL {problem}", file=sys.stderr)
 sys.exit(1 if problems else 0)
 PY
-echo "allure-check: report OK at $WORK/report (pytest status $status, quality gates $([ "$gates" -eq 0 ] && echo passed || echo FAILED))"
+echo "allure-check: report OK at $WORK/report (results $RESULTS, pytest status ${ran_status:-not run here}, quality gates $([ "$gates" -eq 0 ] && echo passed || echo FAILED))"
