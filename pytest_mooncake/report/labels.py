@@ -121,7 +121,7 @@ TEXT: dict[str, dict[str, str]] = {
         "topology": "拓扑",
         "capacity": "SLO 下的容量 (req/s)",
         "needed_range": "置信区间两端的服务器数",
-        "offered": "offered rate (req/s)", "failed": "失败", "goodput": "Goodput (req/s)",
+        "offered": "施加速率 (req/s)", "failed": "失败", "goodput": "达标吞吐 (req/s)",
         "comparison": "📊 性能对比",
         "ttft_bars": "⚡ 响应速度对比（首 Token 延迟，平均）",
         "tput_bars": "🚀 延迟加速对比（逐个请求的每秒请求数）",
