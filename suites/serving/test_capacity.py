@@ -81,6 +81,9 @@ def test_capacity_gain(
     """Highest Poisson rate meeting the SLO per topology; the cache must carry more at the same SLO."""
     label("scenario", "capacity")
     config = mooncake_config
+    if config.capacity_scenario and config.capacity_scenario not in serving_scenarios:
+        pytest.fail(f"--mooncake-capacity-scenario={config.capacity_scenario}: no such scenario; known: "
+                    f"{', '.join(serving_scenarios)} (or leave it unset for the built-in document mix)", pytrace=False)
     scenario = serving_scenarios[config.capacity_scenario] if config.capacity_scenario else CAPACITY_MIX
     endpoints, unavailable = _endpoints(request)
     started = time.monotonic()  # the deadline covers the search, not the servers' start-up
@@ -97,8 +100,8 @@ def test_capacity_gain(
                          f"E2E {reference.e2e_ms:.0f} ms); {len(endpoints)} topologies, {config.capacity_deadline:.0f} s in all")
     results: dict[str, CapacityResult] = {}
     for index, (topology, endpoint) in enumerate(endpoints.items()):
-        # A step lasts step_requests / rate and the rates scale with 1 / E2E: a slow topology
-        # needs proportionally longer for the same steps, so it gets that share of what is left.
+        # Rates start at 0.7 / E2E, so a topology's steps last in proportion to its unloaded E2E
+        # (beyond the 10 s floor): a slow topology gets that share of what is left.
         pending = [calibrations[t].e2e_ms for t in list(endpoints)[index:]]
         share = (config.capacity_deadline - (time.monotonic() - started)) * pending[0] / sum(pending)
 
