@@ -38,6 +38,7 @@ PERF_KEYS = {
     "need_ratio": "minimum measured bandwidth / the model's break-even bandwidth",
     "match_tokens": "leading tokens a cache-hit response must share with the cold response",
     "line_rate_fraction": "minimum share of the RDMA NIC's line rate the raw transfer must reach",
+    "capacity_gain": "minimum gain in requests/s sustained at the capacity SLO with the cache over the baseline, e.g. 0.5",
 }
 
 

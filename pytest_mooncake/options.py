@@ -112,6 +112,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("profile", "Qualification profile (ci/profiles/NAME.yaml, or a YAML path) whose thresholds fill in those a test's mooncake_perf marker leaves unset", p.parse_text, None, "NAME"),
     Setting("report", "Evaluation report formats to write into the results directory at session end: md, html or md,html (default: none)", _formats, (), "FORMATS"),
     Setting("server_cost", "Monthly cost of one serving server, for the evaluation report's cost model", p.parse_float, None, "AMOUNT"),
+    Setting("capacity_ttft_slo", "TTFT p90 limit of the capacity search: a duration (500ms) or a multiple of the baseline's unloaded TTFT (4x)", p.parse_latency_limit, p.LatencyLimit(factor=4.0), "LIMIT"),
+    Setting("capacity_tpot_slo", "TPOT p90 limit of the capacity search, in the same forms (default: none)", p.parse_latency_limit, None, "LIMIT"),
+    Setting("capacity_step_requests", "Poisson arrivals per rate step of the capacity search; the first fifth warm the queue and are not counted", lambda v: p.parse_int(v, minimum=10), 30, "N"),
+    Setting("capacity_step_duration", "Shortest rate step of the capacity search: at least this long of arrivals, so an overloaded server's queue can build", p.parse_positive_duration, 10.0, "DURATION"),
+    Setting("capacity_deadline", "Time limit of the whole capacity search, all topologies together, once their servers are up", p.parse_positive_duration, 150.0, "DURATION"),
+    Setting("capacity_scenario", "Workload mix of the capacity search: a scenario name (default: 8 shared 2,048-token documents, each request a new 64-token question)", p.parse_text, None, "NAME"),
 )
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
 
@@ -167,6 +173,12 @@ class MooncakeConfig:
     profile: str | None
     report: tuple[str, ...]
     server_cost: float | None
+    capacity_ttft_slo: p.LatencyLimit
+    capacity_tpot_slo: p.LatencyLimit | None
+    capacity_step_requests: int
+    capacity_step_duration: float
+    capacity_deadline: float
+    capacity_scenario: str | None
     # From the guides' YAML only: scenario definitions and the machine list.
     scenario_definitions: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     machines: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
@@ -205,7 +217,7 @@ class MooncakeConfig:
             value = getattr(self, setting.name)
             if setting.secret and value:
                 value = "***"
-            out[setting.name] = str(value) if isinstance(value, (Path, Endpoint)) else value
+            out[setting.name] = str(value) if isinstance(value, (Path, Endpoint, p.LatencyLimit)) else value
         out["compare_fail"] = dict(self.compare_fail) if self.compare_fail else None
         out["scenarios"] = list(self.scenarios)
         out["report"] = list(self.report)

@@ -106,6 +106,41 @@ def parse_positive_duration(value: object) -> float:
     return seconds
 
 
+@dataclass(frozen=True)
+class LatencyLimit:
+    """A latency limit: absolute (``ms``) or a multiple of a reference latency measured in the run
+    (``factor``), e.g. of the baseline's unloaded TTFT, so one setting fits a fast and a slow host."""
+
+    ms: float | None = None
+    factor: float | None = None
+
+    def __str__(self) -> str:
+        return f"{self.factor:g}x" if self.factor is not None else f"{self.ms:g}ms"
+
+    def resolve(self, reference_ms: float) -> float:
+        """The limit in milliseconds, given the reference latency."""
+        return self.ms if self.ms is not None else float(self.factor) * reference_ms  # type: ignore[arg-type]
+
+
+def parse_latency_limit(value: object) -> LatencyLimit:
+    """``500ms``, ``0.5s`` (a duration) or ``4x`` (times the reference latency)."""
+    text = str(value).strip().lower()
+    if text.endswith("x"):
+        try:
+            factor = float(text[:-1])
+        except ValueError:
+            factor = 0.0
+        if factor > 0:
+            return LatencyLimit(factor=factor)
+        raise ValueError("expected a positive multiple such as 4x, or a duration such as 500ms")
+    try:
+        seconds = parse_positive_duration(value)
+    except ValueError:
+        raise ValueError("expected a duration such as 500ms or 1.5s, or a multiple of the baseline's unloaded "
+                         "latency such as 4x") from None
+    return LatencyLimit(ms=seconds * 1000.0)
+
+
 def parse_int(value: object, minimum: int = 0) -> int:
     if isinstance(value, bool):
         raise ValueError(f"expected a whole number >= {minimum}")

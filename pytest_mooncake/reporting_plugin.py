@@ -16,6 +16,7 @@ import pytest
 
 from . import reporting
 from .markers import SCENARIOS
+from .quality_gates import gate_samples, write_perf_file
 from .profiles import session_profile
 from .results import machine_info
 from .session import STATE_KEY, get_config, state
@@ -23,6 +24,7 @@ from .session import STATE_KEY, get_config, state
 _FIRST_RECORD = pytest.StashKey[int]()
 _CHART_DIR = pytest.StashKey[Path]()
 _MACHINE = pytest.StashKey[dict[str, Any]]()
+_GATES = pytest.StashKey[list[dict[str, Any]]]()
 
 
 @pytest.hookimpl(trylast=True)
@@ -90,23 +92,60 @@ def _attach_records(item: pytest.Item) -> None:
         reporting.attach_json(f"{record['kind']} {record['name']} statistics", _without_requests(record["data"]))
         if record["kind"] == "serving":
             _attach_charts(item.config, record)
+        if record["kind"] == "replay":
+            _attach_replay_chart(item.config, record)
+        samples = gate_samples(f"{record['kind']} {record['name']}", record["data"].get("verdicts") or [])
+        item.config.stash.setdefault(_GATES, []).extend(samples)
+    capacity = [record for record in records if record["kind"] == "capacity"]
+    if capacity:
+        _attach_capacity_charts(item, capacity)
+
+
+def _chart_dir(config: pytest.Config) -> Path:
+    if _CHART_DIR not in config.stash:
+        config.stash[_CHART_DIR] = Path(tempfile.mkdtemp(prefix="pmc-charts-"))
+    return config.stash[_CHART_DIR]
 
 
 def _attach_charts(config: pytest.Config, record: Mapping[str, Any]) -> None:
     from .report import charts
     from .report.model import Run, pairs_of
 
-    if _CHART_DIR not in config.stash:
-        config.stash[_CHART_DIR] = Path(tempfile.mkdtemp(prefix="pmc-charts-"))
     run = Run(Path("session"), {"records": [record]})
     for pair in pairs_of(run):
         try:
-            paths = [charts.latency(pair, config.stash[_CHART_DIR] / f"{pair.name}_latency.png"),
-                     charts.throughput(pair, config.stash[_CHART_DIR] / f"{pair.name}_throughput.png")]
+            paths = [charts.latency(pair, _chart_dir(config) / f"{pair.name}_latency.png"),
+                     charts.throughput(pair, _chart_dir(config) / f"{pair.name}_throughput.png")]
         except RuntimeError:  # no matplotlib: the statistics JSON is attached all the same
             return
         for path in paths:
             reporting.attach_file(path)
+
+
+def _attach_replay_chart(config: pytest.Config, record: Mapping[str, Any]) -> None:
+    from .report import charts
+
+    name = str(record["name"])
+    try:
+        path = charts.replay(name, record["data"].get("records") or [], _chart_dir(config) / f"{Path(name).stem}_replay.png")
+    except RuntimeError:  # no matplotlib
+        return
+    reporting.attach_file(path)
+
+
+def _attach_capacity_charts(item: pytest.Item, records: list[Mapping[str, Any]]) -> None:
+    """One set of curves for all topologies a test searched: they share the SLO line."""
+    from .report import charts
+    from .report.model import Run, capacities_of
+
+    directory = _chart_dir(item.config) / item.name
+    directory.mkdir(exist_ok=True)
+    try:
+        paths = charts.capacity_curves(capacities_of(Run(Path("session"), {"records": records})), directory)
+    except RuntimeError:  # no matplotlib
+        return
+    for path in paths:
+        reporting.attach_file(path)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -134,12 +173,13 @@ def _environment(document: Mapping[str, Any]) -> dict[str, str]:
     return {k: str(v) for k, v in env.items() if v is not None}
 
 
-def _write_environment(config: pytest.Config, document: Mapping[str, Any]) -> None:
+def _write_allure_files(config: pytest.Config, document: Mapping[str, Any]) -> None:
     alluredir = config.getoption("allure_report_dir", None)
     if not (alluredir and reporting.active()):
         return
     lines = [f"{key}={value}".replace("\n", " ") for key, value in _environment(document).items()]
     Path(alluredir, "environment.properties").write_text("\n".join(lines) + "\n", "utf-8")
+    write_perf_file(Path(alluredir), config.stash.get(_GATES, []))
 
 
 @pytest.hookimpl(trylast=True)
@@ -150,7 +190,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         return
     session_state = state(config)
     document = json.loads(session_state.results_path.read_text("utf-8"))
-    _write_environment(config, document)
+    _write_allure_files(config, document)
     settings = get_config(config)
     if settings.report:
         session_state.summary.append(_session_report(session_state.results_path, settings.report, settings.server_cost))

@@ -34,6 +34,8 @@ DEFAULTS = {
     "multi_host": "no",
     "segment_size": "64 MiB",
     "local_buffer_size": "32 MiB",
+    "capacity_deadline": "150s",
+    "capacity_step_duration": "10s",
 }
 
 

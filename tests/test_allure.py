@@ -1,4 +1,4 @@
-"""Allure: labels from markers, statistics and charts attached, service logs on failure, environment."""
+"""Allure: labels from markers, statistics and charts attached, service logs on failure, environment, quality gates."""
 
 from __future__ import annotations
 
@@ -32,7 +32,25 @@ def test_high_reuse(mooncake_results):
         pass
     cold = {{**ROUND, "ttft_ms": {{k: 1000.0 for k in ("mean", "median", "p90", "p99")}}, "requests_per_s": 1.0}}
     mooncake_results.add("serving", "high_reuse", {{"scenario": "high_reuse", "rounds": [
-        {{"round": "cold", "stats": cold, "records": []}}, {{"round": "hit", "stats": ROUND, "records": []}}]}})
+        {{"round": "cold", "stats": cold, "records": []}}, {{"round": "hit", "stats": ROUND, "records": []}}],
+        "verdicts": [{{"metric": "ttft_reduction", "threshold": ">= 0.6", "ci_low": 0.7, "ci_high": 0.8}}]}})
+
+
+@pytest.mark.multi_turn
+def test_replay(mooncake_results):
+    records = [{{"scheduled_at_s": i * 0.5, "ttft_s": 0.1, "cached_tokens": 64 * i, "predicted_cached": 64 * i}} for i in range(4)]
+    mooncake_results.add("replay", "trace.jsonl", {{"summary": "4 requests", "records": records}})
+
+
+def test_capacity(mooncake_results):
+    reporting.label("scenario", "capacity")
+    for topology, knee in (("baseline", 2.0), ("prefix-cache", 8.0)):
+        steps = [{{"rate": rate, "goodput": rate, "ttft_p90": {{"value": 100 * rate / knee, "ci_low": 90 * rate / knee,
+                   "ci_high": 110 * rate / knee}}}} for rate in (knee / 2, knee, knee * 2)]
+        mooncake_results.add("capacity", topology, {{"topology": topology, "max_rate": knee, "ci_low": knee * 0.9,
+            "ci_high": knee * 1.1, "slo": {{"ttft_p90_ms": 100.0, "text": "TTFT p90 <= 100 ms"}}, "steps": steps,
+            "verdicts": [] if topology == "baseline" else [{{"metric": "capacity_gain", "threshold": ">= 0.5",
+                                                            "ci_low": 2.3, "ci_high": 3.9}}]}})
 
 
 @pytest.mark.low_reuse
@@ -60,7 +78,7 @@ def test_allure_results_carry_labels_statistics_charts_and_logs(pytester: pytest
     pytester.makepyfile(test_suite=SUITE.format(ttft=250.0, rps=3.0))
     alluredir = pytester.path / "allure-results"
     result = pytester.runpytest("-p", "no:cacheprovider", f"--alluredir={alluredir}", "--mooncake-profile=cpu-ci")
-    result.assert_outcomes(passed=1, failed=1)
+    result.assert_outcomes(passed=3, failed=1)
     tests = _results(alluredir)
 
     passed = tests["test_high_reuse"]
@@ -82,6 +100,15 @@ def test_allure_results_carry_labels_statistics_charts_and_logs(pytester: pytest
     log = next(a for a in failed["attachments"] if a["name"] == "mooncake_master log")
     assert "NO_AVAILABLE_HANDLE" in (alluredir / log["source"]).read_text()
 
+    assert {"replay trace.jsonl statistics", "trace_replay.png"} <= set(_attachment_names(tests["test_replay"]))
+    capacity = _attachment_names(tests["test_capacity"])
+    assert {"capacity baseline statistics", "capacity prefix-cache statistics", "capacity_ttft.png",
+            "capacity_goodput.png"} <= set(capacity)
+    # Each verdict becomes a metric sample with its quality-gate rule, for Allure 3.
+    gates = {s["key"]: (s["value"], s["gate"]) for s in json.loads((alluredir / "mooncake-perf.json").read_text())}
+    assert gates == {"serving high_reuse ttft_reduction (low end)": (0.7, {"rule": "metricMin", "value": 0.6}),
+                     "capacity prefix-cache capacity_gain (low end)": (2.3, {"rule": "metricMin", "value": 0.5})}
+
     environment = (alluredir / "environment.properties").read_text()
     assert "config.profile=cpu-ci" in environment and "hardware=" in environment
 
@@ -89,5 +116,5 @@ def test_allure_results_carry_labels_statistics_charts_and_logs(pytester: pytest
 def test_without_alluredir_nothing_is_attached(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_suite=SUITE.format(ttft=250.0, rps=3.0))
     result = pytester.runpytest("-p", "no:cacheprovider")
-    result.assert_outcomes(passed=1, failed=1)
-    assert not list(pytester.path.glob("**/*-result.json"))
+    result.assert_outcomes(passed=3, failed=1)
+    assert not list(pytester.path.glob("**/*-result.json")) and not list(pytester.path.glob("**/mooncake-perf.json"))

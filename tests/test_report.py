@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pytest_mooncake.cli import main
-from pytest_mooncake.report.model import CostModel, Verdict, recommend
+from pytest_mooncake.report.model import Verdict, recommend
 from pytest_mooncake.report.rows import ROWS
 
 DATA = Path(__file__).parent / "data" / "results"
@@ -81,10 +81,10 @@ def test_seed_numbers_reproduced_from_the_ab_json(tmp_path: Path) -> None:
     assert by_metric["End-to-end latency (mean)"][1:4] == ["12.50 s", "4.32 s", "-65.4%"]
     # The median verdict judges the median row: CI, target and status come from it.
     assert by_metric["TTFT (median)"][4:] == ["-68.8% .. -64.1%", "<= -60%", "✅"]
-    # The seed's cost model: +196% -> 33.8% of the servers -> 66% saved -> 3.4 of 10 -> 6.6 x 5 = 33.0.
-    assert "**66% of server cost saved**" in markdown and "33.8% of the servers" in markdown
-    assert "needs only 3.4 with the cache (6.6 servers fewer)" in markdown
-    assert "6.6 × 5 = **33.00**" in markdown
+    # Rounds sent one at a time: +196% requests/s is a latency speed-up, never a server saving.
+    assert "| ab_high_reuse | +196.0% |" in markdown and "Latency speed-up per scenario (concurrency 1)" in markdown
+    assert "No capacity search in these results, so no server count" in markdown
+    assert "server cost saved" not in markdown and "servers fewer" not in markdown
     # The seed's JSON does not record what served the hits, so it cannot recommend Mooncake itself.
     assert "✅ KV-cache reuse pays off as measured; what served the hits is not recorded" in markdown
     assert "**Verdicts met**: 1/1" in markdown
@@ -143,12 +143,6 @@ def test_recommendation_comes_from_the_verdicts() -> None:
     assert recommend([verdict("inconclusive"), verdict("failed")]).outcome == "failed"
 
 
-def test_cost_model_arithmetic() -> None:
-    model = CostModel(gain=1.96, servers=10, server_cost=50_000)
-    assert round(model.needed_share, 3) == 0.338
-    assert (model.servers_needed, model.servers_saved, model.monthly_savings) == (3.4, 6.6, 330_000)
-
-
 def test_bad_input_says_what_is_wrong(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "x.json"
     bad.write_text("{}")
@@ -170,4 +164,4 @@ def test_session_writes_the_report_when_asked(pytester: pytest.Pytester) -> None
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["evaluation report (passed, 1/1 verdicts passed): *-report/report.md"])
     (report,) = (pytester.path / ".mooncake-results").glob("*-report/report.md")
-    assert "6.6 × 5 = **33.00**" in report.read_text()
+    assert "| ab_high_reuse | +196.0% |" in report.read_text()

@@ -14,7 +14,22 @@ from ..markers import SCENARIOS
 from . import charts
 from .document import Block, Bullets, Code, Heading, Image, Paragraph, Rule, Table, to_html, to_markdown
 from .labels import TEXT
-from .model import FAILED, PASSED, Pair, Recommendation, Run, cost_model, headline, measured_path, read, recommend
+from .model import (
+    FAILED,
+    PASSED,
+    Capacity,
+    CostModel,
+    Pair,
+    Recommendation,
+    Run,
+    capacities_of,
+    cost_models,
+    headline,
+    latency_speedup,
+    measured_path,
+    read,
+    recommend,
+)
 from .rows import ROWS, change, interval, row_verdicts, status, target
 
 _BAR_WIDTH = 60
@@ -26,7 +41,9 @@ class ReportOptions:
     formats: tuple[str, ...] = ("md", "html")
     server_cost: float | None = None
     servers: float = 10.0
+    offered_load: float | None = None
     store_servers: float | None = None
+    store_server_cost: float | None = None
     lang: str = "en"
     charts: bool = True
     headline: str | None = None
@@ -42,6 +59,14 @@ def _pct(value: float) -> str:
     return f"{value:+.1%}"
 
 
+def _money(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.2f}"
+
+
+def _rate(value: float | None) -> str:
+    return "∞" if value is None else f"{value:.3g}"
+
+
 def _text_bars(rows: Sequence[tuple[str, float, str]], note: str) -> Code:
     """The seed's ASCII bars: the longest bar is the largest value."""
     top = max((value for _, value, _ in rows), default=0.0) or 1.0
@@ -53,10 +78,11 @@ def _text_bars(rows: Sequence[tuple[str, float, str]], note: str) -> Code:
 class _Builder:
     def __init__(self, runs: Sequence[Run], pairs: Sequence[Pair], options: ReportOptions) -> None:
         self.runs, self.pairs, self.options = runs, pairs, options
+        self.capacities: list[Capacity] = [c for run in runs for c in capacities_of(run)]
         self.t = TEXT[options.lang]
         self.charts_dir = options.out / "charts"
         self.blocks: list[Block] = []
-        self.verdicts = [v for pair in pairs for v in pair.verdicts]
+        self.verdicts = [v for pair in pairs for v in pair.verdicts] + [v for c in self.capacities for v in c.verdicts]
         self.recommendation = recommend(self.verdicts)
         self.path = measured_path(pairs)
         self.lead = headline(pairs, options.headline)
@@ -112,10 +138,10 @@ class _Builder:
         errors = sum(int(read(s, ("errors",)) or 0) for p in self.pairs for _, s in p.rounds)
         if errors:
             self.blocks.append(Paragraph(t["errors"].format(errors=errors)))
-        if not self.pairs:
+        if not self.pairs and not self.capacities:
             return
         self.blocks.append(Heading(3, t["findings"]))
-        findings = []
+        findings = [t["finding_capacity"].format(topology=c.topology, summary=c.summary) for c in self.capacities]
         for pair in self.pairs:
             ttft = ROWS[0]
             before, after, moved = ttft.value(pair.baseline), ttft.value(pair.hit), change(ttft, pair)
@@ -134,53 +160,79 @@ class _Builder:
         self.blocks.append(Bullets(tuple(findings)))
 
     def _value(self) -> None:
-        if self.lead is None:
+        if self.lead is None and not self.capacities:
             return
         t, o = self.t, self.options
         self.blocks += [Rule(), Heading(2, t["value"]), Heading(3, t["cost"])]
-        model = cost_model(self.lead, o.servers, o.server_cost)
-        if model is None:
-            self.blocks.append(Paragraph(t["cost_none"].format(scenario=self.lead.name)))
-        else:
-            lines = [t["cost_line"].format(gain=_pct(model.gain), needed=f"{model.needed_share:.1%}",
-                                           saved=f"{model.saved_share:.0%}"),
-                     t["cost_example"].format(servers=model.servers, after=model.servers_needed, saved=model.servers_saved)]
-            if model.monthly_savings is None:
-                lines.append(t["cost_no_price"])
-            else:
-                lines.append(t["cost_money"].format(price=o.server_cost, saved=model.servers_saved,
-                                                    money=model.monthly_savings))
-            self.blocks.append(Bullets(tuple(f"{line} ({self.lead.name})" if i == 0 else line
-                                             for i, line in enumerate(lines))))
-        rows = []
-        for pair in self.pairs:
-            each = cost_model(pair, o.servers, o.server_cost)
-            judged = " ".join(f"{status(v)} {v.metric}" for v in pair.verdicts) or "-"
-            if each is None:
-                rows.append((pair.name, "≤ +0.0%", f"{o.servers:g}", "0", "-", judged))
-            else:
-                money = "-" if each.monthly_savings is None else f"{each.monthly_savings:,.2f}"
-                rows.append((pair.name, _pct(each.gain), f"{each.servers_needed:g}", f"{each.servers_saved:g}", money, judged))
-        self.blocks += [Heading(3, t["cost_table"]),
-                        Table((t["scenario"], t["gain"], t["needed"] + f" (/{o.servers:g})", t["saved"], t["monthly"],
-                               t["verdicts"]), tuple(rows)),
-                        Paragraph(t["cost_caveat"])]
+        models = cost_models(self.capacities, servers=o.servers, load=o.offered_load, server_cost=o.server_cost,
+                             store_servers=o.store_servers, store_server_cost=o.store_server_cost)
+        gains = [m for m in models if m.topology not in self._references]
+        if not gains:
+            self.blocks.append(Paragraph(t["cost_no_capacity"]))
+        for model in gains:
+            self._capacity_lines(model)
+        if models:
+            self.blocks += [Heading(3, t["cost_table"]), self._capacity_table(models), Paragraph(t["cost_caveat"])]
+        for capacity in (c for c in self.capacities if c.max_rate is None):
+            self.blocks.append(Paragraph(t["capacity_below"].format(summary=capacity.summary)))
         self.blocks.append(Heading(3, t["roi"]))
-        if model is None or o.store_servers is None or o.server_cost is None:
+        stored = [m for m in gains if m.store_servers]
+        if not stored or o.server_cost is None:
             self.blocks.append(Paragraph(t["roi_none"]))
         else:
-            invest = o.store_servers * o.server_cost
-            saved = model.monthly_savings or 0.0
-            self.blocks.append(Table((t["roi_invest"], t["roi_cost"], t["monthly"], t["roi_net"]),
-                                     ((t["roi_servers"].format(n=o.store_servers), f"{invest:,.2f}", f"{saved:,.2f}",
-                                       f"{saved - invest:,.2f}"),)))
+            self.blocks.append(Table((t["topology"], t["roi_invest"], t["roi_cost"], t["monthly"], t["roi_net"]), tuple(
+                (m.topology, t["roi_servers"].format(n=m.store_servers), _money(m.store_cost), _money(m.monthly_savings),
+                 _money(m.net)) for m in stored)))
+        speedups = [(pair, latency_speedup(pair)) for pair in self.pairs]
+        if speedups:
+            rows = tuple((pair.name, "-" if gain is None else _pct(gain),
+                          " ".join(f"{status(v)} {v.metric}" for v in pair.verdicts) or "-") for pair, gain in speedups)
+            self.blocks += [Heading(3, t["speedup_table"]), Paragraph(t["speedup_note"]),
+                            Table((t["scenario"], t["gain"], t["verdicts"]), rows)]
+
+    @property
+    def _references(self) -> set[str]:
+        return {c.reference for c in self.capacities}
+
+    def _capacity_lines(self, model: CostModel) -> None:
+        t, o = self.t, self.options
+        capacity = next(c for c in self.capacities if c.topology == model.topology)
+        fewest, most = model.servers_range
+        lines = [
+            t["cost_capacity"].format(topology=model.topology, slo=capacity.slo, rate=f"{model.capacity:.3g}",
+                                      low=f"{model.ci_low:.3g}", high=_rate(model.ci_high),
+                                      base=f"{model.baseline_capacity:.3g}", ratio=f"{model.ratio:.2f}"),
+            t["cost_servers"].format(load=f"{model.load:.3g}", base=model.baseline_servers, needed=model.servers_needed,
+                                     fewest="-" if fewest is None else fewest, most="∞" if most is None else most,
+                                     saved=model.servers_saved, topology=model.topology),
+        ]
+        if model.monthly_savings is None:
+            lines.append(t["cost_no_price"])
+        else:
+            lines.append(t["cost_money"].format(price=o.server_cost, saved=model.servers_saved, money=model.monthly_savings))
+        self.blocks.append(Bullets(tuple(lines)))
+
+    def _capacity_table(self, models: Sequence[CostModel]) -> Table:
+        t = self.t
+        rows = []
+        for model in models:
+            capacity = next(c for c in self.capacities if c.topology == model.topology)
+            fewest, most = model.servers_range
+            judged = " ".join(f"{status(v)} {v.metric}" for v in capacity.verdicts) or "-"
+            rows.append((model.topology, f"{model.capacity:.3g}", f"{model.ci_low:.3g} .. {_rate(model.ci_high)}",
+                         f"{model.servers_needed}", f"{'-' if fewest is None else fewest} .. {'∞' if most is None else most}",
+                         f"{model.servers_saved}", _money(model.monthly_savings), judged))
+        return Table((t["topology"], t["capacity"], t["ci"], t["needed"] + f" ({models[0].load:.3g} req/s)",
+                      t["needed_range"], t["saved"], t["monthly"], t["verdicts"]), tuple(rows))
 
     def _comparison(self) -> None:
-        if self.lead is None:
+        if self.lead is None and not self.capacities:
             return
         t, pair = self.t, self.lead
         self.blocks += [Rule(), Heading(2, t["comparison"])]
         for title, row_key in ((t["ttft_bars"], "ttft_mean"), (t["tput_bars"], "requests_per_s")):
+            if pair is None:
+                break
             row = next(r for r in ROWS if r.key == row_key)
             before, after, moved = row.value(pair.baseline), row.value(pair.hit), change(row, pair)
             if before is None or after is None or moved is None:
@@ -194,11 +246,14 @@ class _Builder:
 
     def _charts(self) -> list[Path]:
         self.charts_dir.mkdir(parents=True, exist_ok=True)
-        made = [
+        made = charts.capacity_curves(self.capacities, self.charts_dir) if self.capacities else []
+        if not self.pairs:
+            return made
+        made += [
             charts.comparison(self.pairs, self.charts_dir / "ttft_comparison.png", ("ttft_ms", "mean"), "TTFT mean (ms)",
                               "Time to first token: baseline vs cache hit"),
             charts.comparison(self.pairs, self.charts_dir / "throughput_comparison.png", ("requests_per_s",), "requests/s",
-                              "Throughput: baseline vs cache hit"),
+                              "Requests/s one at a time (a latency speed-up, not a capacity)"),
             charts.improvement(self.pairs, self.charts_dir / "overall_improvement.png"),
         ]
         for pair in self.pairs:
@@ -224,6 +279,14 @@ class _Builder:
             self.blocks += [Heading(3, f"{pair.name} ({pair.baseline_label} → {pair.hit_label}, {pair.model})"),
                             Table((t["metric"], f"{t['baseline']}: {pair.baseline_label}", f"{t['hit']}: {pair.hit_label}",
                                    t["change"], t["ci"], t["target"], t["status"]), tuple(rows))]
+        for capacity in self.capacities:
+            rows = tuple((f"{read(step, ('rate',)) or 0:.3g}", str(step.get("counted", "?")), str(step.get("errors", "?")),
+                          _p90_cell(step.get("ttft_p90")), _p90_cell(step.get("tpot_p90")),
+                          f"{read(step, ('goodput',)) or 0:.3g}", f"{status_word(str(step.get('outcome')))}")
+                         for step in sorted(capacity.steps, key=lambda s: read(s, ("rate",)) or 0.0))
+            self.blocks += [Heading(3, f"{capacity.topology} ({t['capacity']}: {capacity.slo})"), Paragraph(capacity.summary),
+                            Table((t["offered"], "n", t["failed"], "TTFT p90 (95% CI)", "TPOT p90 (95% CI)", t["goodput"],
+                                   t["outcome"]), rows)]
         if self.verdicts:
             self.blocks += [Heading(3, t["verdicts"]),
                             Table((t["scenario"], t["metric"], t["threshold"], t["effect"], t["ci"], "n", t["outcome"], t["message"]),
@@ -236,7 +299,7 @@ class _Builder:
         kinds: dict[str, list[Mapping[str, Any]]] = {}
         for run in self.runs:
             for record in run.document.get("records", []):
-                if record.get("kind") != "serving":
+                if record.get("kind") not in ("serving", "capacity"):  # each has its own section
                     kinds.setdefault(str(record.get("kind")), []).append(record)
         if not kinds:
             return
@@ -285,6 +348,18 @@ class _Builder:
         for run in self.runs:
             config = {k: v for k, v in run.document.get("config", {}).items() if v not in (None, "", [], {})}
             self.blocks.append(Code(f"# {run.run_id}\n" + json.dumps(config, indent=2, sort_keys=True, default=str), "json"))
+
+
+def _p90_cell(estimate: object) -> str:
+    if not isinstance(estimate, Mapping):
+        return "-"
+    value, low, high = (read(estimate, (key,)) for key in ("value", "ci_low", "ci_high"))
+    shown = [("inf" if v is None else f"{v:.0f}") for v in (value, low, high)]
+    return f"{shown[0]} ms ({shown[1]} .. {shown[2]})"
+
+
+def status_word(outcome: str) -> str:
+    return {PASSED: "✅ meets", FAILED: "❌ misses"}.get(outcome, "❔ inconclusive")
 
 
 def _machine(machine: Mapping[str, Any]) -> str:

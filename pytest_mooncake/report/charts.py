@@ -1,7 +1,9 @@
 """PNG charts of the evaluation report (matplotlib, Agg backend: no display needed).
 
 The file names follow guide 001: ``<scenario>_latency.png``, ``<scenario>_throughput.png``,
-``overall_improvement.png``; plus the headline comparison bars and ``bandwidth.png``.
+``overall_improvement.png``; plus the headline comparison bars, ``bandwidth.png`` and the
+capacity curves (``capacity_ttft.png``, ``capacity_tpot.png``, ``capacity_goodput.png``) and a
+trace replay's ``<trace>_replay.png``.
 Labels stay in English: CI hosts rarely have CJK fonts.
 """
 
@@ -12,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .model import Pair, read
+from .model import Capacity, Pair, read
 
 
 def _pyplot() -> Any:
@@ -85,12 +87,12 @@ def improvement(pairs: Sequence[Pair], path: Path) -> Path:
     """TTFT reduction and throughput gain of every scenario, in percent."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(pairs)), 4))
-    series: dict[str, list[float]] = {"TTFT reduction %": [], "throughput gain %": []}
+    series: dict[str, list[float]] = {"TTFT reduction %": [], "latency speed-up %": []}
     for pair in pairs:
         before, after = read(pair.baseline, ("ttft_ms", "mean")), read(pair.hit, ("ttft_ms", "mean"))
         series["TTFT reduction %"].append(100 * (1 - after / before) if before and after is not None else 0.0)
         before, after = read(pair.baseline, ("requests_per_s",)), read(pair.hit, ("requests_per_s",))
-        series["throughput gain %"].append(100 * (after / before - 1) if before and after is not None else 0.0)
+        series["latency speed-up %"].append(100 * (after / before - 1) if before and after is not None else 0.0)
     _bars(ax, [p.name for p in pairs], series, "%")
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_title("Overall improvement with the cache")
@@ -114,4 +116,90 @@ def bandwidth(transfers: Sequence[Mapping[str, Any]], path: Path) -> Path:
     ax.set_ylabel("GB/s")
     ax.set_title("Transfer bandwidth per block size")
     ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _p90s(capacity: Capacity, metric: str) -> list[tuple[float, float, float, float]]:
+    """(rate, p90, low, high) of every step with a finite p90, by rate."""
+    points = []
+    for step in capacity.steps:
+        estimate = step.get(metric) or {}
+        value, low, high = (read(estimate, (k,)) for k in ("value", "ci_low", "ci_high"))
+        rate = read(step, ("rate",))
+        if rate is not None and value is not None and low is not None:
+            points.append((rate, value, low, high if high is not None else value))
+    return sorted(points)
+
+
+def _latency_curve(capacities: Sequence[Capacity], path: Path, metric: str, name: str, limit: float | None) -> Path:
+    plt = _pyplot()
+    from matplotlib.ticker import ScalarFormatter
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    finite = [p[3] for c in capacities for p in _p90s(c, metric)]
+    # Steps whose p90 is a failed request (infinite) are drawn as crosses above everything else.
+    ceiling = 1.1 * max([*finite, limit or 0.0, 1.0])
+    for index, capacity in enumerate(capacities):
+        color = f"C{index}"
+        points = _p90s(capacity, metric)
+        if points:
+            rates, values = [p[0] for p in points], [p[1] for p in points]
+            errors = [[p[1] - p[2] for p in points], [p[3] - p[1] for p in points]]
+            ax.errorbar(rates, values, yerr=errors, marker="o", capsize=3, color=color, label=capacity.topology)
+        failed = [read(s, ("rate",)) for s in capacity.steps if (s.get(metric) or {}).get("value", 0.0) is None]
+        if failed:
+            ax.plot(failed, [ceiling] * len(failed), "x", color=color, markersize=8,
+                    label=f"{capacity.topology}: p90 is a failed request")
+        if capacity.max_rate is not None:
+            ax.axvline(capacity.max_rate, color=color, linestyle=":", linewidth=1.2)
+            ax.annotate(f"knee {capacity.max_rate:.3g} req/s", (capacity.max_rate, (limit or ceiling) * 0.5), color=color,
+                        fontsize=8, rotation=90, va="center", ha="right")
+    if limit is not None:
+        ax.axhline(limit, color="red", linestyle="--", linewidth=1, label=f"SLO {limit:.0f} ms")
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.set_xlabel("offered rate (requests/s, Poisson)")
+    ax.set_ylabel(f"{name} p90 (ms), 95% CI")
+    ax.set_title(f"{name} p90 against offered rate; dotted: each topology's knee")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def capacity_curves(capacities: Sequence[Capacity], directory: Path) -> list[Path]:
+    """TTFT p90 (and TPOT p90 when limited) against offered rate with the SLO line and each knee,
+    and goodput against offered rate."""
+    limits = {c.slo_ttft_ms for c in capacities}
+    made = [_latency_curve(capacities, directory / "capacity_ttft.png", "ttft_p90", "TTFT", limits.pop() if len(limits) == 1 else None)]
+    tpot = {c.slo_tpot_ms for c in capacities}
+    if any(tpot):
+        made.append(_latency_curve(capacities, directory / "capacity_tpot.png", "tpot_p90", "TPOT", tpot.pop() if len(tpot) == 1 else None))
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for index, capacity in enumerate(capacities):
+        points = sorted((read(s, ("rate",)) or 0.0, read(s, ("goodput",)) or 0.0) for s in capacity.steps)
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", color=f"C{index}", label=capacity.topology)
+    top = max((read(s, ("rate",)) or 0.0 for c in capacities for s in c.steps), default=1.0)
+    ax.plot([0, top], [0, top], color="grey", linestyle="--", linewidth=0.8, label="goodput = offered")
+    ax.set_xlabel("offered rate (requests/s, Poisson)")
+    ax.set_ylabel("goodput (requests/s meeting the SLO)")
+    ax.set_title("Goodput against offered rate")
+    ax.legend(fontsize=8)
+    made.append(_save(fig, directory / "capacity_goodput.png"))
+    return made
+
+
+def replay(name: str, records: Sequence[Mapping[str, Any]], path: Path) -> Path:
+    """A trace replay: TTFT at each request's send time, and cached tokens measured against
+    what the trace's prefix sharing predicts."""
+    plt = _pyplot()
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7.5, 6), sharex=True)
+    sent = [read(r, ("scheduled_at_s",)) or 0.0 for r in records]
+    top.plot(sent, [1000 * (read(r, ("ttft_s",)) or 0.0) for r in records], ".", markersize=4)
+    top.set_ylabel("TTFT (ms)")
+    top.set_title(f"{name}: replayed at the trace's timestamps")
+    bottom.plot(sent, [read(r, ("cached_tokens",)) or 0.0 for r in records], ".", markersize=4, label="cached, measured")
+    bottom.plot(sent, [read(r, ("predicted_cached",)) or 0.0 for r in records], "x", markersize=3, label="predicted")
+    bottom.set_xlabel("send time (s)")
+    bottom.set_ylabel("cached tokens")
+    bottom.legend(fontsize=8)
     return _save(fig, path)

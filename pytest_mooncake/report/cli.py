@@ -51,8 +51,14 @@ def parser() -> argparse.ArgumentParser:
     cli.add_argument("--server-cost", type=float, default=_env_cost(),
                      help="monthly cost of one serving server (default $MOONCAKE_SERVER_COST); enables monthly savings")
     cli.add_argument("--servers", type=float, default=10.0,
-                     help="servers the load needs without the cache, for the cost example (default 10)")
+                     help="servers the load needs without the cache; sets the offered load to what they carry at the "
+                          "SLO (default 10)")
+    cli.add_argument("--offered-load", type=float,
+                     help="requests/s to carry at the SLO, for the server counts (default: what --servers baseline "
+                          "servers carry)")
     cli.add_argument("--store-servers", type=float, help="Mooncake store servers to deploy, for the ROI table")
+    cli.add_argument("--store-server-cost", type=float,
+                     help="monthly cost of one Mooncake store server (default: --server-cost)")
     cli.add_argument("--headline", help="serving record the summary and cost model lead with "
                                         "(default: the first A/B record, else the first record)")
     cli.add_argument("--lang", choices=LANGUAGES, default="en", help="report language (default en)")
@@ -79,7 +85,8 @@ def cli_main(argv: list[str]) -> int:
         else:
             pairs = [pair for run in runs for pair in pairs_of(run)]
         options = ReportOptions(out=args.out, formats=args.format, server_cost=args.server_cost, servers=args.servers,
-                                store_servers=args.store_servers, lang=args.lang, charts=not args.no_charts,
+                                offered_load=args.offered_load, store_servers=args.store_servers,
+                                store_server_cost=args.store_server_cost, lang=args.lang, charts=not args.no_charts,
                                 headline=args.headline)
         built = build(runs, pairs, options)
     except (ValueError, RuntimeError) as exc:

@@ -5,11 +5,16 @@ A *pair* is one baseline-versus-cache comparison of a serving scenario:
 - a cold-versus-hit record: its ``cold`` round against its ``hit`` round (one endpoint);
 - with a separate baseline run (guide 002): the baseline run's ``hit`` round against the
   with-cache run's ``hit`` round, scenario by scenario.
+
+Rounds send one request at a time, so their requests/s is a *latency speed-up*, never a
+capacity: server counts come only from ``capacity`` records (the highest Poisson rate each
+topology sustains at an SLO, ``pytest_mooncake.capacity_search``).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -208,6 +213,54 @@ def recommend(verdicts: Sequence[Verdict]) -> Recommendation:
     return Recommendation(outcome, passed, len(verdicts), failed, unsure)
 
 
+# Topologies whose cache lives in Mooncake store servers, which cost money too.
+STORE_TOPOLOGIES = frozenset({"mooncake-store", "cross-instance", "pd-store", "lmcache"})
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """One topology's capacity at the SLO (a ``capacity`` record of a run)."""
+
+    topology: str
+    reference: str
+    max_rate: float | None  # None: even the lowest rate tried missed the SLO
+    ci_low: float
+    ci_high: float | None  # None: no rate tried missed it
+    outcome: str
+    slo: str
+    slo_ttft_ms: float | None
+    slo_tpot_ms: float | None
+    steps: tuple[Mapping[str, Any], ...]
+    verdicts: tuple[Verdict, ...]
+    summary: str
+    source: str
+
+
+def capacities_of(run: Run) -> list[Capacity]:
+    found = []
+    for record in run.records("capacity"):
+        data = record.get("data", {})
+        slo = data.get("slo") or {}
+        topology = str(data.get("topology", record.get("name")))
+        found.append(Capacity(
+            topology=topology, reference=str(data.get("reference", "baseline")), max_rate=_number(data.get("max_rate")),
+            ci_low=_number(data.get("ci_low")) or 0.0, ci_high=_number(data.get("ci_high")),
+            outcome=str(data.get("outcome", "?")), slo=str(slo.get("text", "?")), slo_ttft_ms=_number(slo.get("ttft_p90_ms")),
+            slo_tpot_ms=_number(slo.get("tpot_p90_ms")), steps=tuple(data.get("steps", [])),
+            verdicts=tuple(Verdict.from_dict(f"capacity {topology}", v) for v in data.get("verdicts", [])),
+            summary=str(data.get("summary", "")), source=run.run_id,
+        ))
+    return found
+
+
+def _servers(load: float, capacity: float | None) -> int | None:
+    """Whole servers carrying ``load`` at ``capacity`` each; None when a server carries nothing."""
+    if not capacity:
+        return None
+    # Rounded first, so a load of exactly 10 servers' worth is not 10.000000001 -> 11.
+    return math.ceil(round(load / capacity, 6))
+
+
 @dataclass(frozen=True)
 class MeasuredPath:
     """What served the hits the report's verdicts judge: a recommendation may only claim that."""
@@ -240,43 +293,82 @@ def measured_path(pairs: Sequence[Pair]) -> MeasuredPath:
 
 @dataclass(frozen=True)
 class CostModel:
-    """Servers needed for the same load once throughput rises by ``gain`` (the seed's arithmetic).
+    """Servers needed = offered load / capacity per server at the SLO, in whole servers.
 
-    +196% throughput: 1/(1+1.96) = 33.8% of the servers carry the load, so 10 servers become
-    3.4 (rounded to one decimal), 6.6 are saved, and the savings are 6.6 x the monthly price.
+    The saving is the baseline's servers minus the topology's; the store servers a Mooncake
+    topology adds are weighed against it (ROI). With the capacity's interval the server count
+    is a range: the load over the high end .. over the low end.
     """
 
-    gain: float
-    servers: float
+    topology: str
+    load: float  # requests/s to carry
+    capacity: float  # requests/s one server sustains at the SLO with this topology
+    ci_low: float
+    ci_high: float | None
+    baseline_capacity: float
     server_cost: float | None
+    store_servers: float
+    store_server_cost: float | None
 
     @property
-    def needed_share(self) -> float:
-        return 1 / (1 + self.gain)
+    def ratio(self) -> float:
+        return self.capacity / self.baseline_capacity
 
     @property
-    def saved_share(self) -> float:
-        return 1 - self.needed_share
+    def baseline_servers(self) -> int:
+        return _servers(self.load, self.baseline_capacity) or 0
 
     @property
-    def servers_needed(self) -> float:
-        return round(self.servers * self.needed_share, 1)
+    def servers_needed(self) -> int:
+        return _servers(self.load, self.capacity) or 0
 
     @property
-    def servers_saved(self) -> float:
-        return round(self.servers - self.servers_needed, 1)
+    def servers_range(self) -> tuple[int | None, int | None]:
+        """Servers at the capacity interval's high end (fewest) and low end (most; None: unbounded)."""
+        return _servers(self.load, self.ci_high) if self.ci_high else None, _servers(self.load, self.ci_low)
+
+    @property
+    def servers_saved(self) -> int:
+        return self.baseline_servers - self.servers_needed
 
     @property
     def monthly_savings(self) -> float | None:
-        return None if self.server_cost is None else round(self.servers_saved * self.server_cost, 2)
+        return None if self.server_cost is None else self.servers_saved * self.server_cost
+
+    @property
+    def store_cost(self) -> float | None:
+        return None if self.store_server_cost is None else self.store_servers * self.store_server_cost
+
+    @property
+    def net(self) -> float | None:
+        if self.monthly_savings is None or self.store_cost is None:
+            return None
+        return self.monthly_savings - self.store_cost
 
 
-def cost_model(pair: Pair, servers: float, server_cost: float | None) -> CostModel | None:
-    """None when the throughput did not rise (no servers to save) or cannot be read."""
+def cost_models(capacities: Sequence[Capacity], *, servers: float, load: float | None, server_cost: float | None,
+                store_servers: float | None, store_server_cost: float | None) -> list[CostModel]:
+    """One model per topology measured beside its reference (the reference included, saving
+    nothing). ``load`` defaults to what ``servers`` baseline servers carry."""
+    by_topology = {c.topology: c for c in capacities}
+    models = []
+    for capacity in capacities:
+        reference = by_topology.get(capacity.reference)
+        if reference is None or not reference.max_rate or not capacity.max_rate:
+            continue
+        stores = (store_servers or 0.0) if capacity.topology in STORE_TOPOLOGIES else 0.0
+        models.append(CostModel(capacity.topology, load if load is not None else servers * reference.max_rate,
+                                capacity.max_rate, capacity.ci_low, capacity.ci_high, reference.max_rate, server_cost,
+                                stores, store_server_cost if store_server_cost is not None else server_cost))
+    return models
+
+
+def latency_speedup(pair: Pair) -> float | None:
+    """Requests/s of the hit round over the baseline's, one request at a time: a latency speed-up."""
     before, after = read(pair.baseline, ("requests_per_s",)), read(pair.hit, ("requests_per_s",))
-    if not before or after is None or after <= before:
+    if not before or after is None:
         return None
-    return CostModel(after / before - 1, servers, server_cost)
+    return after / before - 1
 
 
 def headline(pairs: Sequence[Pair], name: str | None) -> Pair | None:

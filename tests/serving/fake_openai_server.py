@@ -9,6 +9,10 @@ Per request, a ``"fake"`` object in the JSON body overrides the defaults and pla
 
     {"fake": {"ttft": 0.2, "itl": 0.01, "tokens": 4, "cached": 96, "fault": "cut"}}
 
+``slots`` makes it a server of limited capacity: at most that many requests are served at once
+and the others wait for a slot, so TTFT grows with the offered load as on a real server past its
+knee (0: no limit).
+
 ``jitter`` plants noise: the first chunk then comes after ``ttft`` times a log-normal factor
 (sigma ``jitter``) drawn from a generator seeded with the ``X-Request-Id``, so the same requests
 get the same delays in every run.
@@ -55,6 +59,7 @@ class Defaults:
     cached: int = 0
     save_s: float = 0.0
     jitter: float = 0.0
+    slots: int = 0
 
 
 @dataclass
@@ -90,6 +95,7 @@ def _prompt_tokens(payload: dict[str, Any]) -> int:
 
 def make_app(defaults: Defaults, counters: Counters, model: str = "fake") -> web.Application:
     background: set[asyncio.Task[None]] = set()
+    gate = asyncio.Semaphore(defaults.slots) if defaults.slots else None
 
     async def save_in_background(tokens: int) -> None:
         steps = 5
@@ -98,6 +104,12 @@ def make_app(defaults: Defaults, counters: Counters, model: str = "fake") -> web
             counters.stored += tokens // steps + (tokens % steps if step == steps - 1 else 0)
 
     async def generate(request: web.Request) -> web.StreamResponse:
+        if gate is None:
+            return await respond(request)
+        async with gate:
+            return await respond(request)
+
+    async def respond(request: web.Request) -> web.StreamResponse:
         received = time.monotonic()
         payload = await request.json()
         knobs = {**vars(defaults), **payload.get("fake", {})}

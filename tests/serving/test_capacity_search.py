@@ -1,0 +1,146 @@
+"""The capacity search: the knee of a server whose TTFT grows with load, its interval, honest failures."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from pytest_mooncake.capacity_search import (
+    ABOVE_HIGHEST,
+    BELOW_LOWEST,
+    FOUND,
+    P90,
+    Calibration,
+    CapacityResult,
+    CapacitySLO,
+    SearchPlan,
+    Step,
+    calibrate,
+    capacity_gain,
+    knee,
+    p90,
+    search,
+)
+from pytest_mooncake.serving import FAILED, INCONCLUSIVE, PASSED, RequestSpec, Rule
+from pytest_mooncake.vllm.server import Endpoint
+
+from .fake_openai_server import FakeOpenAIServer
+
+SLO = CapacitySLO(ttft_p90_ms=250.0)
+
+
+class TinyMix:
+    """Independent two-token requests: the test double's delays decide every latency."""
+
+    name = "tiny"
+
+    def prime(self) -> list[RequestSpec]:
+        return []
+
+    def requests(self, tag: str, count: int) -> list[RequestSpec]:
+        return [RequestSpec(f"{tag}-{i}", prompt="a b", max_tokens=2) for i in range(count)]
+
+
+def _step(rate: float, value: float, low: float, high: float) -> Step:
+    estimate = P90(value, low, high, 32)
+    return Step(rate, 40, 32, 0, estimate, None, goodput=rate, achieved=rate,
+                outcome=Rule("<=", 1.0).outcome(low / SLO.ttft_p90_ms, high / SLO.ttft_p90_ms), wall_s=1.0)
+
+
+def _result(topology: str, rate: float | None, low: float, high: float) -> CapacityResult:
+    outcome = BELOW_LOWEST if rate is None else ABOVE_HIGHEST if math.isinf(high) else FOUND
+    return CapacityResult(topology, "http://x/v1", "m", "tiny", SLO, Calibration(10.0, None, 20.0, 5), (), rate, low, high,
+                          outcome, "test", 1.0)
+
+
+def test_the_knee_is_interpolated_and_its_interval_ends_on_passed_and_failed_rates() -> None:
+    steps = [_step(2, 100, 90, 120), _step(4, 200, 150, 300), _step(8, 450, 300, 800)]
+    rate, low, high, outcome = knee(steps, SLO)
+    assert outcome == FOUND
+    # p90 crosses 250 ms between 4 (200) and 8 (450): 4 + 50/250 * 4.
+    assert rate == pytest.approx(4.8)
+    # Every step passed up to 2; 4 is inconclusive (150 .. 300 straddles 250); 8 wholly misses.
+    assert (low, high) == (2, 8)
+    assert [s.outcome for s in steps] == [PASSED, INCONCLUSIVE, FAILED]
+
+
+def test_a_curve_that_never_misses_is_censored_and_one_that_always_misses_says_so() -> None:
+    rate, low, high, outcome = knee([_step(2, 50, 40, 60), _step(4, 80, 60, 100)], SLO)
+    assert (rate, low, high, outcome) == (4, 4, math.inf, ABOVE_HIGHEST)
+    rate, low, high, outcome = knee([_step(1, 400, 300, 500), _step(2, math.inf, 600, math.inf)], SLO)
+    assert (rate, low, high, outcome) == (None, 0.0, 1, BELOW_LOWEST)
+    # A lowest step that is only inconclusive bounds nothing below it.
+    rate, low, high, outcome = knee([_step(1, 200, 150, 300), _step(2, 600, 500, 700)], SLO)
+    assert (low, high, outcome) == (0.0, 2, FOUND) and rate == pytest.approx(1.125)
+
+
+def test_failed_requests_count_as_infinitely_slow() -> None:
+    estimate = p90([100.0] * 8 + [math.inf] * 2)
+    assert math.isinf(estimate.value) and estimate.ci_low == 100.0
+    assert p90([100.0] * 10) == P90(100.0, 100.0, 100.0, 10)
+
+
+def test_capacity_gain_is_judged_on_the_interval_both_capacities_allow() -> None:
+    base = _result("baseline", 4.0, 3.5, 4.5)
+    assert capacity_gain(_result("prefix-cache", 12.0, 11.0, 13.0), base, Rule(">=", 0.5)).outcome == PASSED
+    assert capacity_gain(_result("prefix-cache", 4.2, 3.8, 4.6), base, Rule(">=", 0.5)).outcome == FAILED
+    unsure = capacity_gain(_result("prefix-cache", 6.5, 5.0, 8.0), base, Rule(">=", 0.5))
+    assert unsure.outcome == INCONCLUSIVE and "INCONCLUSIVE" in unsure.message
+    assert unsure.ci_low == pytest.approx(5.0 / 4.5 - 1) and unsure.ci_high == pytest.approx(8.0 / 3.5 - 1)
+    # A baseline that sustained nothing tried: the gain's interval is open above.
+    none = capacity_gain(_result("prefix-cache", 6.0, 5.0, 7.0), _result("baseline", None, 0.0, 1.0), Rule(">=", 0.5))
+    assert none.outcome == PASSED and math.isinf(none.ci_high)
+
+
+def _endpoint(server: FakeOpenAIServer) -> Endpoint:
+    return Endpoint(server.base_url, server.model, spawned=False, label="fake")
+
+
+def _search(server: FakeOpenAIServer, plan: SearchPlan, slo: CapacitySLO = SLO) -> CapacityResult:
+    endpoint = _endpoint(server)
+    calibration = calibrate(endpoint, TinyMix(), request_timeout_s=10.0)
+    seen: list[tuple[Step, float]] = []
+    result = search("fake", endpoint, TinyMix(), slo, plan, calibration, request_timeout_s=10.0,
+                    on_step=lambda step, left: seen.append((step, left)))
+    assert [s for s, _ in seen] == list(result.steps)  # one progress call per step
+    return result
+
+
+def test_the_knee_of_a_one_slot_server_is_found_and_a_faster_one_carries_more() -> None:
+    # One slot and ~60 ms per request: the queue, and with it TTFT, explodes towards ~16 req/s.
+    with FakeOpenAIServer(ttft=0.05, itl=0.01, tokens=2, slots=1) as slow:
+        result = _search(slow, SearchPlan(deadline_s=60, step_requests=20, start_rate=2.0, min_step_s=1.5))
+    assert result.outcome == FOUND, result.summary()
+    assert result.ci_low <= result.max_rate <= result.ci_high
+    assert 2.0 <= result.max_rate <= 20.0, result.summary()
+    assert any(s.meets(SLO) for s in result.steps) and any(not s.meets(SLO) for s in result.steps)
+    assert result.as_dict()["topology"] == "fake" and "req/s at TTFT p90 <= 250 ms" in result.summary()
+    with FakeOpenAIServer(ttft=0.01, itl=0.005, tokens=2, slots=1) as fast:
+        faster = _search(fast, SearchPlan(deadline_s=60, step_requests=20, start_rate=4.0, min_step_s=1.5))
+    assert faster.max_rate is not None and faster.max_rate > result.max_rate, (faster.summary(), result.summary())
+
+
+def test_even_the_lowest_rate_missing_the_slo_is_a_clear_result() -> None:
+    with FakeOpenAIServer(ttft=0.3, itl=0.01, tokens=2) as server:
+        result = _search(server, SearchPlan(deadline_s=60, step_requests=10, start_rate=8.0, min_rate=4.0, min_step_s=0),
+                         CapacitySLO(ttft_p90_ms=100.0))
+    assert result.outcome == BELOW_LOWEST and result.max_rate is None
+    assert [s.rate for s in result.steps] == [8.0, 4.0]
+    assert "even the lowest rate tried, 4 req/s, misses the SLO" in result.summary()
+
+
+def test_a_deadline_too_short_for_one_step_says_what_to_change() -> None:
+    with FakeOpenAIServer(ttft=0.01, itl=0.0, tokens=2) as server:
+        with pytest.raises(RuntimeError, match="no step fits.*--mooncake-capacity-deadline"):
+            _search(server, SearchPlan(deadline_s=3, step_requests=20, start_rate=1.0, min_step_s=0))
+
+
+def test_a_burst_is_not_taken_for_a_sustained_rate() -> None:
+    # 20 arrivals at 200 req/s are one burst a 20 ms server drains in 0.4 s, under the SLO;
+    # offered for 1.5 s, the same rate piles up 300 requests and misses it.
+    with FakeOpenAIServer(ttft=0.02, itl=0.0, tokens=2, slots=1) as server:
+        result = _search(server, SearchPlan(deadline_s=60, step_requests=20, start_rate=200.0, min_step_s=1.5,
+                                            max_steps=1), CapacitySLO(ttft_p90_ms=500.0))
+    (step,) = result.steps
+    assert step.sent == 300 and not step.meets(CapacitySLO(ttft_p90_ms=500.0)), result.summary()
