@@ -116,7 +116,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("capacity_tpot_slo", "TPOT p90 limit of the capacity search, in the same forms (default: none)", p.parse_latency_limit, None, "LIMIT"),
     Setting("capacity_step_requests", "Poisson arrivals per rate step of the capacity search; the first fifth warm the queue and are not counted", lambda v: p.parse_int(v, minimum=10), 30, "N"),
     Setting("capacity_step_duration", "Shortest rate step of the capacity search: at least this long of arrivals, so an overloaded server's queue can build", p.parse_positive_duration, 10.0, "DURATION"),
-    Setting("capacity_deadline", "Time limit of the whole capacity search, all topologies together, once their servers are up", p.parse_positive_duration, 150.0, "DURATION"),
+    Setting("capacity_deadline", "Time limit of the whole capacity search, all topologies together, once their servers are up", p.parse_positive_duration, 180.0, "DURATION"),
     Setting("capacity_scenario", "Workload mix of the capacity search: a scenario name (default: 8 shared 2,048-token documents, each request a new 64-token question)", p.parse_text, None, "NAME"),
 )
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}

@@ -71,7 +71,8 @@ class Tenant:
                    f"--mooncake-master={MASTER}", f"--mooncake-metadata-url={METADATA}",
                    f"--mooncake-metrics-url={METRICS}", f"--mooncake-results-dir={self.workdir / 'results'}",
                    # Fewer requests: the guard judges the tenant's keys, not the serving verdicts.
-                   "--mooncake-requests-per-scenario=4", "--mooncake-trace-requests=40"]
+                   "--mooncake-requests-per-scenario=4", "--mooncake-trace-requests=40",
+                   "--mooncake-capacity-deadline=40"]
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "MOONCAKE_"))}
         return subprocess.run(self.netns.wrap(command), cwd=REPO, capture_output=True, text=True,
                               timeout=INNER_TIMEOUT_S, env=env)

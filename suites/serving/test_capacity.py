@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from pytest_mooncake import factories
 from pytest_mooncake.capacity_search import (
     CapacityResult,
     CapacitySLO,
@@ -34,21 +35,36 @@ from pytest_mooncake.scenarios import Scenario
 from pytest_mooncake.serving import PASSED, Rule
 from pytest_mooncake.vllm.server import Endpoint
 from pytest_mooncake.vllm.tokens import TokenPool
+from pytest_mooncake.vllm.topology import Deployment
 
 pytestmark = pytest.mark.requires_serving
 
 REFERENCE = "baseline"
-# Topology name -> the fixture that yields its Endpoint; the reference comes first. A topology
-# whose fixture skips (not installed, not configured) is reported as unavailable.
-TOPOLOGIES = {REFERENCE: "baseline_endpoint", "prefix-cache": "openai_endpoint"}
+# A Mooncake topology of its own beside the session's (prefix-cache by default), stopped after this module.
+capacity_mooncake_store = factories.mooncake_deployment(scope="module", topology="mooncake-store")
+
+
+def _topologies(config: MooncakeConfig) -> dict[str, str]:
+    """Topology name -> the fixture that yields its Endpoint, the reference first. A topology whose
+    fixture skips (not installed, not configured, GPU-only) is reported as unavailable."""
+    fixtures = {REFERENCE: "baseline_endpoint", config.topology: "openai_endpoint"}
+    # Only beside a cluster we spawned: on an attached one it would fill the user's pool unasked.
+    if config.openai_base_url is None and not config.attach:
+        fixtures.setdefault("mooncake-store", "capacity_mooncake_endpoint")
+    return fixtures
+
+
+@pytest.fixture(scope="module")
+def capacity_mooncake_endpoint(capacity_mooncake_store: Deployment) -> Endpoint:
+    return capacity_mooncake_store.endpoint
 # Document QA: every request asks a new question about one of 8 shared documents, long enough
 # that prefill, which the cache saves, outweighs the short answer's decoding.
 CAPACITY_MIX = Scenario("capacity_mix", requests=8, document_tokens=2048, question_tokens=64, reuse=1.0, max_tokens=8)
 
 
-def _endpoints(request: pytest.FixtureRequest) -> tuple[dict[str, Endpoint], dict[str, str]]:
+def _endpoints(request: pytest.FixtureRequest, config: MooncakeConfig) -> tuple[dict[str, Endpoint], dict[str, str]]:
     found, unavailable = {}, {}
-    for topology, fixture in TOPOLOGIES.items():
+    for topology, fixture in _topologies(config).items():
         try:
             found[topology] = request.getfixturevalue(fixture)
         except pytest.skip.Exception as exc:
@@ -85,7 +101,7 @@ def test_capacity_gain(
         pytest.fail(f"--mooncake-capacity-scenario={config.capacity_scenario}: no such scenario; known: "
                     f"{', '.join(serving_scenarios)} (or leave it unset for the built-in document mix)", pytrace=False)
     scenario = serving_scenarios[config.capacity_scenario] if config.capacity_scenario else CAPACITY_MIX
-    endpoints, unavailable = _endpoints(request)
+    endpoints, unavailable = _endpoints(request, config)
     started = time.monotonic()  # the deadline covers the search, not the servers' start-up
     workloads = {
         topology: ScenarioWorkload(scenario, token_pool, f"{mooncake_run_id} capacity {topology}",
