@@ -67,12 +67,13 @@ def serving_protocol(
 
 @pytest.fixture(scope="session")
 def serving_explain(request: pytest.FixtureRequest, mooncake_deployment: Deployment, mooncake_run_id: str) -> Explain | None:
-    """The model shape and the store's read bandwidth at KV-block size, measured now, for the
-    design's prediction of a Mooncake hit's TTFT; None where either is unknown."""
+    """The model shape and the store's read bandwidth at KV-block size on the connectors' path
+    (batch_get_into into a registered buffer), measured now, for the design's prediction of a
+    Mooncake hit's TTFT; None where either is unknown."""
     if mooncake_deployment.master is None or not mooncake_deployment.instances:
         return None  # an attached endpoint: its model's shape is not ours to know
     store: StoreClient = request.getfixturevalue("mooncake_store")
     shape = MODELS["ci-tiny-llama"]
     block = shape.kv_bytes(KV_BLOCK_TOKENS)
-    measured = store.call("put_get_throughput", f"{mooncake_run_id}-explain", 32, block)
+    measured = store.call("zero_copy_throughput", f"{mooncake_run_id}-explain", block, 16, 1, 1.0)
     return Explain(shape, measured["get_gbps"] * 1e9)

@@ -33,6 +33,7 @@ def _check(name: str, request: pytest.FixtureRequest, statistic: str = "median",
     results: Results = request.getfixturevalue("mooncake_results")
     label("scenario", name)
     label("topology", protocol.topology.name if protocol.topology else "attached")
+    label("connector", protocol.topology.connector or "none" if protocol.topology else "unknown")
     run = protocol.run(scenarios[name])
     evaluation = evaluate(run, effective_thresholds(request.node, keys), statistic=statistic,
                           tokenizer=request.getfixturevalue("serving_tokenizer"),
