@@ -1,0 +1,216 @@
+"""Mutation check of the modules whose bugs would make a verdict or a cleanup lie.
+
+For each module, mutmut plants one small bug at a time and runs only that module's fast unit
+tests; a mutant no test turns red "survived". The score of a module is killed / (mutants -
+explained equivalents); below THRESHOLD on any module the check fails and prints the
+survivors with their diff. Equivalent mutants (no test can tell them apart from the original)
+are listed with the reason in scripts/mutation_equivalents.toml.
+
+Usage: python scripts/mutation_check.py [MODULE ...] [--changed-since REF] [--record]
+  MODULE             a key of MODULES (e.g. reuse.py); default: all of them
+  --changed-since    only the modules whose source or tests differ from the merge base with REF
+  --record           rewrite benchmarks/results/mutation.md with the scores of this run
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # mutmut itself pulls in toml on Python 3.10
+    import toml as tomllib
+
+REPO = Path(__file__).resolve().parent.parent
+EQUIVALENTS = REPO / "scripts" / "mutation_equivalents.toml"
+RECORD = REPO / "benchmarks" / "results" / "mutation.md"
+THRESHOLD = 0.90
+PACKAGE = "pytest_mooncake"
+
+# Module (relative to the package) -> the fast unit tests that own it.
+MODULES: dict[str, list[str]] = {
+    "serving/stats.py": ["tests/serving/test_stats.py"],
+    "reuse.py": ["tests/test_reuse.py"],
+    "serving/client.py": ["tests/serving/test_client.py"],
+    "integrity.py": ["tests/test_integrity.py"],
+    "traces.py": ["tests/test_traces.py"],
+    "options.py": ["tests/test_options.py"],
+    "baseline.py": ["tests/test_baseline.py"],
+    "capacity.py": ["tests/test_capacity.py"],
+    "executor.py": ["tests/test_executor.py"],
+    "janitor.py": ["tests/test_janitor.py", "tests/test_executor.py"],
+}
+# mutmut's statuses that mean a test noticed the mutant (a crash or a hang is noticed too).
+DETECTED = {"killed", "timeout", "segfault", "caught by type check"}
+
+
+@dataclass
+class Survivor:
+    name: str
+    status: str
+    function: str
+    removed: list[str]
+    added: list[str]
+    diff: str
+
+    def matches(self, entry: dict[str, str]) -> bool:
+        return (entry["function"] == self.function and entry["from"].strip() == "\n".join(self.removed)
+                and entry["to"].strip() == "\n".join(self.added))
+
+
+@dataclass
+class Score:
+    module: str
+    total: int = 0
+    killed: int = 0
+    equivalent: list[tuple[Survivor, str]] = field(default_factory=list)
+    survivors: list[Survivor] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def value(self) -> float:
+        judged = self.total - len(self.equivalent)
+        return self.killed / judged if judged else 1.0
+
+
+def _function(mutant: str) -> str:
+    """``pytest_mooncake.reuse.x_evaluate__mutmut_3`` -> ``evaluate``; methods as ``Class.method``."""
+    mangled = mutant.rsplit(".", 1)[1].rsplit("__mutmut_", 1)[0]
+    if mangled.startswith("xǁ"):
+        return ".".join(mangled[2:].split("ǁ"))
+    return mangled[2:]
+
+
+def _survivor(workdir: Path, name: str, status: str) -> Survivor:
+    diff = _mutmut(workdir, "show", name).stdout
+    body = [line for line in diff.splitlines() if not line.startswith(("---", "+++", "#"))]
+    removed = [line[1:].strip() for line in body if line.startswith("-")]
+    added = [line[1:].strip() for line in body if line.startswith("+")]
+    return Survivor(name, status, _function(name), removed, added, diff)
+
+
+def _mutmut(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    # PYTHONPATH reaches the processes the tests spawn (the janitor's watchdog), so they import
+    # the mutated copy too and the mutant under test (an environment variable) is active there.
+    env = {**os.environ, "PYTHONPATH": str(workdir / "mutants")}
+    mutmut = Path(sys.executable).with_name("mutmut")
+    return subprocess.run([str(mutmut), *args], cwd=workdir, env=env, capture_output=True, text=True, check=False)
+
+
+def _prepare(module: str, tests: list[str], workdir: Path) -> None:
+    shutil.copytree(REPO / PACKAGE, workdir / PACKAGE, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "tests", workdir / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+    pyproject = (REPO / "pyproject.toml").read_text()
+    selection = ", ".join(f'"{t}"' for t in tests)
+    pyproject += (
+        "\n[tool.mutmut]\n"
+        f'source_paths = ["{PACKAGE}"]\n'
+        f'only_mutate = ["{PACKAGE}/{module}"]\n'
+        f"pytest_add_cli_args_test_selection = [{selection}]\n"
+        'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]\n'
+    )
+    (workdir / "pyproject.toml").write_text(pyproject)
+    # Exists before mutmut starts: Python caches a missing PYTHONPATH entry as unusable.
+    (workdir / "mutants").mkdir()
+
+
+def check(module: str, equivalents: list[dict[str, str]], children: int) -> Score:
+    score = Score(module)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="mutation-") as tmp:
+        workdir = Path(tmp)
+        _prepare(module, MODULES[module], workdir)
+        run = _mutmut(workdir, "run", "--max-children", str(children))
+        if run.returncode != 0:
+            raise SystemExit(f"mutmut run failed for {module} (exit {run.returncode}):\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
+        listed = _mutmut(workdir, "results", "--all", "true").stdout
+        for name, status in re.findall(r"^\s*(\S+): (.+)$", listed, re.MULTILINE):
+            score.total += 1
+            if status in DETECTED:
+                score.killed += 1
+                continue
+            survivor = _survivor(workdir, name, status)
+            reason = next((e["why"] for e in equivalents if e["module"] == module and survivor.matches(e)), None)
+            if reason is None:
+                score.survivors.append(survivor)
+            else:
+                score.equivalent.append((survivor, reason))
+    score.seconds = time.monotonic() - started
+    return score
+
+
+def changed_modules(ref: str) -> list[str]:
+    base = subprocess.run(["git", "merge-base", ref, "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+    changed = set(subprocess.run(["git", "diff", "--name-only", base], cwd=REPO, capture_output=True, text=True,
+                                 check=True).stdout.split())
+    shared = {"tests/conftest.py", "tests/serving/conftest.py", "tests/fakes/fake_service.py", "pyproject.toml",
+              "scripts/mutation_check.py", "scripts/mutation_equivalents.toml"}
+    if changed & shared:
+        return list(MODULES)
+    return [m for m, tests in MODULES.items() if f"{PACKAGE}/{m}" in changed or changed & set(tests)]
+
+
+def _record(scores: list[Score]) -> None:
+    rows = {s.module: s for s in scores}
+    lines = [
+        "# Mutation scores",
+        "",
+        "Written by `python scripts/mutation_check.py --record` (mutmut, one module at a time, only that",
+        "module's unit tests). Score = killed / (mutants - explained equivalents); CI fails below 90%.",
+        "",
+        "| Module | Tests | Mutants | Killed | Equivalent | Survived | Score |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for module, tests in MODULES.items():
+        s = rows[module]
+        lines.append(f"| `{module}` | {', '.join(f'`{t}`' for t in tests)} | {s.total} | {s.killed} | "
+                     f"{len(s.equivalent)} | {len(s.survivors)} | {s.value:.1%} |")
+    total = sum(s.seconds for s in scores)
+    lines += ["", f"Wall time of the whole check: {total:.0f} s on a 2-core host.", ""]
+    RECORD.write_text("\n".join(lines))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("modules", nargs="*", metavar="MODULE")
+    parser.add_argument("--changed-since", metavar="REF")
+    parser.add_argument("--record", action="store_true")
+    parser.add_argument("--children", type=int, default=os.cpu_count() or 2, help="mutants tested in parallel")
+    args = parser.parse_args()
+    unknown = set(args.modules) - set(MODULES)
+    if unknown:
+        parser.error(f"unknown modules {sorted(unknown)}; choose from {list(MODULES)}")
+    modules = args.modules or (changed_modules(args.changed_since) if args.changed_since else list(MODULES))
+    if args.record and set(modules) != set(MODULES):
+        parser.error("--record needs every module")
+    equivalents = tomllib.loads(EQUIVALENTS.read_text())["equivalent"]
+    scores, failed = [], []
+    for module in modules:
+        score = check(module, equivalents, args.children)
+        scores.append(score)
+        print(f"{module}: {score.value:.1%} ({score.killed} of {score.total} killed, {len(score.equivalent)} equivalent, "
+              f"{len(score.survivors)} survived) in {score.seconds:.0f} s", flush=True)
+        for survivor in score.survivors:
+            print(f"  SURVIVED ({survivor.status}) {survivor.name}\n" + "\n".join("    " + l for l in survivor.diff.splitlines()[1:]))
+        if score.value < THRESHOLD:
+            failed.append(module)
+    if args.record:
+        _record(scores)
+    print(f"mutation check: {len(modules)} modules in {sum(s.seconds for s in scores):.0f} s")
+    if failed:
+        print(f"mutation check FAILED: below {THRESHOLD:.0%} on {', '.join(failed)}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
