@@ -65,8 +65,10 @@ def test_cluster_suite_passes_on_the_embedded_cluster(pytester: pytest.Pytester)
     result.assert_outcomes(passed=3)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGINT, signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
-def test_interrupted_run_leaves_nothing_behind(pytester: pytest.Pytester, signum: int) -> None:
+# Each case interrupts at its own seeded moment (0.3 .. 6 s): spread over the start-up, reproducible.
+@pytest.mark.parametrize(("signum", "seed"), [(signal.SIGINT, 1), (signal.SIGINT, 2), (signal.SIGINT, 3),
+                                              (signal.SIGTERM, 4), (signal.SIGKILL, 5)])
+def test_interrupted_run_leaves_nothing_behind(pytester: pytest.Pytester, signum: int, seed: int) -> None:
     pytester.makepyfile(
         test_slow="""
         import time
@@ -74,7 +76,7 @@ def test_interrupted_run_leaves_nothing_behind(pytester: pytest.Pytester, signum
             time.sleep(60)
         """
     )
-    delay = random.uniform(0.3, 6.0)
+    delay = random.Random(seed).uniform(0.3, 6.0)
     child = subprocess.Popen(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "test_slow.py"],
         cwd=pytester.path,

@@ -42,9 +42,10 @@ def _rec(timestamp: int = 0, input_length: int = 1024, hash_ids: list[int] | Non
 
 def test_conversation_trace_loads_whole() -> None:
     records = load_trace(TRACE)
-    assert len(records) == 12031
-    assert sum(len(r.hash_ids) for r in records) == 288500
-    assert records[0].line == 1 and records[-1].line == 12031
+    lines = TRACE.read_text().splitlines()
+    assert len(records) == len(lines) and all(lines)
+    assert [len(r.hash_ids) for r in records] == [len(json.loads(line)["hash_ids"]) for line in lines]
+    assert records[0].line == 1 and records[-1].line == len(lines)
 
 
 def test_theoretical_hit_ratio_equals_an_independent_count() -> None:
@@ -57,7 +58,6 @@ def test_theoretical_hit_ratio_equals_an_independent_count() -> None:
     reused = sum(first_request[b] < i for i, r in enumerate(records) for b in r.hash_ids)
     independent = reused / sum(len(r.hash_ids) for r in records)
     assert theoretical_hit_ratio(records) == independent
-    assert round(independent, 3) == 0.366
 
 
 def test_reuse_stops_at_the_first_unseen_block() -> None:
