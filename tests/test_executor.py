@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -30,6 +32,17 @@ def _gone(pid: int, within: float = 5.0) -> bool:
     return False
 
 
+def worker_pid(log: Path, within: float = 10.0) -> int:
+    """The pid a ``--fork`` fake service printed for its worker."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        match = re.search(r"^worker pid (\d+)$", log.read_text() if log.exists() else "", re.MULTILINE)
+        if match:
+            return int(match.group(1))
+        time.sleep(0.05)
+    raise AssertionError(f"no worker pid in {log} after {within} s")
+
+
 def _service(tmp_path: Path, *args: str, probe=None, timeout: float = 10.0, **kwargs) -> ServiceProcess:  # type: ignore[no-untyped-def]
     log = tmp_path / "fake.log"
     return ServiceProcess("fake", [*FAKE, *args], probe or LogBannerProbe(log, "^READY$"), log, timeout=timeout, **kwargs)
@@ -42,6 +55,27 @@ def test_ready_on_banner_then_stopped(tmp_path: Path) -> None:
     assert os.getpgid(pid) == pid, "each service leads its own process group"
     service.stop()
     assert _gone(pid)
+
+
+@pytest.mark.parametrize("ignore_sigterm", [False, True])
+def test_stop_ends_the_whole_process_group(tmp_path: Path, ignore_sigterm: bool) -> None:
+    """A service that forks (vLLM workers, a shell wrapper) must not leave its workers behind."""
+    flags = ["--ignore-sigterm"] if ignore_sigterm else []
+    service = _service(tmp_path, "--banner=READY", "--fork", *flags, stop_timeout=1.0).start()
+    leader, worker = service.pid, worker_pid(tmp_path / "fake.log")
+    assert leader is not None and os.getpgid(worker) == leader
+    try:
+        service.stop()
+        assert _gone(leader) and _gone(worker), "every process of the group must be gone after stop()"
+    finally:
+        _kill_if_alive(worker)
+
+
+def _kill_if_alive(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def test_ready_on_tcp_probe(tmp_path: Path) -> None:
@@ -108,11 +142,16 @@ def test_missing_shared_library_hint(tmp_path: Path) -> None:
 
 def test_janitor_stops_registered_groups_when_its_pipe_closes(tmp_path: Path) -> None:
     janitor = Janitor()
-    service = _service(tmp_path, "--banner=READY", janitor=janitor).start()
-    pid = service.pid
+    service = _service(tmp_path, "--banner=READY", "--fork", janitor=janitor).start()
+    pid, worker = service.pid, worker_pid(tmp_path / "fake.log")
     assert pid is not None
-    janitor.close()
-    assert _gone(pid), "the janitor must stop what is still registered when pytest goes away"
+    try:
+        janitor.close()
+        assert _gone(pid), "the janitor must stop what is still registered when pytest goes away"
+        assert _gone(worker), "and every process of the group, grandchildren included"
+    finally:
+        _kill_if_alive(worker)
+        _kill_if_alive(pid)
 
 
 def test_janitor_survives_a_sigkilled_parent(tmp_path: Path) -> None:
