@@ -47,7 +47,7 @@ MODULES: dict[str, Target] = {
     "serving/stats.py": Target(["tests/serving/test_stats.py"]),
     "reuse.py": Target(["tests/test_reuse.py"]),
     # The timing definitions only: what counts as the first token, the gaps, E2E, TPOT, the send lag.
-    "serving/client.py": Target(["tests/serving/test_client.py"], [
+    "serving/client.py": Target(["tests/serving/test_client_timing.py", "tests/serving/test_client.py"], [
         "xǁRequestRecordǁsend_lag_s", "x_tpot", "xǁ_Streamǁfeed", "x__content", "xǁStreamingClientǁsend"]),
     "integrity.py": Target(["tests/test_integrity.py"]),
     "traces.py": Target(["tests/test_traces.py"]),
