@@ -15,12 +15,15 @@ Usage: python scripts/mutation_check.py [MODULE ...] [--changed-since REF] [--re
 from __future__ import annotations
 
 import argparse
+import ast
+import difflib
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,12 +101,27 @@ def _function(mutant: str) -> str:
     return mangled[2:]
 
 
-def _survivor(workdir: Path, name: str, status: str) -> Survivor:
-    diff = _mutmut(workdir, "show", name).stdout
-    body = [line for line in diff.splitlines() if not line.startswith(("---", "+++", "#"))]
-    removed = [line[1:].strip() for line in body if line.startswith("-")]
-    added = [line[1:].strip() for line in body if line.startswith("+")]
-    return Survivor(name, status, _function(name), removed, added, diff)
+def _mutant_functions(path: Path) -> dict[str, str]:
+    """Source of every function mutmut wrote into ``path`` (originals and mutants), by its mangled name."""
+    source = path.read_text()
+    return {
+        node.name: textwrap.dedent(ast.get_source_segment(source, node, padded=True) or "")
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and "__mutmut_" in node.name
+    }
+
+
+def _survivor(functions: dict[str, str], name: str, status: str) -> Survivor:
+    # The diff `mutmut show` prints, without a process per mutant (a few hundred cost minutes).
+    mangled = name.rsplit(".", 1)[1]
+    original = mangled.rsplit("__mutmut_", 1)[0] + "__mutmut_orig"
+    plain = _function(name).rsplit(".", 1)[-1]
+    before = functions[original].replace(original, plain).splitlines()
+    after = functions[mangled].replace(mangled, plain).splitlines()
+    diff = list(difflib.unified_diff(before, after, lineterm="", n=1))[2:]
+    removed = [line[1:].strip() for line in diff if line.startswith("-")]
+    added = [line[1:].strip() for line in diff if line.startswith("+")]
+    return Survivor(name, status, _function(name), removed, added, "\n".join(diff))
 
 
 def _mutmut(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -147,6 +165,7 @@ def check(module: str, equivalents: list[dict[str, str]], children: int) -> Scor
         if run.returncode != 0:
             raise SystemExit(f"mutmut run failed for {module} (exit {run.returncode}):\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
         listed = _mutmut(workdir, "results", "--all", "true").stdout
+        functions = _mutant_functions(workdir / "mutants" / PACKAGE / module)
         for name, status in re.findall(r"^\s*(\S+): (.+)$", listed, re.MULTILINE):
             if status == "not checked":  # outside the target's functions
                 continue
@@ -154,7 +173,7 @@ def check(module: str, equivalents: list[dict[str, str]], children: int) -> Scor
             if status in DETECTED:
                 score.killed += 1
                 continue
-            survivor = _survivor(workdir, name, status)
+            survivor = _survivor(functions, name, status)
             reason = next((e["why"] for e in equivalents if e["module"] == module and survivor.matches(e)), None)
             if reason is None:
                 score.survivors.append(survivor)
@@ -209,7 +228,7 @@ def main() -> int:
     modules = args.modules or (changed_modules(args.changed_since) if args.changed_since else list(MODULES))
     if args.record and set(modules) != set(MODULES):
         parser.error("--record needs every module")
-    equivalents = tomllib.loads(EQUIVALENTS.read_text())["equivalent"]
+    equivalents = tomllib.loads(EQUIVALENTS.read_text()).get("equivalent", [])
     scores, failed = [], []
     for module in modules:
         score = check(module, equivalents, args.children)
@@ -217,7 +236,7 @@ def main() -> int:
         print(f"{module}: {score.value:.1%} ({score.killed} of {score.total} killed, {len(score.equivalent)} equivalent, "
               f"{len(score.survivors)} survived) in {score.seconds:.0f} s", flush=True)
         for survivor in score.survivors:
-            print(f"  SURVIVED ({survivor.status}) {survivor.name}\n" + "\n".join("    " + l for l in survivor.diff.splitlines()[1:]))
+            print(f"  SURVIVED ({survivor.status}) {survivor.name}\n" + "\n".join("    " + line for line in survivor.diff.splitlines()))
         if score.value < THRESHOLD:
             failed.append(module)
     if args.record:
