@@ -138,7 +138,8 @@ def _mutant_prefix(module: str) -> str:
 
 def _prepare(module: str, tests: list[str], workdir: Path) -> None:
     shutil.copytree(REPO / PACKAGE, workdir / PACKAGE, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(REPO / "tests", workdir / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+    for tree in ("tests", "fixtures"):  # fixtures: the recorded traces the trace tests read
+        shutil.copytree(REPO / tree, workdir / tree, ignore=shutil.ignore_patterns("__pycache__"))
     pyproject = (REPO / "pyproject.toml").read_text()
     selection = ", ".join(f'"{t}"' for t in tests)
     pyproject += (
@@ -147,6 +148,7 @@ def _prepare(module: str, tests: list[str], workdir: Path) -> None:
         f'only_mutate = ["{PACKAGE}/{module}"]\n'
         f"pytest_add_cli_args_test_selection = [{selection}]\n"
         'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]\n'
+        'also_copy = ["fixtures"]\n'
     )
     (workdir / "pyproject.toml").write_text(pyproject)
     # Exists before mutmut starts: Python caches a missing PYTHONPATH entry as unusable.
