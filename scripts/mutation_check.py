@@ -28,6 +28,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # mutmut itself pulls in toml on Python 3.10
@@ -44,6 +46,10 @@ PACKAGE = "pytest_mooncake"
 class Target:
     tests: list[str]  # the fast unit tests that own the module
     functions: list[str] | None = None  # only these (mutmut's mangled names, globs); None: all
+    # The module also runs in processes the tests spawn (the janitor's watchdog): they must import
+    # the mutated copy. Not for the rest: a pytest subprocess in a pytester directory would then
+    # load mutmut's trampolines without mutmut's config.
+    in_subprocesses: bool = False
 
 
 MODULES: dict[str, Target] = {
@@ -58,7 +64,7 @@ MODULES: dict[str, Target] = {
     "baseline.py": Target(["tests/test_baseline.py"]),
     "capacity.py": Target(["tests/test_capacity.py"]),
     "executor.py": Target(["tests/test_executor.py"]),
-    "janitor.py": Target(["tests/test_janitor.py", "tests/test_executor.py"]),
+    "janitor.py": Target(["tests/test_janitor.py", "tests/test_executor.py"], in_subprocesses=True),
 }
 # mutmut's statuses that mean a test noticed the mutant (a crash or a hang is noticed too).
 DETECTED = {"killed", "timeout", "segfault", "caught by type check"}
@@ -124,12 +130,27 @@ def _survivor(functions: dict[str, str], name: str, status: str) -> Survivor:
     return Survivor(name, status, _function(name), removed, added, "\n".join(diff))
 
 
-def _mutmut(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    # PYTHONPATH reaches the processes the tests spawn (the janitor's watchdog), so they import
-    # the mutated copy too and the mutant under test (an environment variable) is active there.
-    env = {**os.environ, "PYTHONPATH": str(workdir / "mutants")}
+def _mutmut(workdir: Path, *args: str, in_subprocesses: bool = False) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    if in_subprocesses:
+        # PYTHONPATH reaches the processes the tests spawn, so they import the mutated copy too and
+        # the mutant under test (an environment variable) is active there.
+        env["PYTHONPATH"] = str(workdir / "mutants")
     mutmut = Path(sys.executable).with_name("mutmut")
-    return subprocess.run([str(mutmut), *args], cwd=workdir, env=env, capture_output=True, text=True, check=False)
+    try:
+        return subprocess.run([str(mutmut), *args], cwd=workdir, env=env, capture_output=True, text=True, check=False)
+    finally:
+        _reap_leftovers(workdir)
+
+
+def _reap_leftovers(workdir: Path) -> None:
+    """Kill what a mutant left running (a broken stop path leaks the test's fake services)."""
+    for process in psutil.process_iter(["cmdline"]):
+        if str(workdir) in " ".join(process.info["cmdline"] or []) and process.pid != os.getpid():
+            try:
+                process.kill()
+            except psutil.Error:
+                pass
 
 
 def _mutant_prefix(module: str) -> str:
@@ -163,7 +184,7 @@ def check(module: str, equivalents: list[dict[str, str]], children: int) -> Scor
         target = MODULES[module]
         _prepare(module, target.tests, workdir)
         names = [f"{_mutant_prefix(module)}{f}__mutmut_*" for f in target.functions or []]
-        run = _mutmut(workdir, "run", "--max-children", str(children), *names)
+        run = _mutmut(workdir, "run", "--max-children", str(children), *names, in_subprocesses=target.in_subprocesses)
         if run.returncode != 0:
             raise SystemExit(f"mutmut run failed for {module} (exit {run.returncode}):\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
         listed = _mutmut(workdir, "results", "--all", "true").stdout
