@@ -59,7 +59,9 @@ MODULES: dict[str, Target] = {
     "serving/client.py": Target(["tests/serving/test_client_timing.py", "tests/serving/test_client.py"], [
         "xǁRequestRecordǁsend_lag_s", "x_tpot", "xǁ_Streamǁfeed", "x__content", "xǁStreamingClientǁsend"]),
     "integrity.py": Target(["tests/test_integrity.py"]),
-    "traces.py": Target(["tests/test_traces.py"]),
+    # The hit ratios and the block-by-block prompts that make a replay's hits equal the prediction.
+    "traces.py": Target(["tests/test_traces.py"], ["x_theoretical_hit_ratio", "x_leading_hits", "x_block_token_ids",
+                                                    "x_prompt_ids"]),
     "options.py": Target(["tests/test_options.py"]),
     "baseline.py": Target(["tests/test_baseline.py"]),
     "capacity.py": Target(["tests/test_capacity.py"]),
