@@ -234,17 +234,6 @@ def test_kill_sends_its_signal_and_reaps(tmp_path: Path) -> None:
     assert "KeyboardInterrupt" in (tmp_path / "fake.log").read_text()
 
 
-def test_kill_without_waiting_returns_at_once(tmp_path: Path) -> None:
-    service = _service(tmp_path, "--banner=READY", "--ignore-sigterm").start()
-    pid = service.pid
-    assert pid is not None
-    try:
-        service.kill(wait=False, sig=signal.SIGTERM)  # ignored: waiting would block forever
-    finally:
-        _kill_if_alive(pid)
-    assert _gone(pid)
-
-
 def test_an_unexpected_exit_code_on_stop_is_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     script = tmp_path / "svc"
     script.write_text("#!/bin/sh\ntrap 'exit 3' TERM\necho READY\nwhile :; do sleep 0.1; done\n")
