@@ -144,3 +144,18 @@ def test_send_lag_is_actual_minus_scheduled_send() -> None:
                 cached_tokens=None, content_chunks=0, text="", error=None)
     assert client.RequestRecord(scheduled_at_s=1.0, sent_at_s=1.25, **base).send_lag_s == 0.25  # type: ignore[arg-type]
     assert client.RequestRecord(scheduled_at_s=1.0, sent_at_s=None, **base).send_lag_s is None  # type: ignore[arg-type]
+
+
+def test_feed_names_a_chunk_it_cannot_read(clock: Clock) -> None:
+    stream = _Stream("completions", "here")
+    stream.feed("data: {broken")
+    assert stream.error == client.RequestError("bad_chunk", "unparsable SSE data line '{broken' [here]")
+    stream = _Stream("completions", "here")
+    stream.feed("data: [1, 2]")
+    assert stream.error == client.RequestError("bad_chunk", "SSE data is not a JSON object: '[1, 2]' [here]")
+
+
+def test_feed_reads_data_without_a_space_after_the_colon(clock: Clock) -> None:
+    stream = _Stream("completions", "here")
+    stream.feed('data:{"choices": [{"text": "a"}]}')
+    assert stream.error is None and stream.text == ["a"]
