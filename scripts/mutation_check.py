@@ -161,8 +161,11 @@ def _mutant_prefix(module: str) -> str:
 
 def _prepare(module: str, tests: list[str], workdir: Path) -> None:
     shutil.copytree(REPO / PACKAGE, workdir / PACKAGE, ignore=shutil.ignore_patterns("__pycache__"))
-    for tree in ("tests", "fixtures"):  # fixtures: the recorded traces the trace tests read
+    # What the tests read besides the package: recorded traces and configs, the README's options
+    # table and the script that generates it.
+    for tree in ("tests", "fixtures", "scripts"):
         shutil.copytree(REPO / tree, workdir / tree, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "README.md", workdir / "README.md")
     pyproject = (REPO / "pyproject.toml").read_text()
     selection = ", ".join(f'"{t}"' for t in tests)
     pyproject += (
@@ -171,7 +174,7 @@ def _prepare(module: str, tests: list[str], workdir: Path) -> None:
         f'only_mutate = ["{PACKAGE}/{module}"]\n'
         f"pytest_add_cli_args_test_selection = [{selection}]\n"
         'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]\n'
-        'also_copy = ["fixtures"]\n'
+        'also_copy = ["fixtures", "scripts", "README.md"]\n'
     )
     (workdir / "pyproject.toml").write_text(pyproject)
     # Exists before mutmut starts: Python caches a missing PYTHONPATH entry as unusable.
