@@ -62,7 +62,7 @@ MODULES: dict[str, Target] = {
     # The hit ratios and the block-by-block prompts that make a replay's hits equal the prediction.
     "traces.py": Target(["tests/test_traces.py"], ["x_theoretical_hit_ratio", "x_leading_hits", "x_block_token_ids",
                                                     "x_prompt_ids"]),
-    "options.py": Target(["tests/test_options.py"]),
+    "options.py": Target(["tests/test_options_units.py", "tests/test_options.py"]),
     "baseline.py": Target(["tests/test_baseline.py"]),
     "capacity.py": Target(["tests/test_capacity.py"]),
     "executor.py": Target(["tests/test_executor.py"]),
