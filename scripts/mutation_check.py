@@ -133,11 +133,10 @@ def _survivor(functions: dict[str, str], name: str, status: str) -> Survivor:
 
 
 def _mutmut(workdir: Path, *args: str, in_subprocesses: bool = False) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    if in_subprocesses:
-        # PYTHONPATH reaches the processes the tests spawn, so they import the mutated copy too and
-        # the mutant under test (an environment variable) is active there.
-        env["PYTHONPATH"] = str(workdir / "mutants")
+    # PYTHONPATH reaches the processes the tests spawn. With in_subprocesses they import the mutated
+    # copy, where the mutant under test (an environment variable) is active too; otherwise this
+    # tree's unmutated copy, not whatever checkout the environment has installed.
+    env = {**os.environ, "PYTHONPATH": str(workdir / "mutants" if in_subprocesses else workdir)}
     mutmut = Path(sys.executable).with_name("mutmut")
     try:
         return subprocess.run([str(mutmut), *args], cwd=workdir, env=env, capture_output=True, text=True, check=False)
