@@ -269,3 +269,24 @@ def test_missing_library_hint_follows_the_log_tail(tmp_path: Path) -> None:
     assert str(info.value).endswith(
         "Last log lines:\nmooncake_master: error while loading shared libraries: libibverbs.so.1\n"
         "Fix: install the system libraries Mooncake links against: apt-get install -y libibverbs1 libnuma1 libcurl4")
+
+
+def test_the_service_gets_its_environment(tmp_path: Path) -> None:
+    script = tmp_path / "svc"
+    script.write_text('#!/bin/sh\necho "FOO=$FOO PATH_SET=${PATH:+yes}"\necho READY\nwhile :; do sleep 0.1; done\n')
+    script.chmod(0o755)
+    log = tmp_path / "svc.log"
+    service = ServiceProcess("svc", [str(script)], LogBannerProbe(log, "^READY$"), log, timeout=10, env={"FOO": "bar"}).start()
+    service.stop()
+    assert "FOO=bar PATH_SET=yes" in log.read_text()
+
+
+def test_a_namespace_wraps_the_command(tmp_path: Path) -> None:
+    class Namespace:
+        def wrap(self, argv: list[str]) -> list[str]:
+            return ["ip", "netns", "exec", "pmc-x", *argv]
+
+    log = tmp_path / "x.log"
+    service = ServiceProcess("x", ["sleep", "1"], LogBannerProbe(log, "^READY$"), log, timeout=5, netns=Namespace())  # type: ignore[arg-type]
+    assert service.command_parts == ["ip", "netns", "exec", "pmc-x", "sleep", "1"]
+    service._log.close()
