@@ -68,8 +68,9 @@ MODULES: dict[str, Target] = {
     "executor.py": Target(["tests/test_executor.py"]),
     "janitor.py": Target(["tests/test_janitor.py", "tests/test_executor.py"], in_subprocesses=True),
 }
-# mutmut's statuses that mean a test noticed the mutant (a crash or a hang is noticed too).
-DETECTED = {"killed", "timeout", "segfault", "caught by type check"}
+# mutmut's statuses that mean a test noticed the mutant: a crash or a hang is noticed too, and
+# "suspicious" is a test process ended by an unexpected signal (a mutant that signals pytest).
+DETECTED = {"killed", "timeout", "segfault", "suspicious", "caught by type check"}
 
 
 @dataclass

@@ -24,7 +24,8 @@ from .test_executor import _gone
 
 
 class FakeClock:
-    """``time.monotonic`` and ``time.sleep`` of the janitor: sleeping advances the clock."""
+    """``time.monotonic`` and ``time.sleep`` of the janitor: each sleep advances the clock by an exact
+    quarter second (the seconds asked for are recorded), so the deadline is hit exactly."""
 
     def __init__(self) -> None:
         self.now = 100.0
@@ -35,7 +36,7 @@ class FakeClock:
 
     def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
-        self.now += seconds
+        self.now += 0.25
 
 
 @pytest.fixture
@@ -75,15 +76,19 @@ def test_signal_all_reaches_every_pid_even_when_some_are_gone() -> None:
 def test_stop_waits_the_grace_then_kills(clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
     """A group that ignores SIGTERM gets the whole grace, polled every 0.1 s, then SIGKILL."""
     sent: list[tuple[int, int]] = []
-    monkeypatch.setattr(janitor, "_alive", lambda pid: True)
+    asked: list[int] = []
+    monkeypatch.setattr(janitor, "_GRACE_S", 1.0)
+    monkeypatch.setattr(janitor, "_alive", lambda pid: asked.append(pid) or True)
     janitor._stop([7, 8], lambda pid, sig: sent.append((pid, sig)))
     assert sent == [(7, signal.SIGTERM), (8, signal.SIGTERM), (7, signal.SIGKILL), (8, signal.SIGKILL)]
-    assert set(clock.sleeps) == {0.1} and sum(clock.sleeps) == pytest.approx(janitor._GRACE_S, abs=0.11)
+    # Polls at 0, 0.25, 0.5 and 0.75 s of the 1 s grace; at 1 s the grace is over.
+    assert clock.sleeps == [0.1] * 4 and set(asked) == {7}
 
 
 def test_stop_polls_only_while_something_is_alive(clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
     sent: list[tuple[int, int]] = []
     answers = iter([True, True, True, False])  # the group ends during the third poll
+    monkeypatch.setattr(janitor, "_GRACE_S", 5.0)
     monkeypatch.setattr(janitor, "_alive", lambda pid: next(answers))
     janitor._stop([7], lambda pid, sig: sent.append((pid, sig)))
     assert clock.sleeps == [0.1, 0.1, 0.1] and sent == [(7, signal.SIGTERM), (7, signal.SIGKILL)]
@@ -98,11 +103,12 @@ def test_clean_up_signals_process_groups_then_namespace_members(monkeypatch: pyt
     commands: list[list[str]] = []
     monkeypatch.setattr(janitor, "_stop", lambda pids, send: stops.append((pids, send)))
     monkeypatch.setattr(janitor, "_netns_pids", lambda name: {"a": [11], "b": [12, 13]}[name])
-    monkeypatch.setattr(janitor.subprocess, "run", lambda command, **kwargs: commands.append(command))
+    monkeypatch.setattr(janitor.subprocess, "run", lambda command, **kwargs: commands.append((command, kwargs)))
     janitor.clean_up({30, 20}, {"b", "a"})
     # Process groups get killpg: a forked worker in the group must not survive its leader.
     assert stops == [([20, 30], os.killpg), ([11], os.kill), ([12, 13], os.kill)]
-    assert commands == [["ip", "netns", "delete", "a"], ["ip", "netns", "delete", "b"]]
+    quiet = {"capture_output": True, "timeout": 10, "check": False}  # a failed delete must not stop the cleanup
+    assert commands == [(["ip", "netns", "delete", "a"], quiet), (["ip", "netns", "delete", "b"], quiet)]
 
 
 def test_netns_pids_lists_the_members(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -126,6 +132,16 @@ def test_main_cleans_what_is_still_registered_when_the_pipe_closes(monkeypatch: 
     assert janitor.main() == 0
     # Ctrl-C reaches the janitor too: it must ignore it and outlive pytest.
     assert cleaned == [(signal.SIGINT, signal.SIG_IGN), ({11}, {"n1"})]
+
+
+@pytest.mark.parametrize(("lines", "left"), [("add pgid 10\n", ({10}, set())), ("add netns n\n", (set(), {"n"}))])
+def test_main_cleans_groups_alone_or_namespaces_alone(monkeypatch: pytest.MonkeyPatch, lines: str,
+                                                      left: tuple[set[int], set[str]]) -> None:
+    cleaned: list[tuple[set[int], set[str]]] = []
+    monkeypatch.setattr(janitor, "clean_up", lambda pgids, namespaces: cleaned.append((set(pgids), set(namespaces))))
+    monkeypatch.setattr(janitor.signal, "signal", lambda sig, handler: None)
+    monkeypatch.setattr(janitor.sys, "stdin", io.StringIO(lines))
+    assert janitor.main() == 0 and cleaned == [left]
 
 
 def test_main_with_nothing_left_cleans_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
