@@ -149,6 +149,7 @@ def test_redacted_is_json_friendly_and_hides_secrets() -> None:
     out = config.redacted()
     assert (out["api_key"], out["master"], out["results_dir"], out["model"], out["rounds"]) == ("***", "h:1", "/r", None, 2)
     assert (out["compare_fail"], out["scenarios"], out["report"]) == ({"ttft_p90": 0.1}, ["a", "b"], ["md"])
+    assert type(out["compare_fail"]) is dict, "a plain dict, so the results JSON can hold it"
     plain = MooncakeConfig.from_defaults().redacted()
     assert (plain["api_key"], plain["compare_fail"], plain["scenarios"], plain["report"]) == (None, None, [], [])
 
