@@ -6,8 +6,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 pytest_plugins = ["pytester"]
+
+# The same examples on every run: a property-test failure must reproduce.
+settings.register_profile("reproducible", derandomize=True)
+settings.load_profile("reproducible")
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -4,10 +4,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
-from pytest_mooncake.baseline import METRICS, Comparison, compare, machine_mismatch
+from pytest_mooncake.baseline import (
+    DEFAULT_SHOWN,
+    METRICS,
+    Comparison,
+    apply,
+    compare,
+    hit_stats,
+    load,
+    machine_mismatch,
+    save,
+)
 
 RECORDING_TEST = """
 def test_record(mooncake_results):
@@ -110,3 +122,97 @@ def test_ab_records_compare_their_with_cache_round(results_dir: Path) -> None:
 @pytest.fixture
 def results_dir() -> Path:
     return Path(__file__).parent / "data" / "results"
+
+
+def _doc(*records: dict[str, object], machine: dict[str, object] | None = None) -> dict[str, object]:
+    return {"records": list(records), **({"machine": machine} if machine is not None else {})}
+
+
+def _serving(name: str, p90: float, rps: float = 5.0, rounds: tuple[str, ...] = ("cold", "hit")) -> dict[str, object]:
+    stats = {"ttft_ms": {"mean": 80.0, "p90": p90}, "tpot_ms": {"mean": 10.0}, "requests_per_s": rps, "hit_rate": 0.5}
+    return {"kind": "serving", "name": name, "data": {"rounds": [{"round": r, "stats": stats} for r in rounds]}}
+
+
+def _config(save: str | None = None, compare: str | None = None, compare_fail: dict[str, float] | None = None) -> Any:
+    return SimpleNamespace(save=save, compare=compare, compare_fail=compare_fail)
+
+
+@pytest.mark.parametrize(
+    ("metric", "value", "allowed", "line"),
+    [
+        ("ttft_p90", 120.0, 0.1, "ttft_p90 s: 120.0 ms vs 100.0 ms baseline (+20.0% > 10%)"),
+        ("ttft_p90", 105.0, 0.1, "ttft_p90 s: 105.0 ms vs 100.0 ms baseline (+5.0% <= 10%)"),
+        ("throughput", 80.0, 0.05, "throughput s: 80.00 req/s vs 100.00 req/s baseline (-20.0% < -5%)"),
+        ("throughput", 99.0, 0.05, "throughput s: 99.00 req/s vs 100.00 req/s baseline (-1.0% >= -5%)"),
+        ("hit_rate", 0.5, None, "hit_rate s: 50.0% vs 10000.0% baseline (-99.5%)"),
+        ("output_throughput", 50.0, None, "output_throughput s: 50.0 tok/s vs 100.0 tok/s baseline (-50.0%)"),
+    ],
+)
+def test_comparison_lines(metric: str, value: float, allowed: float | None, line: str) -> None:
+    assert Comparison(METRICS[metric], "s", value, 100.0, allowed).line() == line
+
+
+def test_save_creates_the_directory_and_overwrites(tmp_path: Path) -> None:
+    results = tmp_path / "not" / "yet"
+    document = {"when": tmp_path, "records": []}
+    for _ in range(2):
+        path = save(document, results, "main")
+    assert path == results / "baselines" / "main.json"
+    assert path.read_text() == json.dumps({"when": str(tmp_path), "records": []}, indent=2) + "\n"
+    assert load(results, "main") == {"when": str(tmp_path), "records": []}
+
+
+def test_a_missing_baseline_names_what_exists(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError) as none:
+        load(tmp_path, "x")
+    assert str(none.value) == (f"no baseline 'x' at {tmp_path / 'baselines' / 'x.json'}; saved baselines: none "
+                               "(save one with --mooncake-save=NAME)")
+    save({}, tmp_path, "b")
+    save({}, tmp_path, "a")
+    with pytest.raises(FileNotFoundError, match=r"saved baselines: \['a', 'b'\] \(save one"):
+        load(tmp_path, "x")
+
+
+def test_hit_stats_reads_only_serving_records_with_a_hit_round() -> None:
+    document = _doc({"kind": "eviction", "name": "e"}, {"kind": "serving", "name": "no-data"},
+                    _serving("cold-only", 1.0, rounds=("cold",)), _serving("s", 100.0))
+    assert [name for name, _ in hit_stats(document)] == ["s"]
+    assert list(hit_stats({})) == []
+
+
+def test_compare_skips_scenarios_and_zero_baselines_it_cannot_compare() -> None:
+    current = _doc(_serving("new", 100.0), _serving("s", 120.0, rps=0.0), _serving("z", 50.0))
+    baseline = _doc(_serving("s", 100.0, rps=5.0), _serving("z", 0.0))
+    found = [(c.scenario, c.metric.name) for c in compare(current, baseline, {"ttft_p90": 0.1, "throughput": 0.1})]
+    assert found == [("s", "ttft_p90"), ("s", "throughput"), ("z", "throughput")], "z's zero p90 baseline has no change"
+    shown = compare(current, baseline, None)
+    assert [c.metric.name for c in shown if c.scenario == "s"] == list(DEFAULT_SHOWN) and all(c.allowed is None for c in shown)
+
+
+def test_machine_mismatch_names_each_field() -> None:
+    now = {"machine": {"hostname": "a", "cpus": 2, "gpus": [], "platform": "x"}}
+    assert machine_mismatch(now, {"machine": {"hostname": "b", "cpus": 2, "gpus": [], "platform": "x"}}) == ["hostname: 'a' vs 'b'"]
+    assert machine_mismatch({}, now) == ["hostname: None vs 'a'", "cpus: None vs 2", "gpus: None vs []", "platform: None vs 'x'"]
+    assert machine_mismatch(now, {}) == ["hostname: 'a' vs None", "cpus: 2 vs None", "gpus: [] vs None", "platform: 'x' vs None"]
+
+
+def test_apply_saves_compares_and_says_what_it_found(tmp_path: Path) -> None:
+    machine = {"hostname": "a", "cpus": 2}
+    save(_doc(_serving("s", 100.0), machine={"hostname": "b", "cpus": 4}), tmp_path, "main")
+    path = tmp_path / "baselines" / "main.json"
+    document = _doc(_serving("s", 105.0), machine=machine)
+    assert apply(document, tmp_path, _config(save="new")) == ([f"saved as baseline 'new': {tmp_path / 'baselines' / 'new.json'}"], False)
+    lines, regressed = apply(document, tmp_path, _config(compare="main", compare_fail={"ttft_p90": 0.1}))
+    assert not regressed and lines == [
+        f"compared with baseline 'main' ({path}):",
+        "WARNING baseline 'main' was measured on another machine (hostname: 'a' vs 'b'; cpus: 2 vs 4): differences may come from the hardware",
+        "ttft_p90 s: 105.0 ms vs 100.0 ms baseline (+5.0% <= 10%)",
+        "no regression against baseline 'main'",
+    ]
+    lines, regressed = apply(_doc(_serving("s", 130.0), machine={"hostname": "b", "cpus": 4}), tmp_path,
+                             _config(compare="main", compare_fail={"ttft_p90": 0.1}))
+    assert regressed and lines[1:] == ["REGRESSION ttft_p90 s: 130.0 ms vs 100.0 ms baseline (+30.0% > 10%)"]
+    lines, regressed = apply(_doc(_serving("s", 130.0), machine={"hostname": "b", "cpus": 4}), tmp_path, _config(compare="main"))
+    assert not regressed and len(lines) == 1 + len(DEFAULT_SHOWN), "shown only: no verdict line without rules"
+    lines, regressed = apply(_doc(machine={"hostname": "b", "cpus": 4}), tmp_path, _config(compare="main", compare_fail={"ttft_p90": 0.1}))
+    assert (lines[1:], regressed) == (["no serving scenario with a hit round appears in both this run and baseline 'main'"], False)

@@ -100,3 +100,34 @@ def test_bad_inputs_say_what_is_wrong() -> None:
         min_load_bandwidth(LLAMA3_70B, 8192, "TPU")
     with pytest.raises(ValueError, match="prefix_tokens must be positive"):
         min_load_bandwidth(LLAMA3_70B, 0, "H100")
+
+
+def test_an_explicit_head_dim_wins_and_the_default_dtype_is_bfloat16() -> None:
+    # Qwen3 style: 16 heads of 128 in a 1024-wide model, so head_dim is not hidden_size / heads.
+    config = {"num_hidden_layers": 28, "hidden_size": 1024, "num_attention_heads": 16, "num_key_value_heads": 8,
+              "head_dim": 128, "intermediate_size": 3072, "vocab_size": 151936}
+    shape = ModelShape.from_hf_config(config)
+    assert (shape.head_dim, shape.dtype_bytes) == (128, 2)
+    assert shape.kv_bytes_per_token == 28 * 2 * 8 * 128 * 2
+
+
+def test_bad_inputs_say_exactly_what_is_wrong() -> None:
+    with pytest.raises(ValueError) as missing:
+        ModelShape.from_hf_config({"num_attention_heads": 4})
+    assert str(missing.value) == ("HF config lacks 'hidden_size'; it needs num_hidden_layers, hidden_size, "
+                                  "num_attention_heads, intermediate_size and vocab_size")
+    config = {"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 128,
+              "vocab_size": 100, "dtype": "torch.complex64"}
+    with pytest.raises(ValueError) as dtype:
+        ModelShape.from_hf_config(config)
+    assert str(dtype.value) == ("HF config dtype 'torch.complex64' is not one of float32, float, float16, half, bfloat16, "
+                                "float8, fp8, int8; pass dtype_bytes explicitly with dataclasses.replace(shape, dtype_bytes=...)")
+    with pytest.raises(ValueError) as gpu:
+        recompute_seconds(LLAMA3_70B, 1, "TPU")
+    assert str(gpu.value) == f"unknown GPU 'TPU'; known: {', '.join(GPUS)} (or pass a capacity.Gpu(name, flops))"
+
+
+def test_one_gpu_by_default_and_a_one_token_prefix_is_valid() -> None:
+    assert recompute_seconds(LLAMA3_70B, 8192, "H100") == recompute_seconds(LLAMA3_70B, 8192, "H100", 1)
+    assert recompute_seconds(LLAMA3_70B, 8192, "H100", 8) == recompute_seconds(LLAMA3_70B, 8192, "H100") / 8
+    assert min_load_bandwidth(LLAMA3_70B, 1, "H100") == LLAMA3_70B.kv_bytes(1) / recompute_seconds(LLAMA3_70B, 1, "H100")

@@ -72,13 +72,15 @@ _MULTI_HOST = {"MOONCAKE_MULTI_HOST": "yes"}
 _MULTI_HOST_HA = {**_MULTI_HOST, "MOONCAKE_HA_MASTERS": "2"}
 
 
+# Each case interrupts at its own seeded moment (0.3 .. 6 s): spread over the start-up, reproducible.
 @pytest.mark.parametrize(
-    ("signum", "cluster"),
-    [(signal.SIGINT, {}), (signal.SIGINT, {}), (signal.SIGINT, {}), (signal.SIGTERM, {}), (signal.SIGKILL, {}),
-     (signal.SIGINT, _MULTI_HOST), (signal.SIGKILL, _MULTI_HOST)]
-    + ([(signal.SIGKILL, _MULTI_HOST_HA)] if shutil.which("etcd") else []),
+    ("signum", "seed", "cluster"),
+    [(signal.SIGINT, 1, {}), (signal.SIGINT, 2, {}), (signal.SIGINT, 3, {}), (signal.SIGTERM, 4, {}),
+     (signal.SIGKILL, 5, {}), (signal.SIGINT, 6, _MULTI_HOST), (signal.SIGKILL, 7, _MULTI_HOST)]
+    + ([(signal.SIGKILL, 8, _MULTI_HOST_HA)] if shutil.which("etcd") else []),
 )
-def test_interrupted_run_leaves_nothing_behind(pytester: pytest.Pytester, signum: int, cluster: dict[str, str]) -> None:
+def test_interrupted_run_leaves_nothing_behind(pytester: pytest.Pytester, signum: int, seed: int,
+                                               cluster: dict[str, str]) -> None:
     pytester.makepyfile(
         test_slow="""
         import time
@@ -86,7 +88,7 @@ def test_interrupted_run_leaves_nothing_behind(pytester: pytest.Pytester, signum
             time.sleep(60)
         """
     )
-    delay = random.uniform(0.3, 6.0)
+    delay = random.Random(seed).uniform(0.3, 6.0)
     child = subprocess.Popen(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "test_slow.py"],
         cwd=pytester.path,

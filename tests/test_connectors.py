@@ -105,4 +105,5 @@ def test_a_store_that_receives_no_keys_is_a_clear_error(fake_endpoint: Endpoint)
 @pytest.mark.parametrize("fake_endpoint", [2], indirect=True)
 def test_a_wired_cache_passes(fake_endpoint: Endpoint) -> None:
     counts = iter([0.0, 0.0, 3.0])
-    check_cache_wired(fake_endpoint, list(range(8)), key_count=lambda: next(counts), settle_timeout=10.0)
+    assert check_cache_wired(fake_endpoint, list(range(8)), key_count=lambda: next(counts), settle_timeout=10.0) is None
+    assert list(counts) == [], "the count is read before the request and then until it rises"

@@ -90,7 +90,7 @@ def test_vllm_metric_names_exist_in_a_real_scrape() -> None:
     if installed is None:
         pytest.skip("vLLM is not installed: no scrape of a real vLLM /metrics to check against")
     if installed not in header:
-        pytest.skip(f"{VLLM_NAMES.name} was scraped from another vLLM ({header}); installed {installed}: "
+        pytest.fail(f"{VLLM_NAMES.name} was scraped from another vLLM ({header}); installed {installed}: "
                     "refresh it with MOONCAKE_LIVE_VLLM=1 pytest tests/test_dashboards.py -k live")
     known = {line for line in VLLM_NAMES.read_text().splitlines() if line and not line.startswith("#")}
     missing = _used(("vllm:",)) - known

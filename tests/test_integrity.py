@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections import Counter
+
 import pytest
 
 from pytest_mooncake.integrity import CORRUPT, EXACT, LOST, MISS, PHANTOM, STALE, Checker, value_for
@@ -68,3 +71,39 @@ def test_under_eviction_a_miss_is_clean_but_wrong_bytes_are_not() -> None:
     checker.wrote("k", 10)
     assert checker.check("k", b"") == MISS
     assert checker.check("k", b"x" * 10) == CORRUPT
+
+
+def test_values_are_the_sha256_stream_of_key_and_version() -> None:
+    seed = hashlib.sha256(b"k#0").digest()
+    assert value_for("k", 70) == (seed + seed + seed)[:70] and len(value_for("k", 3)) == 3
+    assert value_for("k", 40, 2) == (hashlib.sha256(b"k#2").digest() * 2)[:40]
+
+
+def test_each_write_is_a_new_version() -> None:
+    checker = Checker()
+    assert checker.wrote("k", 40) == value_for("k", 40, 0) and checker.written == {"k": (40, 0)}
+    assert checker.wrote("k", 50) == value_for("k", 50, 1) and checker.written == {"k": (50, 1)}
+
+
+def test_any_older_version_is_stale() -> None:
+    checker = Checker(eviction_possible=False)
+    for _ in range(3):
+        checker.wrote("k", 32)
+    assert [checker.check("k", value_for("k", 32, v)) for v in (0, 1, 2)] == [STALE, STALE, EXACT]
+
+
+def test_a_removed_key_is_forgotten() -> None:
+    checker = Checker(eviction_possible=False)
+    checker.wrote("k", 16)
+    checker.removed("k")
+    checker.removed("never-written")
+    assert checker.written == {} and checker.check("k", b"") == MISS
+
+
+def test_the_tally_counts_every_read() -> None:
+    checker = Checker(eviction_possible=False)
+    checker.wrote("k", 8)
+    for got in (value_for("k", 8), value_for("k", 8), b"", b"junk0000", b"junk0000"):
+        checker.check("k", got)
+    assert checker.tally == Counter({EXACT: 2, LOST: 1, CORRUPT: 2})
+    assert checker.problems() == {LOST: 1, CORRUPT: 2}

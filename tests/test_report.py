@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -113,7 +114,7 @@ def test_guide_002_comparison_of_two_runs(tmp_path: Path) -> None:
     rows = _tables(markdown)["long_context_high_reuse"]
     before = _stats(json.loads((DATA / "baseline_mode.json").read_text()), "long_context_high_reuse")["hit"]
     after = _stats(json.loads((DATA / "with_cache_mode.json").read_text()), "long_context_high_reuse")["hit"]
-    _check_table(rows, before, after)
+    assert _check_table(rows, before, after) == (len(rows) - 1) * 2 + sum(cells[3] != "-" for cells in rows[1:]) >= 16
     assert {cells[0]: cells for cells in rows}["TTFT (mean)"][1:3] == ["21180.40 ms", "7123.45 ms"]
     assert "No verdicts recorded" in markdown
 
@@ -126,11 +127,20 @@ def test_html_is_one_self_contained_file(tmp_path: Path) -> None:
     assert "效果评估报告" in html
 
 
-@pytest.mark.skipif(not any(REAL.glob("pmc-*.json")), reason="no real results in .mooncake-results yet")
 def test_real_results_render(tmp_path: Path) -> None:
-    runs = [p for p in sorted(REAL.glob("pmc-*.json")) if '"serving"' in p.read_text()][-2:]
-    markdown = _report(tmp_path, *map(str, runs), "--no-charts")
-    assert "## Detailed metrics" in markdown
+    """CI runs the suites first; there a missing result is a bug, on a workstation it is a fresh clone."""
+    runs = [p for p in sorted(REAL.glob("pmc-*.json")) if '"serving"' in p.read_text()][-1:]
+    if not runs:
+        (pytest.fail if os.environ.get("CI") else pytest.skip)("no serving results in .mooncake-results: run the suites first")
+    markdown = _report(tmp_path, str(runs[0]), "--no-charts")
+    tables = _tables(markdown)
+    document = json.loads(runs[0].read_text())
+    checked = 0
+    for record in document["records"]:
+        if record["kind"] == "serving" and record["name"] in tables:
+            before, after = (r["stats"] for r in record["data"]["rounds"][:2])
+            checked += _check_table(tables[record["name"]], before, after)
+    assert checked > 0, "no figure of the real results was found in the report"
 
 
 def test_recommendation_comes_from_the_verdicts() -> None:

@@ -1,4 +1,4 @@
-"""A test double for a spawned service: it listens, prints, exits or ignores SIGTERM on demand.
+"""A test double for a spawned service: it listens, prints, exits, ignores SIGTERM or forks on demand.
 
 Used only by our own tests of the executor; never by the suites.
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import signal
 import socket
+import subprocess
 import sys
 import time
 
@@ -19,10 +20,17 @@ def main() -> int:
     parser.add_argument("--banner", default="", help="line to print once listening")
     parser.add_argument("--exit-code", type=int, default=None, help="print a message and exit with this code")
     parser.add_argument("--ignore-sigterm", action="store_true")
+    parser.add_argument("--fork", action="store_true",
+                        help="start a worker in our process group (as vLLM or a shell wrapper does) and print its pid")
     args = parser.parse_args()
     if args.ignore_sigterm:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # inherited by the worker too
     print("fake service starting", flush=True)
+    if args.fork:
+        # The worker outlives us unless the whole group is signalled; it never reads the pipe we hold.
+        worker = subprocess.Popen([sys.executable, "-c", "import time\nwhile True: time.sleep(0.2)"],
+                                  stdin=subprocess.DEVNULL)
+        print(f"worker pid {worker.pid}", flush=True)
     if args.exit_code is not None:
         print(f"fatal: giving up with code {args.exit_code}", flush=True)
         return args.exit_code

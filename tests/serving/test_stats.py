@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import pytest
 
 from pytest_mooncake.serving import FAILED, INCONCLUSIVE, PASSED, SLO, RequestError, RequestRecord, Rule, bootstrap, judge, round_stats
+from pytest_mooncake.serving.stats import Estimate, Verdict, run_duration
 
 
 def record(i: int, ttft: float, e2e: float, tokens: int = 5, cached: int = 0, error: str | None = None) -> RequestRecord:
@@ -111,3 +117,120 @@ def test_three_outcomes_with_their_words(hit_level: float, outcome: str) -> None
     if outcome == INCONCLUSIVE:
         assert verdict.ci_low < 0.6 < verdict.ci_high and "straddles" in verdict.message
     assert verdict.as_dict()["threshold"] == ">= 0.6"
+
+
+def _reference_interval(a: list[float], strata: list[list[float]], stat: Callable[..., Any], effect: Callable[..., Any],
+                        resamples: int = 4000, seed: int = 0) -> tuple[float, float]:
+    """The seeded 95% percentile bootstrap written out from its definition: the side ``a`` is drawn first,
+    then each stratum; every resample is summarised by the same statistic as the point estimate."""
+    rng = np.random.default_rng(seed)
+    boot_a = stat(rng.choice(np.asarray(a), size=(resamples, len(a))), axis=1)
+    boot_b = stat(np.concatenate([rng.choice(np.asarray(s), size=(resamples, len(s))) for s in strata], axis=1), axis=1)
+    low, high = np.percentile(effect(boot_a, boot_b), [2.5, 97.5])
+    return float(low), float(high)
+
+
+def test_interval_is_the_percentile_bootstrap_of_the_point_statistic() -> None:
+    rng = np.random.default_rng(7)
+    a, b = list(rng.lognormal(0.0, 0.3, 20)), list(rng.lognormal(np.log(0.4), 0.3, 15))
+    estimate = bootstrap(a, b)
+    assert estimate == Estimate("reduction", "median", 1 - float(np.median(b) / np.median(a)),
+                                *_reference_interval(a, [b], np.median, lambda x, y: 1 - y / x), 20, 15)
+    assert bootstrap(a, b) == bootstrap(a, b, resamples=4000, seed=0) != bootstrap(a, b, seed=1)
+    by_mean = bootstrap(a, [b[:5], b[5:]], effect="speedup", statistic="mean", resamples=500, seed=3)
+    assert (by_mean.effect, by_mean.statistic) == ("speedup", "mean")
+    assert (by_mean.ci_low, by_mean.ci_high) == _reference_interval(a, [b[:5], b[5:]], np.mean, lambda x, y: x / y - 1, 500, 3)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_interval_contains_the_estimate_on_heavy_tailed_samples(seed: int) -> None:
+    """Tight cold latencies against heavy-tailed hits: the medians and the means tell different stories,
+    and the interval must be the one of the statistic the estimate uses."""
+    rng = np.random.default_rng(seed)
+    cold, hit = rng.lognormal(0.0, 0.2, 40), rng.lognormal(np.log(0.3), 1.5, 40)
+    estimate = bootstrap(cold, hit)
+    assert estimate.ci_low <= estimate.value <= estimate.ci_high, estimate
+
+
+def test_inputs_are_computed_in_double_precision() -> None:
+    a32 = [np.float32(x) for x in (1.1, 0.9, 1.3, 1.05, 0.97)]
+    b32 = [np.float32(x) for x in (0.31, 0.47, 0.29, 0.33)]
+    a64, b64 = [float(x) for x in a32], [float(x) for x in b32]
+    assert bootstrap(np.asarray(a32), np.asarray(b32), statistic="mean") == bootstrap(a64, b64, statistic="mean")
+    assert bootstrap(a32, [b32[:2], b32[2:]], statistic="mean") == bootstrap(a64, [b64[:2], b64[2:]], statistic="mean")
+    records = [record(i, t, t + 0.4) for i, t in enumerate(a64)]
+    as32 = [dataclasses.replace(r, ttft_s=np.float32(r.ttft_s)) for r in records]
+    assert round_stats(as32)["ttft_ms"] == round_stats(records)["ttft_ms"]
+
+
+def test_a_single_value_per_side_is_enough() -> None:
+    assert bootstrap([2.0], [1.0]) == Estimate("reduction", "median", 0.5, 0.5, 0.5, 1, 1)
+
+
+def test_bootstrap_refuses_empty_or_non_positive_sides_with_the_reason() -> None:
+    with pytest.raises(ValueError) as empty:
+        bootstrap([1.0], [])
+    assert str(empty.value) == "an effect needs values on both sides, got 1 and 0; were all requests of a round errors?"
+    with pytest.raises(ValueError) as zero_a:
+        bootstrap([0.0], [2.0])
+    assert str(zero_a.value) == "the medians are 0 and 2; a relative effect needs both > 0"
+    with pytest.raises(ValueError) as zero_b:
+        bootstrap([3.0], [0.0], statistic="mean")
+    assert str(zero_b.value) == "the means are 3 and 0; a relative effect needs both > 0"
+
+
+def test_resamples_with_a_zero_statistic_raise_no_warning() -> None:
+    """Resampled medians of 0 (division by zero, 0/0) are dropped from the percentiles without noise."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        estimate = bootstrap([0.0, 0.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.5, 0.5, 0.5], resamples=400)
+    assert estimate.value == 0.5
+
+
+def test_run_duration_spans_first_send_to_last_finish() -> None:
+    records = [record(i, 0.1, 0.5) for i in (10, 11, 12)]
+    assert run_duration(records) == pytest.approx(12.5 - 10) and run_duration([]) == 0.0
+
+
+def test_rates_of_a_round_without_duration_are_zero() -> None:
+    records = [record(0, 0.1, 0.5)]
+    assert round_stats(records, wall_s=0.0)["requests_per_s"] == 0.0 and round_stats([])["requests_per_s"] == 0.0
+    assert round_stats(records, wall_s=0.5)["requests_per_s"] == 2.0
+
+
+def test_missing_token_counts_count_as_zero() -> None:
+    unknown = dataclasses.replace(record(0, 0.1, 0.5), prompt_tokens=None, completion_tokens=None, cached_tokens=None)
+    s = round_stats([unknown, record(1, 0.1, 0.5, cached=40)])
+    assert (s["prompt_tokens"], s["completion_tokens"], s["cached_tokens"]) == (100, 5, 40)
+    assert s["itl_ms"] == {"mean": pytest.approx(100), "median": pytest.approx(100), "p90": pytest.approx(100),
+                           "p99": pytest.approx(100)}
+
+
+@pytest.mark.parametrize(
+    ("op", "low", "high", "outcome"),
+    [
+        # an interval bound exactly on the threshold is on the passing side
+        (">=", 0.6, 0.8, PASSED), ("<=", -0.3, 0.1, PASSED), ("within", -0.1, 0.1, PASSED),
+        # and it is not yet on the failing side
+        (">=", 0.4, 0.6, INCONCLUSIVE), ("<=", 0.1, 0.3, INCONCLUSIVE),
+        ("within", -0.3, -0.1, INCONCLUSIVE), ("within", 0.1, 0.3, INCONCLUSIVE),
+        # one side below the band is not a failure of the whole band
+        ("within", -0.3, 0.05, INCONCLUSIVE),
+    ],
+)
+def test_bounds_exactly_on_the_threshold(op: str, low: float, high: float, outcome: str) -> None:
+    value = 0.6 if op == ">=" else 0.1
+    assert Rule(op, value).outcome(low, high) == outcome
+
+
+def test_verdict_carries_the_effect_the_statistic_and_the_exact_message() -> None:
+    before, after = [1.0, 1.1, 0.9, 1.05, 0.95], [0.5, 0.55, 0.45, 0.5]
+    verdict = judge("tpot_change", before, after, Rule("<=", 0.1), effect="change", statistic="mean")
+    e = bootstrap(before, after, effect="change", statistic="mean")
+    assert verdict == Verdict("tpot_change", "<= 0.1", 5, 4, e.value, e.ci_low, e.ci_high, PASSED, verdict.message)
+    assert verdict.message == (f"tpot_change = {e.value:.1%} (95% CI {e.ci_low:.1%} .. {e.ci_high:.1%}, mean of n=4 vs n=5) "
+                               "meets the threshold <= 10%")
+    straddling = judge("ttft_reduction", before, after, Rule(">=", 0.5), context=" (scenario x)")
+    assert straddling.outcome == INCONCLUSIVE and straddling.message.endswith(
+        "is INCONCLUSIVE against the threshold >= 50% (scenario x); the interval straddles the threshold: "
+        "more requests per round narrow it")

@@ -1,0 +1,188 @@
+"""Option precedence and the derived defaults, in-process against a fake ``pytest.Config``.
+
+test_options.py drives the same code through pytester runs (some of them in a subprocess);
+these call it directly, so a wrong source, default or message is caught without a pytest run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_mooncake import options
+from pytest_mooncake.options import SETTINGS, SETTINGS_BY_NAME, MooncakeConfig, add_options, load_config
+
+from .conftest import REPO
+
+
+class FakeConfig:
+    """What load_config reads of a ``pytest.Config``: ini keys, CLI options, warnings."""
+
+    def __init__(self, ini: dict[str, object] | None = None, cli: dict[str, object] | None = None) -> None:
+        self.ini, self.cli = ini or {}, cli or {}
+        self.inipath = Path("/project/pytest.ini")
+        self.warnings: list[tuple[str, int]] = []
+
+    def getini(self, name: str) -> object:
+        return self.ini.get(name, "")  # pytest's value for an unset ini key
+
+    def getoption(self, name: str) -> object:
+        return self.cli.get(name)
+
+    def issue_config_time_warning(self, warning: Warning, stacklevel: int) -> None:
+        self.warnings.append((str(warning), stacklevel))
+
+
+def _load(monkeypatch: pytest.MonkeyPatch, env: dict[str, str] | None = None, **routes: Any) -> MooncakeConfig:
+    for setting in SETTINGS:
+        monkeypatch.delenv(setting.env, raising=False)
+    for key, value in (env or {}).items():
+        monkeypatch.setenv(key, value)
+    return load_config(FakeConfig(**routes))  # type: ignore[arg-type]
+
+
+def test_precedence_cli_env_ini_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = _load(monkeypatch, env={"MOONCAKE_ROUNDS": "4", "MOONCAKE_MAX_TOKENS": "16", "MOONCAKE_MODEL": ""},
+                   ini={"mooncake_rounds": "3", "mooncake_max_tokens": "8", "mooncake_concurrency": "6"},
+                   cli={"mooncake_rounds": "5"})
+    assert (config.rounds, config.max_tokens, config.concurrency, config.model) == (5, 16, 6, None)
+    assert config.sources["rounds"] == "command line --mooncake-rounds"
+    assert config.sources["max_tokens"] == "environment MOONCAKE_MAX_TOKENS"
+    assert config.sources["concurrency"] == "ini mooncake_concurrency in /project/pytest.ini"
+    assert config.sources["model"] == "default", "an empty environment variable is unset"
+
+
+def test_yaml_is_below_every_other_route(monkeypatch: pytest.MonkeyPatch) -> None:
+    yaml = REPO / "fixtures" / "configs" / "test_config_simple.yaml"
+    config = _load(monkeypatch, cli={"mooncake_config": str(yaml), "mooncake_max_tokens": "9"})
+    assert (config.max_tokens, config.model, config.openai_base_url) == (9, "Qwen/Qwen2.5-72B-Instruct", "http://192.0.2.20:8000/v1")
+    assert config.sources["model"] == f"YAML {yaml} key model.name"
+    assert config.sources["max_tokens"] == "command line --mooncake-max-tokens"
+
+
+def test_unknown_yaml_keys_are_one_warning(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    yaml = tmp_path / "c.yaml"
+    yaml.write_text("model:\n  max_tokens: 8\n  colour: red\nshape: round\n")
+    fake = FakeConfig(cli={"mooncake_config": str(yaml)})
+    for setting in SETTINGS:
+        monkeypatch.delenv(setting.env, raising=False)
+    load_config(fake)  # type: ignore[arg-type]
+    assert fake.warnings == [(f"{yaml}: ignored unknown keys model.colour, shape (see README.md for the accepted keys)", 2)]
+
+
+def test_a_bad_value_names_its_source_and_every_route(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(pytest.UsageError) as info:
+        _load(monkeypatch, cli={"mooncake_rounds": "many"})
+    assert str(info.value).startswith("mooncake_rounds = 'many' (from command line --mooncake-rounds): ")
+    assert str(info.value).endswith(".\nSet it with --mooncake-rounds, the ini key mooncake_rounds, "
+                                    "or the environment variable MOONCAKE_ROUNDS.")
+
+
+def _finish(**changes: object) -> MooncakeConfig:
+    values = {s.name: s.default for s in SETTINGS}
+    sources = {name: "default" for name in values}
+    for name, value in changes.items():
+        values[name] = SETTINGS_BY_NAME[name].parse(value)
+        sources[name] = "test"
+    return options._finish(values, sources, {})
+
+
+def test_spawn_defaults() -> None:
+    config = _finish()
+    assert (config.store_nodes, config.lease_ttl, config.client_ttl, config.metadata_url, config.metrics_url) == (2, 1.0, 5.0, None, None)
+    assert _finish(store_nodes=1, lease_ttl=3, client_ttl=4).store_nodes == 1
+    assert (_finish(lease_ttl=3, client_ttl=4).lease_ttl, _finish(lease_ttl=3, client_ttl=4).client_ttl) == (3.0, 4.0)
+
+
+def test_attach_defaults_follow_the_master() -> None:
+    config = _finish(master="10.0.0.5:50051")
+    assert (config.metadata_url, config.metrics_url, config.store_nodes, config.lease_ttl, config.client_ttl) == (
+        "http://10.0.0.5:8080/metadata", "http://10.0.0.5:9003", 0, 10.0, 10.0)
+    given = _finish(master="10.0.0.5:50051", metadata_url="http://m:1/metadata", store_nodes=2, lease_ttl=2, client_ttl=3)
+    assert (given.metadata_url, given.store_nodes, given.lease_ttl, given.client_ttl) == ("http://m:1/metadata", 2, 2.0, 3.0)
+
+
+def test_extras_reach_the_config() -> None:
+    values = {s.name: s.default for s in SETTINGS}
+    config = options._finish(values, dict.fromkeys(values, "default"),
+                             {"scenario_definitions": {"rag": {"num_requests": 4}}, "machines": {"a": "10.0.0.1"}})
+    assert dict(config.scenario_definitions) == {"rag": {"num_requests": 4}} and dict(config.machines) == {"a": "10.0.0.1"}
+    assert dict(_finish().scenario_definitions) == {} and dict(_finish().machines) == {}
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"compare_fail": "ttft_p90:10%"},
+         "mooncake_compare_fail (from test) needs a baseline to compare with. Fix: also give --mooncake-compare=NAME."),
+        ({"metrics_url": "http://m:9003"},
+         "mooncake_metrics_url (from test) only applies to an attached cluster. Fix: also give "
+         "--mooncake-master=HOST:PORT, or drop it to spawn a local cluster."),
+        ({"store_nodes": 0},
+         "mooncake_store_nodes = 0 (from test): a spawned cluster needs at least 1 store node to hold data."),
+    ],
+)
+def test_inconsistent_settings_say_how_to_fix_them(changes: dict[str, object], message: str) -> None:
+    with pytest.raises(pytest.UsageError) as info:
+        _finish(**changes)
+    assert str(info.value) == message
+
+
+def test_compare_fail_with_a_baseline_is_fine() -> None:
+    assert dict(_finish(compare="main", compare_fail="ttft_p90:10%").compare_fail) == {"ttft_p90": 0.1}
+
+
+def test_defaults_and_overrides() -> None:
+    config = MooncakeConfig.from_defaults(model=None, rounds=3, report="md,html", compare="b", compare_fail="throughput:5%")
+    assert (config.model, config.rounds, config.report, dict(config.compare_fail)) == (None, 3, ("md", "html"), {"throughput": 0.05})
+    assert set(MooncakeConfig.from_defaults().sources.values()) == {"default"}
+    with pytest.raises(TypeError) as info:
+        config.with_overrides(colour="red")
+    assert str(info.value) == f"unknown pytest-mooncake setting 'colour'; valid: {', '.join(sorted(SETTINGS_BY_NAME))}"
+
+
+def test_redacted_is_json_friendly_and_hides_secrets() -> None:
+    config = MooncakeConfig.from_defaults(master="h:1", api_key="sk-1", scenarios="a,b", report="md",
+                                          compare="b", compare_fail="ttft_p90:10%", results_dir="/r")
+    out = config.redacted()
+    assert (out["api_key"], out["master"], out["results_dir"], out["model"], out["rounds"]) == ("***", "h:1", "/r", None, 2)
+    assert (out["compare_fail"], out["scenarios"], out["report"]) == ({"ttft_p90": 0.1}, ["a", "b"], ["md"])
+    assert type(out["compare_fail"]) is dict, "a plain dict, so the results JSON can hold it"
+    plain = MooncakeConfig.from_defaults().redacted()
+    assert (plain["api_key"], plain["compare_fail"], plain["scenarios"], plain["report"]) == (None, None, [], [])
+
+
+class RecordingParser:
+    def __init__(self) -> None:
+        self.groups: list[tuple[str, str]] = []
+        self.options: list[tuple[tuple[object, ...], dict[str, object]]] = []
+        self.inis: list[tuple[tuple[object, ...], dict[str, object]]] = []
+
+    def getgroup(self, name: str, description: str) -> RecordingParser:
+        self.groups.append((name, description))
+        return self
+
+    def addoption(self, *args: object, **kwargs: object) -> None:
+        self.options.append((args, kwargs))
+
+    def addini(self, *args: object, **kwargs: object) -> None:
+        self.inis.append((args, kwargs))
+
+
+def test_every_setting_is_one_cli_option_and_one_ini_key() -> None:
+    parser = RecordingParser()
+    add_options(parser)  # type: ignore[arg-type]
+    assert parser.groups == [("mooncake", "Mooncake services and KV-cache acceptance suites")]
+    speed = SETTINGS_BY_NAME["trace_speed"]
+    assert (("--mooncake-trace-speed",), {"dest": "mooncake_trace_speed", "default": None, "metavar": "X",
+                                          "help": speed.help}) in parser.options
+    percent = next(s for s in SETTINGS if "%" in s.help)
+    assert ((percent.flag,), {"dest": percent.ini, "default": None, "metavar": percent.metavar,
+                              "help": percent.help.replace("%", "%%")}) in parser.options, "argparse %-formats help"
+    assert parser.inis == [((s.ini,), {"help": s.help, "default": None}) for s in SETTINGS]
+    assert parser.options[-1] == (("--mooncake-doctor",), {
+        "action": "store_true", "default": False,
+        "help": "Check every configured endpoint (one line each, with the fix) and exit"})
+    assert len(parser.options) == len(SETTINGS) + 1
