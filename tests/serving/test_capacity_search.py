@@ -113,7 +113,8 @@ def test_the_knee_of_a_one_slot_server_is_found_and_a_faster_one_carries_more() 
         result = _search(slow, SearchPlan(deadline_s=60, step_requests=20, start_rate=2.0, min_step_s=1.5))
     assert result.outcome == FOUND, result.summary()
     assert result.ci_low <= result.max_rate <= result.ci_high
-    assert 2.0 <= result.max_rate <= 20.0, result.summary()
+    # One slot of ~60 ms cannot carry 20 req/s; a busy host only lowers the knee, so no lower bound.
+    assert result.max_rate is not None and 0 < result.max_rate <= 20.0, result.summary()
     assert any(s.meets(SLO) for s in result.steps) and any(not s.meets(SLO) for s in result.steps)
     assert result.as_dict()["topology"] == "fake" and "req/s at TTFT p90 <= 250 ms" in result.summary()
     with FakeOpenAIServer(ttft=0.01, itl=0.005, tokens=2, slots=1) as fast:
