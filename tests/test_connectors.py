@@ -49,7 +49,8 @@ def test_store_connector_json_and_vllm_flags() -> None:
     standalone = mooncake_store_connector_config(dataclasses.replace(TARGET, global_segment_size=0))
     assert standalone == {"mode": "standalone-store", "metadata_server": TARGET.metadata_server,
                           "master_server_address": "10.0.0.5:50052", "global_segment_size": 0,
-                          "local_buffer_size": TARGET.local_buffer_size, "protocol": "tcp", "device_name": TARGET.rdma_devices}
+                          "local_buffer_size": TARGET.local_buffer_size, "protocol": TARGET.protocol,
+                          "device_name": TARGET.rdma_devices}
     assert mooncake_store_connector_config(TARGET)["mode"] == "embedded"
     args = vllm_args("mooncake-store")
     assert args[0] == "--no-enable-prefix-caching"

@@ -38,7 +38,7 @@ def test_a_real_cache_win_passes() -> None:
     evaluation = evaluate(_run(0.1, 896), {"ttft_reduction": 0.6})
     assert evaluation.problems == [] and [v.outcome for v in evaluation.verdicts] == [PASSED]
     # 896 of 1,000 tokens where 900 could be: a full hit, so the only note is the hit rate.
-    assert evaluation.notes == ["hit rate: cold 0.0%, hit 89.6% of prompt tokens cached (expected about 90.0%); counters n/a"]
+    assert evaluation.notes == ["hit rate: cold 0.0%, hit 89.6% of prompt tokens cached (expected about 90.0%); counters n/a (no /metrics)"]
 
 
 def test_a_small_gain_fails_with_the_numbers() -> None:
@@ -71,7 +71,7 @@ def test_expected_hit_rate_is_the_reusing_share_times_the_reusable_part() -> Non
     run = _run(0.1, 448, scenario=mixed)
     run.rounds[1].counters = {"prefix_cache_hits": 3.0}
     assert evaluate(run, {}).notes == [
-        "hit rate: cold 0.0%, hit 44.8% of prompt tokens cached (expected about 45.0%); counters {'prefix_cache_hits': 3.0}"
+        "hit rate: cold 0.0%, hit 44.8% of prompt tokens cached (expected about 45.0%); counters prefix_cache_hits +3"
     ]
 
 
@@ -226,6 +226,7 @@ def test_data_and_summary_carry_everything_judged() -> None:
         "scenario": "high_reuse", "endpoint": "test", "model": "m", "scenario_definition": run.scenario.__dict__,
         "cache_reset": True, "settled": True, "rounds": [r.as_dict() for r in run.rounds],
         "verdicts": [v.as_dict() for v in evaluation.verdicts], "problems": evaluation.problems, "notes": evaluation.notes,
+        "control": None, "topology": None, "hit_endpoint": None, "mooncake": None, "prediction": None,
     }
     assert evaluation.summary() == "\n".join([evaluation.verdicts[0].message, *evaluation.notes, *evaluation.problems])
     assert len(evaluation.problems) == 1 and len(evaluation.notes) == 2
