@@ -54,7 +54,7 @@ class Target:
 
 MODULES: dict[str, Target] = {
     "serving/stats.py": Target(["tests/serving/test_stats.py"]),
-    "reuse.py": Target(["tests/test_reuse.py"]),
+    "reuse.py": Target(["tests/test_reuse.py", "tests/test_mooncake_evaluation.py", "tests/serving/test_negative_control.py"]),
     # The timing definitions only: what counts as the first token, the gaps, E2E, TPOT, the send lag.
     "serving/client.py": Target(["tests/serving/test_client_timing.py", "tests/serving/test_client.py"], [
         "xǁRequestRecordǁsend_lag_s", "x_tpot", "xǁ_Streamǁfeed", "x__content", "xǁStreamingClientǁsend"]),
@@ -64,7 +64,7 @@ MODULES: dict[str, Target] = {
                                                     "x_prompt_ids"]),
     "options.py": Target(["tests/test_options_units.py", "tests/test_options.py"]),
     "baseline.py": Target(["tests/test_baseline.py"]),
-    "capacity.py": Target(["tests/test_capacity.py"]),
+    "capacity.py": Target(["tests/test_capacity.py", "tests/test_mooncake_evaluation.py"]),
     "executor.py": Target(["tests/test_executor.py"]),
     "janitor.py": Target(["tests/test_janitor.py", "tests/test_executor.py"], in_subprocesses=True),
 }
