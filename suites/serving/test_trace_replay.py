@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import pytest
 
@@ -13,11 +12,10 @@ from pytest_mooncake.replay import replay, replayable
 from pytest_mooncake.reporting import show
 from pytest_mooncake.results import Results
 from pytest_mooncake.scenarios import salt_tokens
-from pytest_mooncake.traces import load_trace
+from pytest_mooncake.traces import bundled_trace, load_trace
 from pytest_mooncake.vllm.server import Endpoint
 from pytest_mooncake.vllm.tokens import TokenPool
 
-BUNDLED = Path(__file__).resolve().parents[2] / "fixtures" / "traces" / "conversation_trace.jsonl"
 
 pytestmark = pytest.mark.requires_serving
 
@@ -31,7 +29,7 @@ def test_conversation_trace_replay(
     mooncake_run_id: str,
     mooncake_results: Results,
 ) -> None:
-    path = mooncake_config.trace or BUNDLED
+    path = mooncake_config.trace or bundled_trace()
     records = load_trace(path, first_n=mooncake_config.trace_requests)
     salt = salt_tokens(token_pool, f"{mooncake_run_id} replay", length=256)
     fits = {"max_model_len": openai_endpoint.max_model_len(), "scale": mooncake_config.trace_scale}

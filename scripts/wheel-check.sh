@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Builds the wheel and checks it as a new user installs it, in fresh virtualenvs outside the
+# checkout (so nothing is imported from the source tree):
+#   base install:    an unrelated test passes, and pytest --help lists the --mooncake-* options;
+#   [mooncake] extra: the store suites run from the installed package against the embedded
+#                     cluster (pytest --pyargs pytest_mooncake.suites.store).
+# Usage: bash scripts/wheel-check.sh [PYTEST_ARGS...]   (extra arguments go to the store run)
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+python=${PYTHON:-python3}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+"$python" -m venv "$work/build-env"
+"$work/build-env/bin/python" -m pip wheel -q --no-deps --wheel-dir "$work/dist" "$repo"
+wheel=$(ls "$work"/dist/pytest_mooncake-*.whl)
+echo "wheel-check: built $(basename "$wheel")"
+
+mkdir "$work/project"
+cat > "$work/project/test_unrelated.py" <<'PY'
+def test_unrelated() -> None:
+    assert sum([1, 2]) == 3
+PY
+cd "$work/project"
+
+"$python" -m venv "$work/base"
+"$work/base/bin/python" -m pip install -q "$wheel"
+"$work/base/bin/pytest" -q -p no:cacheprovider test_unrelated.py
+help=$("$work/base/bin/pytest" --help)
+grep -q -- "--mooncake-master" <<<"$help" \
+  || { echo "wheel-check: pytest --help of a base install lists no --mooncake-* option" >&2; exit 1; }
+echo "wheel-check: base install OK"
+
+"$python" -m venv "$work/mooncake"
+"$work/mooncake/bin/python" -m pip install -q "${wheel}[mooncake]"
+"$work/mooncake/bin/pytest" --pyargs pytest_mooncake.suites.store -p no:cacheprovider \
+  --mooncake-profile=cpu-ci "$@"
+echo "wheel-check: [mooncake] install ran the store suites from the installed package"
