@@ -73,7 +73,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("rdma_devices", "RDMA devices for the store clients, e.g. mlx5_0,mlx5_1 (empty: auto)", p.parse_text, "", "DEVICES"),
     Setting("local_hostname", "Address our store clients advertise to an attached cluster (default: the interface routing to the master)", p.parse_text, None, "HOST"),
     Setting("store_nodes", "Store-node processes to spawn (default 2 when spawning a cluster, 0 when attached)", p.parse_int, None, "N"),
-    Setting("segment_size", "Memory each spawned store node contributes to the pool (binary units)", p.parse_size, 64 * 2**20, "SIZE"),
+    Setting("segment_size", "Memory each spawned store node contributes to the pool (binary units, at least 16MiB)", p.parse_segment_size, 64 * 2**20, "SIZE"),
     Setting("local_buffer_size", "Local transfer buffer of each store client; caps the object size of put/get", p.parse_size, 32 * 2**20, "SIZE"),
     Setting("lease_ttl", "Object lease after a read: passed to a spawned master, assumed for an attached one (default 1s spawned, 10s attached)", p.parse_positive_duration, None, "DURATION"),
     Setting("client_ttl", "Seconds until the master expires a silent client: passed to a spawned master, assumed for an attached one (default 5s spawned, 10s attached)", p.parse_positive_duration, None, "DURATION"),
@@ -88,14 +88,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("baseline_url", "OpenAI-compatible endpoint without KV reuse for A/B comparisons (default: spawn vLLM with prefix caching off)", p.parse_url, None, "URL"),
     Setting("topology", "Serving topology the serving suites measure: prefix-cache, baseline, mooncake-store, cross-instance, pd-store, pd or lmcache (README: Topologies)", p.choice(*TOPOLOGY_NAMES), "prefix-cache", "NAME"),
     Setting("reader_url", "The attached cross-instance topology's second instance, which serves the hit rounds (--mooncake-openai-base-url is the writer)", p.parse_url, None, "URL"),
-    Setting("kv_pool_size", "Memory of each of the 2 store nodes that hold vLLM's KV in a spawned Mooncake topology (binary units)", p.parse_size, 2**30, "SIZE"),
+    Setting("kv_pool_size", "Memory of each of the 2 store nodes that hold vLLM's KV in a spawned Mooncake topology (binary units, at least 16MiB)", p.parse_segment_size, 2**30, "SIZE"),
     Setting("vllm_python", "Python interpreter that has vLLM, used to spawn servers (default: this one)", _path, None, "PATH"),
     Setting("api_key", "API key for the OpenAI-compatible endpoint", p.parse_text, None, "KEY", secret=True),
     Setting("model", "Model name served by the endpoint (default: the first of /v1/models)", p.parse_text, None, "NAME"),
     Setting("tokenizer", "The served model's tokenizer (tokenizer.json or a directory holding it) for prompts exact in tokens, when the endpoint has no /tokenize (e.g. a PD proxy)", _path, None, "PATH"),
     Setting("max_tokens", "Completion tokens per request", p.parse_positive_int, 64, "N"),
     Setting("temperature", "Sampling temperature (0 makes cache-hit output comparable to cold output)", p.parse_float, 0.0, "T"),
-    Setting("rounds", "Measurement rounds per scenario (round 1 cold, later rounds cache hits)", p.parse_positive_int, 2, "N"),
+    Setting("rounds", "Measurement rounds per scenario (round 1 cold, later rounds cache hits; at least 2)", p.parse_rounds, 2, "N"),
     Setting("requests_per_scenario", "Requests sent per scenario and round", p.parse_positive_int, 10, "N"),
     Setting("concurrency", "Requests in flight at once (none: no limit)", p.parse_optional_positive_int, 1, "N"),
     Setting("scenarios", "Comma-separated scenarios to run (default: all collected)", p.parse_names, (), "NAMES"),
@@ -274,15 +274,7 @@ def _raw_values(config: pytest.Config) -> dict[str, tuple[object, str]]:
     if "config" in found:
         raw, source = found["config"]
         path = _parse(SETTINGS_BY_NAME["config"], raw, source)
-        yaml_values, unknown = load_yaml_settings(path)
-        if unknown:
-            config.issue_config_time_warning(
-                pytest.PytestConfigWarning(
-                    f"{path}: ignored unknown keys {', '.join(unknown)} (see README.md for the accepted keys)"
-                ),
-                stacklevel=2,
-            )
-        found = {**yaml_values, **found}
+        found = {**load_yaml_settings(path), **found}
     return found
 
 

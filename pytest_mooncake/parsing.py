@@ -157,6 +157,36 @@ def parse_positive_int(value: object) -> int:
     return parse_int(value, minimum=1)
 
 
+def parse_rounds(value: object) -> int:
+    """Measurement rounds: round 1 is cold, every later one a cache-hit round, so at least 2."""
+    try:
+        return parse_int(value, minimum=2)
+    except ValueError:
+        raise ValueError("expected a whole number >= 2 (round 1 is cold, later rounds are cache hits)") from None
+
+
+# Mooncake's smallest segment: a store node mounting less fails to start.
+MIN_SEGMENT_SIZE = 16 * 2**20
+
+
+def parse_segment_size(value: object) -> int:
+    size = parse_size(value)
+    if size < MIN_SEGMENT_SIZE:
+        raise ValueError("expected a size of at least 16MiB (Mooncake's smallest segment), e.g. 64MiB or 1GiB")
+    return size
+
+
+def parse_ratio(value: object) -> float:
+    """A share between 0 and 1 inclusive."""
+    try:
+        ratio = parse_float(value)
+    except ValueError:
+        ratio = -1.0
+    if not 0 <= ratio <= 1:
+        raise ValueError("expected a number from 0 to 1, e.g. 0.5")
+    return ratio
+
+
 def parse_optional_positive_int(value: object) -> int | None:
     """``null``/``none``/empty mean "no limit" (the guides' ``concurrency: null``)."""
     if value is None or str(value).strip().lower() in ("", "none", "null"):

@@ -201,7 +201,7 @@ class Protocol:
             return self._interleaved(scenario, builder, reset)
         rounds = [self._round(scenario, "cold", builder.cold_round())]
         settled = self._settle()
-        for index in range(1, max(2, scenario.rounds or self.config.rounds)):
+        for index in range(1, scenario.rounds or self.config.rounds):
             name = f"hit{index}" if index > 1 else "hit"
             rounds.append(self._round(scenario, name, builder.hit_round(f"hit{index}", variant=index)))
         integrity = None

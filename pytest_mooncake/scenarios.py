@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from .markers import PERF_KEYS
 from .serving import RequestSpec
 from .vllm.tokens import TokenPool
+from .yamlconfig import parse_scenario
 
 
 @dataclass(frozen=True)
@@ -60,8 +60,8 @@ def default_scenarios(max_model_len: int) -> dict[str, Scenario]:
     }
 
 
-# The guides' keys (and ours) of a test_scenarios entry -> Scenario fields.
-DEFINITION_KEYS = {
+# The YAML keys of a test_scenarios entry (yamlconfig.SCENARIO_KEYS parses them) -> Scenario fields.
+DEFINITION_FIELDS = {
     "num_requests": "requests",
     "reuse_ratio": "reuse",
     "max_tokens": "max_tokens",
@@ -78,23 +78,12 @@ USER_DEFAULTS = {"requests": 8, "document_tokens": 2048, "question_tokens": 128,
 def apply_definition(
     scenario: Scenario, definition: Mapping[str, Any], tokenize: Callable[[str], list[int]] | None = None
 ) -> Scenario:
-    """A scenario with the overrides of a ``test_scenarios`` YAML entry; ``tokenize`` turns its
-    ``prompt_template`` into the token ids every question starts with. Threshold keywords
-    (``ttft_reduction`` ...) are the test's business and pass through."""
-    unknown = set(definition) - set(DEFINITION_KEYS) - {"prompt_template", "description"} - set(PERF_KEYS)
-    if unknown:
-        raise pytest.UsageError(
-            f"test_scenarios.{scenario.name}: unknown keys {sorted(unknown)}; accepted: "
-            f"{sorted([*DEFINITION_KEYS, 'prompt_template', 'description', *PERF_KEYS])}"
-        )
-    changes: dict[str, Any] = {DEFINITION_KEYS[key]: value for key, value in definition.items() if key in DEFINITION_KEYS}
-    for key in ("requests", "document_tokens", "question_tokens", "max_tokens", "turns", "rounds", "concurrency"):
-        value = changes.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-            raise pytest.UsageError(f"test_scenarios.{scenario.name}.{key} = {value!r}: expected a whole number >= 0")
-    reuse = changes.get("reuse", scenario.reuse)
-    if isinstance(reuse, bool) or not isinstance(reuse, (int, float)) or not 0 <= reuse <= 1:
-        raise pytest.UsageError(f"test_scenarios.{scenario.name}.reuse_ratio = {reuse!r}: expected a number in 0..1")
+    """A scenario with the overrides of a ``test_scenarios`` YAML entry (parsed like the YAML
+    file's, so a bad value is the same usage error); ``tokenize`` turns its ``prompt_template``
+    into the token ids every question starts with. Threshold keywords (``ttft_reduction`` ...)
+    are the test's business and pass through."""
+    parsed = parse_scenario(scenario.name, definition, "a scenario definition")
+    changes: dict[str, Any] = {DEFINITION_FIELDS[key]: value for key, value in parsed.items() if key in DEFINITION_FIELDS}
     template = definition.get("prompt_template")
     if template is not None and tokenize is not None:
         changes["template"] = tuple(tokenize(str(template)))

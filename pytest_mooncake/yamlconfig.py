@@ -5,20 +5,25 @@ Accepted keys (guide 001 ``test_config.yaml`` and guide 002
 ``model.{name,max_tokens,temperature}``, ``machines.<name>.ip``,
 ``mooncake.{protocol,device_name,global_segment_size,local_buffer_size,master_ip,
 master_port,metadata_port,metrics_port}``, ``test_scenarios`` (a mapping of
-scenario definitions), ``scenarios`` (a list of names) and
+scenario definitions, keys in ``SCENARIO_KEYS``), ``scenarios`` (a list of names) and
 ``test.{rounds,requests_per_scenario,concurrency}``. Any setting name
-(``store_nodes: 3``) is accepted at the top level as well.
+(``store_nodes: 3``) is accepted at the top level as well. Any other key, and any bad
+scenario value, is a usage error at start-up: a ``mooncak:`` typo must not turn an attach
+run into a spawn run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import difflib
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from . import parsing as p
+from .markers import PERF_KEYS
 from .options import SETTINGS_BY_NAME
 
 EXTRA_KEYS = ("scenario_definitions", "machines")
@@ -45,13 +50,54 @@ _SECTION_KEYS: dict[str, dict[str, str]] = {
 _ENDPOINT_KEYS = {"master_ip", "master_port", "metadata_port", "metrics_port"}
 # Later sections win: guide 002 carries both openai_api.model_name and model.name.
 _SECTION_ORDER = ("proxy", "openai_api", "model", "mooncake", "test")
+_TOP_LEVEL_KEYS = (*_SECTION_ORDER, "test_scenarios", "scenarios", "machines")
+
+# The keys of a test_scenarios entry and their parsers; the thresholds (PERF_KEYS) pass
+# through to the test's mooncake_perf marker.
+SCENARIO_KEYS: Mapping[str, Callable[[object], object]] = {
+    "num_requests": p.parse_positive_int,
+    "reuse_ratio": p.parse_ratio,
+    "document_tokens": p.parse_int,
+    "question_tokens": p.parse_int,
+    "max_tokens": p.parse_positive_int,
+    "turns": p.parse_int,
+    "rounds": p.parse_rounds,
+    "concurrency": p.parse_positive_int,
+    "prompt_template": p.parse_text,
+    "description": p.parse_text,
+    **{key: p.parse_float for key in PERF_KEYS},
+}
+
+
+def _unknown_key(where: str, key: object, accepted: Iterable[str]) -> pytest.UsageError:
+    accepted = sorted(accepted)
+    close = difflib.get_close_matches(str(key), accepted, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return pytest.UsageError(f"{where}: unknown key {key!r}{hint}; accepted: {', '.join(accepted)}")
+
+
+def parse_scenario(name: str, definition: object, source: str) -> dict[str, Any]:
+    """A ``test_scenarios`` entry with every value parsed; UsageError names the YAML key,
+    ``source``, the value and the valid forms."""
+    if not isinstance(definition, Mapping):
+        raise pytest.UsageError(f"test_scenarios.{name} = {definition!r} (from {source}): expected a mapping of "
+                                f"{', '.join(sorted(SCENARIO_KEYS))}")
+    parsed: dict[str, Any] = {}
+    for key, raw in definition.items():
+        parse = SCENARIO_KEYS.get(key)
+        if parse is None:
+            raise _unknown_key(f"test_scenarios.{name} (from {source})", key, SCENARIO_KEYS)
+        try:
+            parsed[key] = parse(raw)
+        except ValueError as exc:
+            raise pytest.UsageError(f"test_scenarios.{name}.{key} = {raw!r} (from {source}): {exc}") from None
+    return parsed
 
 
 class _Reader:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.values: dict[str, tuple[object, str]] = {}
-        self.unknown: list[str] = []
 
     def fail(self, key: str, problem: str) -> pytest.UsageError:
         return pytest.UsageError(
@@ -114,8 +160,9 @@ def _mooncake_endpoints(reader: _Reader, section: Mapping[str, Any]) -> None:
 def _scenarios(reader: _Reader, document: Mapping[str, Any]) -> None:
     definitions = reader.section(document, "test_scenarios")
     if definitions:
+        source = f"YAML {reader.path}"
         reader.values["scenario_definitions"] = (
-            {SCENARIO_ALIASES.get(k, k): v for k, v in definitions.items()},
+            {SCENARIO_ALIASES.get(k, k): parse_scenario(k, v, source) for k, v in definitions.items()},
             "YAML test_scenarios",
         )
         reader.put("scenarios", [SCENARIO_ALIASES.get(k, k) for k in definitions], "test_scenarios")
@@ -137,8 +184,8 @@ def _machines(reader: _Reader, document: Mapping[str, Any]) -> None:
         reader.values["machines"] = (machines, "YAML machines")
 
 
-def load_yaml_settings(path: Path) -> tuple[dict[str, tuple[object, str]], list[str]]:
-    """Raw values with their sources, and the keys we do not know; parsing happens later."""
+def load_yaml_settings(path: Path) -> dict[str, tuple[object, str]]:
+    """Raw values with their sources (parsing happens later); UsageError on a key we do not know."""
     reader = _Reader(path)
     document = _read_document(path)
     for name in _SECTION_ORDER:
@@ -148,16 +195,16 @@ def load_yaml_settings(path: Path) -> tuple[dict[str, tuple[object, str]], list[
             if key in table:
                 reader.put(table[key], value, f"{name}.{key}")
             elif not (name == "mooncake" and key in _ENDPOINT_KEYS):
-                reader.unknown.append(f"{name}.{key}")
+                accepted = [*table, *(_ENDPOINT_KEYS if name == "mooncake" else ())]
+                raise _unknown_key(f"{path}: section {name!r}", key, accepted)
     _mooncake_endpoints(reader, reader.section(document, "mooncake"))
     _scenarios(reader, document)
     _machines(reader, document)
-    handled = set(_SECTION_KEYS) | {"test_scenarios", "scenarios", "machines"}
+    settings = [name for name in SETTINGS_BY_NAME if name != "config"]
     for key, value in document.items():
-        if key in handled:
+        if key in _TOP_LEVEL_KEYS:
             continue
-        if key in SETTINGS_BY_NAME and key != "config":
-            reader.put(key, value, key)
-        else:
-            reader.unknown.append(str(key))
-    return reader.values, reader.unknown
+        if key not in settings:
+            raise _unknown_key(f"{path}: top level", key, [*_TOP_LEVEL_KEYS, *settings])
+        reader.put(key, value, key)
+    return reader.values

@@ -91,8 +91,8 @@ def test_factory_argument_beats_everything(print_config_test: pytest.Pytester) -
         test_factory="""
         from pytest_mooncake.session import get_config
         def test_override(request):
-            cfg = get_config(request.config).with_overrides(store_nodes=9, segment_size="1MiB")
-            assert (cfg.store_nodes, cfg.segment_size) == (9, 2**20)
+            cfg = get_config(request.config).with_overrides(store_nodes=9, segment_size="32MiB")
+            assert (cfg.store_nodes, cfg.segment_size) == (9, 32 * 2**20)
         """
     )
     print_config_test.runpytest("--mooncake-store-nodes=3", "test_factory.py").assert_outcomes(passed=1)
@@ -114,7 +114,7 @@ def test_guide_001_yaml_sets_up_attach_mode(print_config_test: pytest.Pytester) 
 def test_guide_yaml_values_are_mapped(pytester: pytest.Pytester) -> None:
     from pytest_mooncake.yamlconfig import load_yaml_settings
 
-    values = {k: v for k, (v, _) in load_yaml_settings(REPO / "fixtures/configs/test_config_simple.yaml")[0].items()}
+    values = {k: v for k, (v, _) in load_yaml_settings(REPO / "fixtures/configs/test_config_simple.yaml").items()}
     assert values["master"] == "192.0.2.21:50052"
     assert values["metadata_url"] == "http://192.0.2.21:8080/metadata"
     assert values["metrics_url"] == "http://192.0.2.21:9004"
@@ -122,7 +122,7 @@ def test_guide_yaml_values_are_mapped(pytester: pytest.Pytester) -> None:
     assert values["model"] == "Qwen/Qwen2.5-72B-Instruct"
     assert values["scenarios"] == ["long_context_high_reuse", "multi_turn", "cold_start"]
     assert (values["rounds"], values["requests_per_scenario"], values["concurrency"]) == (2, 30, None)
-    guide1 = {k: v for k, (v, _) in load_yaml_settings(REPO / "fixtures/configs/test_config.yaml")[0].items()}
+    guide1 = {k: v for k, (v, _) in load_yaml_settings(REPO / "fixtures/configs/test_config.yaml").items()}
     assert guide1["openai_base_url"] == "http://192.0.2.10:9000/v1"
     assert guide1["rdma_devices"] == "mlx5_0"
     assert guide1["segment_size"] == 32212254720
@@ -160,7 +160,7 @@ def test_bad_env_value(print_config_test: pytest.Pytester, monkeypatch: pytest.M
 def test_bad_yaml_value(print_config_test: pytest.Pytester) -> None:
     cfg = print_config_test.makefile(".yaml", cfg="test:\n  rounds: zero\n")
     result = _usage_error(print_config_test, f"--mooncake-config={cfg}")
-    result.stderr.fnmatch_lines(["*mooncake_rounds = 'zero' (from YAML *cfg.yaml key test.rounds): expected a whole number >= 1*"])
+    result.stderr.fnmatch_lines(["*mooncake_rounds = 'zero' (from YAML *cfg.yaml key test.rounds): expected a whole number >= 2 (round 1 is cold*"])
 
 
 def test_malformed_yaml(print_config_test: pytest.Pytester) -> None:
@@ -180,11 +180,10 @@ def test_missing_yaml_file(print_config_test: pytest.Pytester) -> None:
     result.stderr.fnmatch_lines(["*Config file nowhere.yaml does not exist*"])
 
 
-def test_unknown_yaml_keys_warn(print_config_test: pytest.Pytester) -> None:
+def test_unknown_yaml_section_key_is_a_usage_error(print_config_test: pytest.Pytester) -> None:
     cfg = print_config_test.makefile(".yaml", cfg="mooncake:\n  protocl: tcp\n")
-    result = print_config_test.runpytest(f"--mooncake-config={cfg}")
-    result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["*ignored unknown keys mooncake.protocl*"])
+    result = _usage_error(print_config_test, f"--mooncake-config={cfg}")
+    result.stderr.fnmatch_lines(["*section 'mooncake': unknown key 'protocl' (did you mean 'protocol'?); accepted: *"])
 
 
 def test_attach_only_setting_without_master(print_config_test: pytest.Pytester) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import zlib
 
 import pytest
@@ -40,11 +41,12 @@ def test_a_user_scenario_with_its_template_and_exact_lengths() -> None:
 
 @pytest.mark.parametrize(
     ("definition", "words"),
-    [({"num_request": 5}, "unknown keys ['num_request']"), ({"reuse_ratio": 1.5}, "expected a number in 0..1"),
-     ({"num_requests": -1}, "expected a whole number >= 0"), ({"question_tokens": 2, "prompt_template": "a b c"}, "3 tokens long")],
+    [({"num_request": 5}, "unknown key 'num_request' (did you mean 'num_requests'?)"),
+     ({"reuse_ratio": 1.5}, "expected a number from 0 to 1"),
+     ({"num_requests": -1}, "num_requests = -1 (from a scenario definition): expected a whole number >= 1"), ({"question_tokens": 2, "prompt_template": "a b c"}, "3 tokens long")],
 )
 def test_bad_definitions_say_what_is_wrong(definition: dict[str, object], words: str) -> None:
-    with pytest.raises(pytest.UsageError, match=words.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(pytest.UsageError, match=re.escape(words)):
         user_scenario("mine", definition, str.split)  # type: ignore[arg-type]
 
 
