@@ -13,12 +13,15 @@ import argparse
 import hashlib
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import USAGE_ERROR
 from .parsing import parse_size
 
 # Versions that worked together on an offline H100 with torch 2.11 (docs: gpu facts):
@@ -73,7 +76,7 @@ def resolve(requirements: list[str], python_version: str, scratch: Path) -> list
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--ignore-installed",
          "--report", str(report), "--target", str(scratch / "target"), *_target_flags(python_version), *requirements],
-        check=True,
+        check=True, capture_output=True, text=True,
     )
     installs = json.loads(report.read_text())["install"]
     return [f"{item['metadata']['name']}=={item['metadata']['version']}" for item in installs]
@@ -138,13 +141,33 @@ def cli_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--project", type=Path, default=Path.cwd(), help="pytest-mooncake source tree to include")
     parser.add_argument("--extra", nargs="*", default=[], help="more requirements, e.g. aiperf==1.0")
     args = parser.parse_args(argv)
+    if not re.fullmatch(r"3\.\d+", args.python_version):
+        print(f"pytest-mooncake bundle: --python-version {args.python_version!r}: expected a CPython 3 version "
+              "such as 3.12", file=sys.stderr)
+        return USAGE_ERROR
     stack = stack_for(args.torch)
-    wheelhouse = args.out / "wheelhouse"
-    wheelhouse.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(wheelhouse), str(args.project)], check=True)
     requirements = [f"{name}=={ver}" for name, ver in stack.items()] + list(args.extra)
-    keep, dropped = needed(resolve(requirements, args.python_version, args.out))
-    subprocess.run(download_command(keep, args.python_version, wheelhouse), check=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            pins = resolve(requirements, args.python_version, Path(scratch))
+        except subprocess.CalledProcessError as exc:
+            reason = next((line for line in (exc.stderr or "").splitlines() if line.startswith("ERROR:")), "")
+            print(f"pytest-mooncake bundle: --python-version {args.python_version}: pip finds no wheels of "
+                  f"{' '.join(requirements)} for Python {args.python_version} ({reason.removeprefix('ERROR: ')}); "
+                  "give a Python version they ship wheels for, e.g. 3.12", file=sys.stderr)
+            return USAGE_ERROR
+    keep, dropped = needed(pins)
+    wheelhouse = args.out / "wheelhouse"
+    created = not wheelhouse.exists()
+    wheelhouse.mkdir(parents=True, exist_ok=True)
+    try:
+        subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(wheelhouse), str(args.project)],
+                       check=True)
+        subprocess.run(download_command(keep, args.python_version, wheelhouse), check=True)
+    except BaseException:
+        if created:  # no half-built wheelhouse left behind
+            shutil.rmtree(wheelhouse)
+        raise
     parts = pack(wheelhouse, args.out, parse_size(args.max_part_size))
     manifest = write_manifest(
         args.out, parts, {"python": args.python_version, "torch": args.torch, "stack": stack, "dropped": dropped}

@@ -6,6 +6,11 @@ from collections.abc import Iterable
 from pathlib import Path
 
 
+# The exit status of every bad input, in pytest runs and in our commands alike (pytest's
+# ExitCode.USAGE_ERROR).
+USAGE_ERROR = 4
+
+
 class MooncakeError(Exception):
     """Base class of every error pytest-mooncake raises on purpose."""
 

@@ -53,16 +53,26 @@ def parse_endpoint(value: object) -> Endpoint:
     return Endpoint(host, int(port))
 
 
-def parse_url(value: object) -> str:
+def _http_url(value: object, example: str) -> str:
     text = str(value).strip()
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("expected an http(s) URL, e.g. http://10.0.0.5:9003")
+        raise ValueError(f"expected an http(s) URL, e.g. {example}")
     try:
         parts.port  # noqa: B018 - urlsplit validates the port lazily
     except ValueError as exc:
-        raise ValueError(f"bad port in URL ({exc}); expected e.g. http://10.0.0.5:9003") from None
+        raise ValueError(f"bad port in URL ({exc}); expected e.g. {example}") from None
     return text.rstrip("/")
+
+
+def parse_url(value: object) -> str:
+    """The master's admin/metrics base URL."""
+    return _http_url(value, "http://10.0.0.5:9003")
+
+
+def parse_openai_url(value: object) -> str:
+    """An OpenAI-compatible server's base URL."""
+    return _http_url(value, "http://10.0.0.5:8000/v1")
 
 
 def parse_metadata_url(value: object) -> str:

@@ -6,6 +6,7 @@ import signal
 from types import FrameType
 
 import pytest
+from _pytest.main import wrap_session  # how pytest runs --fixtures: a session without tests
 
 from . import baseline, factories, markers, reporting_plugin
 from .doctor import run_checks
@@ -50,27 +51,36 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         state(config).close()
 
 
+def pytest_cmdline_main(config: pytest.Config) -> int | None:
+    """``--mooncake-doctor`` is a session of its own, like pytest's ``--fixtures``: it prints
+    one line per check and the verdict, and its exit status says it, with no Exit banner."""
+    if not config.getoption("mooncake_doctor"):
+        return None
+    return int(wrap_session(config, _doctor))
+
+
+def _doctor(config: pytest.Config, session: pytest.Session) -> int:
+    checks = run_checks(get_config(config), endpoints_only=False)
+    failed = [check for check in checks if not check.ok]
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    for check in checks:
+        reporter.write_line(check.line())
+    verdict = f"{len(failed)} of {len(checks)} checks failed" if failed else f"all {len(checks)} checks passed"
+    reporter.write_line(f"mooncake doctor: {verdict}")
+    return 1 if failed else 0
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     config = session.config
-    doctor = config.getoption("mooncake_doctor")
     settings = get_config(config)
     attached = settings.attach or settings.openai_base_url or settings.baseline_url
-    if not (doctor or attached) or config.getoption("collectonly"):
+    if config.getoption("mooncake_doctor") or not attached or config.getoption("collectonly"):
         return
-    checks = run_checks(settings, endpoints_only=not doctor)
-    failed = [check for check in checks if not check.ok]
-    if doctor:
-        reporter = config.pluginmanager.get_plugin("terminalreporter")
-        for check in checks:
-            reporter.write_line(check.line())
-        verdict = f"{len(failed)} of {len(checks)} checks failed" if failed else f"all {len(checks)} checks passed"
-        pytest.exit(f"mooncake doctor: {verdict}", returncode=1 if failed else 0)
+    failed = [check for check in run_checks(settings, endpoints_only=True) if not check.ok]
     if failed:
         lines = "\n".join(check.line() for check in failed)
-        pytest.exit(
-            f"the attached endpoints failed their preflight:\n{lines}\n"
-            "(run with --mooncake-doctor for every check)",
-            returncode=pytest.ExitCode.USAGE_ERROR,
+        raise pytest.UsageError(
+            f"the attached endpoints failed their preflight:\n{lines}\n(run with --mooncake-doctor for every check)"
         )
 
 

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Protocol
 
 from .capacity import GPUS, MODELS, Gpu, ModelShape, gpu_spec, recompute_seconds
+from .errors import USAGE_ERROR
 from .traces import BLOCK_TOKENS, TraceFormatError, TraceRecord, leading_hits, load_trace
 
 STRATEGIES = ("random", "least_loaded", "cache_aware", "prefix_aware")
@@ -463,11 +464,20 @@ def _parser() -> argparse.ArgumentParser:
 
 def cli_main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.first_n is not None and args.first_n < 1:
+        print(f"pytest-mooncake simulate: --first-n {args.first_n}: expected a whole number >= 1 "
+              "(omit it to simulate the whole trace)", file=sys.stderr)
+        return USAGE_ERROR
     try:
         records = load_trace(args.trace, args.block_size, args.first_n)
     except (OSError, TraceFormatError) as exc:
         print(f"pytest-mooncake simulate: cannot use the trace: {exc}", file=sys.stderr)
-        return 1
+        return USAGE_ERROR
+    if not records:
+        print(f"pytest-mooncake simulate: {args.trace} holds no requests; expected a Mooncake JSONL trace, one "
+              'record per line ({"timestamp": ..., "input_length": ..., "output_length": ..., "hash_ids": [...]})',
+              file=sys.stderr)
+        return USAGE_ERROR
     config = SimConfig(nodes=args.nodes, capacity_blocks=args.capacity_blocks, eviction=args.eviction,
                        pool_blocks=args.pool_blocks, cost_ratio=args.cost_ratio, hotspot_window=args.hotspot_window,
                        block_size=args.block_size, model=MODELS[args.model], gpu=GPUS[args.gpu],

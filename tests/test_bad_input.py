@@ -4,9 +4,13 @@ spawned (the test project would spawn a cluster if it got that far)."""
 
 from __future__ import annotations
 
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
+
+from pytest_mooncake.traces import bundled_trace
 
 SPAWNS = """
 def test_spawns(mooncake_store):
@@ -80,3 +84,60 @@ def _matches(line: str, pattern: str) -> bool:
 
     assert fnmatch.fnmatchcase(line, pattern), f"{line!r} does not match {pattern!r}"
     return True
+
+
+def test_malformed_openai_url_shows_an_openai_example(pytester: pytest.Pytester) -> None:
+    line = _usage_error(pytester, "--mooncake-openai-base-url=10.0.0.5:8000")
+    assert _matches(line, "ERROR: mooncake_openai_base_url = '10.0.0.5:8000' (from command line "
+                          "--mooncake-openai-base-url): expected an http(s) URL, e.g. http://10.0.0.5:8000/v1*")
+
+
+def _command_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    from pytest_mooncake.cli import main
+
+    assert main(list(argv)) == pytest.ExitCode.USAGE_ERROR
+    captured = capsys.readouterr()
+    assert captured.out == "" and len(captured.err.splitlines()) == 1, captured
+    return captured.err.strip()
+
+
+def test_simulate_an_empty_trace(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "empty.jsonl").write_text("")
+    message = _command_error(capsys, "simulate", str(tmp_path / "empty.jsonl"))
+    assert _matches(message, "pytest-mooncake simulate: */empty.jsonl holds no requests; expected a Mooncake JSONL trace*")
+
+
+def test_simulate_first_n_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    message = _command_error(capsys, "simulate", str(bundled_trace()), "--first-n", "0")
+    assert message.startswith("pytest-mooncake simulate: --first-n 0: expected a whole number >= 1")
+
+
+@pytest.mark.parametrize(("records", "shown"), [('"oops"', "'records' = \"oops\""), ("[]", "'records' = []")])
+def test_report_on_a_document_without_records(tmp_path: Path, capsys: pytest.CaptureFixture[str], records: str,
+                                              shown: str) -> None:
+    (tmp_path / "run.json").write_text(f'{{"records": {records}}}')
+    message = _command_error(capsys, "report", str(tmp_path / "run.json"), "--out", str(tmp_path / "reports"))
+    assert _matches(message, f"pytest-mooncake report: */run.json has {shown}: expected a pytest-mooncake results "
+                             "document * whose 'records' is a non-empty list of measurement objects")
+    assert not (tmp_path / "reports").exists()
+
+
+def test_bundle_for_a_python_without_wheels(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_mooncake import bundle
+
+    def no_wheels(command: list[str], **kwargs: object) -> None:
+        assert "--dry-run" in command, "nothing is built or downloaded before the resolution succeeds"
+        raise subprocess.CalledProcessError(1, command, stderr="ERROR: Could not find a version that satisfies "
+                                                               "the requirement vllm==0.26.0\n")
+
+    monkeypatch.setattr(bundle.subprocess, "run", no_wheels)
+    message = _command_error(capsys, "bundle", "--python-version", "3.8", "--out", str(tmp_path / "out"))
+    assert _matches(message, "pytest-mooncake bundle: --python-version 3.8: pip finds no wheels of vllm==0.26.0 * "
+                             "for Python 3.8 (Could not find a version *); give a Python version they ship wheels for*")
+    assert not (tmp_path / "out" / "wheelhouse").exists()
+
+
+def test_bundle_python_version_must_be_a_version(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    message = _command_error(capsys, "bundle", "--python-version", "python3", "--out", str(tmp_path / "out"))
+    assert message == "pytest-mooncake bundle: --python-version 'python3': expected a CPython 3 version such as 3.12"

@@ -194,9 +194,10 @@ def test_unreachable_master_fails_fast_with_the_fix(pytester: pytest.Pytester) -
     result = pytester.runpytest_subprocess("--mooncake-master=127.0.0.1:1", timeout=60)
     assert time.monotonic() - started < 15
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stdout.fnmatch_lines(
+    assert "Exit" not in result.stdout.str() + result.stderr.str()
+    result.stderr.fnmatch_lines(
         [
-            "*the attached endpoints failed their preflight:*",
+            "ERROR: the attached endpoints failed their preflight:*",
             "*?FAIL? master RPC 127.0.0.1:1: TCP connect to 127.0.0.1:1: *refused*",
             "*fix: check --mooncake-master*",
         ]
@@ -206,7 +207,8 @@ def test_unreachable_master_fails_fast_with_the_fix(pytester: pytest.Pytester) -
 def test_doctor_in_spawn_mode(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("--mooncake-doctor", timeout=60)
     assert result.ret == 0, result.stdout.str()
-    result.stdout.fnmatch_lines(["*?ok  ? mooncake_master: *mooncake_master", "*?ok  ? network namespace: *", "*all * checks passed*"])
+    result.stdout.fnmatch_lines(["*?ok  ? mooncake_master: *mooncake_master", "*?ok  ? network namespace: *", "mooncake doctor: all * checks passed"])
+    assert "Exit" not in result.stdout.str() + result.stderr.str() and result.stdout.str().count("checks passed") == 1
 
 
 def test_doctor_reports_every_failing_endpoint(pytester: pytest.Pytester) -> None:
@@ -224,4 +226,4 @@ def test_unreachable_openai_endpoint_fails_fast(pytester: pytest.Pytester) -> No
     pytester.makepyfile("def test_x(): pass\n")
     result = pytester.runpytest_subprocess("--mooncake-openai-base-url=http://127.0.0.1:1/v1", timeout=60)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stdout.fnmatch_lines(["*?FAIL? OpenAI endpoint http://127.0.0.1:1/v1: GET /models: *refused*"])
+    result.stderr.fnmatch_lines(["*?FAIL? OpenAI endpoint http://127.0.0.1:1/v1: GET /models: *refused*"])

@@ -156,7 +156,7 @@ def test_recommendation_comes_from_the_verdicts() -> None:
 def test_bad_input_says_what_is_wrong(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "x.json"
     bad.write_text("{}")
-    assert main(["report", str(bad), "--out", str(tmp_path)]) == 2
+    assert main(["report", str(bad), "--out", str(tmp_path)]) == 4
     assert "has no 'records'" in capsys.readouterr().err
 
 

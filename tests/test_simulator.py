@@ -195,7 +195,7 @@ def test_cli_rejects_bad_input_with_a_reason(tmp_path: Path, capsys: pytest.Capt
     assert exited.value.code == 2 and "unknown strategy fifo" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli_main([str(TRACE), "--capacity-blocks", "-5"])
-    assert cli_main([str(tmp_path / "missing.jsonl")]) == 1
+    assert cli_main([str(tmp_path / "missing.jsonl")]) == 4
     assert "cannot use the trace" in capsys.readouterr().err
-    assert cli_main([str(REPO / "tests" / "data" / "trace_bad_blocks.jsonl")]) == 1
+    assert cli_main([str(REPO / "tests" / "data" / "trace_bad_blocks.jsonl")]) == 4
     assert "trace_bad_blocks.jsonl:2:" in capsys.readouterr().err

@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from ..errors import USAGE_ERROR
 from .build import ReportOptions, build
 from .labels import LANGUAGES
 from .model import load_run, pairs_against, pairs_of
@@ -91,7 +92,7 @@ def cli_main(argv: list[str]) -> int:
         built = build(runs, pairs, options)
     except (ValueError, RuntimeError) as exc:
         print(f"pytest-mooncake report: {exc}", file=sys.stderr)
-        return 2
+        return USAGE_ERROR
     for path in built.files:
         print(path)
     print(f"recommendation: {built.recommendation.outcome} "

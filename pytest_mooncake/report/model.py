@@ -58,9 +58,11 @@ def load_run(path: Path) -> Run:
         raise ValueError(f"no results file at {path}") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path} is not a results document (JSON error: {exc})") from None
-    if not isinstance(document, dict) or "records" not in document:
-        raise ValueError(f"{path} has no 'records': expected a pytest-mooncake results document "
-                         "(<results_dir>/<run_id>.json)")
+    records = document.get("records") if isinstance(document, dict) else None
+    if not (isinstance(records, list) and records and all(isinstance(r, dict) for r in records)):
+        found = "no 'records'" if records is None else f"'records' = {json.dumps(records)[:80]}"
+        raise ValueError(f"{path} has {found}: expected a pytest-mooncake results document "
+                         "(<results_dir>/<run_id>.json) whose 'records' is a non-empty list of measurement objects")
     return Run(path, document)
 
 
