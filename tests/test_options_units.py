@@ -62,14 +62,17 @@ def test_yaml_is_below_every_other_route(monkeypatch: pytest.MonkeyPatch) -> Non
     assert config.sources["max_tokens"] == "command line --mooncake-max-tokens"
 
 
-def test_unknown_yaml_keys_are_one_warning(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_an_unknown_yaml_key_stops_the_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A typo (``mooncak:``) once turned an attach run into a spawn run: it is an error, not a warning."""
     yaml = tmp_path / "c.yaml"
     yaml.write_text("model:\n  max_tokens: 8\n  colour: red\nshape: round\n")
     fake = FakeConfig(cli={"mooncake_config": str(yaml)})
     for setting in SETTINGS:
         monkeypatch.delenv(setting.env, raising=False)
-    load_config(fake)  # type: ignore[arg-type]
-    assert fake.warnings == [(f"{yaml}: ignored unknown keys model.colour, shape (see README.md for the accepted keys)", 2)]
+    with pytest.raises(pytest.UsageError) as info:
+        load_config(fake)  # type: ignore[arg-type]
+    assert str(info.value) == f"{yaml}: section 'model': unknown key 'colour'; accepted: max_tokens, name, temperature"
+    assert fake.warnings == []
 
 
 def test_a_bad_value_names_its_source_and_every_route(monkeypatch: pytest.MonkeyPatch) -> None:
