@@ -119,3 +119,65 @@ def test_a_full_hit_costs_only_the_load() -> None:
     shape = ModelShape(2, 64, 4, 2, 16, 128, 100, dtype_bytes=2)
     hit = predict_hit(shape, 512, 512, 2.0, 1e6)
     assert hit.compute_s == 0.0 and hit.kv_bytes == 512 * 2 * 2 * 2 * 16 * 2 and hit.ttft_s == hit.load_s == hit.kv_bytes / 1e6
+
+
+def test_the_failed_mooncake_verdict_and_its_message_are_exact() -> None:
+    evaluation = evaluate(_run("cross-instance", 0.0), {})
+    message = ("NOT SERVED BY MOONCAKE: topology cross-instance (MooncakeStoreConnector) had 0.0 external prefix-cache hit "
+               "tokens in the hit round (vllm:external_prefix_cache_hits); a gain here is not Mooncake's, so no verdict "
+               "on it can pass")
+    assert [v.as_dict() for v in evaluation.verdicts] == [{
+        "metric": "mooncake_served", "threshold": "> 0", "n_before": 8, "n_after": 8, "effect": 0.0, "ci_low": 0.0,
+        "ci_high": 0.0, "outcome": FAILED, "message": message}]
+    assert evaluation.problems == [message]
+
+
+def test_one_external_hit_token_is_a_mooncake_hit() -> None:
+    evaluation = evaluate(_run("mooncake-store", 1.0), {})
+    assert evaluation.mooncake is not None and evaluation.mooncake["served"] is True and evaluation.problems == []
+
+
+def test_counters_and_the_interleaved_note_read_exactly() -> None:
+    run = _run("mooncake-store", 5.0)
+    run.rounds[1].counters["prefix_cache_hits"] = 2.0
+    notes = evaluate(dataclasses.replace(run, interleaved=True), {}).notes
+    assert notes[0].endswith("; counters external_prefix_cache_hits +5, prefix_cache_hits +2")
+    assert notes[1] == ("Mooncake stored +56 keys in the cold round (and the hit round interleaved with it); whole "
+                        "128-token blocks of its prompts predict 112")
+
+
+def test_the_prediction_is_recorded_and_told_exactly() -> None:
+    shape = MODELS["ci-tiny-llama"]
+    evaluation = evaluate(_run("mooncake-store", 7168.0), {}, explain=Explain(shape, 2e9))
+    flops = [4 * (4 * n**2 * 256 + 22 * n * 256**2) for n in (1000, 896)]
+    compute_ms = 1035 * (1 - flops[1] / flops[0])
+    kv = 896 * 4096
+    load_ms = kv / 2e9 * 1e3
+    predicted = compute_ms + load_ms
+    assert evaluation.prediction == pytest.approx({
+        "predicted_ttft_ms": predicted, "measured_ttft_ms": 103.5, "measured_over_predicted": 103.5 / predicted,
+        "compute_ms": compute_ms, "load_ms": load_ms, "kv_bytes": kv, "prompt_tokens": 1000, "cached_tokens": 896,
+        "read_gbps": 2.0})
+    assert evaluation.notes[-1] == (
+        f"predicted hit TTFT {predicted:.1f} ms = recompute of the uncached tail {compute_ms:.1f} ms + loading "
+        f"{kv / 2**20:.1f} MiB of KV at 2.00 GB/s {load_ms:.1f} ms; measured 103.5 ms "
+        f"({103.5 / predicted:.2f}x the prediction)")
+
+
+def test_only_answered_hits_with_cached_tokens_are_predicted() -> None:
+    """Requests that cached nothing or failed say nothing about a hit's TTFT; without any, no prediction."""
+    shape = MODELS["ci-tiny-llama"]
+    run = _run("mooncake-store", 7168.0)
+    hit = run.rounds[1]
+    hit.records[0] = dataclasses.replace(hit.records[0], cached_tokens=0, ttft_s=9.0)
+    hit.records[1] = dataclasses.replace(hit.records[1], ttft_s=None)
+    prediction = evaluate(run, {}, explain=Explain(shape, 1e9)).prediction
+    assert prediction is not None and prediction["measured_ttft_ms"] == pytest.approx(104.5)
+    none_cached = _run("mooncake-store", 7168.0, cached=0)
+    assert evaluate(none_cached, {}, explain=Explain(shape, 1e9)).prediction is None
+
+
+def test_the_reader_is_named_in_the_data() -> None:
+    reader = Endpoint("http://127.0.0.1:2/v1", "m", spawned=False, label="reader")
+    data = evaluate(dataclasses.replace(_run("cross-instance", 7168.0), hit_endpoint=reader), {}).data()
+    assert (data["topology"], data["hit_endpoint"]) == ("cross-instance", "reader")

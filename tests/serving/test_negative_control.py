@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from pytest_mooncake.options import MooncakeConfig
@@ -100,3 +102,26 @@ def test_a_noisy_server_makes_the_control_inconclusive_end_to_end() -> None:
     [verdict] = evaluation.verdicts
     assert verdict.outcome == INCONCLUSIVE, verdict.message
     assert verdict.ci_low < LIMIT < verdict.ci_high
+
+
+def test_the_control_verdict_and_its_record_are_exact() -> None:
+    cold, hit = NOISY
+    straddle = judge("control_gain", cold, hit, Rule("<=", LIMIT))
+    evaluation = evaluate(_control(cold, hit), {"control_gain": LIMIT})
+    [verdict] = evaluation.verdicts
+    assert (verdict.metric, verdict.threshold, verdict.n_before, verdict.n_after, verdict.effect, verdict.ci_low,
+            verdict.ci_high) == ("control_gain", "<= 0.1", 8, 8, straddle.effect, straddle.ci_low, straddle.ci_high)
+    assert evaluation.control == {"outcome": INCONCLUSIVE, "cached_tokens": 0,
+                                  "detectable_gain": pytest.approx(LIMIT + straddle.effect - straddle.ci_low), "limit": LIMIT}
+    assert verdict.message.endswith(
+        "INCONCLUSIVE: the interval straddles 10%, so the control cannot tell a gain from none and does not vouch for "
+        f"the run's gains; more requests per round narrow it. Power: at this n it detects gains of "
+        f"{LIMIT + straddle.effect - straddle.ci_low:.0%} or more")
+    contaminated = evaluate(_control(*HALVED), {"control_gain": LIMIT}).verdicts[0].message
+    assert "; CONTAMINATED: unique prompts got faster or were cached; the run's gains are not vouched for. Power" in contaminated
+
+
+def test_a_single_cached_token_contaminates() -> None:
+    run = _control(*SAME)
+    run.rounds[1].records[0] = dataclasses.replace(run.rounds[1].records[0], cached_tokens=1)
+    assert evaluate(run, {"control_gain": LIMIT}).verdicts[0].outcome == FAILED
