@@ -69,3 +69,15 @@ def test_a_mooncake_topology_without_external_hits_does_not_recommend_mooncake(t
     markdown = _markdown(tmp_path, _with_control(tmp_path, "passed", "clean", "mooncake-store", 0))
     assert "deploy Mooncake" not in markdown and "but Mooncake served none of the hits" in markdown
     assert "vLLM reported no external prefix-cache hits" in markdown
+
+
+def test_the_report_puts_the_hit_ttft_beside_the_prediction(tmp_path: Path) -> None:
+    path = _with_control(tmp_path, "passed", "clean", "mooncake-store", 28672)
+    document = json.loads(path.read_text())
+    prediction = {"predicted_ttft_ms": 255.3, "measured_ttft_ms": 104.8, "measured_over_predicted": 0.41,
+                  "compute_ms": 60.0, "load_ms": 195.3, "kv_bytes": 14680064, "prompt_tokens": 3712,
+                  "cached_tokens": 3584, "read_gbps": 0.08}
+    next(r for r in document["records"] if r["name"] == "high_reuse")["data"]["prediction"] = prediction
+    path.write_text(json.dumps(document))
+    assert ("Hit TTFT (high_reuse) measured 104.8 ms against 255.3 ms by the design's arithmetic (0.41x): recompute "
+            "of the uncached tail 60.0 ms + 14,680,064 bytes of KV at the store's measured 0.08 GB/s") in _markdown(tmp_path, path)

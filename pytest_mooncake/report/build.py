@@ -157,6 +157,8 @@ class _Builder:
             rate = read(pair.hit, ("hit_rate",))
             if rate is not None:
                 findings.append(t["finding_hit"].format(scenario=pair.name, rate=f"{rate:.1%}"))
+            if pair.prediction:
+                findings.append(t["finding_prediction"].format(scenario=pair.name, **pair.prediction))
         self.blocks.append(Bullets(tuple(findings)))
 
     def _value(self) -> None:

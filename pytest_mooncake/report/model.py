@@ -113,6 +113,7 @@ class Pair:
     source: str
     topology: str | None = None  # the serving topology the record was measured on, when recorded
     mooncake: Mapping[str, Any] | None = None  # what proves Mooncake served the hits (Mooncake topologies)
+    prediction: Mapping[str, Any] | None = None  # the design's hit TTFT beside the measured one
 
     @property
     def is_ab(self) -> bool:
@@ -154,6 +155,7 @@ def _pair(record: Mapping[str, Any], run: Run, base: tuple[str, Mapping[str, Any
         source=run.run_id,
         topology=data.get("topology") or run.topology,
         mooncake=data.get("mooncake"),
+        prediction=data.get("prediction"),
     )
 
 
