@@ -110,7 +110,7 @@ def test_live_vllm_scrape_refreshes_the_name_list() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="pmc-dash-")) / "vllm"
     workdir.mkdir()
     try:
-        with spawned_vllm(config, workdir, janitor, prefix_caching=True, label="dashboard-scrape") as endpoint:
+        with spawned_vllm(config, workdir, janitor, label="dashboard-scrape") as endpoint:
             body = http_request(endpoint.base_url.removesuffix("/v1") + "/metrics", timeout=30).body
     finally:
         janitor.close()

@@ -26,7 +26,7 @@ def baseline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoint]:
     janitor = Janitor()
     try:
         with spawned_vllm(MooncakeConfig.from_defaults(), tmp_path_factory.mktemp("baseline"), janitor,
-                          prefix_caching=False, label="vllm-no-prefix-cache") as endpoint:
+                          args=("--no-enable-prefix-caching",), label="vllm-no-prefix-cache") as endpoint:
             yield endpoint
     finally:
         janitor.close()
