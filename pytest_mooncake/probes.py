@@ -10,6 +10,8 @@ from __future__ import annotations
 import http.client
 import re
 import socket
+import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,3 +154,13 @@ class AllOf:
             if not result.ok:
                 return ProbeResult(False, f"{probe.description}: {result.detail}")
         return ProbeResult(True, "all probes pass")
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.25) -> float:
+    """Poll ``condition`` every ``interval`` s; the seconds it took, or AssertionError after ``timeout``."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+    return time.monotonic() - started

@@ -15,13 +15,13 @@ from __future__ import annotations
 import shutil
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from pytest_mooncake import MasterHandle, MasterMetrics, StoreClient, StoreNode, factories
 from pytest_mooncake.integrity import BAD, value_for
+from pytest_mooncake.probes import wait_for
 from pytest_mooncake.reporting import show
 from pytest_mooncake.results import Results
 
@@ -38,14 +38,6 @@ ha_master = factories.mooncake_master_proc(ha_masters=3, lease_ttl="500ms", clie
 ha_nodes = factories.mooncake_store_nodes("ha_master", count=2, segment_size="16MiB", local_buffer_size="4MiB")
 ha_store = factories.mooncake_store("ha_master", "ha_nodes", local_buffer_size="4MiB")
 
-
-def _wait(condition: Callable[[], bool], timeout: float, what: str) -> float:
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.25)
-    return time.monotonic() - started
 
 
 def test_leader_killed_under_load_clients_fail_over(request: pytest.FixtureRequest, ha_master: MasterHandle,
@@ -67,10 +59,10 @@ def test_leader_killed_under_load_clients_fail_over(request: pytest.FixtureReque
     runner.join(LOAD_SECONDS + 120)
     assert not runner.is_alive(), "the load did not finish: a store call hung across the failover"
 
-    remount = _wait(lambda: MasterMetrics(ha_master).snapshot()["master_total_capacity_bytes"] == capacity, 60,
+    remount = wait_for(lambda: MasterMetrics(ha_master).snapshot()["master_total_capacity_bytes"] == capacity, 60,
                     f"both store nodes to remount their segments on the new leader {ha_master.endpoint}")
     after = f"{mooncake_run_id}-after"
-    _wait(lambda: ha_store.put(after, value_for(after, SIZE)) == 0, 60, "a put to succeed after the view change")
+    wait_for(lambda: ha_store.put(after, value_for(after, SIZE)) == 0, 60, "a put to succeed after the view change")
     assert ha_store.get(after) == value_for(after, SIZE), "a get after the view change must return the put's bytes"
     reads = [ha_store.get(key) for key in before]
     kept = sum(read == value_for(key, SIZE) for key, read in zip(before, reads, strict=True))

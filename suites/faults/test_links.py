@@ -14,13 +14,14 @@ meanwhile. A read that fits the lease must return the exact bytes.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from pytest_mooncake import MasterHandle, StoreClient, StoreNode, factories
 from pytest_mooncake.faults import LinkFaultUnsupported
 from pytest_mooncake.integrity import value_for
+from pytest_mooncake.probes import wait_for
 from pytest_mooncake.reporting import show
 
 pytestmark = pytest.mark.destructive
@@ -33,14 +34,6 @@ lan_master = factories.mooncake_master_proc(multi_host=True, lease_ttl="500ms", 
 lan_nodes = factories.mooncake_store_nodes("lan_master", count=2, segment_size="32MiB", local_buffer_size="8MiB")
 lan_store = factories.mooncake_store("lan_master", "lan_nodes", local_buffer_size="8MiB")
 
-
-def _wait(condition: Callable[[], bool], timeout: float, what: str) -> float:
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.25)
-    return time.monotonic() - started
 
 
 @pytest.fixture
@@ -135,7 +128,7 @@ def test_partition_expires_the_node_and_heal_brings_it_back(
     segments = lambda: lan_master.admin("/get_all_segments").body.split()  # noqa: E731
 
     faulty.link.partition()
-    expired = _wait(lambda: faulty.segment_name not in segments(), lan_master.client_ttl + 20,
+    expired = wait_for(lambda: faulty.segment_name not in segments(), lan_master.client_ttl + 20,
                     f"the master to expire the partitioned {faulty.name} (client_ttl {lan_master.client_ttl:g} s)")
     for key in cut:
         assert lan_store.get(key) == b"", f"{key} lived only on the partitioned node, yet returned bytes"
@@ -147,7 +140,7 @@ def test_partition_expires_the_node_and_heal_brings_it_back(
     assert lan_store.replica_endpoints(during) == [survivor.segment_name]
 
     faulty.link.heal()
-    rejoined = _wait(lambda: faulty.segment_name in segments(), 60, f"{faulty.name} to remount after the partition")
+    rejoined = wait_for(lambda: faulty.segment_name in segments(), 60, f"{faulty.name} to remount after the partition")
     attempts: list[str] = []
 
     def serves() -> bool:
@@ -162,7 +155,7 @@ def test_partition_expires_the_node_and_heal_brings_it_back(
         attempts.append("exact" if got else "clean miss")
         return bool(got)
 
-    serving = _wait(serves, 30, f"{faulty.name} to serve a put placed on it again after the heal")
+    serving = wait_for(serves, 30, f"{faulty.name} to serve a put placed on it again after the heal")
     show(request.config, f"[partition {faulty.name}] expired by the master after {expired:.1f} s; its "
          f"{len(cut)} keys clean misses, the other node's {len(kept)} exact; remounted {rejoined:.1f} s after the heal, "
          f"serving again {serving:.1f} s later (put then get on it: {', '.join(attempts)})")

@@ -6,13 +6,11 @@ within seconds.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 import pytest
 
 from pytest_mooncake import MasterHandle, MasterMetrics, StoreClient, StoreNode, factories
 from pytest_mooncake.integrity import value_for
+from pytest_mooncake.probes import wait_for
 
 pytestmark = pytest.mark.destructive
 
@@ -26,15 +24,6 @@ restart_master = factories.mooncake_master_proc(lease_ttl="500ms", client_ttl="2
 restart_nodes = factories.mooncake_store_nodes("restart_master", count=1, segment_size="16MiB", local_buffer_size="4MiB")
 restart_store = factories.mooncake_store("restart_master", "restart_nodes", local_buffer_size="4MiB")
 
-
-def _wait(condition: Callable[[], bool], timeout: float, what: str) -> float:
-    """Poll ``condition`` every 0.25 s; the seconds it took, or fail after ``timeout``."""
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.25)
-    return time.monotonic() - started
 
 
 def test_node_loss_keeps_replicas_and_misses_cleanly(loss_master: MasterHandle, loss_nodes: list[StoreNode],
@@ -56,7 +45,7 @@ def test_node_loss_keeps_replicas_and_misses_cleanly(loss_master: MasterHandle, 
 
     doomed.kill()
     # Reads are not retried on another replica until the master drops the dead one (client_ttl).
-    took = _wait(lambda: metrics.snapshot()["master_active_clients"] == clients - 1, loss_master.client_ttl + 15,
+    took = wait_for(lambda: metrics.snapshot()["master_active_clients"] == clients - 1, loss_master.client_ttl + 15,
                  f"the master to expire the killed node (client_ttl {loss_master.client_ttl:g} s)")
 
     for key in replicated + only_survivor:
@@ -81,9 +70,9 @@ def test_non_ha_master_restart_forgets_keys_and_clients_come_back(restart_master
     assert restart_store.put(before, value_for(before, SIZE)) == 0
     restart_master.restart()
     segments = lambda: node.segment_name in restart_master.admin("/get_all_segments").body.split()  # noqa: E731
-    _wait(segments, 30, f"{node.name} to remount its segment on the restarted master")
-    _wait(lambda: restart_store.is_exist(before) >= 0, 30, "the client to reach the restarted master")
+    wait_for(segments, 30, f"{node.name} to remount its segment on the restarted master")
+    wait_for(lambda: restart_store.is_exist(before) >= 0, 30, "the client to reach the restarted master")
     assert restart_store.is_exist(before) == 0, "a non-HA master restart must lose all object metadata"
-    _wait(lambda: restart_store.put(after, value_for(after, SIZE)) == 0, 30, "puts to work again")
+    wait_for(lambda: restart_store.put(after, value_for(after, SIZE)) == 0, 30, "puts to work again")
     assert restart_store.get(after) == value_for(after, SIZE)
     assert MasterMetrics(restart_master).snapshot()["master_total_capacity_bytes"] == node.segment_size
