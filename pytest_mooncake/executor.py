@@ -9,6 +9,8 @@ to the whole process group.
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import subprocess
 from pathlib import Path
 from typing import IO, Any
@@ -133,6 +135,16 @@ class ServiceProcess(mirakuru.Executor):  # type: ignore[misc]
 
     def kill(self, wait: bool = True, sig: int | None = None) -> ServiceProcess:
         pid = self.pid
+        if wait and sig not in (None, signal.SIGKILL) and self.process is not None and self.running():
+            # mirakuru waits for the signalled group without a limit: one that ignores ``sig``
+            # (SIGINT is ignored by whatever a shell started in the background) would hang us.
+            os.killpg(self.process.pid, sig)
+            try:
+                self.process.wait(self.stop_timeout)
+            except subprocess.TimeoutExpired:
+                LOG.warning("%s ignored signal %d for %.0f s; killing it; see %s",
+                            self.name, sig, self.stop_timeout, self.log_path)
+            sig = signal.SIGKILL
         super().kill(wait=wait, sig=sig)
         if self._janitor is not None and pid is not None:
             self._janitor.forget_group(pid)

@@ -234,6 +234,17 @@ def test_kill_sends_its_signal_and_reaps(tmp_path: Path) -> None:
     assert "KeyboardInterrupt" in (tmp_path / "fake.log").read_text()
 
 
+def test_kill_with_an_ignored_signal_escalates_after_the_stop_timeout(tmp_path: Path,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    service = _service(tmp_path, "--banner=READY", "--ignore-sigterm", stop_timeout=1.0).start()
+    pid = service.pid
+    assert pid is not None
+    with caplog.at_level("WARNING", logger="pytest_mooncake.executor"):
+        service.kill(sig=signal.SIGTERM)
+    assert not psutil.pid_exists(pid), "a process that ignores the signal is killed, not waited for forever"
+    assert caplog.messages == [f"fake ignored signal {int(signal.SIGTERM)} for 1 s; killing it; see {tmp_path / 'fake.log'}"]
+
+
 def test_an_unexpected_exit_code_on_stop_is_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     script = tmp_path / "svc"
     script.write_text("#!/bin/sh\ntrap 'exit 3' TERM\necho READY\nwhile :; do sleep 0.1; done\n")

@@ -23,6 +23,9 @@ def main() -> int:
     parser.add_argument("--fork", action="store_true",
                         help="start a worker in our process group (as vLLM or a shell wrapper does) and print its pid")
     args = parser.parse_args()
+    # A shell starts background jobs with SIGINT ignored, and Python then installs no handler:
+    # the tests that stop us with SIGINT must not depend on how pytest was started.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if args.ignore_sigterm:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # inherited by the worker too
     print("fake service starting", flush=True)
