@@ -11,8 +11,9 @@ proxy (``vllm/proxy.py``), whose socket lives in the root namespace.
 from __future__ import annotations
 
 import json
+import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -36,6 +37,20 @@ KV_BLOCK_TOKENS = 128
 BOOTSTRAP_PORT = 8998
 # The connector's registered transfer buffer: a batch of blocks passes through it (the measured setup's value).
 CONNECTOR_BUFFER = 512 * 2**20
+
+
+def split_cores(cores: Iterable[int]) -> tuple[str, str] | None:
+    """Disjoint halves of ``cores`` for the prefiller and the decoder (``VLLM_CPU_OMP_THREADS_BIND``).
+
+    On a CPU host the two would otherwise share every core, and an idle vLLM worker busy-polls
+    its queue for a second after each step (vLLM's shm_broadcast ``busy_loop_s``), taking a core
+    from the other instance: measured on 2 cores, the decoder's hop took ~1 s in every round.
+    Apart, as on their own GPUs, the hit round's median TTFT fell from ~1.05 s to ~0.4 s."""
+    ordered = sorted(cores)
+    if len(ordered) < 2:
+        return None
+    half = len(ordered) // 2
+    return ",".join(map(str, ordered[:half])), ",".join(map(str, ordered[half:]))
 
 
 @dataclass(frozen=True)
@@ -149,6 +164,9 @@ class _Builder:
             path = self.workdir / f"{name}-lmcache.yaml"
             path.write_text(json.dumps(lmcache_config(target)))  # JSON is YAML
             env = {"LMCACHE_CONFIG_FILE": str(path)}
+        halves = split_cores(os.sched_getaffinity(0)) if role in ("kv_producer", "kv_consumer") else None
+        if halves is not None:
+            env = {**env, "VLLM_CPU_OMP_THREADS_BIND": halves[role == "kv_consumer"]}
         args = ("--block-size", str(KV_BLOCK_TOKENS), *vllm_args(topology, role))
         return spawned_vllm(self.config, self.workdir, self.janitor, label=name, args=args, env=env, netns=netns)
 

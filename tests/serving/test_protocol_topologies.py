@@ -10,7 +10,7 @@ from pytest_mooncake.protocol import Protocol
 from pytest_mooncake.scenarios import Scenario
 from pytest_mooncake.vllm.server import Endpoint
 from pytest_mooncake.vllm.tokens import TokenPool
-from pytest_mooncake.vllm.topology import TOPOLOGIES
+from pytest_mooncake.vllm.topology import TOPOLOGIES, split_cores
 
 from .fake_openai_server import FakeOpenAIServer
 
@@ -74,3 +74,10 @@ def test_gpu_only_topologies_skip_on_a_cpu_host_with_the_cause(pytester: pytest.
     result = pytester.runpytest("-rs", f"--mooncake-topology={topology}")
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines([f"SKIPPED * topology {topology}: {cause}*"])
+
+
+def test_prefiller_and_decoder_get_disjoint_halves_of_the_cores() -> None:
+    assert split_cores([3, 1, 2, 0]) == ("0,1", "2,3")
+    assert split_cores([0, 1, 2]) == ("0", "1,2")
+    assert split_cores([0, 1]) == ("0", "1")
+    assert split_cores([5]) is None, "one core cannot be split: no binding"
