@@ -152,7 +152,7 @@ def _prediction(evaluation: Evaluation, explain: Explain) -> None:
     if not hits or not cold:
         return
     prompt = int(statistics.median(r.prompt_tokens or 0 for r in hits))
-    cached = int(statistics.median(r.cached_tokens or 0 for r in hits))
+    cached = int(statistics.median(r.cached_tokens for r in hits))  # hits holds only records with cached tokens
     predicted = predict_hit(explain.shape, prompt, min(cached, prompt), statistics.median(cold), explain.read_bytes_per_s)
     measured = statistics.median(r.ttft_s for r in hits if r.ttft_s is not None)
     evaluation.prediction = {"predicted_ttft_ms": predicted.ttft_s * 1e3, "measured_ttft_ms": measured * 1e3,

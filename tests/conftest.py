@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shlex
 import shutil
 from pathlib import Path
 
@@ -15,6 +17,16 @@ settings.register_profile("reproducible", derandomize=True)
 settings.load_profile("reproducible")
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    """Our own runs never turn into a doctor session unasked. ``--mooncake-doctor`` replaces the
+    test session and exits 0 when its checks pass, so a wrong default of the switch would end every
+    run of this suite green without running a test, the one that checks that default included."""
+    asked = [*config.invocation_params.args, *config.getini("addopts"), *shlex.split(os.environ.get("PYTEST_ADDOPTS", ""))]
+    if config.getoption("mooncake_doctor", False) and "--mooncake-doctor" not in asked:
+        raise pytest.UsageError("--mooncake-doctor is on though this run did not ask for it: its default must be False")
 
 
 def _can_make_namespaces() -> bool:

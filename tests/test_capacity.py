@@ -12,6 +12,7 @@ from pytest_mooncake.capacity import (
     Gpu,
     ModelShape,
     min_load_bandwidth,
+    predict_hit,
     recompute_seconds,
 )
 
@@ -131,3 +132,14 @@ def test_one_gpu_by_default_and_a_one_token_prefix_is_valid() -> None:
     assert recompute_seconds(LLAMA3_70B, 8192, "H100") == recompute_seconds(LLAMA3_70B, 8192, "H100", 1)
     assert recompute_seconds(LLAMA3_70B, 8192, "H100", 8) == recompute_seconds(LLAMA3_70B, 8192, "H100") / 8
     assert min_load_bandwidth(LLAMA3_70B, 1, "H100") == LLAMA3_70B.kv_bytes(1) / recompute_seconds(LLAMA3_70B, 1, "H100")
+
+
+def test_predict_hit_accepts_the_edges_of_its_inputs() -> None:
+    """Nothing cached, a one-token prompt and a bandwidth under 1 byte/s are all valid inputs."""
+    shape = ModelShape(2, 64, 4, 2, 16, 128, 100, dtype_bytes=2)  # KV: 2 layers x 2 x 2 heads x 16 x 2 = 256 bytes a token
+    miss = predict_hit(shape, 512, 0, 2.0, 1e6)
+    assert (miss.compute_s, miss.load_s, miss.kv_bytes) == (2.0, 0.0, 0)  # the whole cold prefill, nothing to load
+    one = predict_hit(shape, 1, 1, 2.0, 1e6)
+    assert (one.compute_s, one.kv_bytes) == (0.0, 256) and one.load_s == 256 / 1e6
+    slow = predict_hit(shape, 1, 1, 2.0, 0.5)
+    assert slow.load_s == 512.0  # 256 bytes at half a byte a second

@@ -181,3 +181,14 @@ def test_the_reader_is_named_in_the_data() -> None:
     reader = Endpoint("http://127.0.0.1:2/v1", "m", spawned=False, label="reader")
     data = evaluate(dataclasses.replace(_run("cross-instance", 7168.0), hit_endpoint=reader), {}).data()
     assert (data["topology"], data["hit_endpoint"]) == ("cross-instance", "reader")
+
+
+def test_the_note_converts_bytes_per_second_and_seconds_exactly() -> None:
+    """896 cached tokens x 4,096 bytes = 3.5 MiB of KV. At 36,700,160 bytes/s it loads in exactly 100 ms (0.04 GB/s);
+    at 2,125,000,001 bytes/s, 2.125000001 GB/s, printed 2.13, in 3,670,016 / 2,125,000,001 s = 1.7 ms."""
+    shape = MODELS["ci-tiny-llama"]
+    slow = evaluate(_run("mooncake-store", 7168.0), {}, explain=Explain(shape, 36_700_160))
+    assert "+ loading 3.5 MiB of KV at 0.04 GB/s 100.0 ms; measured 103.5 ms" in slow.notes[-1]
+    fast = evaluate(_run("mooncake-store", 7168.0), {}, explain=Explain(shape, 2_125_000_001))
+    assert "+ loading 3.5 MiB of KV at 2.13 GB/s 1.7 ms; measured 103.5 ms" in fast.notes[-1]
+    assert fast.prediction is not None and fast.prediction["read_gbps"] == pytest.approx(2.125000001, rel=1e-12)

@@ -125,12 +125,39 @@ def test_extras_reach_the_config() -> None:
          "--mooncake-master=HOST:PORT, or drop it to spawn a local cluster."),
         ({"store_nodes": 0},
          "mooncake_store_nodes = 0 (from test): a spawned cluster needs at least 1 store node to hold data."),
+        ({"reader_url": "http://r:8000/v1", "openai_base_url": "http://w:8000/v1"},  # not a cross-instance topology
+         "mooncake_reader_url (from test) is the second instance of an attached cross-instance topology. Fix: also "
+         "give --mooncake-topology=cross-instance and --mooncake-openai-base-url=WRITER_URL, or drop it."),
+        ({"reader_url": "http://r:8000/v1", "topology": "cross-instance"},  # a spawned writer, not an attached one
+         "mooncake_reader_url (from test) is the second instance of an attached cross-instance topology. Fix: also "
+         "give --mooncake-topology=cross-instance and --mooncake-openai-base-url=WRITER_URL, or drop it."),
+        ({"topology": "cross-instance", "openai_base_url": "http://w:8000/v1"},
+         "mooncake_topology = 'cross-instance' (from test) against an attached endpoint needs the instance that "
+         "serves the hit rounds. Fix: give --mooncake-reader-url=http://HOST:PORT/v1."),
+        ({"ha_masters": 1},
+         "mooncake_ha_masters = 1 (from test): high availability needs at least 2 masters (0 spawns one plain master)."),
     ],
 )
 def test_inconsistent_settings_say_how_to_fix_them(changes: dict[str, object], message: str) -> None:
     with pytest.raises(pytest.UsageError) as info:
         _finish(**changes)
     assert str(info.value) == message
+
+
+def test_a_negative_ha_master_count_is_refused_where_it_is_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(pytest.UsageError) as info:
+        _load(monkeypatch, cli={"mooncake_ha_masters": "-1"})
+    assert str(info.value) == ("mooncake_ha_masters = '-1' (from command line --mooncake-ha-masters): expected a whole "
+                               "number >= 0.\nSet it with --mooncake-ha-masters, the ini key mooncake_ha_masters, or the "
+                               "environment variable MOONCAKE_HA_MASTERS.")
+
+
+def test_consistent_topology_and_ha_settings_are_fine() -> None:
+    attached = _finish(topology="cross-instance", openai_base_url="http://w:8000/v1", reader_url="http://r:8000/v1")
+    assert (attached.topology, attached.openai_base_url, attached.reader_url) == (
+        "cross-instance", "http://w:8000/v1", "http://r:8000/v1")
+    assert _finish(topology="cross-instance").reader_url is None  # spawned: the plugin starts both instances
+    assert (_finish(ha_masters=0).ha_masters, _finish(ha_masters=2).ha_masters) == (0, 2)
 
 
 def test_compare_fail_with_a_baseline_is_fine() -> None:
@@ -184,6 +211,9 @@ def test_every_setting_is_one_cli_option_and_one_ini_key() -> None:
     percent = next(s for s in SETTINGS if "%" in s.help)
     assert ((percent.flag,), {"dest": percent.ini, "default": None, "metavar": percent.metavar,
                               "help": percent.help.replace("%", "%%")}) in parser.options, "argparse %-formats help"
+    switch = SETTINGS_BY_NAME["multi_host"]  # yes/no in ini, environment and YAML; a bare switch on the command line
+    assert (("--mooncake-multi-host",), {"dest": "mooncake_multi_host", "default": None, "action": "store_const",
+                                         "const": True, "help": switch.help}) in parser.options
     assert parser.inis == [((s.ini,), {"help": s.help, "default": None}) for s in SETTINGS]
     assert parser.options[-1] == (("--mooncake-doctor",), {
         "action": "store_true", "default": False,

@@ -125,3 +125,15 @@ def test_a_single_cached_token_contaminates() -> None:
     run = _control(*SAME)
     run.rounds[1].records[0] = dataclasses.replace(run.rounds[1].records[0], cached_tokens=1)
     assert evaluate(run, {"control_gain": LIMIT}).verdicts[0].outcome == FAILED
+
+
+def test_the_control_is_judged_on_the_statistic_asked_for() -> None:
+    """One slow cold request doubles the cold mean (16 s / 8 = 2 s) but leaves the median at 1 s: on the mean, hits
+    of 1 s are a 50% gain; on the median, none. The mean's interval reaches down to no gain (a third of the
+    resamples, (7/8)^8, miss the slow request), so that control is INCONCLUSIVE, the median's clean."""
+    cold, hit = [1.0] * 7 + [9.0], [1.0] * 8
+    mean = evaluate(_control(cold, hit), {"control_gain": LIMIT}, statistic="mean").verdicts[0]
+    assert mean.effect == pytest.approx(0.5) and mean.outcome == INCONCLUSIVE
+    assert mean.message.startswith("negative control: gain 50.0% (95% CI ") and "mean of n=8 vs n=8" in mean.message
+    median = evaluate(_control(cold, hit), {"control_gain": LIMIT}).verdicts[0]
+    assert median.effect == 0.0 and median.outcome == PASSED and "median of n=8 vs n=8" in median.message
