@@ -135,17 +135,17 @@ class ServiceProcess(mirakuru.Executor):  # type: ignore[misc]
 
     def kill(self, wait: bool = True, sig: int | None = None) -> ServiceProcess:
         pid = self.pid
-        if wait and sig not in (None, signal.SIGKILL) and self.process is not None and self.running():
-            # mirakuru waits for the signalled group without a limit: one that ignores ``sig``
-            # (SIGINT is ignored by whatever a shell started in the background) would hang us.
+        if sig not in (None, signal.SIGKILL) and self.process is not None and self.running():
+            # mirakuru waits for the signalled group without a limit (with wait=False too: its
+            # Popen.__exit__ waits), so one that ignores ``sig`` would hang us; SIGINT is ignored
+            # by whatever a shell started in the background.
             os.killpg(self.process.pid, sig)
             try:
                 self.process.wait(self.stop_timeout)
             except subprocess.TimeoutExpired:
                 LOG.warning("%s ignored signal %d for %.0f s; killing it; see %s",
                             self.name, sig, self.stop_timeout, self.log_path)
-            sig = signal.SIGKILL
-        super().kill(wait=wait, sig=sig)
+        super().kill(wait=wait)  # mirakuru's kill signal, SIGKILL, for whatever is left of the group
         if self._janitor is not None and pid is not None:
             self._janitor.forget_group(pid)
         return self
