@@ -49,7 +49,9 @@ def default_scenarios(max_model_len: int) -> dict[str, Scenario]:
     long_doc = min(32768, max_model_len) - 512
     return {
         "high_reuse": Scenario("high_reuse", 8, 3584, 128, reuse=1.0),
-        # A mean over a mixed round: 12 a round left 16.9 .. 42.0% around 31.5% on a quiet CI host.
+        # Judged on each half's median, weighted by its share: the mean (12 a round: 16.9 .. 42.0%;
+        # 24: 19.5 .. 53.2% around 38.9%, with 4 of 24 cold requests stalled 2.5x by the busy
+        # host) swung with single stalls; the same 24 give 29.9 .. 43.9% on the weighted medians.
         "medium_reuse": Scenario("medium_reuse", 24, 3584, 128, reuse=0.5),
         # The control's power grows with n: on a busy 2-core host 8 a round left intervals of
         # +-40%, 16 and 24 still -4 .. +18%.

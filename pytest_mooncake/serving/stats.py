@@ -139,7 +139,10 @@ def bootstrap(
 
     ``b`` may be given as strata (lists of values): a round that mixes reusing and fresh
     requests by design is resampled within each stratum, so the interval reflects timing
-    noise, not a random re-draw of the mix the test fixed.
+    noise, not a random re-draw of the mix the test fixed. Its statistic is each stratum's,
+    weighted by the stratum's share: for the mean that is the pooled mean; for the median it
+    is the typical request of each kind in the designed mix (the pooled median of a half-hit,
+    half-cold round lands between the two and jumps with every resample).
     """
     if effect not in EFFECTS or statistic not in STATISTICS:
         raise ValueError(f"effect must be one of {sorted(EFFECTS)} and statistic one of {sorted(STATISTICS)}, "
@@ -149,15 +152,20 @@ def bootstrap(
         raise ValueError(f"an effect needs values on both sides, got {xa.size} and {sum(s.size for s in strata)}; "
                          "were all requests of a round errors?")
     stat, fn = STATISTICS[statistic], EFFECTS[effect]
-    xb = np.concatenate(strata)
-    if stat(xa) <= 0 or stat(xb) <= 0:
-        raise ValueError(f"the {statistic}s are {stat(xa):g} and {stat(xb):g}; a relative effect needs both > 0")
+    n_b = sum(s.size for s in strata)
+
+    def mixed(samples: list[np.ndarray]) -> Any:
+        return sum(s.size / n_b * stat(sample, axis=-1) for s, sample in zip(strata, samples, strict=True))
+
+    point_a, point_b = stat(xa), mixed(strata)
+    if point_a <= 0 or point_b <= 0:
+        raise ValueError(f"the {statistic}s are {point_a:g} and {point_b:g}; a relative effect needs both > 0")
     rng = np.random.default_rng(seed)
     boot_a = stat(rng.choice(xa, size=(resamples, xa.size)), axis=1)
-    boot_b = stat(np.concatenate([rng.choice(s, size=(resamples, s.size)) for s in strata], axis=1), axis=1)
+    boot_b = mixed([rng.choice(s, size=(resamples, s.size)) for s in strata])
     with np.errstate(divide="ignore", invalid="ignore"):
         low, high = np.nanpercentile(fn(boot_a, boot_b), [2.5, 97.5])
-    return Estimate(effect, statistic, float(fn(stat(xa), stat(xb))), float(low), float(high), int(xa.size), int(xb.size))
+    return Estimate(effect, statistic, float(fn(point_a, point_b)), float(low), float(high), int(xa.size), n_b)
 
 
 @dataclass(frozen=True)

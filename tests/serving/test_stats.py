@@ -78,6 +78,18 @@ def test_strata_keep_the_designed_mix() -> None:
     assert strata.ci_high - strata.ci_low < (pooled.ci_high - pooled.ci_low) / 2
 
 
+def test_a_median_over_strata_weights_each_kind_of_request_by_its_share() -> None:
+    """A half-hit, half-cold round: the pooled median falls in the gap between the two kinds and
+    swings with every resample; the stratified one is each kind's median in the designed mix."""
+    cold = [1.0, 1.1, 0.9, 1.0, 3.0, 1.05, 0.95, 1.0]
+    fast, slow = [0.1, 0.12, 0.09, 0.6], [1.0, 0.9, 1.1, 2.5]
+    estimate = bootstrap(cold, [fast, slow])
+    assert estimate.value == pytest.approx(1 - (0.5 * np.median(fast) + 0.5 * np.median(slow)) / np.median(cold))
+    assert (estimate.ci_low, estimate.ci_high) == _reference_interval(cold, [fast, slow], np.median, lambda x, y: 1 - y / x)
+    uneven = bootstrap(cold, [fast[:1], slow])
+    assert uneven.value == pytest.approx(1 - (0.2 * fast[0] + 0.8 * np.median(slow)) / np.median(cold))
+
+
 def test_bootstrap_refuses_what_it_cannot_compute() -> None:
     with pytest.raises(ValueError, match="all requests of a round errors"):
         bootstrap([1.0], [])
@@ -122,10 +134,13 @@ def test_three_outcomes_with_their_words(hit_level: float, outcome: str) -> None
 def _reference_interval(a: list[float], strata: list[list[float]], stat: Callable[..., Any], effect: Callable[..., Any],
                         resamples: int = 4000, seed: int = 0) -> tuple[float, float]:
     """The seeded 95% percentile bootstrap written out from its definition: the side ``a`` is drawn first,
-    then each stratum; every resample is summarised by the same statistic as the point estimate."""
+    then each stratum; every resample is summarised by the same statistic as the point estimate, the
+    strata's statistics weighted by their shares."""
     rng = np.random.default_rng(seed)
     boot_a = stat(rng.choice(np.asarray(a), size=(resamples, len(a))), axis=1)
-    boot_b = stat(np.concatenate([rng.choice(np.asarray(s), size=(resamples, len(s))) for s in strata], axis=1), axis=1)
+    n_b = sum(len(s) for s in strata)
+    draws = [rng.choice(np.asarray(s), size=(resamples, len(s))) for s in strata]
+    boot_b = sum(len(s) / n_b * stat(d, axis=1) for s, d in zip(strata, draws))
     low, high = np.percentile(effect(boot_a, boot_b), [2.5, 97.5])
     return float(low), float(high)
 
