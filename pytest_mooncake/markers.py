@@ -17,6 +17,8 @@ SCENARIOS = {
     "cold_start": "first requests against an empty cache",
     "long_context_high_reuse": "long shared documents asked many questions",
 }
+# The guides' names for our scenarios, accepted wherever scenarios are named.
+SCENARIO_ALIASES = {"multi_turn_conversation": "multi_turn"}
 CAPABILITIES = {
     "requires_rdma": "needs an RDMA device (pyverbs) and --mooncake-protocol=rdma",
     "requires_gpu": "needs a CUDA GPU",

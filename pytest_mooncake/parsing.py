@@ -8,8 +8,10 @@ the valid forms in its message.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
 from urllib.parse import urlsplit
 
 _SIZE_UNITS = {
@@ -225,6 +227,10 @@ def parse_bool(value: object) -> bool:
     return text in _TRUE
 
 
+def parse_path(value: object) -> Path:
+    return Path(str(value)).expanduser()
+
+
 def parse_text(value: object) -> str:
     return str(value).strip()
 
@@ -249,3 +255,34 @@ def choice(*allowed: str) -> Callable[[object], str]:
         return text
 
     return parse
+
+
+# The metrics --mooncake-compare-fail may gate; baseline.METRICS reads them
+# (tests/test_options_units.py keeps the two in step).
+COMPARE_METRICS = ("ttft_mean", "ttft_p90", "ttft_p99", "tpot_mean", "e2e_p90", "throughput", "output_throughput",
+                   "hit_rate")
+_RULE = re.compile(r"^(\w+):(\d+(?:\.\d+)?)%$")
+
+
+def parse_rules(value: object) -> Mapping[str, float]:
+    """``ttft_p90:10%,throughput:5%`` -> {"ttft_p90": 0.10, "throughput": 0.05}."""
+    rules: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in str(value).split(","))):
+        match = _RULE.match(item)
+        if not match or match.group(1) not in COMPARE_METRICS:
+            raise ValueError(f"expected METRIC:PERCENT% with METRIC one of {', '.join(COMPARE_METRICS)} (got {item!r})")
+        rules[match.group(1)] = float(match.group(2)) / 100
+    return MappingProxyType(rules)
+
+
+# The evaluation report's formats; report.cli offers the same (tests/test_options_units.py).
+REPORT_FORMATS = ("md", "html")
+
+
+def parse_formats(value: object) -> tuple[str, ...]:
+    """``md,html`` -> ("md", "html"); empty -> ()."""
+    formats = tuple(dict.fromkeys(part.strip() for part in str(value).split(",") if part.strip()))
+    unknown = [f for f in formats if f not in REPORT_FORMATS]
+    if unknown:
+        raise ValueError(f"unknown report format {', '.join(unknown)}; expected md, html or md,html")
+    return formats
