@@ -12,7 +12,6 @@ an A/B record), so a baseline compares like with like: what the cache delivers.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,7 +63,6 @@ METRICS: dict[str, Metric] = {
 DEFAULT_SHOWN = ("ttft_mean", "ttft_p90", "tpot_mean", "throughput")
 # Machine fields whose difference makes a comparison measure the hardware, not the change.
 MACHINE_FIELDS = ("hostname", "cpus", "gpus", "platform")
-_RULE = re.compile(r"^(\w+):(\d+(?:\.\d+)?)%$")
 
 
 @dataclass(frozen=True)
@@ -100,17 +98,6 @@ class Comparison:
         relation = (">" if sign > 0 else "<") if self.regressed else ("<=" if sign > 0 else ">=")
         limit = f"{sign * self.allowed * 100:+g}%" if sign < 0 else f"{self.allowed * 100:g}%"
         return f"{text} {relation} {limit})"
-
-
-def parse_rules(text: str) -> dict[str, float]:
-    """``ttft_p90:10%,throughput:5%`` -> {"ttft_p90": 0.10, "throughput": 0.05}."""
-    rules: dict[str, float] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        match = _RULE.match(item)
-        if not match or match.group(1) not in METRICS:
-            raise ValueError(f"expected METRIC:PERCENT% with METRIC one of {', '.join(METRICS)} (got {item!r})")
-        rules[match.group(1)] = float(match.group(2)) / 100
-    return rules
 
 
 def baseline_path(results_dir: Path, name: str) -> Path:

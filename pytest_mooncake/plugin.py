@@ -10,7 +10,7 @@ from _pytest.main import wrap_session  # how pytest runs --fixtures: a session w
 
 from . import baseline, factories, markers, reporting_plugin
 from .doctor import run_checks
-from .options import MooncakeConfig, add_options, load_config
+from .options import CONFIG_KEY, MooncakeConfig, add_options, load_config
 from .results import Results
 from .session import STATE_KEY, SessionState, get_config, state
 from .vllm.topology import TOPOLOGIES
@@ -31,9 +31,10 @@ def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     markers.register(config)
-    config.stash[STATE_KEY] = SessionState(load_config(config), rootdir=config.rootpath)
+    settings = load_config(config)
+    config.stash[CONFIG_KEY] = settings
+    config.stash[STATE_KEY] = SessionState(settings, rootdir=config.rootpath)
     config.pluginmanager.register(reporting_plugin, "mooncake-reporting")
-    settings = get_config(config)
     if settings.compare:
         try:
             baseline.load(state(config).results.directory, settings.compare)

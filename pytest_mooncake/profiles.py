@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from .markers import PERF_KEYS, thresholds
-from .session import get_config
+from .options import CONFIG_KEY
 
 # In the wheel (pyproject maps ci/profiles there) and beside the package in a source checkout;
 # the project's rootdir is searched first.
@@ -81,7 +81,7 @@ def load_profile(name: str, rootdir: Path) -> Profile:
 def session_profile(config: pytest.Config) -> Profile | None:
     """The session's profile, loaded once; UsageError when it cannot be."""
     if _LOADED not in config.stash:
-        name = get_config(config).profile
+        name = config.stash[CONFIG_KEY].profile
         try:
             config.stash[_LOADED] = load_profile(name, config.rootpath) if name else None
         except ValueError as exc:

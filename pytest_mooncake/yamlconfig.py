@@ -1,21 +1,18 @@
-"""The original guides' test-config YAML, mapped onto our settings.
+"""The original guides' test-config YAML (guide 001 ``test_config.yaml``, guide 002
+``test_config_simple.yaml``), read onto our settings.
 
-Accepted keys (guide 001 ``test_config.yaml`` and guide 002
-``test_config_simple.yaml``): ``proxy.url``, ``openai_api.{base_url,api_key,model_name}``,
-``model.{name,max_tokens,temperature}``, ``machines.<name>.ip``,
-``mooncake.{protocol,device_name,global_segment_size,local_buffer_size,master_ip,
-master_port,metadata_port,metrics_port}``, ``test_scenarios`` (a mapping of
-scenario definitions, keys in ``SCENARIO_KEYS``), ``scenarios`` (a list of names) and
-``test.{rounds,requests_per_scenario,concurrency}``. Any setting name
-(``store_nodes: 3``) is accepted at the top level as well. Any other key, and any bad
-scenario value, is a usage error at start-up: a ``mooncak:`` typo must not turn an attach
+Every key but two comes from the settings' declarations (``settings.Setting``: the guides'
+``section.key`` paths, values joined from several keys, the setting's own name at the top level).
+The two are the guides' structures: ``test_scenarios`` (scenario definitions, keys in
+``SCENARIO_KEYS``, whose names also select the scenarios) and ``machines.<name>.ip``. Any other key,
+and any bad scenario value, is a usage error at start-up: a ``mooncak:`` typo must not turn an attach
 run into a spawn run.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,34 +20,12 @@ import pytest
 import yaml
 
 from . import parsing as p
-from .markers import PERF_KEYS
-from .options import SETTINGS_BY_NAME
+from .markers import PERF_KEYS, SCENARIO_ALIASES
+from .settings import Setting
 
 EXTRA_KEYS = ("scenario_definitions", "machines")
-# The guides' name for a scenario -> our marker name.
-SCENARIO_ALIASES = {"multi_turn_conversation": "multi_turn"}
-
-_SECTION_KEYS: dict[str, dict[str, str]] = {
-    "proxy": {"url": "openai_base_url"},
-    "openai_api": {"base_url": "openai_base_url", "api_key": "api_key", "model_name": "model"},
-    "model": {"name": "model", "max_tokens": "max_tokens", "temperature": "temperature"},
-    "mooncake": {
-        "protocol": "protocol",
-        "device_name": "rdma_devices",
-        "global_segment_size": "segment_size",
-        "local_buffer_size": "local_buffer_size",
-    },
-    "test": {
-        "rounds": "rounds",
-        "requests_per_scenario": "requests_per_scenario",
-        "concurrency": "concurrency",
-    },
-}
-# Handled by _mooncake_endpoints, not by the table.
-_ENDPOINT_KEYS = {"master_ip", "master_port", "metadata_port", "metrics_port"}
-# Later sections win: guide 002 carries both openai_api.model_name and model.name.
-_SECTION_ORDER = ("proxy", "openai_api", "model", "mooncake", "test")
-_TOP_LEVEL_KEYS = (*_SECTION_ORDER, "test_scenarios", "scenarios", "machines")
+# The guides' structures beside the settings' keys.
+_STRUCTURES = ("test_scenarios", "machines")
 
 # The keys of a test_scenarios entry and their parsers; the thresholds (PERF_KEYS) pass
 # through to the test's mooncake_perf marker.
@@ -142,19 +117,33 @@ def _read_document(path: Path) -> Mapping[str, Any]:
     return document
 
 
-def _mooncake_endpoints(reader: _Reader, section: Mapping[str, Any]) -> None:
-    host = section.get("master_ip")
-    if host is None:
-        stray = sorted(_ENDPOINT_KEYS & set(section) - {"master_ip"})
-        if stray:
-            raise reader.fail(f"mooncake.{stray[0]}", "needs mooncake.master_ip beside it")
-        return
-    port = section.get("master_port", 50051)
-    reader.put("master", f"{host}:{port}", "mooncake.master_ip/master_port")
-    if "metadata_port" in section:
-        reader.put("metadata_url", f"http://{host}:{section['metadata_port']}/metadata", "mooncake.metadata_port")
-    if "metrics_port" in section:
-        reader.put("metrics_url", f"http://{host}:{section['metrics_port']}", "mooncake.metrics_port")
+def _sections(settings: Sequence[Setting]) -> dict[str, set[str]]:
+    """Section -> the keys the settings read from it, joined ones included."""
+    sections: dict[str, set[str]] = {}
+    for setting in settings:
+        paths = [*setting.yaml, *(setting.joined.paths if setting.joined else ())]
+        for section, key in (path.split(".", 1) for path in paths):
+            sections.setdefault(section, set()).add(key)
+    return sections
+
+
+def _joined(reader: _Reader, document: Mapping[str, Any], settings: Sequence[Setting]) -> None:
+    """Values spread over several keys; a key whose partners are missing is an error, not ignored."""
+    used: set[str] = set()
+    spread = [(setting, setting.joined) for setting in settings if setting.joined]
+    for setting, joined in spread:
+        section = reader.section(document, joined.section)
+        parts = {**joined.defaults, **{key: section[key] for key in joined.keys if key in section}}
+        if all(key in parts for key in joined.keys):
+            reader.put(setting.name, joined.template.format(**parts), " + ".join(joined.paths))
+            used.update(f"{joined.section}.{key}" for key in joined.keys if key in section)
+    for _, joined in spread:
+        section = reader.section(document, joined.section)
+        for key in joined.keys:
+            if key in section and f"{joined.section}.{key}" not in used:
+                missing = [path for k, path in zip(joined.keys, joined.paths, strict=True)
+                           if k not in section and k not in joined.defaults]
+                raise reader.fail(f"{joined.section}.{key}", f"needs {' and '.join(missing)} beside it")
 
 
 def _scenarios(reader: _Reader, document: Mapping[str, Any]) -> None:
@@ -165,12 +154,8 @@ def _scenarios(reader: _Reader, document: Mapping[str, Any]) -> None:
             {SCENARIO_ALIASES.get(k, k): parse_scenario(k, v, source) for k, v in definitions.items()},
             "YAML test_scenarios",
         )
-        reader.put("scenarios", [SCENARIO_ALIASES.get(k, k) for k in definitions], "test_scenarios")
-    names = document.get("scenarios")
-    if names is not None:
-        if not isinstance(names, list):
-            raise reader.fail("scenarios", f"must be a list of scenario names, got {names!r}")
-        reader.put("scenarios", [SCENARIO_ALIASES.get(str(n), str(n)) for n in names], "scenarios")
+        # The scenarios to run, unless a top-level scenarios list says otherwise.
+        reader.put("scenarios", list(definitions), "test_scenarios")
 
 
 def _machines(reader: _Reader, document: Mapping[str, Any]) -> None:
@@ -184,27 +169,35 @@ def _machines(reader: _Reader, document: Mapping[str, Any]) -> None:
         reader.values["machines"] = (machines, "YAML machines")
 
 
-def load_yaml_settings(path: Path) -> dict[str, tuple[object, str]]:
-    """Raw values with their sources (parsing happens later); UsageError on a key we do not know."""
+def _lookup(reader: _Reader, document: Mapping[str, Any], path: str) -> tuple[bool, object]:
+    """Whether the document holds ``path`` ("key" or "section.key") and its value, null included."""
+    *section, key = path.split(".", 1)
+    body = reader.section(document, section[0]) if section else document
+    return key in body, body.get(key)
+
+
+def load_yaml_settings(path: Path, settings: Sequence[Setting]) -> dict[str, tuple[object, str]]:
+    """Raw values of ``settings`` with their sources (parsing happens later); UsageError on a key
+    that none of them, nor the guides' structures, reads."""
     reader = _Reader(path)
     document = _read_document(path)
-    for name in _SECTION_ORDER:
-        section = reader.section(document, name)
-        table = _SECTION_KEYS[name]
-        for key, value in section.items():
-            if key in table:
-                reader.put(table[key], value, f"{name}.{key}")
-            elif not (name == "mooncake" and key in _ENDPOINT_KEYS):
-                accepted = [*table, *(_ENDPOINT_KEYS if name == "mooncake" else ())]
+    sections = _sections(settings)
+    for name, accepted in sections.items():
+        for key in reader.section(document, name):
+            if key not in accepted:
                 raise _unknown_key(f"{path}: section {name!r}", key, accepted)
-    _mooncake_endpoints(reader, reader.section(document, "mooncake"))
+    _joined(reader, document, settings)
     _scenarios(reader, document)
     _machines(reader, document)
-    settings = [name for name in SETTINGS_BY_NAME if name != "config"]
-    for key, value in document.items():
-        if key in _TOP_LEVEL_KEYS:
-            continue
-        if key not in settings:
-            raise _unknown_key(f"{path}: top level", key, [*_TOP_LEVEL_KEYS, *settings])
-        reader.put(key, value, key)
+    top_level = {*sections, *_STRUCTURES, *(s.name for s in settings if s.top_level)}
+    for key in document:
+        if key not in top_level:
+            raise _unknown_key(f"{path}: top level", key, top_level)
+    for setting in settings:
+        # A setting named like a guides' section (model) leaves that name to the section.
+        for key in (key for key in setting.yaml_keys if key not in sections):
+            found, value = _lookup(reader, document, key)
+            if found:
+                reader.put(setting.name, value, key)
+                break
     return reader.values

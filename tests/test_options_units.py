@@ -6,6 +6,7 @@ these call it directly, so a wrong source, default or message is caught without 
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,8 @@ import pytest
 
 from pytest_mooncake import options
 from pytest_mooncake.options import SETTINGS, SETTINGS_BY_NAME, MooncakeConfig, add_options, load_config
+from pytest_mooncake.parsing import COMPARE_METRICS, REPORT_FORMATS
+from pytest_mooncake.yamlconfig import load_yaml_settings
 
 from .conftest import REPO
 
@@ -84,12 +87,8 @@ def test_a_bad_value_names_its_source_and_every_route(monkeypatch: pytest.Monkey
 
 
 def _finish(**changes: object) -> MooncakeConfig:
-    values = {s.name: s.default for s in SETTINGS}
-    sources = {name: "default" for name in values}
-    for name, value in changes.items():
-        values[name] = SETTINGS_BY_NAME[name].parse(value)
-        sources[name] = "test"
-    return options._finish(values, sources, {})
+    given = {name: SETTINGS_BY_NAME[name].parse(value) for name, value in changes.items()}
+    return options._finish(given, dict.fromkeys(given, "test"), {})
 
 
 def test_spawn_defaults() -> None:
@@ -108,9 +107,7 @@ def test_attach_defaults_follow_the_master() -> None:
 
 
 def test_extras_reach_the_config() -> None:
-    values = {s.name: s.default for s in SETTINGS}
-    config = options._finish(values, dict.fromkeys(values, "default"),
-                             {"scenario_definitions": {"rag": {"num_requests": 4}}, "machines": {"a": "10.0.0.1"}})
+    config = options._finish({}, {}, {"scenario_definitions": {"rag": {"num_requests": 4}}, "machines": {"a": "10.0.0.1"}})
     assert dict(config.scenario_definitions) == {"rag": {"num_requests": 4}} and dict(config.machines) == {"a": "10.0.0.1"}
     assert dict(_finish().scenario_definitions) == {} and dict(_finish().machines) == {}
 
@@ -207,15 +204,82 @@ def test_every_setting_is_one_cli_option_and_one_ini_key() -> None:
     assert parser.groups == [("mooncake", "Mooncake services and KV-cache acceptance suites")]
     speed = SETTINGS_BY_NAME["trace_speed"]
     assert (("--mooncake-trace-speed",), {"dest": "mooncake_trace_speed", "default": None, "metavar": "X",
-                                          "help": speed.help}) in parser.options
+                                          "help": speed.help + " (default: 1.0)"}) in parser.options
     percent = next(s for s in SETTINGS if "%" in s.help)
     assert ((percent.flag,), {"dest": percent.ini, "default": None, "metavar": percent.metavar,
-                              "help": percent.help.replace("%", "%%")}) in parser.options, "argparse %-formats help"
+                              "help": percent.cli_help.replace("%", "%%")}) in parser.options, "argparse %-formats help"
     switch = SETTINGS_BY_NAME["multi_host"]  # yes/no in ini, environment and YAML; a bare switch on the command line
     assert (("--mooncake-multi-host",), {"dest": "mooncake_multi_host", "default": None, "action": "store_const",
-                                         "const": True, "help": switch.help}) in parser.options
-    assert parser.inis == [((s.ini,), {"help": s.help, "default": None}) for s in SETTINGS]
+                                         "const": True, "help": switch.help + " (default: no)"}) in parser.options
+    assert parser.inis == [((s.ini,), {"help": s.cli_help, "default": None}) for s in SETTINGS]
     assert parser.options[-1] == (("--mooncake-doctor",), {
         "action": "store_true", "default": False,
         "help": "Check every configured endpoint (one line each, with the fix) and exit"})
     assert len(parser.options) == len(SETTINGS) + 1
+
+
+@pytest.mark.parametrize(
+    ("mooncake", "values"),
+    [
+        ("master_ip: 10.0.0.5", {"master": ("10.0.0.5:50051", "mooncake.master_ip + mooncake.master_port")}),
+        ("master_ip: h\n  metrics_port: 9", {"master": ("h:50051", "mooncake.master_ip + mooncake.master_port"),
+                                            "metrics_url": ("http://h:9", "mooncake.master_ip + mooncake.metrics_port")}),
+    ],
+)
+def test_yaml_values_joined_from_several_keys(tmp_path: Path, mooncake: str, values: dict[str, tuple[str, str]]) -> None:
+    yaml = tmp_path / "c.yaml"
+    yaml.write_text(f"mooncake:\n  {mooncake}\n")
+    assert load_yaml_settings(yaml, SETTINGS) == {name: (value, f"YAML {yaml} key {key}") for name, (value, key) in values.items()}
+
+
+@pytest.mark.parametrize("stray", ["master_port: 1", "metadata_port: 8080"])
+def test_a_joined_key_without_its_partner_stops_the_run(tmp_path: Path, stray: str) -> None:
+    yaml = tmp_path / "c.yaml"
+    yaml.write_text(f"mooncake:\n  {stray}\n")
+    with pytest.raises(pytest.UsageError) as info:
+        load_yaml_settings(yaml, SETTINGS)
+    key = stray.split(":")[0]
+    assert str(info.value).startswith(f"{yaml}: key 'mooncake.{key}' needs mooncake.master_ip beside it.\n")
+
+
+def test_a_top_level_name_beats_the_guides_keys_and_a_section_keeps_its_name(tmp_path: Path) -> None:
+    yaml = tmp_path / "c.yaml"
+    yaml.write_text("max_tokens: 5\nmodel:\n  max_tokens: 6\n  name: m\nscenarios: multi_turn_conversation,rag\n")
+    values = load_yaml_settings(yaml, SETTINGS)
+    assert (values["max_tokens"][0], values["model"][0]) == (5, "m")
+    assert SETTINGS_BY_NAME["scenarios"].parse(values["scenarios"][0]) == ("multi_turn", "rag")
+
+
+def test_defaults_are_declared_in_the_forms_users_write() -> None:
+    lease = SETTINGS_BY_NAME["lease_ttl"]
+    assert (lease.default_text, lease.fallback(None), lease.fallback("h")) == ("1s spawned / 10s attached", 1.0, 10.0)
+    metadata = SETTINGS_BY_NAME["metadata_url"]
+    assert metadata.default_text == "http://MASTER_HOST:8080/metadata attached"
+    assert (metadata.fallback(None), metadata.fallback("h")) == (None, "http://h:8080/metadata")
+    assert SETTINGS_BY_NAME["segment_size"].fallback(None) == 64 * 2**20
+
+
+def test_the_config_layer_imports_only_the_config_layer() -> None:
+    """options, yamlconfig, parsing, settings, profiles and markers sit below everything else:
+    an import of an upper module, even inside a function, would hide a cycle."""
+    layer = {"options", "yamlconfig", "parsing", "settings", "profiles", "markers", "errors"}
+    package = REPO / "pytest_mooncake"
+    for name in layer:
+        tree = ast.parse((package / f"{name}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                target = (node.module or "").split(".")[0] or next(alias.name for alias in node.names)
+                assert target in layer, f"{name}.py imports .{node.module or target}"
+            if isinstance(node, (ast.Import, ast.ImportFrom)) and not getattr(node, "level", 0):
+                modules = [node.module] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+                assert not any(m and m.startswith("pytest_mooncake") for m in modules), f"{name}.py imports {modules}"
+
+
+def test_the_config_layers_vocabularies_match_their_users() -> None:
+    """compare_fail's metrics and the report formats are named in parsing, below the modules that
+    use them; these keep the copies in step until those modules import them from there."""
+    from pytest_mooncake import baseline
+    from pytest_mooncake.report import cli
+
+    assert COMPARE_METRICS == tuple(baseline.METRICS)
+    assert REPORT_FORMATS == cli.FORMATS
