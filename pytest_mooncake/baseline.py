@@ -1,6 +1,5 @@
-"""Named baselines: save a run's results, compare later runs against them.
+"""Comparison rules of named baselines (saved and loaded by the results store, ``pytest_mooncake.results``).
 
-``--mooncake-save=NAME`` keeps the run's results document as ``<results_dir>/baselines/NAME.json``.
 ``--mooncake-compare=NAME`` prints one line per metric and serving scenario present in both runs;
 ``--mooncake-compare-fail=ttft_p90:10%,throughput:5%`` also fails the session when a metric
 moved the wrong way by more than its allowed percentage.
@@ -11,17 +10,12 @@ an A/B record), so a baseline compares like with like: what the cache delivers.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from .options import MooncakeConfig
-
-HIT_ROUNDS = ("hit", "with-cache")
+from .schema import HIT_ROUNDS
 
 
 @dataclass(frozen=True)
@@ -113,26 +107,6 @@ def parse_rules(text: str) -> dict[str, float]:
     return rules
 
 
-def baseline_path(results_dir: Path, name: str) -> Path:
-    return results_dir / "baselines" / f"{name}.json"
-
-
-def save(document: Mapping[str, Any], results_dir: Path, name: str) -> Path:
-    path = baseline_path(results_dir, name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(document, indent=2, default=str) + "\n")
-    return path
-
-
-def load(results_dir: Path, name: str) -> dict[str, Any]:
-    path = baseline_path(results_dir, name)
-    if not path.exists():
-        known = sorted(p.stem for p in path.parent.glob("*.json")) if path.parent.exists() else []
-        raise FileNotFoundError(f"no baseline {name!r} at {path}; saved baselines: {known or 'none'} "
-                                "(save one with --mooncake-save=NAME)")
-    return dict(json.loads(path.read_text()))
-
-
 def hit_stats(document: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
     """(record name, statistics of its cache-hit round) for every serving record that has one."""
     for record in document.get("records", []):
@@ -165,26 +139,3 @@ def machine_mismatch(current: Mapping[str, Any], baseline: Mapping[str, Any]) ->
     """``field: now vs baseline`` for each machine field that differs."""
     now, then = current.get("machine", {}), baseline.get("machine", {})
     return [f"{key}: {now.get(key)!r} vs {then.get(key)!r}" for key in MACHINE_FIELDS if now.get(key) != then.get(key)]
-
-
-def apply(document: Mapping[str, Any], results_dir: Path, config: MooncakeConfig) -> tuple[list[str], bool]:
-    """Save and/or compare as the settings ask; (summary lines, whether anything regressed)."""
-    lines: list[str] = []
-    if config.save:
-        lines.append(f"saved as baseline {config.save!r}: {save(document, results_dir, config.save)}")
-    if not config.compare:
-        return lines, False
-    reference = load(results_dir, config.compare)
-    lines.append(f"compared with baseline {config.compare!r} ({baseline_path(results_dir, config.compare)}):")
-    mismatch = machine_mismatch(document, reference)
-    if mismatch:
-        lines.append(f"WARNING baseline {config.compare!r} was measured on another machine "
-                     f"({'; '.join(mismatch)}): differences may come from the hardware")
-    comparisons = compare(document, reference, config.compare_fail)
-    if not comparisons:
-        lines.append(f"no serving scenario with a hit round appears in both this run and baseline {config.compare!r}")
-    lines += [("REGRESSION " if c.regressed else "") + c.line() for c in comparisons]
-    regressed = [c for c in comparisons if c.regressed]
-    if config.compare_fail and not regressed and comparisons:
-        lines.append(f"no regression against baseline {config.compare!r}")
-    return lines, bool(regressed)
