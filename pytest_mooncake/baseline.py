@@ -1,6 +1,5 @@
-"""Named baselines: save a run's results, compare later runs against them.
+"""Comparison rules of named baselines (saved and loaded by the results store, ``pytest_mooncake.results``).
 
-``--mooncake-save=NAME`` keeps the run's results document as ``<results_dir>/baselines/NAME.json``.
 ``--mooncake-compare=NAME`` prints one line per metric and serving scenario present in both runs;
 ``--mooncake-compare-fail=ttft_p90:10%,throughput:5%`` also fails the session when a metric
 moved the wrong way by more than its allowed percentage.
@@ -11,16 +10,12 @@ an A/B record), so a baseline compares like with like: what the cache delivers.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from .options import MooncakeConfig
-
-HIT_ROUNDS = ("hit", "with-cache")
+from .parsing import COMPARE_METRICS
+from .schema import HIT_ROUNDS
 
 
 @dataclass(frozen=True)
@@ -46,18 +41,19 @@ class Metric:
         return f"{value:.{digits}f} {self.unit}"
 
 
+# The names are parsing.COMPARE_METRICS (what --mooncake-compare-fail accepts), in its order.
 METRICS: dict[str, Metric] = {
-    metric.name: metric
-    for metric in (
-        Metric("ttft_mean", ("ttft_ms", "mean"), False, "ms", "mean time to first token of the hit round"),
-        Metric("ttft_p90", ("ttft_ms", "p90"), False, "ms", "90th-percentile time to first token"),
-        Metric("ttft_p99", ("ttft_ms", "p99"), False, "ms", "99th-percentile time to first token"),
-        Metric("tpot_mean", ("tpot_ms", "mean"), False, "ms", "mean time per output token after the first"),
-        Metric("e2e_p90", ("e2e_ms", "p90"), False, "ms", "90th-percentile end-to-end request latency"),
-        Metric("throughput", ("requests_per_s",), True, "req/s", "completed requests per second"),
-        Metric("output_throughput", ("output_tokens_per_s",), True, "tok/s", "generated tokens per second"),
-        Metric("hit_rate", ("hit_rate",), True, "%", "share of prompt tokens served from cache"),
-    )
+    name: Metric(name, *spec)
+    for name, spec in zip(COMPARE_METRICS, (
+        (("ttft_ms", "mean"), False, "ms", "mean time to first token of the hit round"),
+        (("ttft_ms", "p90"), False, "ms", "90th-percentile time to first token"),
+        (("ttft_ms", "p99"), False, "ms", "99th-percentile time to first token"),
+        (("tpot_ms", "mean"), False, "ms", "mean time per output token after the first"),
+        (("e2e_ms", "p90"), False, "ms", "90th-percentile end-to-end request latency"),
+        (("requests_per_s",), True, "req/s", "completed requests per second"),
+        (("output_tokens_per_s",), True, "tok/s", "generated tokens per second"),
+        (("hit_rate",), True, "%", "share of prompt tokens served from cache"),
+    ), strict=True)
 }
 # Printed by --mooncake-compare when no --mooncake-compare-fail rules name the metrics.
 DEFAULT_SHOWN = ("ttft_mean", "ttft_p90", "tpot_mean", "throughput")
@@ -100,24 +96,6 @@ class Comparison:
         return f"{text} {relation} {limit})"
 
 
-def baseline_path(results_dir: Path, name: str) -> Path:
-    return results_dir / "baselines" / f"{name}.json"
-
-
-def save(document: Mapping[str, Any], results_dir: Path, name: str) -> Path:
-    path = baseline_path(results_dir, name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(document, indent=2, default=str) + "\n")
-    return path
-
-
-def load(results_dir: Path, name: str) -> dict[str, Any]:
-    path = baseline_path(results_dir, name)
-    if not path.exists():
-        known = sorted(p.stem for p in path.parent.glob("*.json")) if path.parent.exists() else []
-        raise FileNotFoundError(f"no baseline {name!r} at {path}; saved baselines: {known or 'none'} "
-                                "(save one with --mooncake-save=NAME)")
-    return dict(json.loads(path.read_text()))
 
 
 def hit_stats(document: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
@@ -152,26 +130,3 @@ def machine_mismatch(current: Mapping[str, Any], baseline: Mapping[str, Any]) ->
     """``field: now vs baseline`` for each machine field that differs."""
     now, then = current.get("machine", {}), baseline.get("machine", {})
     return [f"{key}: {now.get(key)!r} vs {then.get(key)!r}" for key in MACHINE_FIELDS if now.get(key) != then.get(key)]
-
-
-def apply(document: Mapping[str, Any], results_dir: Path, config: MooncakeConfig) -> tuple[list[str], bool]:
-    """Save and/or compare as the settings ask; (summary lines, whether anything regressed)."""
-    lines: list[str] = []
-    if config.save:
-        lines.append(f"saved as baseline {config.save!r}: {save(document, results_dir, config.save)}")
-    if not config.compare:
-        return lines, False
-    reference = load(results_dir, config.compare)
-    lines.append(f"compared with baseline {config.compare!r} ({baseline_path(results_dir, config.compare)}):")
-    mismatch = machine_mismatch(document, reference)
-    if mismatch:
-        lines.append(f"WARNING baseline {config.compare!r} was measured on another machine "
-                     f"({'; '.join(mismatch)}): differences may come from the hardware")
-    comparisons = compare(document, reference, config.compare_fail)
-    if not comparisons:
-        lines.append(f"no serving scenario with a hit round appears in both this run and baseline {config.compare!r}")
-    lines += [("REGRESSION " if c.regressed else "") + c.line() for c in comparisons]
-    regressed = [c for c in comparisons if c.regressed]
-    if config.compare_fail and not regressed and comparisons:
-        lines.append(f"no regression against baseline {config.compare!r}")
-    return lines, bool(regressed)

@@ -28,7 +28,7 @@ A failed request (an error, or unfinished when the step's drain time ran out) di
 SLO: it counts as infinitely slow, and the p90 uses numpy's ``higher`` method, so it is always an
 observed value and an infinity never enters an interpolation.
 
-A step's outcome follows ``serving.stats``: passed when the p90's whole interval meets the SLO,
+A step's outcome follows ``schema.Rule``: passed when the p90's whole interval meets the SLO,
 failed when it wholly misses it, inconclusive between. The **capacity** is where the p90 curve,
 linear between measured rates, first crosses the SLO (with TPOT limited too, the curve is the
 larger of the two p90/limit ratios). Its **interval** runs from the highest rate up to which
@@ -48,18 +48,15 @@ from typing import Any, Protocol
 import numpy as np
 
 from .scenarios import PromptBuilder, Scenario, salt_tokens
+from .schema import WORDS, Outcome, Rule, Verdict
 from .serving import (
-    INCONCLUSIVE,
     Concurrency,
     PoissonRate,
     RequestRecord,
     RequestSpec,
-    Rule,
-    Verdict,
     arrival_offsets,
     run_requests,
 )
-from .serving.stats import WORDS
 from .vllm.server import Endpoint
 from .vllm.tokens import TokenPool
 
@@ -202,7 +199,7 @@ class Step:
     tpot_p90: P90 | None
     goodput: float  # counted requests meeting the SLO, per second of their span
     achieved: float  # counted requests answered, per second of their span
-    outcome: str  # passed / failed / inconclusive against the SLO
+    outcome: Outcome  # against the SLO
     wall_s: float
 
     def ratios(self, slo: CapacitySLO) -> tuple[float, float, float]:
@@ -274,7 +271,7 @@ def _finite(value: float) -> float | None:
 
 
 def _step_dict(step: Step) -> dict[str, Any]:
-    data = asdict(step)
+    data = {**asdict(step), "outcome": step.outcome.value}
     for key in ("ttft_p90", "tpot_p90"):
         if data[key] is not None:
             data[key] = {k: _finite(v) if isinstance(v, float) else v for k, v in data[key].items()}
@@ -394,7 +391,7 @@ def _measure(rate: float, records: Sequence[RequestRecord], slo: CapacitySLO, wa
     step = Step(rate, len(records), len(counted), sum(not r.ok for r in counted), ttft, tpot,
                 goodput=sum(slo.met_by(r) for r in counted) / span if span > 0 else 0.0,
                 achieved=sum(r.ok for r in counted) / span if span > 0 else 0.0,
-                outcome=INCONCLUSIVE, wall_s=wall_s)
+                outcome=Outcome.INCONCLUSIVE, wall_s=wall_s)
     _, low, high = step.ratios(slo)
     return dataclasses.replace(step, outcome=Rule("<=", 1.0).outcome(low, high))
 
@@ -468,21 +465,16 @@ def capacity_gain(with_cache: CapacityResult, baseline: CapacityResult, rule: Ru
     high = with_cache.ci_high / baseline.ci_low - 1 if baseline.ci_low > 0 else math.inf
     outcome = rule.outcome(low, high)
     why = "; the interval straddles the threshold: more requests per step or a longer search narrow it" \
-        if outcome == INCONCLUSIVE else ""
+        if outcome is Outcome.INCONCLUSIVE else ""
     message = (f"capacity_gain = {_pct(value)} (95% CI {_pct(low)} .. {_pct(high)}; {with_cache.topology} "
                f"{_rate(with_cache)} vs {baseline.topology} {_rate(baseline)} at {with_cache.slo}) "
                f"{WORDS[outcome]} the threshold {rule}{why}")
-    return Verdict("capacity_gain", f"{rule.op} {rule.value:g}", len(baseline.steps), len(with_cache.steps),
-                   value, low, high, outcome, message)
+    return Verdict("capacity_gain", None, value, low, high, len(baseline.steps), len(with_cache.steps), rule, outcome,
+                   wording=message)
 
 
 def _pct(value: float) -> str:
     return f"{value:+}" if not math.isfinite(value) else f"{value:+.0%}"
-
-
-def verdict_dict(verdict: Verdict) -> dict[str, Any]:
-    """``Verdict.as_dict`` with infinities and NaN as None: JSON has no such numbers."""
-    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in verdict.as_dict().items()}
 
 
 def _rate(result: CapacityResult) -> str:

@@ -275,7 +275,7 @@ def parse_rules(value: object) -> Mapping[str, float]:
     return MappingProxyType(rules)
 
 
-# The evaluation report's formats; report.cli offers the same (tests/test_options_units.py).
+# The evaluation report's formats: --mooncake-report and `pytest-mooncake report --format`.
 REPORT_FORMATS = ("md", "html")
 
 

@@ -8,7 +8,7 @@ from types import FrameType
 import pytest
 from _pytest.main import wrap_session  # how pytest runs --fixtures: a session without tests
 
-from . import baseline, factories, markers, reporting_plugin
+from . import factories, markers, reporting_plugin
 from .doctor import run_checks
 from .options import CONFIG_KEY, MooncakeConfig, add_options, load_config
 from .results import Results
@@ -37,8 +37,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(reporting_plugin, "mooncake-reporting")
     if settings.compare:
         try:
-            baseline.load(state(config).results.directory, settings.compare)
-        except FileNotFoundError as exc:
+            state(config).results.store.load_baseline(settings.compare)
+        except (FileNotFoundError, ValueError) as exc:
             raise pytest.UsageError(str(exc)) from None
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
@@ -91,7 +91,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     session_state = state(session.config)
     document = session_state.results.document()
     session_state.results_path = session_state.results.write(document)
-    lines, regressed = baseline.apply(document, session_state.results.directory, get_config(session.config))
+    lines, regressed = session_state.results.store.apply(document, get_config(session.config))
     session_state.summary += lines
     if regressed:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

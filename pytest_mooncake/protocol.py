@@ -25,6 +25,7 @@ from .probes import http_request
 from .progress import Progress
 from .reporting import step
 from .scenarios import PromptBuilder, Scenario, salt_tokens
+from .schema import Round
 from .serving import (
     COUNTERS,
     Concurrency,
@@ -47,7 +48,7 @@ SETTLE_STABLE_S = 1.0
 
 @dataclass
 class RoundResult:
-    name: str
+    name: str  # a Round, or Round.hit(index) for the hit rounds after the first
     records: list[RequestRecord]
     wall_s: float
     counters: dict[str, float] = field(default_factory=dict)
@@ -61,7 +62,7 @@ class RoundResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "round": self.name,
+            "round": str(self.name),
             "wall_s": self.wall_s,
             "stats": self.stats,
             "counters": self.counters,
@@ -146,7 +147,7 @@ class Protocol:
 
     def _target(self, round_name: str) -> Endpoint:
         """Cross-instance: the cold round goes to the writer, every later round to the reader."""
-        return self.endpoint if self.hit_endpoint is None or round_name == "cold" else self.hit_endpoint
+        return self.endpoint if self.hit_endpoint is None or round_name == Round.COLD else self.hit_endpoint
 
     def _salt(self, scenario: Scenario) -> Callable[[str], list[int]]:
         return lambda tag: salt_tokens(self.pool, f"{self.run_id} {self.endpoint.label} {scenario.name} {tag}")
@@ -188,7 +189,7 @@ class Protocol:
                                     prompt=tuple(self.pool.prompt(salt(f"warmup {endpoint.label} {i}"), 512,
                                                                   offset=5000 + i * 600)))
                         for i in range(2)]
-                self._round(scenario, "warmup", warm, concurrency=1, endpoint=endpoint)
+                self._round(scenario, Round.WARMUP, warm, concurrency=1, endpoint=endpoint)
         # Every endpoint is reset, also when one cannot be: all() must not stop at the first.
         return all([reset_prefix_cache(endpoint) for endpoint in self._endpoints])
 
@@ -199,14 +200,14 @@ class Protocol:
             return self._conversations(scenario, builder, reset)
         if scenario.reuse == 0 and self.hit_endpoint is None:
             return self._interleaved(scenario, builder, reset)
-        rounds = [self._round(scenario, "cold", builder.cold_round())]
+        rounds = [self._round(scenario, Round.COLD, builder.cold_round())]
         settled = self._settle()
         for index in range(1, scenario.rounds or self.config.rounds):
-            name = f"hit{index}" if index > 1 else "hit"
-            rounds.append(self._round(scenario, name, builder.hit_round(f"hit{index}", variant=index)))
+            # The prompts' tag keeps its index for the first hit round too: it salts their fresh documents.
+            rounds.append(self._round(scenario, Round.hit(index), builder.hit_round(f"hit{index}", variant=index)))
         integrity = None
         if scenario.reuse > 0:
-            repeat = self._round(scenario, "repeat", [builder.cold_round()[0]], concurrency=1)
+            repeat = self._round(scenario, Round.REPEAT, [builder.cold_round()[0]], concurrency=1)
             integrity = (rounds[0].records[0].text, repeat.records[0].text)
             rounds.append(repeat)
         return self._done(scenario, rounds, reset, settled, integrity)
@@ -214,23 +215,23 @@ class Protocol:
     def _interleaved(self, scenario: Scenario, builder: PromptBuilder, reset: bool) -> ScenarioRun:
         """No reuse to wait for: alternate the two rounds' requests, so a slow drift of the
         host (another process, a thermal change) loads both rounds alike."""
-        cold, hit = builder.cold_round(), builder.hit_round("hit", variant=1)
-        mixed = self._round(scenario, "mixed", [p for pair in zip(cold, hit, strict=True) for p in pair], concurrency=1)
-        by_round = {name: [r for r in mixed.records if r.round == name] for name in ("cold", "hit")}
+        cold, hit = builder.cold_round(), builder.hit_round(Round.HIT, variant=1)
+        mixed = self._round(scenario, Round.MIXED, [p for pair in zip(cold, hit, strict=True) for p in pair], concurrency=1)
+        by_round = {name: [r for r in mixed.records if r.round == name] for name in (Round.COLD, Round.HIT)}
         share = mixed.wall_s / max(1, len(mixed.records))
         rounds = [RoundResult(name, records, share * len(records), mixed.counters) for name, records in by_round.items()]
         return dataclasses.replace(self._done(scenario, rounds, reset, True, None), interleaved=True)
 
     def _conversations(self, scenario: Scenario, builder: PromptBuilder, reset: bool) -> ScenarioRun:
         cold_prompts, conversations = builder.conversations()
-        cold = self._round(scenario, "cold", cold_prompts, concurrency=1)
+        cold = self._round(scenario, Round.COLD, cold_prompts, concurrency=1)
         records: list[RequestRecord] = []
         wall = 0.0
         settled = True
         counters: dict[str, float] = {}
         for turns in conversations:
             for turn in turns:
-                result = self._round(scenario, "turn", [turn], concurrency=1)
+                result = self._round(scenario, Round.TURN, [turn], concurrency=1)
                 wall += result.wall_s
                 for key, value in result.counters.items():
                     counters[key] = counters.get(key, 0.0) + value
@@ -239,7 +240,7 @@ class Protocol:
                     records.extend(result.records)
                 settled = self._settle() and settled
         # Counters cover every turn: the first turns store what the later ones reuse.
-        hit = RoundResult("hit", records, wall, counters)
+        hit = RoundResult(Round.HIT, records, wall, counters)
         return self._done(scenario, [cold, hit], reset, settled, None)
 
     def _done(self, scenario: Scenario, rounds: list[RoundResult], reset: bool, settled: bool,

@@ -24,11 +24,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .schema import Op, Verdict
+
 PERF_FILE = "mooncake-perf.json"
 
 
-def _bound(value: object) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
+def _bound(value: float) -> float | None:
+    return value if math.isfinite(value) else None
 
 
 def _sample(key: str, end: str, value: float | None, rule: str, limit: float, at_ms: float) -> dict[str, Any]:
@@ -38,25 +40,21 @@ def _sample(key: str, end: str, value: float | None, rule: str, limit: float, at
             "gate": {"rule": rule, "value": limit}}
 
 
-def gate_samples(name: str, verdicts: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def gate_samples(name: str, verdicts: Iterable[Verdict]) -> list[dict[str, Any]]:
     """Metric samples, each with its gate, for the verdicts of one record (``name``: e.g. ``serving high_reuse``)."""
     samples = []
     at_ms = time.time() * 1000
     for verdict in verdicts:
-        op, _, raw = str(verdict.get("threshold", "")).partition(" ")
-        try:
-            limit = float(raw)
-        except ValueError:
-            continue  # a verdict without a numeric threshold has nothing to gate
-        key = f"{name} {verdict.get('metric', '?')}"
-        low, high = _bound(verdict.get("ci_low")), _bound(verdict.get("ci_high"))
-        if op == ">=":
+        key, limit = f"{name} {verdict.metric}", verdict.rule.value
+        low, high = _bound(verdict.ci_low), _bound(verdict.ci_high)
+        if verdict.rule.op is Op.AT_LEAST:
             samples.append(_sample(key, "low end", low, "metricMin", limit, at_ms))
-        elif op == "<=":
+        elif verdict.rule.op is Op.AT_MOST:
             samples.append(_sample(key, "high end", high, "metricMax", limit, at_ms))
-        elif op == "within":
+        elif verdict.rule.op is Op.WITHIN:
             samples += [_sample(key, "low end", low, "metricMin", -limit, at_ms),
                         _sample(key, "high end", high, "metricMax", limit, at_ms)]
+        # Op.ABOVE (Mooncake served the hits) has no Allure rule: metricMin would pass a count of 0.
     return samples
 
 

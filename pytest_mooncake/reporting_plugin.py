@@ -18,7 +18,8 @@ from . import reporting
 from .markers import SCENARIOS
 from .quality_gates import gate_samples, write_perf_file
 from .profiles import session_profile
-from .results import machine_info
+from .results import load, machine_info
+from .schema import Verdict
 from .session import STATE_KEY, get_config, state
 
 _FIRST_RECORD = pytest.StashKey[int]()
@@ -94,7 +95,12 @@ def _attach_records(item: pytest.Item) -> None:
             _attach_charts(item.config, record)
         if record["kind"] == "replay":
             _attach_replay_chart(item.config, record)
-        samples = gate_samples(f"{record['kind']} {record['name']}", record["data"].get("verdicts") or [])
+        name = f"{record['kind']} {record['name']}"
+        try:
+            verdicts = [Verdict.from_dict(v) for v in record["data"].get("verdicts") or []]
+        except ValueError as exc:
+            raise ValueError(f"record {name!r} of {item.nodeid}: {exc}") from None
+        samples = gate_samples(name, verdicts)
         item.config.stash.setdefault(_GATES, []).extend(samples)
     capacity = [record for record in records if record["kind"] == "capacity"]
     if capacity:
@@ -189,7 +195,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if STATE_KEY not in config.stash or state(config).results_path is None:
         return
     session_state = state(config)
-    document = json.loads(session_state.results_path.read_text("utf-8"))
+    document = load(session_state.results_path)
     _write_allure_files(config, document)
     settings = get_config(config)
     if settings.report:

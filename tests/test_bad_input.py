@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_mooncake.results import SCHEMA_VERSION
 from pytest_mooncake.traces import bundled_trace
 
 SPAWNS = """
@@ -115,7 +116,7 @@ def test_simulate_first_n_zero(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.parametrize(("records", "shown"), [('"oops"', "'records' = \"oops\""), ("[]", "'records' = []")])
 def test_report_on_a_document_without_records(tmp_path: Path, capsys: pytest.CaptureFixture[str], records: str,
                                               shown: str) -> None:
-    (tmp_path / "run.json").write_text(f'{{"records": {records}}}')
+    (tmp_path / "run.json").write_text(f'{{"schema_version": {SCHEMA_VERSION}, "records": {records}}}')
     message = _command_error(capsys, "report", str(tmp_path / "run.json"), "--out", str(tmp_path / "reports"))
     assert _matches(message, f"pytest-mooncake report: */run.json has {shown}: expected a pytest-mooncake results "
                              "document * whose 'records' is a non-empty list of measurement objects")

@@ -9,17 +9,8 @@ from typing import Any
 
 import pytest
 
-from pytest_mooncake.baseline import (
-    DEFAULT_SHOWN,
-    METRICS,
-    Comparison,
-    apply,
-    compare,
-    hit_stats,
-    load,
-    machine_mismatch,
-    save,
-)
+from pytest_mooncake.baseline import DEFAULT_SHOWN, METRICS, Comparison, compare, hit_stats, machine_mismatch
+from pytest_mooncake.results import SCHEMA_VERSION, Store
 
 RECORDING_TEST = """
 def test_record(mooncake_results):
@@ -125,7 +116,7 @@ def results_dir() -> Path:
 
 
 def _doc(*records: dict[str, object], machine: dict[str, object] | None = None) -> dict[str, object]:
-    return {"records": list(records), **({"machine": machine} if machine is not None else {})}
+    return {"schema_version": SCHEMA_VERSION, "records": list(records), **({"machine": machine} if machine is not None else {})}
 
 
 def _serving(name: str, p90: float, rps: float = 5.0, rounds: tuple[str, ...] = ("cold", "hit")) -> dict[str, object]:
@@ -154,23 +145,24 @@ def test_comparison_lines(metric: str, value: float, allowed: float | None, line
 
 def test_save_creates_the_directory_and_overwrites(tmp_path: Path) -> None:
     results = tmp_path / "not" / "yet"
-    document = {"when": tmp_path, "records": []}
+    document = {"schema_version": SCHEMA_VERSION, "when": tmp_path, "records": []}
     for _ in range(2):
-        path = save(document, results, "main")
+        path = Store(results).save_baseline(document, "main")
     assert path == results / "baselines" / "main.json"
-    assert path.read_text() == json.dumps({"when": str(tmp_path), "records": []}, indent=2) + "\n"
-    assert load(results, "main") == {"when": str(tmp_path), "records": []}
+    written = {"schema_version": SCHEMA_VERSION, "when": str(tmp_path), "records": []}
+    assert path.read_text() == json.dumps(written, indent=2) + "\n"
+    assert Store(results).load_baseline("main") == written
 
 
 def test_a_missing_baseline_names_what_exists(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError) as none:
-        load(tmp_path, "x")
+        Store(tmp_path).load_baseline("x")
     assert str(none.value) == (f"no baseline 'x' at {tmp_path / 'baselines' / 'x.json'}; saved baselines: none "
                                "(save one with --mooncake-save=NAME)")
-    save({}, tmp_path, "b")
-    save({}, tmp_path, "a")
+    Store(tmp_path).save_baseline({}, "b")
+    Store(tmp_path).save_baseline({}, "a")
     with pytest.raises(FileNotFoundError, match=r"saved baselines: \['a', 'b'\] \(save one"):
-        load(tmp_path, "x")
+        Store(tmp_path).load_baseline("x")
 
 
 def test_hit_stats_reads_only_serving_records_with_a_hit_round() -> None:
@@ -198,21 +190,21 @@ def test_machine_mismatch_names_each_field() -> None:
 
 def test_apply_saves_compares_and_says_what_it_found(tmp_path: Path) -> None:
     machine = {"hostname": "a", "cpus": 2}
-    save(_doc(_serving("s", 100.0), machine={"hostname": "b", "cpus": 4}), tmp_path, "main")
+    store = Store(tmp_path)
+    store.save_baseline(_doc(_serving("s", 100.0), machine={"hostname": "b", "cpus": 4}), "main")
     path = tmp_path / "baselines" / "main.json"
     document = _doc(_serving("s", 105.0), machine=machine)
-    assert apply(document, tmp_path, _config(save="new")) == ([f"saved as baseline 'new': {tmp_path / 'baselines' / 'new.json'}"], False)
-    lines, regressed = apply(document, tmp_path, _config(compare="main", compare_fail={"ttft_p90": 0.1}))
+    assert store.apply(document, _config(save="new")) == ([f"saved as baseline 'new': {tmp_path / 'baselines' / 'new.json'}"], False)
+    lines, regressed = store.apply(document, _config(compare="main", compare_fail={"ttft_p90": 0.1}))
     assert not regressed and lines == [
         f"compared with baseline 'main' ({path}):",
         "WARNING baseline 'main' was measured on another machine (hostname: 'a' vs 'b'; cpus: 2 vs 4): differences may come from the hardware",
         "ttft_p90 s: 105.0 ms vs 100.0 ms baseline (+5.0% <= 10%)",
         "no regression against baseline 'main'",
     ]
-    lines, regressed = apply(_doc(_serving("s", 130.0), machine={"hostname": "b", "cpus": 4}), tmp_path,
-                             _config(compare="main", compare_fail={"ttft_p90": 0.1}))
+    lines, regressed = store.apply(_doc(_serving("s", 130.0), machine={"hostname": "b", "cpus": 4}), _config(compare="main", compare_fail={"ttft_p90": 0.1}))
     assert regressed and lines[1:] == ["REGRESSION ttft_p90 s: 130.0 ms vs 100.0 ms baseline (+30.0% > 10%)"]
-    lines, regressed = apply(_doc(_serving("s", 130.0), machine={"hostname": "b", "cpus": 4}), tmp_path, _config(compare="main"))
+    lines, regressed = store.apply(_doc(_serving("s", 130.0), machine={"hostname": "b", "cpus": 4}), _config(compare="main"))
     assert not regressed and len(lines) == 1 + len(DEFAULT_SHOWN), "shown only: no verdict line without rules"
-    lines, regressed = apply(_doc(machine={"hostname": "b", "cpus": 4}), tmp_path, _config(compare="main", compare_fail={"ttft_p90": 0.1}))
+    lines, regressed = store.apply(_doc(machine={"hostname": "b", "cpus": 4}), _config(compare="main", compare_fail={"ttft_p90": 0.1}))
     assert (lines[1:], regressed) == (["no serving scenario with a hit round appears in both this run and baseline 'main'"], False)

@@ -10,7 +10,8 @@ from pytest_mooncake.capacity import MODELS, ModelShape, predict_hit
 from pytest_mooncake.protocol import RoundResult, ScenarioRun
 from pytest_mooncake.reuse import Explain, evaluate
 from pytest_mooncake.scenarios import Scenario
-from pytest_mooncake.serving import FAILED, PASSED, RequestRecord
+from pytest_mooncake.schema import Outcome
+from pytest_mooncake.serving import RequestRecord
 from pytest_mooncake.vllm.server import Endpoint
 from pytest_mooncake.vllm.topology import TOPOLOGIES
 
@@ -38,7 +39,7 @@ def _run(topology: str | None, external: float | None, cached: int = 896, keys: 
 
 def test_external_hits_prove_a_mooncake_win() -> None:
     evaluation = evaluate(_run("mooncake-store", 7168.0), {"ttft_reduction": 0.6})
-    assert evaluation.problems == [] and [v.outcome for v in evaluation.verdicts] == [PASSED]
+    assert evaluation.problems == [] and [v.outcome for v in evaluation.verdicts] == [Outcome.PASSED]
     assert evaluation.mooncake == {"topology": "mooncake-store", "connector": "MooncakeStoreConnector",
                                    "external_hit_tokens": 7168.0, "served": True, "stored_keys_cold": 56,
                                    "predicted_blocks_cold": 8 * (1000 // 128), "stored_bytes_cold": 56 * 2**19}
@@ -51,7 +52,7 @@ def test_a_mooncake_topology_without_external_hits_fails(external: float | None,
     """vLLM's own cache off, yet fast hits without external hits: not Mooncake's win, whatever the TTFT says."""
     evaluation = evaluate(_run("cross-instance", external), {"ttft_reduction": 0.6})
     served = next(v for v in evaluation.verdicts if v.metric == "mooncake_served")
-    assert served.outcome == FAILED and served.effect == (external or 0.0)
+    assert served.outcome == Outcome.FAILED and served.effect == (external or 0.0)
     assert any(p.startswith(f"NOT SERVED BY MOONCAKE: topology cross-instance (MooncakeStoreConnector) had {shown} "
                             "external prefix-cache hit tokens") for p in evaluation.problems)
     assert evaluation.mooncake is not None and evaluation.mooncake["served"] is False
@@ -127,8 +128,8 @@ def test_the_failed_mooncake_verdict_and_its_message_are_exact() -> None:
                "tokens in the hit round (vllm:external_prefix_cache_hits); a gain here is not Mooncake's, so no verdict "
                "on it can pass")
     assert [v.as_dict() for v in evaluation.verdicts] == [{
-        "metric": "mooncake_served", "threshold": "> 0", "n_before": 8, "n_after": 8, "effect": 0.0, "ci_low": 0.0,
-        "ci_high": 0.0, "outcome": FAILED, "message": message}]
+        "metric": "mooncake_served", "statistic": None, "effect": 0.0, "ci_low": 0.0, "ci_high": 0.0, "n_before": 8,
+        "n_after": 8, "op": ">", "threshold": 0, "outcome": "failed", "message": message}]
     assert evaluation.problems == [message]
 
 

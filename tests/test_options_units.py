@@ -14,7 +14,6 @@ import pytest
 
 from pytest_mooncake import options
 from pytest_mooncake.options import SETTINGS, SETTINGS_BY_NAME, MooncakeConfig, add_options, load_config
-from pytest_mooncake.parsing import COMPARE_METRICS, REPORT_FORMATS
 from pytest_mooncake.yamlconfig import load_yaml_settings
 
 from .conftest import REPO
@@ -273,13 +272,3 @@ def test_the_config_layer_imports_only_the_config_layer() -> None:
             if isinstance(node, (ast.Import, ast.ImportFrom)) and not getattr(node, "level", 0):
                 modules = [node.module] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
                 assert not any(m and m.startswith("pytest_mooncake") for m in modules), f"{name}.py imports {modules}"
-
-
-def test_the_config_layers_vocabularies_match_their_users() -> None:
-    """compare_fail's metrics and the report formats are named in parsing, below the modules that
-    use them; these keep the copies in step until those modules import them from there."""
-    from pytest_mooncake import baseline
-    from pytest_mooncake.report import cli
-
-    assert COMPARE_METRICS == tuple(baseline.METRICS)
-    assert REPORT_FORMATS == cli.FORMATS

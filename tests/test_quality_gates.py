@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import math
+
 from pytest_mooncake.quality_gates import gate_samples
+from pytest_mooncake.schema import Outcome, Rule, Verdict
 
 
-def _gates(*verdicts: dict) -> dict[str, tuple[object, str, float]]:
+def _verdict(metric: str, op: str, threshold: float, low: float, high: float) -> Verdict:
+    return Verdict(metric, None, (low + high) / 2, low, high, 8, 8, Rule(op, threshold), Outcome.INCONCLUSIVE)
+
+
+def _gates(*verdicts: Verdict) -> dict[str, tuple[object, str, float]]:
     return {s["key"]: (s["value"], s["gate"]["rule"], s["gate"]["value"]) for s in gate_samples("serving x", verdicts)}
 
 
 def test_each_rule_gates_the_interval_end_that_decides_it() -> None:
     gates = _gates(
-        {"metric": "ttft_reduction", "threshold": ">= 0.6", "ci_low": 0.55, "ci_high": 0.8},
-        {"metric": "control_gain", "threshold": "<= 0.1", "ci_low": -0.02, "ci_high": 0.04},
-        {"metric": "tpot_change", "threshold": "within 0.5", "ci_low": -0.1, "ci_high": 0.2},
+        _verdict("ttft_reduction", ">=", 0.6, 0.55, 0.8),
+        _verdict("control_gain", "<=", 0.1, -0.02, 0.04),
+        _verdict("tpot_change", "within", 0.5, -0.1, 0.2),
     )
     assert gates == {
         "serving x ttft_reduction (low end)": (0.55, "metricMin", 0.6),  # INCONCLUSIVE: the gate fails
@@ -24,6 +31,6 @@ def test_each_rule_gates_the_interval_end_that_decides_it() -> None:
 
 
 def test_an_open_end_has_no_value_so_allure_fails_its_gate() -> None:
-    (sample,) = gate_samples("capacity prefix-cache", [{"metric": "capacity_gain", "threshold": "<= 1", "ci_high": None}])
+    (sample,) = gate_samples("capacity prefix-cache", [_verdict("capacity_gain", "<=", 1, 0.5, math.inf)])
     assert sample["value"] is None and sample["id"] == sample["key"] and sample["start"] == sample["stop"] > 0
-    assert gate_samples("serving x", [{"metric": "odd", "threshold": "exact"}]) == []
+    assert gate_samples("serving x", [_verdict("mooncake_served", ">", 0, 0.0, 0.0)]) == []

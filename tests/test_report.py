@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from pytest_mooncake.cli import main
-from pytest_mooncake.report.model import Verdict, recommend
+from pytest_mooncake.report.model import Judged, recommend
 from pytest_mooncake.report.rows import ROWS
+from pytest_mooncake.results import SCHEMA_VERSION
+from pytest_mooncake.schema import Outcome, Rule, Statistic, Verdict
 
 DATA = Path(__file__).parent / "data" / "results"
 REAL = Path(__file__).resolve().parent.parent / ".mooncake-results"
@@ -144,8 +146,8 @@ def test_real_results_render(tmp_path: Path) -> None:
 
 
 def test_recommendation_comes_from_the_verdicts() -> None:
-    def verdict(outcome: str) -> Verdict:
-        return Verdict("s", "ttft_reduction", ">= 0.6", 0.7, 0.6, 0.8, outcome, "", "8")
+    def verdict(outcome: str) -> Judged:
+        return Judged("s", Verdict("ttft_reduction", Statistic.MEDIAN, 0.7, 0.6, 0.8, 8, 8, Rule(">=", 0.6), Outcome(outcome)))
 
     assert recommend([]).outcome == "none"
     assert recommend([verdict("passed"), verdict("passed")]).outcome == "passed"
@@ -155,7 +157,7 @@ def test_recommendation_comes_from_the_verdicts() -> None:
 
 def test_bad_input_says_what_is_wrong(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "x.json"
-    bad.write_text("{}")
+    bad.write_text(json.dumps({"schema_version": SCHEMA_VERSION}))
     assert main(["report", str(bad), "--out", str(tmp_path)]) == 4
     assert "has no 'records'" in capsys.readouterr().err
 

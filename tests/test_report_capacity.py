@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mooncake.capacity_search import P90, Calibration, CapacityResult, CapacitySLO, Step, capacity_gain, knee, verdict_dict
+from pytest_mooncake.capacity_search import P90, Calibration, CapacityResult, CapacitySLO, Step, capacity_gain, knee
 from pytest_mooncake.cli import main
-from pytest_mooncake.serving import Rule
+from pytest_mooncake.results import SCHEMA_VERSION
+from pytest_mooncake.schema import Outcome, Rule
 
 SLO = CapacitySLO(ttft_p90_ms=400.0)
 
@@ -18,7 +19,7 @@ SLO = CapacitySLO(ttft_p90_ms=400.0)
 def _steps(curve: dict[float, float]) -> tuple[Step, ...]:
     """Steps whose TTFT p90 follows ``curve`` (rate -> ms), with a +-15% interval."""
     return tuple(Step(rate, 40, 32, 0, P90(ms, ms * 0.85, ms * 1.15, 32), None, goodput=rate, achieved=rate,
-                      outcome="passed", wall_s=5.0) for rate, ms in curve.items())
+                      outcome=Outcome.PASSED, wall_s=5.0) for rate, ms in curve.items())
 
 
 def _result(topology: str, curve: dict[float, float]) -> CapacityResult:
@@ -36,11 +37,11 @@ def _document(tmp_path: Path) -> tuple[Path, dict[str, CapacityResult]]:
     }
     records = []
     for topology, result in results.items():
-        verdicts = [] if topology == "baseline" else [verdict_dict(capacity_gain(result, results["baseline"], Rule(">=", 0.5)))]
+        verdicts = [] if topology == "baseline" else [capacity_gain(result, results["baseline"], Rule(">=", 0.5)).as_dict()]
         records.append({"kind": "capacity", "name": topology, "data": {**result.as_dict(), "reference": "baseline",
                                                                        "verdicts": verdicts}})
     path = tmp_path / "capacity_run.json"
-    path.write_text(json.dumps({"run_id": "pmc-capacity", "records": records}))
+    path.write_text(json.dumps({"schema_version": SCHEMA_VERSION, "run_id": "pmc-capacity", "records": records}))
     return path, results
 
 

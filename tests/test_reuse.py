@@ -12,7 +12,8 @@ from pytest_mooncake import reuse
 from pytest_mooncake.protocol import RoundResult, ScenarioRun
 from pytest_mooncake.reuse import evaluate
 from pytest_mooncake.scenarios import Scenario
-from pytest_mooncake.serving import FAILED, PASSED, RequestError, RequestRecord, bootstrap
+from pytest_mooncake.schema import Outcome
+from pytest_mooncake.serving import RequestError, RequestRecord, bootstrap
 from pytest_mooncake.vllm.server import Endpoint
 
 
@@ -36,7 +37,7 @@ def _run(hit_ttft: float, hit_cached: int, repeat_text: str = "same", hit_tpot: 
 
 def test_a_real_cache_win_passes() -> None:
     evaluation = evaluate(_run(0.1, 896), {"ttft_reduction": 0.6})
-    assert evaluation.problems == [] and [v.outcome for v in evaluation.verdicts] == [PASSED]
+    assert evaluation.problems == [] and [v.outcome for v in evaluation.verdicts] == [Outcome.PASSED]
     # 896 of 1,000 tokens where 900 could be: a full hit, so the only note is the hit rate.
     assert evaluation.notes == ["hit rate: cold 0.0%, hit 89.6% of prompt tokens cached (expected about 90.0%); counters n/a (no /metrics)"]
 
@@ -99,16 +100,16 @@ def test_match_tokens_compares_only_the_leading_tokens() -> None:
 
 def test_throughput_gain_and_tpot_change_are_judged() -> None:
     evaluation = evaluate(_run(0.1, 896), {"throughput_gain": 1.5, "tpot_change": 0.1})
-    assert [(v.metric, v.outcome) for v in evaluation.verdicts] == [("throughput_gain", PASSED), ("tpot_change", PASSED)]
+    assert [(v.metric, v.outcome) for v in evaluation.verdicts] == [("throughput_gain", Outcome.PASSED), ("tpot_change", Outcome.PASSED)]
     slower = evaluate(_run(0.1, 896, hit_tpot=0.02), {"tpot_change": 0.1})
-    assert slower.verdicts[0].outcome == FAILED and "tpot_change = 100.0%" in slower.problems[0]
+    assert slower.verdicts[0].outcome == Outcome.FAILED and "tpot_change = 100.0%" in slower.problems[0]
 
 
 def test_negative_control_flags_contamination() -> None:
     clean = evaluate(_run(1.0, 0), {"control_gain": 0.1})
-    assert clean.problems == [] and clean.verdicts[0].outcome == PASSED
+    assert clean.problems == [] and clean.verdicts[0].outcome == Outcome.PASSED
     dirty = evaluate(_run(0.5, 0), {"control_gain": 0.1})
-    assert dirty.verdicts[0].outcome == FAILED and any("CONTAMINATED" in p for p in dirty.problems)
+    assert dirty.verdicts[0].outcome == Outcome.FAILED and any("CONTAMINATED" in p for p in dirty.problems)
     cached = evaluate(_run(1.0, 10), {"control_gain": 0.1})
     assert any("CONTAMINATED" in p for p in cached.problems)
 
@@ -159,9 +160,9 @@ def test_the_default_statistic_is_the_median() -> None:
     run = _run(0.1, 896)
     run.rounds[1].records[3] = dataclasses.replace(run.rounds[1].records[3], ttft_s=30.0)
     [verdict] = evaluate(run, {"ttft_reduction": 0.6}).verdicts
-    assert verdict.outcome == PASSED and "median of n=8 vs n=8" in verdict.message
+    assert verdict.outcome == Outcome.PASSED and "median of n=8 vs n=8" in verdict.message
     [by_mean] = evaluate(run, {"ttft_reduction": 0.6}, statistic="mean").verdicts
-    assert by_mean.outcome != PASSED and "mean of n=8 vs n=8" in by_mean.message
+    assert by_mean.outcome != Outcome.PASSED and "mean of n=8 vs n=8" in by_mean.message
 
 
 def test_throughput_gain_is_judged_on_the_mean() -> None:

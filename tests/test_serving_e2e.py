@@ -12,7 +12,8 @@ from pytest_mooncake.options import MooncakeConfig
 from pytest_mooncake.protocol import Protocol
 from pytest_mooncake.reuse import evaluate
 from pytest_mooncake.scenarios import Scenario, salt_tokens
-from pytest_mooncake.serving import PASSED, RequestSpec, run_requests
+from pytest_mooncake.schema import Outcome
+from pytest_mooncake.serving import RequestSpec, run_requests
 from pytest_mooncake.vllm.server import Endpoint, spawned_vllm, vllm_available
 from pytest_mooncake.vllm.tokens import TokenPool, tokenizer_for
 
@@ -43,7 +44,7 @@ def test_warm_up_trap_never_becomes_a_claimed_reduction(baseline: Endpoint) -> N
     evaluation = evaluate(Protocol(baseline, pool, config, f"trap-{time.time()}", warm_up=False).run(scenario), {"ttft_reduction": 0.6})
     print(f"naive first-vs-second gain with caching off: {naive_gain:.0%}; protocol: {evaluation.summary()}")
     assert evaluation.run.round("hit").stats["cached_tokens"] == 0
-    claimed = any(v.outcome == PASSED for v in evaluation.verdicts) and not evaluation.problems
+    claimed = any(v.outcome is Outcome.PASSED for v in evaluation.verdicts) and not evaluation.problems
     assert not claimed, evaluation.summary()
 
 

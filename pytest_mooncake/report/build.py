@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -11,14 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from ..markers import SCENARIOS
+from ..schema import Outcome
 from . import charts
 from .document import Block, Bullets, Code, Heading, Image, Paragraph, Rule, Table, to_html, to_markdown
 from .labels import TEXT
 from .model import (
-    FAILED,
-    PASSED,
     Capacity,
     CostModel,
+    Judged,
     Pair,
     Recommendation,
     Run,
@@ -82,7 +83,8 @@ class _Builder:
         self.t = TEXT[options.lang]
         self.charts_dir = options.out / "charts"
         self.blocks: list[Block] = []
-        self.verdicts = [v for pair in pairs for v in pair.verdicts] + [v for c in self.capacities for v in c.verdicts]
+        self.verdicts = ([Judged(pair.name, v) for pair in pairs for v in pair.verdicts]
+                         + [Judged(f"capacity {c.topology}", v) for c in self.capacities for v in c.verdicts])
         self.recommendation = recommend(self.verdicts)
         self.path = measured_path(pairs)
         self.lead = headline(pairs, options.headline)
@@ -105,7 +107,7 @@ class _Builder:
     def _headline(self) -> str:
         """The recommendation's words: deploying Mooncake is recommended only where Mooncake served the hits."""
         outcome = self.recommendation.outcome
-        if outcome == PASSED and self.path.kind != "mooncake":
+        if outcome is Outcome.PASSED and self.path.kind != "mooncake":
             return f"rec_passed_{self.path.kind}"
         return f"rec_{outcome}"
 
@@ -120,21 +122,22 @@ class _Builder:
         self.blocks.append(Paragraph(f"**{t[self._headline()]}**"))
         if self.pairs:
             self.blocks.append(self._path())
-        if rec.outcome == "passed":
+        if rec.outcome is Outcome.PASSED:
             self.blocks.append(Paragraph(t["rec_passed_why"].format(total=rec.total)))
-        elif rec.outcome == "failed":
+        elif rec.outcome is Outcome.FAILED:
             self.blocks.append(Paragraph(t["rec_failed_why"].format(failed=len(rec.failed), total=rec.total)))
-            self.blocks.append(Bullets(tuple(f"{v.scenario}: {v.message}" for v in rec.failed)))
-        elif rec.outcome == "inconclusive":
+            self.blocks.append(Bullets(tuple(f"{j.scenario}: {j.verdict.message}" for j in rec.failed)))
+        elif rec.outcome is Outcome.INCONCLUSIVE:
             self.blocks.append(Paragraph(t["rec_inconclusive_why"].format(unsure=len(rec.inconclusive), total=rec.total)))
-            self.blocks.append(Bullets(tuple(f"{v.scenario}: {v.message}" for v in rec.inconclusive)))
+            self.blocks.append(Bullets(tuple(f"{j.scenario}: {j.verdict.message}" for j in rec.inconclusive)))
         if self.pairs:
             models = ", ".join(dict.fromkeys(p.model for p in self.pairs))
             machines = "; ".join(dict.fromkeys(_machine(run.document.get("machine", {})) for run in self.runs))
             self.blocks.append(Paragraph(t["scope"].format(models=models, machines=machines)))
-        for control in (v for v in self.verdicts if v.metric == "control_gain" and v.outcome != PASSED):
-            word = "CONTAMINATED" if control.outcome == FAILED else "INCONCLUSIVE"
-            self.blocks.append(Paragraph(t["not_vouched"].format(scenario=control.scenario, word=word, message=control.message)))
+        for control in (j for j in self.verdicts if j.verdict.metric == "control_gain" and j.verdict.outcome is not Outcome.PASSED):
+            word = "CONTAMINATED" if control.verdict.outcome is Outcome.FAILED else "INCONCLUSIVE"
+            self.blocks.append(Paragraph(t["not_vouched"].format(scenario=control.scenario, word=word,
+                                                                 message=control.verdict.message)))
         errors = sum(int(read(s, ("errors",)) or 0) for p in self.pairs for _, s in p.rounds)
         if errors:
             self.blocks.append(Paragraph(t["errors"].format(errors=errors)))
@@ -292,10 +295,7 @@ class _Builder:
         if self.verdicts:
             self.blocks += [Heading(3, t["verdicts"]),
                             Table((t["scenario"], t["metric"], t["threshold"], t["effect"], t["ci"], "n", t["outcome"], t["message"]),
-                                  tuple((v.scenario, v.metric, v.threshold,
-                                         "-" if v.effect is None else f"{v.effect:.1%}",
-                                         "-" if v.ci_low is None or v.ci_high is None else f"{v.ci_low:.1%} .. {v.ci_high:.1%}",
-                                         v.n, f"{status(v)} {v.outcome}", v.message) for v in self.verdicts))]
+                                  tuple(_verdict_cells(j) for j in self.verdicts))]
 
     def _others(self) -> None:
         kinds: dict[str, list[Mapping[str, Any]]] = {}
@@ -317,7 +317,7 @@ class _Builder:
 
     def _decision(self) -> None:
         t, rec = self.t, self.recommendation
-        decide = "decide_passed_local" if self._headline() != "rec_passed" and rec.outcome == PASSED else f"decide_{rec.outcome}"
+        decide = "decide_passed_local" if self._headline() != "rec_passed" and rec.outcome is Outcome.PASSED else f"decide_{rec.outcome}"
         self.blocks += [Rule(), Heading(2, t["decision"]), Paragraph(f"**{t[self._headline()]}**"),
                         Paragraph(t[decide]),
                         Paragraph(f"**{t['met']}**: {rec.passed}/{rec.total}")]
@@ -361,7 +361,18 @@ def _p90_cell(estimate: object) -> str:
 
 
 def status_word(outcome: str) -> str:
-    return {PASSED: "✅ meets", FAILED: "❌ misses"}.get(outcome, "❔ inconclusive")
+    return {Outcome.PASSED: "✅ meets", Outcome.FAILED: "❌ misses"}.get(outcome, "❔ inconclusive")
+
+
+def _verdict_cells(judged: Judged) -> tuple[str, ...]:
+    v = judged.verdict
+    return (judged.scenario, v.metric, str(v.rule), _share(v.effect), f"{_share(v.ci_low)} .. {_share(v.ci_high)}",
+            f"{v.n_before} vs {v.n_after}", f"{status(v)} {v.outcome}", v.message)
+
+
+def _share(value: float) -> str:
+    # An open interval end (or an undefined effect) has no figure.
+    return f"{value:.1%}" if math.isfinite(value) else "-"
 
 
 def _machine(machine: Mapping[str, Any]) -> str:

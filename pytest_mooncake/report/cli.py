@@ -8,21 +8,11 @@ import sys
 from pathlib import Path
 
 from ..errors import USAGE_ERROR
+from ..parsing import REPORT_FORMATS as FORMATS
+from ..parsing import parse_formats
 from .build import ReportOptions, build
 from .labels import LANGUAGES
 from .model import load_run, pairs_against, pairs_of
-
-FORMATS = ("md", "html")
-
-
-def parse_formats(text: str) -> tuple[str, ...]:
-    """``md,html`` -> ("md", "html"); empty -> ()."""
-    formats = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown:
-        raise ValueError(f"unknown report format {', '.join(unknown)}; expected md, html or md,html")
-    return formats
-
 
 def _formats(text: str) -> tuple[str, ...]:
     try:

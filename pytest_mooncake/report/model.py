@@ -15,17 +15,14 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..baseline import HIT_ROUNDS
+from ..results import load
+from ..schema import HIT_ROUNDS, Outcome, Round, Verdict
 from ..vllm.topology import TOPOLOGIES
-
-PASSED, FAILED, INCONCLUSIVE = "passed", "failed", "inconclusive"
-_STATISTIC = re.compile(r"\b(median|mean) of n=")
 
 
 @dataclass(frozen=True)
@@ -53,12 +50,10 @@ class Run:
 
 def load_run(path: Path) -> Run:
     try:
-        document = json.loads(path.read_text("utf-8"))
+        document = load(path)
     except FileNotFoundError:
         raise ValueError(f"no results file at {path}") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not a results document (JSON error: {exc})") from None
-    records = document.get("records") if isinstance(document, dict) else None
+    records = document.get("records")
     if not (isinstance(records, list) and records and all(isinstance(r, dict) for r in records)):
         found = "no 'records'" if records is None else f"'records' = {json.dumps(records)[:80]}"
         raise ValueError(f"{path} has {found}: expected a pytest-mooncake results document "
@@ -67,32 +62,18 @@ def load_run(path: Path) -> Run:
 
 
 @dataclass(frozen=True)
-class Verdict:
+class Judged:
+    """A verdict and the scenario (or capacity) it judged."""
+
     scenario: str
-    metric: str
-    threshold: str
-    effect: float | None
-    ci_low: float | None
-    ci_high: float | None
-    outcome: str
-    message: str
-    n: str
+    verdict: Verdict
 
-    @property
-    def statistic(self) -> str | None:
-        """The statistic the verdict compared (median or mean), when its message names it."""
-        match = _STATISTIC.search(self.message)
-        return match.group(1) if match else None
 
-    @classmethod
-    def from_dict(cls, scenario: str, data: Mapping[str, Any]) -> Verdict:
-        if "n" in data:
-            n = str(data["n"])
-        else:
-            n = f"{data.get('n_before', '?')} vs {data.get('n_after', '?')}"
-        return cls(scenario, str(data.get("metric", "?")), str(data.get("threshold", "")),
-                   _number(data.get("effect")), _number(data.get("ci_low")), _number(data.get("ci_high")),
-                   str(data.get("outcome", INCONCLUSIVE)), str(data.get("message", "")), n)
+def _verdicts(run: Run, name: str, data: Mapping[str, Any]) -> tuple[Verdict, ...]:
+    try:
+        return tuple(Verdict.from_dict(v) for v in data.get("verdicts", []))
+    except ValueError as exc:
+        raise ValueError(f"{run.path}: record {name!r}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -118,7 +99,7 @@ class Pair:
     @property
     def is_ab(self) -> bool:
         """Two different servers (or runs) compared, rather than cold and hit on one server."""
-        return self.baseline_label != "cold"
+        return self.baseline_label != Round.COLD
 
 
 def _number(value: object) -> float | None:
@@ -150,7 +131,7 @@ def _pair(record: Mapping[str, Any], run: Run, base: tuple[str, Mapping[str, Any
         baseline=base[1],
         hit=hit[1],
         rounds=tuple(_rounds(record).items()),
-        verdicts=tuple(Verdict.from_dict(name, v) for v in data.get("verdicts", [])),
+        verdicts=_verdicts(run, name, data),
         definition=data.get("scenario_definition") or {},
         source=run.run_id,
         topology=data.get("topology") or run.topology,
@@ -164,7 +145,7 @@ def pairs_of(run: Run) -> list[Pair]:
     found = []
     for record in run.records("serving"):
         rounds = _rounds(record)
-        for base_label, hit_label in (("baseline", "with-cache"), ("cold", "hit")):
+        for base_label, hit_label in ((Round.BASELINE, Round.WITH_CACHE), (Round.COLD, Round.HIT)):
             if rounds.get(base_label) and rounds.get(hit_label):
                 found.append(_pair(record, run, (base_label, rounds[base_label]), (hit_label, rounds[hit_label])))
                 break
@@ -195,26 +176,27 @@ def _hit_round(record: Mapping[str, Any]) -> Mapping[str, Any] | None:
 class Recommendation:
     """Derived from the verdicts alone: recommend only when every one passed."""
 
-    outcome: str  # passed / failed / inconclusive / none
+    outcome: str  # an Outcome, or "none" without verdicts
     passed: int
     total: int
-    failed: tuple[Verdict, ...]
-    inconclusive: tuple[Verdict, ...]
+    failed: tuple[Judged, ...]
+    inconclusive: tuple[Judged, ...]
 
 
-def recommend(verdicts: Sequence[Verdict]) -> Recommendation:
-    failed = tuple(v for v in verdicts if v.outcome == FAILED)
-    unsure = tuple(v for v in verdicts if v.outcome not in (PASSED, FAILED))
-    passed = len(verdicts) - len(failed) - len(unsure)
-    if not verdicts:
+def recommend(judged: Sequence[Judged]) -> Recommendation:
+    failed = tuple(j for j in judged if j.verdict.outcome is Outcome.FAILED)
+    unsure = tuple(j for j in judged if j.verdict.outcome is Outcome.INCONCLUSIVE)
+    passed = len(judged) - len(failed) - len(unsure)
+    outcome: str
+    if not judged:
         outcome = "none"
     elif failed:
-        outcome = FAILED
+        outcome = Outcome.FAILED
     elif unsure:
-        outcome = INCONCLUSIVE
+        outcome = Outcome.INCONCLUSIVE
     else:
-        outcome = PASSED
-    return Recommendation(outcome, passed, len(verdicts), failed, unsure)
+        outcome = Outcome.PASSED
+    return Recommendation(outcome, passed, len(judged), failed, unsure)
 
 
 # Topologies whose cache lives in Mooncake store servers, which cost money too.
@@ -251,7 +233,7 @@ def capacities_of(run: Run) -> list[Capacity]:
             ci_low=_number(data.get("ci_low")) or 0.0, ci_high=_number(data.get("ci_high")),
             outcome=str(data.get("outcome", "?")), slo=str(slo.get("text", "?")), slo_ttft_ms=_number(slo.get("ttft_p90_ms")),
             slo_tpot_ms=_number(slo.get("tpot_p90_ms")), steps=tuple(data.get("steps", [])),
-            verdicts=tuple(Verdict.from_dict(f"capacity {topology}", v) for v in data.get("verdicts", [])),
+            verdicts=_verdicts(run, f"capacity {topology}", data),
             summary=str(data.get("summary", "")), source=run.run_id,
         ))
     return found

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import re
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .model import FAILED, PASSED, Pair, Verdict, read
+from ..schema import Op, Outcome, Statistic, Verdict
+from .model import Pair, read
 
-STATUS = {PASSED: "✅", FAILED: "❌"}
-UNSURE = "❔"
-_THRESHOLD = re.compile(r"^\s*(>=|<=|>|<)\s*(-?\d+(?:\.\d+)?)\s*$")
+STATUS = {Outcome.PASSED: "✅", Outcome.FAILED: "❌", Outcome.INCONCLUSIVE: "❔"}
 
 
 @dataclass(frozen=True)
@@ -57,7 +56,7 @@ def change(row: Row, pair: Pair) -> float | None:
 def verdict_row(verdict: Verdict) -> str | None:
     """The row a verdict judges, when it judges one of them."""
     if verdict.metric.startswith("ttft_reduction"):
-        return {"median": "ttft_median", "mean": "ttft_mean"}.get(verdict.statistic or "")
+        return {Statistic.MEDIAN: "ttft_median", Statistic.MEAN: "ttft_mean"}.get(verdict.statistic) if verdict.statistic else None
     if verdict.metric.startswith("throughput_gain"):
         return "requests_per_s"
     if verdict.metric.startswith("tpot_change"):
@@ -72,20 +71,17 @@ def _sign(verdict: Verdict) -> int:
 
 def target(verdict: Verdict) -> str:
     """The threshold in the table's terms: a 60% reduction target reads "<= -60%"."""
-    match = _THRESHOLD.match(verdict.threshold)
-    if not match:
-        return verdict.threshold or "-"
-    relation, value = match.group(1), float(match.group(2))
-    if verdict.metric.startswith("tpot_change"):
+    op, value = verdict.rule.op, verdict.rule.value
+    if op is Op.WITHIN:
         return f"±{value:.0%}"
     if _sign(verdict) < 0:
-        relation = {">=": "<=", "<=": ">=", ">": "<", "<": ">"}[relation]
-    return f"{relation} {_sign(verdict) * value:+.0%}"
+        op = {Op.AT_LEAST: Op.AT_MOST, Op.AT_MOST: Op.AT_LEAST}.get(op, op)
+    return f"{op} {_sign(verdict) * value:+.0%}"
 
 
 def interval(verdict: Verdict) -> str:
     """The verdict's 95% confidence interval, as a change."""
-    if verdict.ci_low is None or verdict.ci_high is None:
+    if not (math.isfinite(verdict.ci_low) and math.isfinite(verdict.ci_high)):
         return "-"
     low, high = sorted((_sign(verdict) * verdict.ci_low, _sign(verdict) * verdict.ci_high))
     return f"{low:+.1%} .. {high:+.1%}"
@@ -94,7 +90,7 @@ def interval(verdict: Verdict) -> str:
 def status(verdict: Verdict | None) -> str:
     if verdict is None:
         return "-"
-    return STATUS.get(verdict.outcome, UNSURE)
+    return STATUS[verdict.outcome]
 
 
 def row_verdicts(pair: Pair) -> dict[str, Verdict]:

@@ -13,8 +13,8 @@ Send requests and get one record each (never an exception for a failed request):
 Aggregate and judge::
 
     stats = round_stats(records, slo=SLO(ttft_ms=500))     # percentiles in ms, rates, goodput, hit rate
-    verdict = judge("ttft_reduction", cold_ttfts, hit_ttfts, Rule(">=", 0.60))
-    verdict.outcome                                          # passed / failed / inconclusive
+    verdict = judge("ttft_reduction", cold_ttfts, hit_ttfts, Rule(">=", 0.60))   # Rule: pytest_mooncake.schema
+    verdict.outcome                                          # Outcome.PASSED / FAILED / INCONCLUSIVE
 
 Prove reuse on the server::
 
@@ -29,13 +29,10 @@ scheduled send time) are in ``pytest_mooncake.serving.client``.
 from .client import ClientConfig, RequestError, RequestRecord, RequestSpec, RunClock, StreamingClient
 from .counters import COUNTERS, MetricsReader, Quiescence, deltas, parse_samples, wait_until_quiescent
 from .load import Concurrency, LoadMode, PoissonRate, SweepPoint, Timestamps, arrival_offsets, run_requests, run_requests_async, sweep
-from .stats import FAILED, INCONCLUSIVE, PASSED, SLO, Estimate, Rule, Verdict, bootstrap, judge, round_stats, run_duration
+from .stats import SLO, Estimate, bootstrap, judge, round_stats, run_duration
 
 __all__ = [
     "COUNTERS",
-    "FAILED",
-    "INCONCLUSIVE",
-    "PASSED",
     "SLO",
     "ClientConfig",
     "Concurrency",
@@ -47,12 +44,10 @@ __all__ = [
     "RequestError",
     "RequestRecord",
     "RequestSpec",
-    "Rule",
     "RunClock",
     "StreamingClient",
     "SweepPoint",
     "Timestamps",
-    "Verdict",
     "arrival_offsets",
     "bootstrap",
     "deltas",

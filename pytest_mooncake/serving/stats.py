@@ -3,14 +3,10 @@
 Percentiles use numpy's default (linear interpolation), as vLLM's ``bench serve`` does; latency
 statistics use successful records only, failures are counted by ``RequestError.kind``.
 
-A verdict compares an effect measured in one run with a threshold through its seeded 95%
-percentile-bootstrap interval:
-
-- ``passed``: the whole interval is on the passing side of the threshold;
-- ``failed``: the whole interval is on the failing side;
-- ``inconclusive``: the interval straddles the threshold. It is never a pass: the test fails
-  with the word INCONCLUSIVE and reports show it apart from failures. More requests per round
-  (``--mooncake-requests-per-scenario``) narrow the interval.
+A verdict (``pytest_mooncake.schema.Verdict``) compares an effect measured in one run with a
+threshold through its seeded 95% percentile-bootstrap interval. An inconclusive one is never a
+pass: the test fails with the word INCONCLUSIVE and reports show it apart from failures. More
+requests per round (``--mooncake-requests-per-scenario``) narrow the interval.
 
 Effects of sample ``b`` against reference ``a`` (``stat`` is the median or the mean):
 
@@ -24,14 +20,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from ..schema import Rule, Statistic, Verdict
 from .client import RequestRecord
-
-PASSED, FAILED, INCONCLUSIVE = "passed", "failed", "inconclusive"
 
 
 def _ms(values: Sequence[float]) -> dict[str, float] | None:
@@ -168,57 +163,6 @@ def bootstrap(
     return Estimate(effect, statistic, float(fn(point_a, point_b)), float(low), float(high), int(xa.size), n_b)
 
 
-@dataclass(frozen=True)
-class Rule:
-    """``>= value``, ``<= value`` or ``within ±value`` (a band around 0)."""
-
-    op: str
-    value: float
-
-    def __post_init__(self) -> None:
-        if self.op not in (">=", "<=", "within"):
-            raise ValueError(f"threshold operator {self.op!r}: use '>=', '<=' or 'within'")
-
-    def __str__(self) -> str:
-        return f"within ±{self.value:.0%}" if self.op == "within" else f"{self.op} {self.value:.0%}"
-
-    def holds(self, x: float) -> bool:
-        if self.op == ">=":
-            return x >= self.value
-        if self.op == "<=":
-            return x <= self.value
-        return -self.value <= x <= self.value
-
-    def outcome(self, low: float, high: float) -> str:
-        """passed / failed / inconclusive for the interval [low, high]."""
-        if self.holds(low) and self.holds(high):
-            return PASSED
-        if self.op == ">=" and high < self.value or self.op == "<=" and low > self.value:
-            return FAILED
-        if self.op == "within" and (high < -self.value or low > self.value):
-            return FAILED
-        return INCONCLUSIVE
-
-
-@dataclass(frozen=True)
-class Verdict:
-    metric: str
-    threshold: str
-    n_before: int
-    n_after: int
-    effect: float
-    ci_low: float
-    ci_high: float
-    outcome: str
-    message: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-WORDS = {PASSED: "meets", FAILED: "misses", INCONCLUSIVE: "is INCONCLUSIVE against"}
-
-
 def judge(
     metric: str,
     before: Sequence[float],
@@ -231,10 +175,5 @@ def judge(
 ) -> Verdict:
     """Verdict on ``effect(after vs before)`` against ``rule`` (``after`` may be strata, see ``bootstrap``)."""
     e = bootstrap(before, after, effect=effect, statistic=statistic)
-    outcome = rule.outcome(e.ci_low, e.ci_high)
-    why = "; the interval straddles the threshold: more requests per round narrow it" if outcome == INCONCLUSIVE else ""
-    message = (
-        f"{metric} = {e.value:.1%} (95% CI {e.ci_low:.1%} .. {e.ci_high:.1%}, {statistic} of n={e.n_b} vs n={e.n_a}) "
-        f"{WORDS[outcome]} the threshold {rule}{context}{why}"
-    )
-    return Verdict(metric, f"{rule.op} {rule.value:g}", e.n_a, e.n_b, e.value, e.ci_low, e.ci_high, outcome, message)
+    return Verdict(metric, Statistic(statistic), e.value, e.ci_low, e.ci_high, e.n_a, e.n_b, rule,
+                   rule.outcome(e.ci_low, e.ci_high), context=context)

@@ -14,7 +14,8 @@ from pytest_mooncake.protocol import Protocol
 from pytest_mooncake.reporting import attach_statistics, label, show
 from pytest_mooncake.results import Results
 from pytest_mooncake.scenarios import Scenario
-from pytest_mooncake.serving import PASSED, Rule, judge
+from pytest_mooncake.schema import Outcome, Round, Rule
+from pytest_mooncake.serving import judge
 from pytest_mooncake.vllm.server import Endpoint
 from pytest_mooncake.vllm.tokens import TokenPool
 
@@ -39,7 +40,7 @@ def test_ab_high_reuse(
         endpoint.label: Protocol(endpoint, token_pool, mooncake_config, f"{mooncake_run_id}-ab", progress=request.config).run(scenario)
         for endpoint in (baseline_endpoint, openai_endpoint)
     }
-    base, cache = runs[baseline_endpoint.label].round("hit"), runs[openai_endpoint.label].round("hit")
+    base, cache = runs[baseline_endpoint.label].round(Round.HIT), runs[openai_endpoint.label].round(Round.HIT)
     errors = runs[baseline_endpoint.label].errors() + runs[openai_endpoint.label].errors()
     assert not errors, f"requests failed: {errors[:3]}"
     verdict = judge(
@@ -53,7 +54,7 @@ def test_ab_high_reuse(
         "scenario": "high_reuse",
         "endpoint": f"{openai_endpoint.label} vs {baseline_endpoint.label}",
         "model": openai_endpoint.model,
-        "rounds": [{**base.as_dict(), "round": "baseline"}, {**cache.as_dict(), "round": "with-cache"}],
+        "rounds": [{**base.as_dict(), "round": Round.BASELINE.value}, {**cache.as_dict(), "round": Round.WITH_CACHE.value}],
         "verdicts": [verdict.as_dict()],
         "throughput_gain": gain,
     }
@@ -61,6 +62,6 @@ def test_ab_high_reuse(
     attach_statistics("ab_high_reuse", data)
     show(request.config, f"[A/B high_reuse] {verdict.message}; throughput gain {gain:+.0%}; "
          f"cached tokens with cache {cache_stats['cached_tokens']}, baseline {base_stats['cached_tokens']}")
-    if verdict.outcome != PASSED:
+    if verdict.outcome is not Outcome.PASSED:
         pytest.fail(verdict.message, pytrace=False)
     assert cache_stats["cached_tokens"] > 0, "a gain with zero cached tokens is not a cache win"

@@ -25,14 +25,13 @@ from pytest_mooncake.capacity_search import (
     calibrate,
     capacity_gain,
     search,
-    verdict_dict,
 )
 from pytest_mooncake.options import MooncakeConfig
 from pytest_mooncake.profiles import effective_thresholds
 from pytest_mooncake.reporting import label, show
 from pytest_mooncake.results import Results
 from pytest_mooncake.scenarios import Scenario
-from pytest_mooncake.serving import PASSED, Rule
+from pytest_mooncake.schema import Outcome, Rule
 from pytest_mooncake.vllm.server import Endpoint
 from pytest_mooncake.vllm.tokens import TokenPool
 from pytest_mooncake.vllm.topology import Deployment
@@ -135,7 +134,7 @@ def test_capacity_gain(
                 for topology, result in results.items() if topology != REFERENCE and threshold is not None}
     for topology, result in results.items():
         data = {**result.as_dict(), "reference": REFERENCE,
-                "verdicts": [verdict_dict(verdicts[topology])] if topology in verdicts else []}
+                "verdicts": [verdicts[topology].as_dict()] if topology in verdicts else []}
         mooncake_results.add("capacity", topology, data, test=request.node.nodeid)
         show(request.config, f"[capacity] {result.summary()}")
     for topology, reason in unavailable.items():
@@ -143,6 +142,6 @@ def test_capacity_gain(
     for verdict in verdicts.values():
         show(request.config, f"[capacity] {verdict.message}")
     show(request.config, f"[capacity] search took {time.monotonic() - started:.0f} s")
-    failed = [v.message for v in verdicts.values() if v.outcome != PASSED]
+    failed = [v.message for v in verdicts.values() if v.outcome is not Outcome.PASSED]
     if failed:
         pytest.fail("\n".join(failed), pytrace=False)

@@ -17,6 +17,7 @@ import pytest
 from pytest_mooncake import MasterHandle, MasterMetrics, StoreNode, factories
 from pytest_mooncake.reporting import show
 from pytest_mooncake.results import Results
+from pytest_mooncake.schema import Round
 from pytest_mooncake.serving import Concurrency, RequestRecord, RequestSpec, run_requests
 from pytest_mooncake.session import get_config
 from pytest_mooncake.vllm.topology import KV_BLOCK_TOKENS, Deployment
@@ -35,7 +36,7 @@ WHOLE_BLOCKS = PROMPT_TOKENS // KV_BLOCK_TOKENS * KV_BLOCK_TOKENS
 def _prompts(tag: str) -> list[RequestSpec]:
     # Token ids of the served tiny model's vocabulary, unique to this run and test.
     rng = random.Random(tag)
-    return [RequestSpec(f"{tag}-{i}", "fault", "cold", prompt=tuple(rng.randrange(100, 8000) for _ in range(PROMPT_TOKENS)),
+    return [RequestSpec(f"{tag}-{i}", "fault", Round.COLD, prompt=tuple(rng.randrange(100, 8000) for _ in range(PROMPT_TOKENS)),
                         max_tokens=8, extra_body={"min_tokens": 1}) for i in range(PROMPTS)]
 
 

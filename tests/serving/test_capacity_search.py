@@ -22,7 +22,8 @@ from pytest_mooncake.capacity_search import (
     p90,
     search,
 )
-from pytest_mooncake.serving import FAILED, INCONCLUSIVE, PASSED, RequestSpec, Rule
+from pytest_mooncake.schema import Outcome, Rule
+from pytest_mooncake.serving import RequestSpec
 from pytest_mooncake.vllm.server import Endpoint
 
 from .fake_openai_server import FakeOpenAIServer
@@ -62,7 +63,7 @@ def test_the_knee_is_interpolated_and_its_interval_ends_on_passed_and_failed_rat
     assert rate == pytest.approx(4.8)
     # Every step passed up to 2; 4 is inconclusive (150 .. 300 straddles 250); 8 wholly misses.
     assert (low, high) == (2, 8)
-    assert [s.outcome for s in steps] == [PASSED, INCONCLUSIVE, FAILED]
+    assert [s.outcome for s in steps] == [Outcome.PASSED, Outcome.INCONCLUSIVE, Outcome.FAILED]
 
 
 def test_a_curve_that_never_misses_is_censored_and_one_that_always_misses_says_so() -> None:
@@ -83,14 +84,14 @@ def test_failed_requests_count_as_infinitely_slow() -> None:
 
 def test_capacity_gain_is_judged_on_the_interval_both_capacities_allow() -> None:
     base = _result("baseline", 4.0, 3.5, 4.5)
-    assert capacity_gain(_result("prefix-cache", 12.0, 11.0, 13.0), base, Rule(">=", 0.5)).outcome == PASSED
-    assert capacity_gain(_result("prefix-cache", 4.2, 3.8, 4.6), base, Rule(">=", 0.5)).outcome == FAILED
+    assert capacity_gain(_result("prefix-cache", 12.0, 11.0, 13.0), base, Rule(">=", 0.5)).outcome == Outcome.PASSED
+    assert capacity_gain(_result("prefix-cache", 4.2, 3.8, 4.6), base, Rule(">=", 0.5)).outcome == Outcome.FAILED
     unsure = capacity_gain(_result("prefix-cache", 6.5, 5.0, 8.0), base, Rule(">=", 0.5))
-    assert unsure.outcome == INCONCLUSIVE and "INCONCLUSIVE" in unsure.message
+    assert unsure.outcome == Outcome.INCONCLUSIVE and "INCONCLUSIVE" in unsure.message
     assert unsure.ci_low == pytest.approx(5.0 / 4.5 - 1) and unsure.ci_high == pytest.approx(8.0 / 3.5 - 1)
     # A baseline that sustained nothing tried: the gain's interval is open above.
     none = capacity_gain(_result("prefix-cache", 6.0, 5.0, 7.0), _result("baseline", None, 0.0, 1.0), Rule(">=", 0.5))
-    assert none.outcome == PASSED and math.isinf(none.ci_high)
+    assert none.outcome == Outcome.PASSED and math.isinf(none.ci_high)
 
 
 def _endpoint(server: FakeOpenAIServer) -> Endpoint:

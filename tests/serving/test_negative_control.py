@@ -10,8 +10,8 @@ from pytest_mooncake.options import MooncakeConfig
 from pytest_mooncake.protocol import Protocol, RoundResult, ScenarioRun
 from pytest_mooncake.reuse import evaluate
 from pytest_mooncake.scenarios import Scenario
-from pytest_mooncake.serving import FAILED, INCONCLUSIVE, PASSED, RequestRecord, judge
-from pytest_mooncake.serving.stats import Rule
+from pytest_mooncake.schema import Outcome, Rule, Statistic
+from pytest_mooncake.serving import RequestRecord, judge
 from pytest_mooncake.vllm.server import Endpoint
 from pytest_mooncake.vllm.tokens import TokenPool
 
@@ -46,20 +46,20 @@ NOISY = ([1.0, 0.3, 1.9, 0.6, 1.4, 0.9, 2.2, 0.4], [0.7, 1.6, 0.35, 1.1, 0.5, 1.
 def test_a_control_inside_the_limit_is_clean() -> None:
     evaluation = evaluate(_control(*SAME), {"control_gain": LIMIT})
     [verdict] = evaluation.verdicts
-    assert (verdict.outcome, evaluation.problems) == (PASSED, [])
-    assert evaluation.control is not None and evaluation.control["outcome"] == PASSED
+    assert (verdict.outcome, evaluation.problems) == (Outcome.PASSED, [])
+    assert evaluation.control is not None and evaluation.control["outcome"] == Outcome.PASSED
     assert "clean: no gain above 10%" in verdict.message
 
 
 def test_a_control_significantly_above_the_limit_is_contaminated() -> None:
     evaluation = evaluate(_control(*HALVED), {"control_gain": LIMIT})
     [problem] = evaluation.problems
-    assert evaluation.verdicts[0].outcome == FAILED and "CONTAMINATED" in problem and "gain 50.0%" in problem
+    assert evaluation.verdicts[0].outcome == Outcome.FAILED and "CONTAMINATED" in problem and "gain 50.0%" in problem
 
 
 def test_a_cached_token_contaminates_even_a_control_without_gain() -> None:
     evaluation = evaluate(_control(*SAME, cached=16), {"control_gain": LIMIT})
-    assert evaluation.verdicts[0].outcome == FAILED
+    assert evaluation.verdicts[0].outcome == Outcome.FAILED
     assert "128 cached tokens; CONTAMINATED" in evaluation.problems[0]
 
 
@@ -71,7 +71,7 @@ def test_an_interval_straddling_the_limit_is_inconclusive_not_clean() -> None:
     evaluation = evaluate(_control(cold, hit), {"control_gain": LIMIT})
     [verdict] = evaluation.verdicts
     [problem] = evaluation.problems
-    assert verdict.outcome == INCONCLUSIVE
+    assert verdict.outcome == Outcome.INCONCLUSIVE
     assert problem.startswith(f"negative control: gain {straddle.effect:.1%} (95% CI {straddle.ci_low:.1%} .. "
                               f"{straddle.ci_high:.1%}")
     assert "INCONCLUSIVE" in problem and "does not vouch for the run's gains" in problem
@@ -100,7 +100,7 @@ def test_a_noisy_server_makes_the_control_inconclusive_end_to_end() -> None:
         run = Protocol(endpoint, pool, config, "control-e2e", warm_up=False).run(CONTROL)
     evaluation = evaluate(run, {"control_gain": LIMIT})
     [verdict] = evaluation.verdicts
-    assert verdict.outcome == INCONCLUSIVE, verdict.message
+    assert verdict.outcome == Outcome.INCONCLUSIVE, verdict.message
     assert verdict.ci_low < LIMIT < verdict.ci_high
 
 
@@ -109,9 +109,8 @@ def test_the_control_verdict_and_its_record_are_exact() -> None:
     straddle = judge("control_gain", cold, hit, Rule("<=", LIMIT))
     evaluation = evaluate(_control(cold, hit), {"control_gain": LIMIT})
     [verdict] = evaluation.verdicts
-    assert (verdict.metric, verdict.threshold, verdict.n_before, verdict.n_after, verdict.effect, verdict.ci_low,
-            verdict.ci_high) == ("control_gain", "<= 0.1", 8, 8, straddle.effect, straddle.ci_low, straddle.ci_high)
-    assert evaluation.control == {"outcome": INCONCLUSIVE, "cached_tokens": 0,
+    assert verdict == straddle and verdict.rule == Rule("<=", 0.1) and verdict.statistic is Statistic.MEDIAN
+    assert evaluation.control == {"outcome": Outcome.INCONCLUSIVE, "cached_tokens": 0,
                                   "detectable_gain": pytest.approx(LIMIT + straddle.effect - straddle.ci_low), "limit": LIMIT}
     assert verdict.message.endswith(
         "INCONCLUSIVE: the interval straddles 10%, so the control cannot tell a gain from none and does not vouch for "
@@ -124,7 +123,7 @@ def test_the_control_verdict_and_its_record_are_exact() -> None:
 def test_a_single_cached_token_contaminates() -> None:
     run = _control(*SAME)
     run.rounds[1].records[0] = dataclasses.replace(run.rounds[1].records[0], cached_tokens=1)
-    assert evaluate(run, {"control_gain": LIMIT}).verdicts[0].outcome == FAILED
+    assert evaluate(run, {"control_gain": LIMIT}).verdicts[0].outcome == Outcome.FAILED
 
 
 def test_the_control_is_judged_on_the_statistic_asked_for() -> None:
@@ -133,7 +132,7 @@ def test_the_control_is_judged_on_the_statistic_asked_for() -> None:
     resamples, (7/8)^8, miss the slow request), so that control is INCONCLUSIVE, the median's clean."""
     cold, hit = [1.0] * 7 + [9.0], [1.0] * 8
     mean = evaluate(_control(cold, hit), {"control_gain": LIMIT}, statistic="mean").verdicts[0]
-    assert mean.effect == pytest.approx(0.5) and mean.outcome == INCONCLUSIVE
+    assert mean.effect == pytest.approx(0.5) and mean.outcome == Outcome.INCONCLUSIVE
     assert mean.message.startswith("negative control: gain 50.0% (95% CI ") and "mean of n=8 vs n=8" in mean.message
     median = evaluate(_control(cold, hit), {"control_gain": LIMIT}).verdicts[0]
-    assert median.effect == 0.0 and median.outcome == PASSED and "median of n=8 vs n=8" in median.message
+    assert median.effect == 0.0 and median.outcome == Outcome.PASSED and "median of n=8 vs n=8" in median.message

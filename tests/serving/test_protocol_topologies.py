@@ -8,6 +8,7 @@ from pytest_mooncake.markers import gpu_present
 from pytest_mooncake.options import TOPOLOGY_NAMES, MooncakeConfig
 from pytest_mooncake.protocol import Protocol
 from pytest_mooncake.scenarios import Scenario
+from pytest_mooncake.schema import Round
 from pytest_mooncake.vllm.server import Endpoint
 from pytest_mooncake.vllm.tokens import TokenPool
 from pytest_mooncake.vllm.topology import TOPOLOGIES, split_cores
@@ -81,3 +82,17 @@ def test_prefiller_and_decoder_get_disjoint_halves_of_the_cores() -> None:
     assert split_cores([0, 1, 2]) == ("0", "1,2")
     assert split_cores([0, 1]) == ("0", "1")
     assert split_cores([5]) is None, "one core cannot be split: no binding"
+
+
+@pytest.mark.parametrize(("scenario", "rounds"), [
+    (Scenario("high_reuse", 2, 100, 20, reuse=1.0, rounds=3, max_tokens=2), [Round.COLD, Round.HIT, Round.hit(2), Round.REPEAT]),
+    (Scenario("low_reuse", 2, 0, 100, reuse=0.0, max_tokens=2), [Round.COLD, Round.HIT]),  # interleaved
+    (Scenario("multi_turn", 2, 100, 20, reuse=1.0, turns=2, max_tokens=2), [Round.COLD, Round.HIT]),
+])
+def test_every_round_is_named_by_the_round_enum(scenario: Scenario, rounds: list[str]) -> None:
+    with FakeOpenAIServer(ttft=0.01, itl=0.001, tokens=2) as server:
+        run = Protocol(_endpoint(server, "one"), POOL, CONFIG, "rounds", warm_up=False).run(scenario)
+    assert [r.name for r in run.rounds] == rounds
+    assert all(isinstance(r.name, Round) for r in run.rounds if r.name != Round.hit(2))
+    assert {rec.round for rec in run.round(Round.COLD).records} == {Round.COLD}
+    assert [r.as_dict()["round"] for r in run.rounds] == [str(name) for name in rounds]

@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pytest_mooncake.serving import FAILED, INCONCLUSIVE, PASSED, SLO, RequestError, RequestRecord, Rule, bootstrap, judge, round_stats
-from pytest_mooncake.serving.stats import Estimate, Verdict, run_duration
+from pytest_mooncake.schema import Op, Outcome, Rule, Statistic, Verdict
+from pytest_mooncake.serving import SLO, RequestError, RequestRecord, bootstrap, judge, round_stats
+from pytest_mooncake.serving.stats import Estimate, run_duration
 
 
 def record(i: int, ttft: float, e2e: float, tokens: int = 5, cached: int = 0, error: str | None = None) -> RequestRecord:
@@ -99,24 +100,25 @@ def test_bootstrap_refuses_what_it_cannot_compute() -> None:
 
 @pytest.mark.parametrize(
     ("op", "low", "high", "outcome"),
-    [(">=", 0.65, 0.8, PASSED), (">=", 0.3, 0.55, FAILED), (">=", 0.5, 0.7, INCONCLUSIVE),
-     ("<=", -0.05, 0.08, PASSED), ("<=", 0.12, 0.3, FAILED), ("<=", 0.05, 0.2, INCONCLUSIVE)],
+    [(">=", 0.65, 0.8, Outcome.PASSED), (">=", 0.3, 0.55, Outcome.FAILED), (">=", 0.5, 0.7, Outcome.INCONCLUSIVE),
+     ("<=", -0.05, 0.08, Outcome.PASSED), ("<=", 0.12, 0.3, Outcome.FAILED), ("<=", 0.05, 0.2, Outcome.INCONCLUSIVE)],
 )
 def test_outcome_from_the_interval(op: str, low: float, high: float, outcome: str) -> None:
     assert Rule(op, 0.6 if op == ">=" else 0.1).outcome(low, high) == outcome
 
 
-@pytest.mark.parametrize(("low", "high", "outcome"), [(-0.05, 0.08, PASSED), (0.15, 0.3, FAILED), (-0.3, -0.2, FAILED), (-0.05, 0.2, INCONCLUSIVE)])
+@pytest.mark.parametrize(("low", "high", "outcome"), [(-0.05, 0.08, Outcome.PASSED), (0.15, 0.3, Outcome.FAILED), (-0.3, -0.2, Outcome.FAILED), (-0.05, 0.2, Outcome.INCONCLUSIVE)])
 def test_within_band(low: float, high: float, outcome: str) -> None:
     assert Rule("within", 0.1).outcome(low, high) == outcome and str(Rule("within", 0.1)) == "within ±10%"
 
 
 def test_rule_refuses_an_unknown_operator() -> None:
-    with pytest.raises(ValueError, match="use '>=', '<=' or 'within'"):
-        Rule(">", 0.5)
+    with pytest.raises(ValueError, match="threshold operator '==': use one of '>=', '<=', 'within', '>'"):
+        Rule("==", 0.5)
+    assert Rule(">=", 0.6) == Rule(Op.AT_LEAST, 0.6) and Rule(">=", 0.6).op is Op.AT_LEAST
 
 
-@pytest.mark.parametrize(("hit_level", "outcome"), [(0.2, PASSED), (0.9, FAILED), (0.42, INCONCLUSIVE)])
+@pytest.mark.parametrize(("hit_level", "outcome"), [(0.2, Outcome.PASSED), (0.9, Outcome.FAILED), (0.42, Outcome.INCONCLUSIVE)])
 def test_three_outcomes_with_their_words(hit_level: float, outcome: str) -> None:
     rng = np.random.default_rng(2)
     cold = list(rng.normal(1.0, 0.15, 8))
@@ -124,11 +126,11 @@ def test_three_outcomes_with_their_words(hit_level: float, outcome: str) -> None
     verdict = judge("ttft_reduction", cold, hit, Rule(">=", 0.6))
     assert verdict.outcome == outcome, verdict.message
     assert "median of n=8 vs n=8" in verdict.message and "the threshold >= 60%" in verdict.message
-    word = {PASSED: "meets", FAILED: "misses", INCONCLUSIVE: "is INCONCLUSIVE against"}[outcome]
+    word = {Outcome.PASSED: "meets", Outcome.FAILED: "misses", Outcome.INCONCLUSIVE: "is INCONCLUSIVE against"}[outcome]
     assert word in verdict.message
-    if outcome == INCONCLUSIVE:
+    if outcome == Outcome.INCONCLUSIVE:
         assert verdict.ci_low < 0.6 < verdict.ci_high and "straddles" in verdict.message
-    assert verdict.as_dict()["threshold"] == ">= 0.6"
+    assert (verdict.as_dict()["op"], verdict.as_dict()["threshold"], verdict.as_dict()["statistic"]) == (">=", 0.6, "median")
 
 
 def _reference_interval(a: list[float], strata: list[list[float]], stat: Callable[..., Any], effect: Callable[..., Any],
@@ -225,12 +227,12 @@ def test_missing_token_counts_count_as_zero() -> None:
     ("op", "low", "high", "outcome"),
     [
         # an interval bound exactly on the threshold is on the passing side
-        (">=", 0.6, 0.8, PASSED), ("<=", -0.3, 0.1, PASSED), ("within", -0.1, 0.1, PASSED),
+        (">=", 0.6, 0.8, Outcome.PASSED), ("<=", -0.3, 0.1, Outcome.PASSED), ("within", -0.1, 0.1, Outcome.PASSED),
         # and it is not yet on the failing side
-        (">=", 0.4, 0.6, INCONCLUSIVE), ("<=", 0.1, 0.3, INCONCLUSIVE),
-        ("within", -0.3, -0.1, INCONCLUSIVE), ("within", 0.1, 0.3, INCONCLUSIVE),
+        (">=", 0.4, 0.6, Outcome.INCONCLUSIVE), ("<=", 0.1, 0.3, Outcome.INCONCLUSIVE),
+        ("within", -0.3, -0.1, Outcome.INCONCLUSIVE), ("within", 0.1, 0.3, Outcome.INCONCLUSIVE),
         # one side below the band is not a failure of the whole band
-        ("within", -0.3, 0.05, INCONCLUSIVE),
+        ("within", -0.3, 0.05, Outcome.INCONCLUSIVE),
     ],
 )
 def test_bounds_exactly_on_the_threshold(op: str, low: float, high: float, outcome: str) -> None:
@@ -242,10 +244,10 @@ def test_verdict_carries_the_effect_the_statistic_and_the_exact_message() -> Non
     before, after = [1.0, 1.1, 0.9, 1.05, 0.95], [0.5, 0.55, 0.45, 0.5]
     verdict = judge("tpot_change", before, after, Rule("<=", 0.1), effect="change", statistic="mean")
     e = bootstrap(before, after, effect="change", statistic="mean")
-    assert verdict == Verdict("tpot_change", "<= 0.1", 5, 4, e.value, e.ci_low, e.ci_high, PASSED, verdict.message)
+    assert verdict == Verdict("tpot_change", Statistic.MEAN, e.value, e.ci_low, e.ci_high, 5, 4, Rule("<=", 0.1), Outcome.PASSED)
     assert verdict.message == (f"tpot_change = {e.value:.1%} (95% CI {e.ci_low:.1%} .. {e.ci_high:.1%}, mean of n=4 vs n=5) "
                                "meets the threshold <= 10%")
     straddling = judge("ttft_reduction", before, after, Rule(">=", 0.5), context=" (scenario x)")
-    assert straddling.outcome == INCONCLUSIVE and straddling.message.endswith(
+    assert straddling.outcome == Outcome.INCONCLUSIVE and straddling.message.endswith(
         "is INCONCLUSIVE against the threshold >= 50% (scenario x); the interval straddles the threshold: "
         "more requests per round narrow it")

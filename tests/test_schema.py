@@ -1,0 +1,110 @@
+"""The typed results: verdicts round-trip through JSON, round names are an enum, and a results
+document of another schema version is refused with one line that says how to fix it."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from pytest_mooncake.cli import main
+from pytest_mooncake.results import SCHEMA_VERSION, Store, load
+from pytest_mooncake.schema import HIT_ROUNDS, Op, Outcome, Round, Rule, Statistic, Verdict
+
+DATA = Path(__file__).parent / "data" / "results"
+JUDGED = Verdict("ttft_reduction", Statistic.MEDIAN, 0.66, 0.61, 0.7, 10, 12, Rule(">=", 0.6), Outcome.PASSED,
+                 context=" (a vs b)")
+
+
+@pytest.mark.parametrize("verdict", [
+    JUDGED,
+    Verdict("tpot_change", Statistic.MEAN, 0.02, -0.04, 0.09, 8, 8, Rule("within", 0.1), Outcome.PASSED),
+    Verdict("control_gain", Statistic.MEDIAN, 0.3, -0.2, 0.5, 8, 8, Rule("<=", 0.1), Outcome.INCONCLUSIVE,
+            wording="negative control: gain 30.0% ...; INCONCLUSIVE"),
+    Verdict("mooncake_served", None, 0.0, 0.0, 0.0, 8, 8, Rule(">", 0), Outcome.FAILED, wording="NOT SERVED BY MOONCAKE"),
+])
+def test_a_verdict_round_trips_through_json(verdict: Verdict) -> None:
+    written = json.loads(json.dumps(verdict.as_dict()))
+    restored = Verdict.from_dict(written)
+    assert restored == verdict and restored.message == verdict.message and restored.as_dict() == written
+    assert isinstance(restored.outcome, Outcome) and isinstance(restored.rule.op, Op)
+
+
+def test_the_json_keeps_plain_strings_and_numbers() -> None:
+    assert JUDGED.as_dict() == {
+        "metric": "ttft_reduction", "statistic": "median", "effect": 0.66, "ci_low": 0.61, "ci_high": 0.7, "n_before": 10,
+        "n_after": 12, "op": ">=", "threshold": 0.6, "outcome": "passed",
+        "message": "ttft_reduction = 66.0% (95% CI 61.0% .. 70.0%, median of n=12 vs n=10) meets the threshold >= 60% (a vs b)",
+    }
+    assert json.dumps(JUDGED.as_dict()["outcome"]) == '"passed"' and f"{Outcome.FAILED}" == str(Outcome.FAILED) == "failed"
+
+
+def test_an_open_interval_is_null_in_json_and_unbounded_when_read() -> None:
+    gain = Verdict("capacity_gain", None, math.inf, 0.2, math.inf, 5, 6, Rule(">=", 0.5), Outcome.PASSED, wording="gain")
+    written = gain.as_dict()
+    assert (written["effect"], written["ci_high"]) == (None, None)
+    restored = Verdict.from_dict(written)
+    assert math.isnan(restored.effect) and restored.ci_high == math.inf and restored.ci_low == 0.2
+
+
+def test_a_verdict_missing_a_field_is_named() -> None:
+    with pytest.raises(ValueError, match=r"^verdict 'ttft_reduction': no 'outcome'; expected the keys Verdict.as_dict "):
+        Verdict.from_dict({k: v for k, v in JUDGED.as_dict().items() if k != "outcome"})
+    with pytest.raises(ValueError, match=r"^verdict 'ttft_reduction': 'maybe' is not a valid Outcome"):
+        Verdict.from_dict({**JUDGED.as_dict(), "outcome": "maybe"})
+    with pytest.raises(ValueError, match=r"threshold = '>= 0.6' is not a number"):
+        Verdict.from_dict({**JUDGED.as_dict(), "threshold": ">= 0.6"})
+
+
+def test_round_names_are_the_strings_the_results_carry() -> None:
+    assert [r.value for r in Round] == ["warmup", "cold", "hit", "repeat", "mixed", "turn", "baseline", "with-cache"]
+    assert [Round.hit(i) for i in (1, 2, 3)] == ["hit", "hit2", "hit3"] and HIT_ROUNDS == ("hit", "with-cache")
+    assert json.dumps({"round": Round.WITH_CACHE}) == '{"round": "with-cache"}'
+    rounds = {r["round"] for f in DATA.glob("*.json") for rec in json.loads(f.read_text())["records"]
+              for r in rec.get("data", {}).get("rounds", [])}
+    assert rounds and rounds <= {r.value for r in Round}
+
+
+def _versioned(tmp_path: Path, version: object) -> Path:
+    document = json.loads((DATA / "reuse_run.json").read_text())
+    if version is None:
+        del document["schema_version"]
+    else:
+        document["schema_version"] = version
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(document))
+    return path
+
+
+@pytest.mark.parametrize(("version", "shown"), [(1, "1"), (None, "none"), ("2", "'2'")])
+def test_another_schema_version_is_refused_with_the_fix(tmp_path: Path, version: object, shown: str) -> None:
+    path = _versioned(tmp_path, version)
+    with pytest.raises(ValueError) as refused:
+        load(path)
+    assert str(refused.value) == (
+        f"{path} has results schema version {shown} (written by pytest-mooncake 0.1.0), this pytest-mooncake reads "
+        f"version {SCHEMA_VERSION}: re-run the tests to write it again (a baseline: --mooncake-save=NAME), or read it "
+        "with the pytest-mooncake version that wrote it")
+
+
+def test_the_report_command_prints_the_mismatch_and_exits_4(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _versioned(tmp_path, 1)
+    assert main(["report", str(path), "--out", str(tmp_path / "out")]) == pytest.ExitCode.USAGE_ERROR
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.splitlines() == [
+        f"pytest-mooncake report: {path} has results schema version 1 (written by pytest-mooncake 0.1.0), this "
+        f"pytest-mooncake reads version {SCHEMA_VERSION}: re-run the tests to write it again (a baseline: "
+        "--mooncake-save=NAME), or read it with the pytest-mooncake version that wrote it"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_baseline_of_another_version_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_record="def test_record(mooncake_results):\n    mooncake_results.add('x', 'y', {})\n")
+    store = Store(pytester.path / ".mooncake-results")
+    store.save_baseline({"schema_version": 1, "records": []}, "old")
+    result = pytester.runpytest("-p", "no:cacheprovider", "--mooncake-compare=old")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: */baselines/old.json has results schema version 1, this pytest-mooncake reads "
+                                 f"version {SCHEMA_VERSION}: re-run the tests to write it again *"])
