@@ -7,7 +7,7 @@ memory) is therefore this process, started in the cluster's namespace. Unix
 sockets cross network namespaces, so pytest drives it from the root namespace.
 
 Requests are ``(op, args, kwargs)``; ``op`` is a public store method or one of the
-agent operations in ``OPS``. Replies are ``("ok", value)`` or ``("error", text)``.
+agent operations in ``agent_ops.OPS``. Replies are ``("ok", value)`` or ``("error", text)``.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
 from multiprocessing.connection import Connection, Listener
 from typing import Any
+
+from .agent_ops import OPS, replicate_config
 
 READY_BANNER = "pytest-mooncake agent ready"
 # Not `python -m`: the package imports this module first, and runpy warns about that.
@@ -27,42 +28,6 @@ ENTRY = "import sys; from pytest_mooncake.agent import main; sys.exit(main(sys.a
 AUTHKEY_ENV = "PYTEST_MOONCAKE_AGENT_KEY"
 _FORBIDDEN = {"setup", "setup_dummy", "close", "init_all"}
 CLOSE_TIMEOUT_S = 2  # whole seconds: signal.alarm()
-
-OPS: dict[str, Callable[..., Any]] = {}
-
-
-def op(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Register an agent operation; it receives the store as its first argument."""
-    OPS[func.__name__] = func
-    return func
-
-
-@op
-def ping(store: Any) -> str:
-    return "pong"
-
-
-@op
-def replica_endpoints(store: Any, key: str) -> list[str]:
-    """Transport endpoint (segment name) of each replica of ``key``."""
-    return [
-        desc.get_memory_descriptor().buffer_descriptor.transport_endpoint
-        for desc in store.get_replica_desc(key)
-        if desc.is_memory_replica()
-    ]
-
-
-def replicate_config(spec: dict[str, Any]) -> Any:
-    """A ``ReplicateConfig`` from a plain dict (which crosses the socket)."""
-    from mooncake.store import ReplicateConfig, SoftPinAction
-
-    config = ReplicateConfig()
-    for key, value in spec.items():
-        if key == "soft_pin_action":
-            value = getattr(SoftPinAction, str(value).upper())
-        setattr(config, key, value)
-    return config
-
 
 def _dispatch(store: Any, request: tuple[str, tuple[Any, ...], dict[str, Any]]) -> tuple[str, Any]:
     name, args, kwargs = request
@@ -108,8 +73,6 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     from mooncake.store import MooncakeDistributedStore
-
-    from . import agent_ops  # noqa: F401 - registers the suites' operations
 
     # Mooncake's threads inherit this mask: with SIGTERM blocked in all of them, the kernel
     # delivers it to the main thread, whose accept() it interrupts so the handler runs now.

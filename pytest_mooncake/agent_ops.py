@@ -1,14 +1,53 @@
-"""Agent operations the suites run next to the store (no per-call socket round trip)."""
+"""Agent operations the suites run next to the store (no per-call socket round trip).
+
+The registry (``OPS``, ``op``) lives here with the operations: ``agent`` serves them and
+imports this module, never the other way round.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
-from .agent import op, replicate_config
 from .integrity import Checker, value_for
 
 NO_AVAILABLE_HANDLE = -200
+
+OPS: dict[str, Callable[..., Any]] = {}
+
+
+def op(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Register an agent operation; it receives the store as its first argument."""
+    OPS[func.__name__] = func
+    return func
+
+
+@op
+def ping(store: Any) -> str:
+    return "pong"
+
+
+@op
+def replica_endpoints(store: Any, key: str) -> list[str]:
+    """Transport endpoint (segment name) of each replica of ``key``."""
+    return [
+        desc.get_memory_descriptor().buffer_descriptor.transport_endpoint
+        for desc in store.get_replica_desc(key)
+        if desc.is_memory_replica()
+    ]
+
+
+def replicate_config(spec: dict[str, Any]) -> Any:
+    """A ``ReplicateConfig`` from a plain dict (which crosses the socket)."""
+    from mooncake.store import ReplicateConfig, SoftPinAction
+
+    config = ReplicateConfig()
+    for key, value in spec.items():
+        if key == "soft_pin_action":
+            value = getattr(SoftPinAction, str(value).upper())
+        setattr(config, key, value)
+    return config
 
 
 @op

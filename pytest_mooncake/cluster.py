@@ -9,7 +9,7 @@ import socket
 import sys
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,7 +88,9 @@ class MasterHandle:
 
 
 @dataclass
-class HAMaster:
+class MasterProcess:
+    """One spawned ``mooncake_master``: the single master, or one of an HA group."""
+
     endpoint: Endpoint
     metrics_url: str
     process: ServiceProcess = field(repr=False)
@@ -108,10 +110,10 @@ class HAGroup:
     """Masters electing a leader through one etcd (``--enable_ha --ha_backend_type=etcd``)."""
 
     etcd_url: str
-    masters: list[HAMaster]
-    leader: HAMaster
+    masters: list[MasterProcess]
+    leader: MasterProcess
 
-    def wait_for_leader(self, *, exclude: HAMaster | None = None, timeout: float) -> HAMaster:
+    def wait_for_leader(self, *, exclude: MasterProcess | None = None, timeout: float) -> MasterProcess:
         """The master that reports itself the serving leader, polled every 0.25 s up to ``timeout``."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -211,16 +213,62 @@ def _lan(janitor: Janitor) -> VirtualLan:
     return VirtualLan(on_namespace=lambda netns: janitor.watch_namespace(netns.name))
 
 
-def _master_flags(config: MooncakeConfig, address: str, rpc: int, metrics: int) -> list[str]:
-    return [
-        f"--rpc_address={address}",
-        f"--rpc_port={rpc}",
-        f"--metrics_host={address}",
-        f"--metrics_port={metrics}",
-        f"--default_kv_lease_ttl={round(config.lease_ttl * 1000)}",
-        f"--client_ttl={max(1, round(config.client_ttl))}",
-        "--logtostderr",
-    ]
+@dataclass(frozen=True)
+class _MasterSite:
+    """Where spawned masters (and their etcd) run; every process started here stops with ``stack``."""
+
+    config: MooncakeConfig
+    binary: Path
+    workdir: Path
+    janitor: Janitor
+    stack: ExitStack
+    netns: NetworkNamespace | None
+    address: str
+    lan: VirtualLan | None
+
+    def port(self) -> int:
+        return free_port(self.netns, self.address)
+
+    def run(self, name: str, command: list[str], probe: Probe, log_name: str) -> ServiceProcess:
+        process = ServiceProcess(name, command, probe, self.workdir / log_name, timeout=self.config.startup_timeout,
+                                 netns=self.netns, janitor=self.janitor)
+        self.stack.callback(process.stop)
+        process.start()
+        return process
+
+    def master(self, name: str, flags: list[str], probe: Callable[[str, int], Probe]) -> MasterProcess:
+        """Start a master on fresh RPC and metrics ports; ``probe(metrics_url, rpc_port)`` says when it is ready."""
+        rpc, metrics = self.port(), self.port()
+        metrics_url = f"http://{self.address}:{metrics}"
+        config, address = self.config, self.address
+        command = [
+            str(self.binary),
+            f"--rpc_address={address}",
+            f"--rpc_port={rpc}",
+            f"--metrics_host={address}",
+            f"--metrics_port={metrics}",
+            f"--default_kv_lease_ttl={round(config.lease_ttl * 1000)}",
+            f"--client_ttl={max(1, round(config.client_ttl))}",
+            "--logtostderr",
+            *flags,
+        ]
+        process = self.run(name, command, probe(metrics_url, rpc), f"{name}-{rpc}.log")
+        return MasterProcess(Endpoint(address, rpc), metrics_url, process, self.netns)
+
+    def handle(self, leader: MasterProcess, metadata_url: str, ha: HAGroup | None = None) -> MasterHandle:
+        return MasterHandle(
+            endpoint=leader.endpoint,
+            metadata_url=metadata_url,
+            metrics_url=leader.metrics_url,
+            spawned=True,
+            protocol=self.config.protocol,
+            lease_ttl=self.config.lease_ttl,
+            client_ttl=self.config.client_ttl,
+            netns=self.netns,
+            process=leader.process,
+            lan=self.lan,
+            ha=ha,
+        )
 
 
 @contextmanager
@@ -243,52 +291,25 @@ def spawned_master(config: MooncakeConfig, workdir: Path, janitor: Janitor) -> I
             netns = _namespace(config.netns, janitor)
             if netns is not None:
                 stack.callback(_drop_namespace, netns, janitor)
+        site = _MasterSite(config, binary, workdir, janitor, stack, netns, address, lan)
         if config.ha_masters:
-            yield _spawn_ha(config, binary, workdir, janitor, stack, netns, address, lan)
+            yield _spawn_ha(site)
             return
-        rpc, metrics, metadata = (free_port(netns, address) for _ in range(3))
-        command = [
-            str(binary),
-            *_master_flags(config, address, rpc, metrics),
-            "--enable_http_metadata_server=true",
-            f"--http_metadata_server_host={address}",
-            f"--http_metadata_server_port={metadata}",
-        ]
-        metrics_url = f"http://{address}:{metrics}"
-        probe = AllOf(
-            (
+        metadata = site.port()
+        master = site.master(
+            "mooncake_master",
+            ["--enable_http_metadata_server=true", f"--http_metadata_server_host={address}",
+             f"--http_metadata_server_port={metadata}"],
+            lambda metrics_url, rpc: AllOf((
                 HTTPProbe(metrics_url + "/health", body_pattern=r'"service_ready":\s*true', netns=netns),
                 TCPProbe(address, rpc, netns=netns),
                 TCPProbe(address, metadata, netns=netns),
-            )
+            )),
         )
-        process = ServiceProcess(
-            "mooncake_master",
-            command,
-            probe,
-            workdir / f"mooncake_master-{rpc}.log",
-            timeout=config.startup_timeout,
-            netns=netns,
-            janitor=janitor,
-        )
-        stack.callback(process.stop)
-        process.start()
-        yield MasterHandle(
-            endpoint=Endpoint(address, rpc),
-            metadata_url=f"http://{address}:{metadata}/metadata",
-            metrics_url=metrics_url,
-            spawned=True,
-            protocol=config.protocol,
-            lease_ttl=config.lease_ttl,
-            client_ttl=config.client_ttl,
-            netns=netns,
-            process=process,
-            lan=lan,
-        )
+        yield site.handle(master, f"http://{address}:{metadata}/metadata")
 
 
-def _spawn_ha(config: MooncakeConfig, binary: Path, workdir: Path, janitor: Janitor, stack: ExitStack,
-              netns: NetworkNamespace | None, address: str, lan: VirtualLan | None) -> MasterHandle:
+def _spawn_ha(site: _MasterSite) -> MasterHandle:
     """An etcd and ``config.ha_masters`` masters electing a leader through it, on one host.
 
     Master 0 starts first and is the first leader. Clients find the leader through
@@ -298,57 +319,31 @@ def _spawn_ha(config: MooncakeConfig, binary: Path, workdir: Path, janitor: Jani
     etcd_bin = shutil.which("etcd")
     if etcd_bin is None:
         raise BinaryNotFound("etcd", ["$PATH (etcd)"], "apt-get install etcd-server (Debian) to put etcd on $PATH")
-    client, peer = free_port(netns, address), free_port(netns, address)
-    etcd = ServiceProcess(
+    address, netns = site.address, site.netns
+    client, peer = site.port(), site.port()
+    site.run(
         "etcd",
-        [etcd_bin, f"--data-dir={workdir / 'etcd'}", "--name=pmc",
+        [etcd_bin, f"--data-dir={site.workdir / 'etcd'}", "--name=pmc",
          f"--listen-client-urls=http://{address}:{client}", f"--advertise-client-urls=http://{address}:{client}",
          f"--listen-peer-urls=http://{address}:{peer}", f"--initial-advertise-peer-urls=http://{address}:{peer}",
          f"--initial-cluster=pmc=http://{address}:{peer}"],
         HTTPProbe(f"http://{address}:{client}/health", body_pattern=r'"health":\s*"true"', netns=netns),
-        workdir / "etcd.log",
-        timeout=config.startup_timeout,
-        netns=netns,
-        janitor=janitor,
+        "etcd.log",
     )
-    stack.callback(etcd.stop)
-    etcd.start()
-    masters: list[HAMaster] = []
-    for index in range(config.ha_masters):
-        rpc, metrics = free_port(netns, address), free_port(netns, address)
-        metrics_url = f"http://{address}:{metrics}"
-        # The first master must win the election before the others start. A standby is ready
-        # when it says so; it opens its RPC port only once it leads.
-        health = HTTPProbe(metrics_url + "/health", netns=netns, body_pattern=r'"role":\s*"leader".*"service_ready":\s*true'
-                           if index == 0 else r'"ha_state":\s*"standby"')
-        probe: Probe = AllOf((health, TCPProbe(address, rpc, netns=netns))) if index == 0 else health
-        process = ServiceProcess(
-            f"mooncake_master-ha{index}",
-            [str(binary), *_master_flags(config, address, rpc, metrics), "--enable_ha=true",
-             "--ha_backend_type=etcd", f"--etcd_endpoints={address}:{client}"],
-            probe,
-            workdir / f"mooncake_master-ha{index}-{rpc}.log",
-            timeout=config.startup_timeout,
-            netns=netns,
-            janitor=janitor,
-        )
-        stack.callback(process.stop)
-        process.start()
-        masters.append(HAMaster(Endpoint(address, rpc), metrics_url, process, netns))
-    leader = masters[0]
-    return MasterHandle(
-        endpoint=leader.endpoint,
-        metadata_url="P2PHANDSHAKE",
-        metrics_url=leader.metrics_url,
-        spawned=True,
-        protocol=config.protocol,
-        lease_ttl=config.lease_ttl,
-        client_ttl=config.client_ttl,
-        netns=netns,
-        process=leader.process,
-        lan=lan,
-        ha=HAGroup(f"etcd://{address}:{client}", masters, leader),
-    )
+    ha_flags = ["--enable_ha=true", "--ha_backend_type=etcd", f"--etcd_endpoints={address}:{client}"]
+
+    # The first master must win the election before the others start; it opens its RPC port
+    # only once it leads. A standby is ready when it says so.
+    def leader_ready(metrics_url: str, rpc: int) -> Probe:
+        health = HTTPProbe(metrics_url + "/health", body_pattern=r'"role":\s*"leader".*"service_ready":\s*true', netns=netns)
+        return AllOf((health, TCPProbe(address, rpc, netns=netns)))
+
+    def standby_ready(metrics_url: str, rpc: int) -> Probe:
+        return HTTPProbe(metrics_url + "/health", body_pattern=r'"ha_state":\s*"standby"', netns=netns)
+
+    masters = [site.master(f"mooncake_master-ha{index}", ha_flags, standby_ready if index else leader_ready)
+               for index in range(site.config.ha_masters)]
+    return site.handle(masters[0], "P2PHANDSHAKE", HAGroup(f"etcd://{address}:{client}", masters, masters[0]))
 
 
 def attach_probes(config: MooncakeConfig) -> list[tuple[str, Probe, str]]:
@@ -433,59 +428,38 @@ def store_node(
             netns, host = lan_host.netns, lan_host.address
         else:
             host = advertised_host(config, master)
-        yield stack.enter_context(
-            _agent(master, config, name, host, netns, lan_host, segment_size=segment_size, workdir=workdir,
-                   socket_dir=socket_dir, authkey=authkey, janitor=janitor))
-
-
-def _drop_lan_host(lan: VirtualLan, host: LanHost, janitor: Janitor) -> None:
-    lan.remove_host(host)
-    janitor.forget_namespace(host.netns.name)
-
-
-@contextmanager
-def _agent(
-    master: MasterHandle,
-    config: MooncakeConfig,
-    name: str,
-    host: str,
-    netns: NetworkNamespace | None,
-    lan_host: LanHost | None,
-    *,
-    segment_size: int,
-    workdir: Path,
-    socket_dir: Path,
-    authkey: bytes,
-    janitor: Janitor,
-) -> Iterator[StoreNode]:
-    socket_path = socket_dir / f"{name}.sock"
-    log_path = workdir / f"{name}.log"
-    command = [
-        sys.executable,
-        "-c",
-        AGENT_ENTRY,
-        f"--socket={socket_path}",
-        f"--local-hostname={host}",
-        f"--metadata-server={master.metadata_url}",
-        f"--master={master.client_address}",
-        f"--segment-size={segment_size}",
-        f"--buffer-size={config.local_buffer_size}",
-        f"--protocol={config.protocol}",
-        f"--rdma-devices={config.rdma_devices}",
-    ]
-    process = ServiceProcess(
-        name,
-        command,
-        LogBannerProbe(log_path, READY_BANNER),
-        log_path,
-        timeout=config.startup_timeout,
-        env={AUTHKEY_ENV: authkey.hex(), "MC_TCP_BIND_ADDRESS": host},
-        netns=netns,
-        janitor=janitor,
-    )
-    with ExitStack() as stack:
+        socket_path = socket_dir / f"{name}.sock"
+        log_path = workdir / f"{name}.log"
+        command = [
+            sys.executable,
+            "-c",
+            AGENT_ENTRY,
+            f"--socket={socket_path}",
+            f"--local-hostname={host}",
+            f"--metadata-server={master.metadata_url}",
+            f"--master={master.client_address}",
+            f"--segment-size={segment_size}",
+            f"--buffer-size={config.local_buffer_size}",
+            f"--protocol={config.protocol}",
+            f"--rdma-devices={config.rdma_devices}",
+        ]
+        process = ServiceProcess(
+            name,
+            command,
+            LogBannerProbe(log_path, READY_BANNER),
+            log_path,
+            timeout=config.startup_timeout,
+            env={AUTHKEY_ENV: authkey.hex(), "MC_TCP_BIND_ADDRESS": host},
+            netns=netns,
+            janitor=janitor,
+        )
         stack.callback(process.stop)
         process.start()
         client = StoreClient(name, socket_path, authkey, timeout=config.request_timeout)
         stack.callback(client.close)
         yield StoreNode(name, client.get_hostname(), segment_size, client, process, lan_host)
+
+
+def _drop_lan_host(lan: VirtualLan, host: LanHost, janitor: Janitor) -> None:
+    lan.remove_host(host)
+    janitor.forget_namespace(host.netns.name)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import re
 import subprocess
 from collections.abc import Iterator
@@ -97,9 +96,9 @@ def _tokenizer_check(config: MooncakeConfig, base_url: str, headers: dict[str, s
             return Check("tokenizer", False, str(exc), "give the served model's tokenizer.json or its directory")
         return Check("tokenizer", True, f"{config.tokenizer}: {len(ids)} tokens for a probe text")
     url = base_url.removesuffix("/v1") + "/tokenize"
-    body = json.dumps({"prompt": "pytest-mooncake", **({"model": config.model} if config.model else {})})
+    payload = {"prompt": "pytest-mooncake", **({"model": config.model} if config.model else {})}
     try:
-        response = http_request(url, method="POST", timeout=5.0, body=body, headers={"Content-Type": "application/json", **headers})
+        response = http_request(url, method="POST", timeout=5.0, payload=payload, headers=headers)
         ok, detail = response.status == 200, f"HTTP {response.status}"
     except OSError as exc:
         ok, detail = False, str(exc)

@@ -1,4 +1,4 @@
-"""The master's Prometheus endpoint, read with prometheus_client's parser.
+"""The master's Prometheus endpoint, parsed by ``scrape``.
 
 Counters on the master are cumulative for its lifetime, so a test reads
 *deltas* between two snapshots, never raw values.
@@ -6,12 +6,12 @@ Counters on the master are cumulative for its lifetime, so a test reads
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from .cluster import MasterHandle
+from .probes import http_get_text
+from .scrape import Quiescence, sample_sums, wait_until_quiescent
 
 # The master evicts once the pool is fuller than its --eviction_high_watermark_ratio (0.9 by
 # default), and eviction is global: anyone's keys go. An attached master does not expose its
@@ -46,17 +46,8 @@ class Snapshot:
 
 
 def parse_metrics(text: str) -> Snapshot:
-    values: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            names = {sample.name}
-            # The parser appends _total to counters; the master exposes some without it
-            # (master_evicted_key_count), and tests should use the names the master shows.
-            if family.type == "counter" and sample.name == family.name + "_total":
-                names.add(family.name)
-            for name in names:
-                values[name] = values.get(name, 0.0) + float(sample.value)
-    return Snapshot(values)
+    """Samples by the names the master shows (tests use those), labels summed."""
+    return Snapshot(sample_sums(text))
 
 
 class MasterMetrics:
@@ -67,13 +58,20 @@ class MasterMetrics:
         self.baseline = self.snapshot()
 
     def snapshot(self) -> Snapshot:
-        response = self.master.admin("/metrics")
-        if response.status != 200:
-            raise RuntimeError(
-                f"{self.master.metrics_url}/metrics answered HTTP {response.status}: {response.body[:200]}"
-            )
-        return parse_metrics(response.body)
+        """The master's samples now; OSError when its /metrics does not answer 2xx."""
+        return parse_metrics(http_get_text(self.master.metrics_url + "/metrics", netns=self.master.netns))
 
     def delta(self, before: Snapshot | None = None) -> dict[str, float]:
         """Change of every sample since ``before`` (default: since the test started)."""
         return self.snapshot().delta(before or self.baseline)
+
+    def read(self, names: Sequence[str]) -> dict[str, float | None]:
+        """``names`` from one snapshot; None for one the master does not expose."""
+        snapshot = self.snapshot()
+        return {name: snapshot.values.get(name) for name in names}
+
+    def settled(self, names: Sequence[str] = ("master_key_count",), *, timeout_s: float = 30.0) -> Quiescence:
+        """``names`` once they have not changed for a second: connectors save KV and the master
+        drops a gone client's keys in the background. Not settled after ``timeout_s`` is no error:
+        the caller judges the values it gets."""
+        return wait_until_quiescent(lambda: self.read(names), interval_s=0.25, stable_for_s=1.0, timeout_s=timeout_s)

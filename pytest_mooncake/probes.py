@@ -8,6 +8,7 @@ spawn mode agree on what "ready" means.
 from __future__ import annotations
 
 import http.client
+import json
 import re
 import socket
 import time
@@ -48,8 +49,14 @@ def http_request(
     netns: NetworkNamespace | None = None,
     headers: dict[str, str] | None = None,
     body: str | None = None,
+    payload: object = None,
 ) -> HttpResponse:
-    """One HTTP request; inside ``netns`` when given. Raises OSError on transport errors."""
+    """One HTTP request; inside ``netns`` when given. ``payload`` is sent as JSON (instead of
+    ``body``). Any status comes back; raises OSError on transport errors."""
+    if payload is not None:
+        if body is not None:
+            raise ValueError(f"{method} {url}: give body or payload, not both")
+        body, headers = json.dumps(payload), {"Content-Type": "application/json", **(headers or {})}
     parts = urlsplit(url)
     conn_cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
     conn = conn_cls(parts.hostname or "", parts.port, timeout=timeout)
@@ -66,6 +73,20 @@ def http_request(
         raise OSError(f"bad HTTP response from {url}: {exc!r}") from exc
     finally:
         conn.close()
+
+
+def http_get_text(
+    url: str, *, timeout: float = 10.0, netns: NetworkNamespace | None = None, headers: dict[str, str] | None = None
+) -> str:
+    """The body of a GET that must succeed (2xx); otherwise OSError saying which URL failed and how."""
+    try:
+        response = http_request(url, timeout=timeout, netns=netns, headers=headers)
+    except OSError as exc:
+        where = f" in network namespace {netns.name}" if netns else ""
+        raise OSError(f"GET {url}{where} failed: {exc}; is the server up and listening there?") from exc
+    if not 200 <= response.status < 300:
+        raise OSError(f"GET {url} answered HTTP {response.status}: {response.body[:200].strip()}")
+    return response.body
 
 
 @dataclass(frozen=True)

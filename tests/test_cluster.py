@@ -17,6 +17,7 @@ import pytest
 
 from pytest_mooncake.binaries import find_binary
 from pytest_mooncake.netns import NetworkNamespace
+from pytest_mooncake.probes import http_get_text
 
 from .conftest import REPO, needs_cluster
 
@@ -184,8 +185,8 @@ def test_attach_mode_uses_and_leaves_a_hand_started_cluster(hand_started_cluster
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     assert "mooncake: attach master=127.0.0.1:50051" in run.stdout
     assert all(process.poll() is None for process in processes), "attach mode must not stop the operator's services"
-    keys = _in_netns(netns, "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9003/get_all_keys').read().decode())")
-    assert keys.stdout.split() == ["operator-key"], "the operator's key must stay, and ours must be gone"
+    keys = http_get_text("http://127.0.0.1:9003/get_all_keys", netns=netns)
+    assert keys.split() == ["operator-key"], "the operator's key must stay, and ours must be gone"
 
 
 def test_unreachable_master_fails_fast_with_the_fix(pytester: pytest.Pytester) -> None:

@@ -25,7 +25,7 @@ from pytest_mooncake.binaries import find_binary
 from pytest_mooncake.executor import ServiceProcess, read_tail
 from pytest_mooncake.metrics import Snapshot, parse_metrics
 from pytest_mooncake.netns import NetworkNamespace
-from pytest_mooncake.probes import HTTPProbe, http_request
+from pytest_mooncake.probes import HTTPProbe, http_get_text
 
 from .conftest import REPO, needs_cluster
 
@@ -43,9 +43,7 @@ class Tenant:
     workdir: Path
 
     def metrics(self) -> Snapshot:
-        response = http_request(METRICS + "/metrics", timeout=10, netns=self.netns)
-        assert response.status == 200, response.body[:200]
-        return parse_metrics(response.body)
+        return parse_metrics(http_get_text(METRICS + "/metrics", netns=self.netns))
 
     def client(self, action: str, manifest: Path, **options: object) -> str:
         extra = [f"--{name}={value}" for name, value in options.items()]

@@ -7,17 +7,21 @@ be given as a tuple of alternative names, the first present wins, for names that
 releases (``COUNTERS`` holds the ones the serving suites use).
 
 The page is fetched through a ``fetch(url) -> str`` callable, so a caller can read a server inside
-a network namespace; the default is a plain HTTP GET with a timeout.
+a network namespace or send credentials; the default is a plain HTTP GET with a timeout. The page
+is parsed, and counters are waited on, by ``pytest_mooncake.scrape``, which the master's metrics
+share.
 """
 
 from __future__ import annotations
 
-import time
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from prometheus_client.parser import text_string_to_metric_families
+from ..probes import http_get_text
+from ..scrape import Quiescence, sample_sums, wait_until_quiescent
+
+__all__ = ["COUNTERS", "MetricsReader", "Quiescence", "canonical", "deltas", "parse_samples", "pick",
+           "wait_until_quiescent"]
 
 Fetch = Callable[[str], str]
 CounterNames = str | Sequence[str]
@@ -35,34 +39,15 @@ COUNTERS: dict[str, tuple[str, ...]] = {
     "lmcache_stored_tokens": ("lmcache:num_stored_tokens",),
 }
 
-# Samples that describe a counter rather than count something.
-_SKIPPED_SUFFIXES = ("_created",)
-
 
 def canonical(name: str) -> str:
     """The form two spellings of one metric share."""
     return name.replace(":", "_").removesuffix("_total")
 
 
-def fetch_text(url: str, timeout_s: float = 10.0) -> str:
-    """GET ``url`` and return its body; errors say which URL failed and why."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 - URL comes from the test setup
-            return response.read().decode("utf-8", errors="replace")
-    except OSError as exc:
-        raise OSError(f"could not read metrics from {url}: {exc}; is the server up and serving /metrics there?") from exc
-
-
 def parse_samples(text: str) -> dict[str, float]:
     """Every sample of a Prometheus text page, labels summed, keyed by ``canonical`` name."""
-    values: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name.endswith(_SKIPPED_SUFFIXES):
-                continue
-            key = canonical(sample.name)
-            values[key] = values.get(key, 0.0) + float(sample.value)
-    return values
+    return sample_sums(text, key=canonical)
 
 
 def pick(samples: Mapping[str, float], names: CounterNames) -> float | None:
@@ -80,7 +65,7 @@ class MetricsReader:
 
     url: str
     counters: Mapping[str, CounterNames]
-    fetch: Fetch = fetch_text
+    fetch: Fetch = http_get_text
 
     def __call__(self) -> dict[str, float | None]:
         samples = parse_samples(self.fetch(self.url))
@@ -103,49 +88,3 @@ def deltas(before: Mapping[str, float | None], after: Mapping[str, float | None]
                              "the server restarted between the two reads; repeat the measurement on a stable server")
         result[key] = new - old
     return result
-
-
-@dataclass(frozen=True)
-class Quiescence:
-    """Whether the counters stopped moving before the timeout, and their last values."""
-
-    settled: bool
-    values: dict[str, float | None]
-    waited_s: float
-    polls: int
-
-
-def wait_until_quiescent(
-    read: Callable[[], Mapping[str, float | None]],
-    keys: Sequence[str] | None = None,
-    *,
-    interval_s: float = 0.5,
-    stable_for_s: float = 2.0,
-    timeout_s: float = 60.0,
-    clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
-) -> Quiescence:
-    """Poll ``read()`` until ``keys`` (default: every counter it returns) have not changed for
-    ``stable_for_s`` seconds, or ``timeout_s`` passes.
-
-    Used before a hit round, so KV saves still draining in the background (a store counter still
-    growing) do not turn intended hits into misses. Read errors propagate: a server that stops
-    answering has not settled.
-    """
-    started = clock()
-    values = dict(read())
-    polls = 1
-    stable_since = started
-    while True:
-        now = clock()
-        if now - stable_since >= stable_for_s:
-            return Quiescence(True, values, now - started, polls)
-        if now - started >= timeout_s:
-            return Quiescence(False, values, now - started, polls)
-        sleep(min(interval_s, max(0.0, timeout_s - (now - started))))
-        latest = dict(read())
-        polls += 1
-        watched = keys if keys is not None else latest.keys() | values.keys()
-        if any(latest.get(key) != values.get(key) for key in watched):
-            stable_since = clock()
-        values = latest

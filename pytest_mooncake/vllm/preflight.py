@@ -9,10 +9,10 @@ visible to us, that the master's key count grows.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 
 from ..errors import MooncakeError
+from ..probes import wait_for
 from .server import Endpoint
 
 _LIKELY_CAUSES = (
@@ -62,12 +62,10 @@ def check_cache_wired(
     if key_count is None or before is None:
         return
     # Connectors save KV in the background; give the store time to receive it.
-    deadline = time.monotonic() + settle_timeout
-    while time.monotonic() < deadline:
-        if key_count() > before:
-            return
-        time.sleep(0.5)
-    raise CacheNotWired(
-        f"after a {len(prompt)}-token cold request the Mooncake master's master_key_count stayed at {before:g} "
-        f"for {settle_timeout:g} s: the connector stores nothing in Mooncake. {_LIKELY_CAUSES}"
-    )
+    try:
+        wait_for(lambda: key_count() > before, settle_timeout, "new keys in the Mooncake master", interval=0.5)
+    except AssertionError:
+        raise CacheNotWired(
+            f"after a {len(prompt)}-token cold request the Mooncake master's master_key_count stayed at {before:g} "
+            f"for {settle_timeout:g} s: the connector stores nothing in Mooncake. {_LIKELY_CAUSES}"
+        ) from None

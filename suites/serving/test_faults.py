@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import random
 import re
-import time
 
 import pytest
 
@@ -43,19 +42,6 @@ def _prompts(tag: str) -> list[RequestSpec]:
 def _send(request: pytest.FixtureRequest, deployment: Deployment, specs: list[RequestSpec]) -> list[RequestRecord]:
     client = deployment.endpoint.client_config(get_config(request.config).request_timeout)
     return run_requests(client, specs, Concurrency(1))
-
-
-def _settle(master: MasterHandle, timeout: float = 30.0) -> None:
-    """Wait until the connector's background saves stop adding keys."""
-    metrics, last, stable_since = MasterMetrics(master), -1.0, time.monotonic()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        count = metrics.snapshot()["master_key_count"]
-        if count != last:
-            last, stable_since = count, time.monotonic()
-        elif time.monotonic() - stable_since >= 1.0:
-            return
-        time.sleep(0.25)
 
 
 def _recovered_loads(deployment: Deployment, since: int) -> tuple[int, int]:
@@ -100,7 +86,7 @@ def test_a_store_node_killed_during_the_hit_round(request: pytest.FixtureRequest
                                                   mooncake_results: Results, mooncake_run_id: str) -> None:
     specs = _prompts(f"{mooncake_run_id} node kill")
     cold = _send(request, fault_deployment, specs)
-    _settle(fault_master)
+    MasterMetrics(fault_master).settled()  # the connector's background saves stop adding keys
     log_start = _log_size(fault_deployment)
     first = _send(request, fault_deployment, specs[:2])
     fault_pool[0].kill()
@@ -118,7 +104,7 @@ def test_the_master_restarted_between_rounds(request: pytest.FixtureRequest, fau
                                              mooncake_run_id: str) -> None:
     specs = _prompts(f"{mooncake_run_id} master restart")
     cold = _send(request, fault_deployment, specs)
-    _settle(fault_master)
+    MasterMetrics(fault_master).settled()  # the connector's background saves stop adding keys
     log_start = _log_size(fault_deployment)
     fault_master.restart()
     hit = _send(request, fault_deployment, specs)

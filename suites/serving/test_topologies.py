@@ -47,17 +47,11 @@ def _ask(endpoint: Endpoint, spec: RequestSpec, config: MooncakeConfig) -> Reque
     return record
 
 
-def _settled_keys(metrics: MasterMetrics, timeout: float = 30.0) -> float:
-    """master_key_count once it has not changed for a second (saves and unmounts are asynchronous)."""
-    last, since, deadline = -1.0, time.monotonic(), time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        count = metrics.snapshot()["master_key_count"]
-        if count != last:
-            last, since = count, time.monotonic()
-        elif time.monotonic() - since >= 1.0:
-            return count
-        time.sleep(0.25)
-    return last
+def _settled_keys(metrics: MasterMetrics) -> float:
+    """master_key_count once it has stopped changing (saves and unmounts are asynchronous)."""
+    count = metrics.settled().values["master_key_count"]
+    assert count is not None, f"{metrics.master.metrics_url}/metrics has no master_key_count"
+    return count
 
 
 def _spawned_mooncake(deployment: Deployment) -> None:
@@ -119,13 +113,11 @@ def test_pd_proxy_answers_like_one_instance(mooncake_deployment: Deployment, moo
     master = mooncake_deployment.master
     spec = _prompt(f"{mooncake_run_id} pd proxy")
     through_proxy = _ask(mooncake_deployment.endpoint, spec, mooncake_config)
-    body = json.dumps({"model": prefiller.model, "prompt": list(spec.prompt or ()), "max_tokens": 8, "min_tokens": 1,
-                       "temperature": 0})
-    direct = http_request(prefiller.base_url + "/completions", method="POST", body=body, timeout=mooncake_config.request_timeout,
-                          headers={"Content-Type": "application/json"}, netns=master.netns if master else None)
+    payload = {"model": prefiller.model, "prompt": list(spec.prompt or ()), "max_tokens": 8, "min_tokens": 1, "temperature": 0}
+    direct = http_request(prefiller.base_url + "/completions", method="POST", payload=payload,
+                          timeout=mooncake_config.request_timeout, netns=master.netns if master else None)
     assert direct.status == 200, direct.body[:500]
     assert through_proxy.text == json.loads(direct.body)["choices"][0]["text"], "the PD proxy's answer differs from one instance's"
     wrong = http_request(mooncake_deployment.endpoint.base_url + "/completions", method="POST", timeout=30,
-                         body=json.dumps({"model": "no-such-model", "prompt": [1, 2, 3], "max_tokens": 1}),
-                         headers={"Content-Type": "application/json"})
+                         payload={"model": "no-such-model", "prompt": [1, 2, 3], "max_tokens": 1})
     assert wrong.status == 404 and "no-such-model" in wrong.body, f"the proxy must pass vLLM's error through: {wrong}"

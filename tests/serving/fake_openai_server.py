@@ -42,7 +42,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -222,8 +221,10 @@ class FakeOpenAIServer:
 
     def timings(self) -> dict[str, dict[str, float]]:
         """Per X-Request-Id, the monotonic times the double received the request and wrote its first token."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/debug/timings", timeout=10) as response:
-            return json.loads(response.read())
+        # Imported here: the server process runs this file as a script and needs none of the plugin.
+        from pytest_mooncake.probes import http_get_text
+
+        return json.loads(http_get_text(f"http://127.0.0.1:{self.port}/debug/timings"))
 
     def __enter__(self) -> FakeOpenAIServer:
         knobs = [f"--{name.replace('_', '-')}={value}" for name, value in vars(self.defaults).items()]
