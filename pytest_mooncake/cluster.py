@@ -178,7 +178,7 @@ def _namespace(mode: str, janitor: Janitor) -> NetworkNamespace | None:
     if mode == "off":
         return None
     try:
-        netns = NetworkNamespace.create()
+        netns = NetworkNamespace.create(janitor.watch_namespace)
     except NamespaceUnavailable as exc:
         if mode == "on":
             raise
@@ -190,7 +190,6 @@ def _namespace(mode: str, janitor: Janitor) -> NetworkNamespace | None:
             stacklevel=2,
         )
         return None
-    janitor.watch_namespace(netns.name)
     return netns
 
 
@@ -210,7 +209,7 @@ def _lan(janitor: Janitor) -> VirtualLan:
     if shutil.which("ip") is None:
         raise NamespaceUnavailable(
             "--mooncake-multi-host needs the `ip` command (iproute2) and root. Fix: apt-get install iproute2")
-    return VirtualLan(on_namespace=lambda netns: janitor.watch_namespace(netns.name))
+    return VirtualLan(on_namespace=janitor.watch_namespace)
 
 
 @dataclass(frozen=True)

@@ -46,8 +46,11 @@ class NetworkNamespace:
         return f"NetworkNamespace({self.name!r})"
 
     @classmethod
-    def create(cls) -> NetworkNamespace:
+    def create(cls, watch: Callable[[str], None] = lambda name: None) -> NetworkNamespace:
+        """A new namespace with its loopback up. ``watch`` gets the name before the namespace
+        exists, so an interrupt at any point leaves it to the janitor, never to chance."""
         name = f"{NAME_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        watch(name)
         try:
             added = _ip("netns", "add", name)
         except FileNotFoundError:
@@ -121,10 +124,10 @@ class VirtualLan:
     Every interface lives inside a namespace this class created (``pmc-br0`` and ``pmc-vN``
     in the switch, ``pmc-eth0`` in each host), so deleting the namespaces removes them all:
     nothing touches the root namespace, and the janitor's namespace cleanup covers them.
-    ``on_namespace`` is told of each namespace as soon as it exists (the janitor's watch).
+    ``on_namespace`` is told each namespace's name before it exists (the janitor's watch).
     """
 
-    def __init__(self, on_namespace: Callable[[NetworkNamespace], None] = lambda ns: None) -> None:
+    def __init__(self, on_namespace: Callable[[str], None] = lambda name: None) -> None:
         self._on_namespace = on_namespace
         self.switch = self._namespace()
         self.hosts: list[LanHost] = []
@@ -137,9 +140,7 @@ class VirtualLan:
             raise
 
     def _namespace(self) -> NetworkNamespace:
-        netns = NetworkNamespace.create()
-        self._on_namespace(netns)
-        return netns
+        return NetworkNamespace.create(self._on_namespace)
 
     def add_host(self) -> LanHost:
         """A new namespace joined to the bridge, with the next address of the subnet."""

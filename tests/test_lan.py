@@ -21,7 +21,7 @@ pytestmark = needs_cluster
 @pytest.fixture
 def lan() -> Iterator[VirtualLan]:
     created: list[str] = []
-    network = VirtualLan(on_namespace=lambda netns: created.append(netns.name))
+    network = VirtualLan(on_namespace=created.append)
     try:
         yield network
     finally:
