@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from .cluster import MasterHandle
-from .probes import http_get_text
+from .probes import expect_2xx
 from .scrape import Quiescence, sample_sums, wait_until_quiescent
 
 # The master evicts once the pool is fuller than its --eviction_high_watermark_ratio (0.9 by
@@ -59,7 +59,7 @@ class MasterMetrics:
 
     def snapshot(self) -> Snapshot:
         """The master's samples now; OSError when its /metrics does not answer 2xx."""
-        return parse_metrics(http_get_text(self.master.metrics_url + "/metrics", netns=self.master.netns))
+        return parse_metrics(expect_2xx(self.master.admin("/metrics"), self.master.metrics_url + "/metrics"))
 
     def delta(self, before: Snapshot | None = None) -> dict[str, float]:
         """Change of every sample since ``before`` (default: since the test started)."""

@@ -84,6 +84,11 @@ def http_get_text(
     except OSError as exc:
         where = f" in network namespace {netns.name}" if netns else ""
         raise OSError(f"GET {url}{where} failed: {exc}; is the server up and listening there?") from exc
+    return expect_2xx(response, url)
+
+
+def expect_2xx(response: HttpResponse, url: str) -> str:
+    """The body of a 2xx answer to a GET of ``url``; otherwise OSError naming the URL and the status."""
     if not 200 <= response.status < 300:
         raise OSError(f"GET {url} answered HTTP {response.status}: {response.body[:200].strip()}")
     return response.body

@@ -86,7 +86,7 @@ def pytest_collection_modifyitems(config, items):
 
 
 class FakeMaster:
-    spawned, protocol = True, "tcp"
+    spawned, protocol, metrics_url = True, "tcp", "http://fake-master:9003"
 
     def admin(self, path):
         if path == "/metrics":  # an empty pool: the whole capacity is below the eviction watermark
