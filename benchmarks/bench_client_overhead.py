@@ -159,7 +159,7 @@ def find_aiperf(given: str | None) -> str | None:
 
 def aiperf_run(aiperf: str, port: int, workdir: Path, load: list[str], count: int) -> dict[str, Any]:
     # No model hub here: aiperf counts tokens with the tokenizer our vLLM fixture trains locally.
-    from pytest_mooncake.vllm.model import write_model_dir
+    from pytest_mooncake.endpoints.model import write_model_dir
 
     tokenizer = write_model_dir(REPO / "benchmarks/results/aiperf/tokenizer")
     command = [aiperf, "profile", "--model", "fake", "--url", f"http://127.0.0.1:{port}", "--endpoint-type",

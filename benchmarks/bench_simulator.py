@@ -13,8 +13,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from pytest_mooncake.simulator import STRATEGIES, SimConfig, simulate, table  # noqa: E402
-from pytest_mooncake.traces import load_trace  # noqa: E402
+from pytest_mooncake.qualify.traces import load_trace  # noqa: E402
+from pytest_mooncake.tools.simulator import STRATEGIES, SimConfig, simulate, table  # noqa: E402
 
 BUDGET_S = 10.0  # the target for all four strategies on the whole trace
 

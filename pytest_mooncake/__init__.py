@@ -2,10 +2,10 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .cluster import MasterHandle, StoreNode
-from .metrics import MasterMetrics, Snapshot
-from .options import MooncakeConfig
-from .store_client import StoreClient
+from pytest_mooncake.cluster.metrics import MasterMetrics, Snapshot
+from pytest_mooncake.cluster.nodes import MasterHandle, StoreNode
+from pytest_mooncake.cluster.store_client import StoreClient
+from pytest_mooncake.config.options import MooncakeConfig
 
 try:
     __version__ = version("pytest-mooncake")

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-
 # The exit status of every bad input, in pytest runs and in our commands alike (pytest's
 # ExitCode.USAGE_ERROR).
 USAGE_ERROR = 4

@@ -103,7 +103,7 @@ class Score:
 
 
 def _function(mutant: str) -> str:
-    """``pytest_mooncake.reuse.x_evaluate__mutmut_3`` -> ``evaluate``; methods as ``Class.method``."""
+    """``pytest_mooncake.qualify.reuse.x_evaluate__mutmut_3`` -> ``evaluate``; methods as ``Class.method``."""
     mangled = mutant.rsplit(".", 1)[1].rsplit("__mutmut_", 1)[0]
     if mangled.startswith("xǁ"):
         return ".".join(mangled[2:].split("ǁ"))

@@ -11,8 +11,8 @@ pytest.importorskip("allure_pytest", reason="allure-pytest is in the report extr
 
 SUITE = """
 import pytest
-from pytest_mooncake import reporting
-from pytest_mooncake.schema import Outcome, Rule, Verdict
+from pytest_mooncake.results import attach as reporting
+from pytest_mooncake.results.schema import Outcome, Rule, Verdict
 
 ROUND = {{"n": 2, "ttft_ms": {{"mean": {ttft}, "median": {ttft}, "p90": {ttft}, "p99": {ttft}}}, "requests_per_s": {rps}}}
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_mooncake.markers import skip_reason
-from pytest_mooncake.metrics import Snapshot
+from pytest_mooncake.cluster.metrics import Snapshot
+from pytest_mooncake.config.markers import skip_reason
 
 
 class _Marked:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mooncake.results import SCHEMA_VERSION
-from pytest_mooncake.traces import bundled_trace
+from pytest_mooncake.qualify.traces import bundled_trace
+from pytest_mooncake.results.store import SCHEMA_VERSION
 
 SPAWNS = """
 def test_spawns(mooncake_store):
@@ -94,7 +94,7 @@ def test_malformed_openai_url_shows_an_openai_example(pytester: pytest.Pytester)
 
 
 def _command_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
-    from pytest_mooncake.cli import main
+    from pytest_mooncake.tools.cli import main
 
     assert main(list(argv)) == pytest.ExitCode.USAGE_ERROR
     captured = capsys.readouterr()
@@ -125,7 +125,7 @@ def test_report_on_a_document_without_records(tmp_path: Path, capsys: pytest.Cap
 
 def test_bundle_for_a_python_without_wheels(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    from pytest_mooncake import bundle
+    from pytest_mooncake.tools import bundle
 
     def no_wheels(command: list[str], **kwargs: object) -> None:
         assert "--dry-run" in command, "nothing is built or downloaded before the resolution succeeds"

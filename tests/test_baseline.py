@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from pytest_mooncake.baseline import DEFAULT_SHOWN, METRICS, Comparison, compare, hit_stats, machine_mismatch
-from pytest_mooncake.results import SCHEMA_VERSION, Store
+from pytest_mooncake.results.baseline import DEFAULT_SHOWN, METRICS, Comparison, compare, hit_stats, machine_mismatch
+from pytest_mooncake.results.store import SCHEMA_VERSION, Store
 
 RECORDING_TEST = """
 def test_record(mooncake_results):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mooncake.bundle import needed, pack, resolve, stack_for, write_manifest
+from pytest_mooncake.tools.bundle import needed, pack, resolve, stack_for, write_manifest
 
 
 def test_known_stack_for_torch_2_11() -> None:

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from pytest_mooncake.capacity import (
+from pytest_mooncake.qualify.capacity import (
     GPUS,
     MODELS,
     Gpu,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mooncake.cli import main
+from pytest_mooncake.tools.cli import main
 
 from .conftest import REPO
 

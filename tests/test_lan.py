@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from pytest_mooncake.faults import LinkFaults, LinkFaultUnsupported
-from pytest_mooncake.netns import LAN_IFACE, NAME_PREFIX, NetworkNamespace, VirtualLan
+from pytest_mooncake.cluster.faults import LinkFaults, LinkFaultUnsupported
+from pytest_mooncake.runtime.netns import LAN_IFACE, NAME_PREFIX, NetworkNamespace, VirtualLan
 
 from .conftest import needs_cluster
 

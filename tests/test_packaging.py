@@ -6,11 +6,12 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-import tomllib
 from pathlib import Path
 
-from pytest_mooncake import profiles
-from pytest_mooncake.traces import bundled_trace
+import tomllib
+
+from pytest_mooncake.config import profiles
+from pytest_mooncake.qualify.traces import bundled_trace
 
 from .conftest import REPO
 

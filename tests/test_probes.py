@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from pytest_mooncake.probes import http_get_text, http_request
+from pytest_mooncake.runtime.probes import http_get_text, http_request
 
 
 class _Echo(BaseHTTPRequestHandler):

@@ -6,15 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mooncake.markers import PERF_KEYS
-from pytest_mooncake.profiles import available, load_profile
+from pytest_mooncake.config.markers import PERF_KEYS
+from pytest_mooncake.config.profiles import available, load_profile
 
 REPO = Path(__file__).resolve().parent.parent
 
 SUITE = """
 import pytest
-from pytest_mooncake.markers import thresholds
-from pytest_mooncake.profiles import effective_thresholds, profile_thresholds
+from pytest_mooncake.config.markers import thresholds
+from pytest_mooncake.config.profiles import effective_thresholds, profile_thresholds
 
 
 @pytest.mark.mooncake_perf(ttft_reduction=0.75)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 SUITE = """
-from pytest_mooncake.progress import Progress
+from pytest_mooncake.qualify.progress import Progress
 
 
 def test_round(request):

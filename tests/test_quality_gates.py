@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-from pytest_mooncake.quality_gates import gate_samples
-from pytest_mooncake.schema import Outcome, Rule, Verdict
+from pytest_mooncake.report.quality_gates import gate_samples
+from pytest_mooncake.results.schema import Outcome, Rule, Verdict
 
 
 def _verdict(metric: str, op: str, threshold: float, low: float, high: float) -> Verdict:

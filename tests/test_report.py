@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mooncake.cli import main
 from pytest_mooncake.report.model import Judged, recommend
 from pytest_mooncake.report.rows import ROWS
-from pytest_mooncake.results import SCHEMA_VERSION
-from pytest_mooncake.schema import Outcome, Rule, Statistic, Verdict
+from pytest_mooncake.results.schema import Outcome, Rule, Statistic, Verdict
+from pytest_mooncake.results.store import SCHEMA_VERSION
+from pytest_mooncake.tools.cli import main
 
 DATA = Path(__file__).parent / "data" / "results"
 REAL = Path(__file__).resolve().parent.parent / ".mooncake-results"

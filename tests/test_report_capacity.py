@@ -8,10 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mooncake.capacity_search import P90, Calibration, CapacityResult, CapacitySLO, Step, capacity_gain, knee
-from pytest_mooncake.cli import main
-from pytest_mooncake.results import SCHEMA_VERSION
-from pytest_mooncake.schema import Outcome, Rule
+from pytest_mooncake.qualify.capacity_search import (
+    P90,
+    Calibration,
+    CapacityResult,
+    CapacitySLO,
+    Step,
+    capacity_gain,
+    knee,
+)
+from pytest_mooncake.results.schema import Outcome, Rule
+from pytest_mooncake.results.store import SCHEMA_VERSION
+from pytest_mooncake.tools.cli import main
 
 SLO = CapacitySLO(ttft_p90_ms=400.0)
 

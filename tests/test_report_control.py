@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mooncake.cli import main
+from pytest_mooncake.tools.cli import main
 
 DATA = Path(__file__).parent / "data" / "results"
 

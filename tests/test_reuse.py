@@ -8,13 +8,13 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from pytest_mooncake import reuse
-from pytest_mooncake.protocol import RoundResult, ScenarioRun
-from pytest_mooncake.reuse import evaluate
-from pytest_mooncake.scenarios import Scenario
-from pytest_mooncake.schema import Outcome
+from pytest_mooncake.endpoints.server import Endpoint
+from pytest_mooncake.qualify import reuse
+from pytest_mooncake.qualify.protocol import RoundResult, ScenarioRun
+from pytest_mooncake.qualify.reuse import evaluate
+from pytest_mooncake.qualify.scenarios import Scenario
+from pytest_mooncake.results.schema import Outcome
 from pytest_mooncake.serving import RequestError, RequestRecord, bootstrap
-from pytest_mooncake.vllm.server import Endpoint
 
 
 def _record(i: int, round_name: str, ttft: float, cached: int, tpot: float = 0.01) -> RequestRecord:

@@ -7,8 +7,14 @@ import zlib
 
 import pytest
 
-from pytest_mooncake.scenarios import PromptBuilder, Scenario, apply_definition, default_scenarios, user_scenario
-from pytest_mooncake.vllm.tokens import TokenPool
+from pytest_mooncake.endpoints.tokens import TokenPool
+from pytest_mooncake.qualify.scenarios import (
+    PromptBuilder,
+    Scenario,
+    apply_definition,
+    default_scenarios,
+    user_scenario,
+)
 
 POOL = TokenPool(tuple(range(1000, 9000)) * 4)
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mooncake.cli import main
-from pytest_mooncake.results import SCHEMA_VERSION, Store, load
-from pytest_mooncake.schema import HIT_ROUNDS, Op, Outcome, Round, Rule, Statistic, Verdict
+from pytest_mooncake.results.schema import HIT_ROUNDS, Op, Outcome, Round, Rule, Statistic, Verdict
+from pytest_mooncake.results.store import SCHEMA_VERSION, Store, load
+from pytest_mooncake.tools.cli import main
 
 DATA = Path(__file__).parent / "data" / "results"
 JUDGED = Verdict("ttft_reduction", Statistic.MEDIAN, 0.66, 0.61, 0.7, 10, 12, Rule(">=", 0.6), Outcome.PASSED,

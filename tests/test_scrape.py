@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pytest_mooncake.metrics import parse_metrics
-from pytest_mooncake.scrape import sample_sums
+from pytest_mooncake.cluster.metrics import parse_metrics
+from pytest_mooncake.runtime.scrape import sample_sums
 
 # The master's shapes: a counter shown without _total, one with it, a gauge per segment.
 MASTER_PAGE = """\

@@ -7,15 +7,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from pytest_mooncake.janitor import Janitor
-from pytest_mooncake.options import MooncakeConfig
-from pytest_mooncake.protocol import Protocol
-from pytest_mooncake.reuse import evaluate
-from pytest_mooncake.scenarios import Scenario, salt_tokens
-from pytest_mooncake.schema import Outcome
+from pytest_mooncake.config.options import MooncakeConfig
+from pytest_mooncake.endpoints.server import Endpoint, spawned_vllm, vllm_available
+from pytest_mooncake.endpoints.tokens import TokenPool, tokenizer_for
+from pytest_mooncake.qualify.protocol import Protocol
+from pytest_mooncake.qualify.reuse import evaluate
+from pytest_mooncake.qualify.scenarios import Scenario, salt_tokens
+from pytest_mooncake.results.schema import Outcome
+from pytest_mooncake.runtime.janitor import Janitor
 from pytest_mooncake.serving import RequestSpec, run_requests
-from pytest_mooncake.vllm.server import Endpoint, spawned_vllm, vllm_available
-from pytest_mooncake.vllm.tokens import TokenPool, tokenizer_for
 
 from .conftest import REPO
 

@@ -10,9 +10,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_mooncake.capacity import GPUS, MODELS, recompute_seconds
-from pytest_mooncake.simulator import STRATEGIES, LfuCache, LruCache, SimConfig, cli_main, compare, simulate, table
-from pytest_mooncake.traces import TraceRecord, load_trace, theoretical_hit_ratio
+from pytest_mooncake.qualify.capacity import GPUS, MODELS, recompute_seconds
+from pytest_mooncake.qualify.traces import TraceRecord, load_trace, theoretical_hit_ratio
+from pytest_mooncake.tools.simulator import (
+    STRATEGIES,
+    LfuCache,
+    LruCache,
+    SimConfig,
+    cli_main,
+    compare,
+    simulate,
+    table,
+)
 
 from .conftest import REPO
 

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mooncake.binaries import find_binary
-from pytest_mooncake.executor import ServiceProcess, read_tail
-from pytest_mooncake.metrics import Snapshot, parse_metrics
-from pytest_mooncake.netns import NetworkNamespace
-from pytest_mooncake.probes import HTTPProbe, http_get_text
+from pytest_mooncake.cluster.metrics import Snapshot, parse_metrics
+from pytest_mooncake.runtime.binaries import find_binary
+from pytest_mooncake.runtime.executor import ServiceProcess, read_tail
+from pytest_mooncake.runtime.netns import NetworkNamespace
+from pytest_mooncake.runtime.probes import HTTPProbe, http_get_text
 
 from .conftest import REPO, needs_cluster
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from pytest_mooncake.endpoints.server import Endpoint
+from pytest_mooncake.endpoints.tokens import TokenPool, local_tokenizer, tokenizer_for
 from pytest_mooncake.errors import MooncakeError
-from pytest_mooncake.vllm.server import Endpoint
-from pytest_mooncake.vllm.tokens import TokenPool, local_tokenizer, tokenizer_for
 
 UNREACHABLE = Endpoint("http://127.0.0.1:9/v1", "m", spawned=False, label="nowhere")
 
@@ -45,8 +45,8 @@ def test_without_a_local_tokenizer_the_endpoint_is_asked() -> None:
 
 
 def test_doctor_says_when_prompts_cannot_be_cut_and_how_to_fix_it(tmp_path: Path) -> None:
-    from pytest_mooncake.doctor import _tokenizer_check
-    from pytest_mooncake.options import MooncakeConfig
+    from pytest_mooncake.config.options import MooncakeConfig
+    from pytest_mooncake.harness.doctor import _tokenizer_check
 
     from .serving.fake_openai_server import FakeOpenAIServer
 

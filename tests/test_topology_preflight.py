@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from pytest_mooncake.vllm.server import vllm_available
+from pytest_mooncake.endpoints.server import vllm_available
 
 from .conftest import needs_cluster
 
@@ -18,8 +18,8 @@ def test_a_wrong_master_port_stops_the_topology_with_the_likely_cause(pytester: 
         """
         import dataclasses
         import pytest
-        from pytest_mooncake import factories
-        from pytest_mooncake.parsing import Endpoint
+        from pytest_mooncake.harness import factories
+        from pytest_mooncake.config.parsing import Endpoint
 
         real_master = factories.mooncake_master_proc()
         pool = factories.mooncake_kv_pool("real_master", count=1, kv_pool_size="64MiB")

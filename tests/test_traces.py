@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_mooncake.traces import (
+from pytest_mooncake.qualify.traces import (
     BLOCK_TOKENS,
     TraceFormatError,
     TraceRecord,

@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mooncake.cluster import MasterHandle
+from pytest_mooncake.cluster.nodes import MasterHandle
+from pytest_mooncake.cluster.transfer_bench import line_rate_gbps, parse_result, protocol_flags, run_initiator
+from pytest_mooncake.config.parsing import Endpoint
 from pytest_mooncake.errors import MooncakeError
-from pytest_mooncake.parsing import Endpoint
-from pytest_mooncake.transfer_bench import line_rate_gbps, parse_result, protocol_flags, run_initiator
 
 
 def test_parses_the_result_line() -> None:

@@ -11,12 +11,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..markers import SCENARIOS
-from ..schema import Outcome
-from . import charts
-from .document import Block, Bullets, Code, Heading, Image, Paragraph, Rule, Table, to_html, to_markdown
-from .labels import TEXT
-from .model import (
+from pytest_mooncake.config.markers import SCENARIOS
+from pytest_mooncake.report import charts
+from pytest_mooncake.report.document import (
+    Block,
+    Bullets,
+    Code,
+    Heading,
+    Image,
+    Paragraph,
+    Rule,
+    Table,
+    to_html,
+    to_markdown,
+)
+from pytest_mooncake.report.labels import TEXT
+from pytest_mooncake.report.model import (
     Capacity,
     CostModel,
     Judged,
@@ -31,7 +41,8 @@ from .model import (
     read,
     recommend,
 )
-from .rows import ROWS, change, interval, row_verdicts, status, target
+from pytest_mooncake.report.rows import ROWS, change, interval, row_verdicts, status, target
+from pytest_mooncake.results.schema import Outcome
 
 _BAR_WIDTH = 60
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .model import Capacity, Pair, read
+from pytest_mooncake.report.model import Capacity, Pair, read
 
 
 def _pyplot() -> Any:

@@ -7,12 +7,13 @@ import os
 import sys
 from pathlib import Path
 
-from ..errors import USAGE_ERROR
-from ..parsing import REPORT_FORMATS as FORMATS
-from ..parsing import parse_formats
-from .build import ReportOptions, build
-from .labels import LANGUAGES
-from .model import load_run, pairs_against, pairs_of
+from pytest_mooncake.config.parsing import REPORT_FORMATS as FORMATS
+from pytest_mooncake.config.parsing import parse_formats
+from pytest_mooncake.errors import USAGE_ERROR
+from pytest_mooncake.report.build import ReportOptions, build
+from pytest_mooncake.report.labels import LANGUAGES
+from pytest_mooncake.report.model import load_run, pairs_against, pairs_of
+
 
 def _formats(text: str) -> tuple[str, ...]:
     try:

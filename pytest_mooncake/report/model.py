@@ -8,7 +8,7 @@ A *pair* is one baseline-versus-cache comparison of a serving scenario:
 
 Rounds send one request at a time, so their requests/s is a *latency speed-up*, never a
 capacity: server counts come only from ``capacity`` records (the highest Poisson rate each
-topology sustains at an SLO, ``pytest_mooncake.capacity_search``).
+topology sustains at an SLO, ``pytest_mooncake.qualify.capacity_search``).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..results import load
-from ..schema import HIT_ROUNDS, Outcome, Round, Verdict
-from ..vllm.topology import TOPOLOGIES
+from pytest_mooncake.endpoints.topology import TOPOLOGIES
+from pytest_mooncake.results.schema import HIT_ROUNDS, Outcome, Round, Verdict
+from pytest_mooncake.results.store import load
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..schema import Op, Outcome, Statistic, Verdict
-from .model import Pair, read
+from pytest_mooncake.report.model import Pair, read
+from pytest_mooncake.results.schema import Op, Outcome, Statistic, Verdict
 
 STATUS = {Outcome.PASSED: "✅", Outcome.FAILED: "❌", Outcome.INCONCLUSIVE: "❔"}
 

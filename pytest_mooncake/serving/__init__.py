@@ -13,7 +13,7 @@ Send requests and get one record each (never an exception for a failed request):
 Aggregate and judge::
 
     stats = round_stats(records, slo=SLO(ttft_ms=500))     # percentiles in ms, rates, goodput, hit rate
-    verdict = judge("ttft_reduction", cold_ttfts, hit_ttfts, Rule(">=", 0.60))   # Rule: pytest_mooncake.schema
+    verdict = judge("ttft_reduction", cold_ttfts, hit_ttfts, Rule(">=", 0.60))   # Rule: pytest_mooncake.results.schema
     verdict.outcome                                          # Outcome.PASSED / FAILED / INCONCLUSIVE
 
 Prove reuse on the server::
@@ -26,10 +26,34 @@ Metric definitions (TTFT, ITL, TPOT, E2E as vLLM ``bench serve`` defines them, c
 scheduled send time) are in ``pytest_mooncake.serving.client``.
 """
 
-from .client import ClientConfig, RequestError, RequestRecord, RequestSpec, RunClock, StreamingClient
-from .counters import COUNTERS, MetricsReader, Quiescence, deltas, parse_samples, wait_until_quiescent
-from .load import Concurrency, LoadMode, PoissonRate, SweepPoint, Timestamps, arrival_offsets, run_requests, run_requests_async, sweep
-from .stats import SLO, Estimate, bootstrap, judge, round_stats, run_duration
+from pytest_mooncake.serving.client import (
+    ClientConfig,
+    RequestError,
+    RequestRecord,
+    RequestSpec,
+    RunClock,
+    StreamingClient,
+)
+from pytest_mooncake.serving.counters import (
+    COUNTERS,
+    MetricsReader,
+    Quiescence,
+    deltas,
+    parse_samples,
+    wait_until_quiescent,
+)
+from pytest_mooncake.serving.load import (
+    Concurrency,
+    LoadMode,
+    PoissonRate,
+    SweepPoint,
+    Timestamps,
+    arrival_offsets,
+    run_requests,
+    run_requests_async,
+    sweep,
+)
+from pytest_mooncake.serving.stats import SLO, Estimate, bootstrap, judge, round_stats, run_duration
 
 __all__ = [
     "COUNTERS",
@@ -51,6 +75,7 @@ __all__ = [
     "arrival_offsets",
     "bootstrap",
     "deltas",
+    "wait_until_quiescent",
     "judge",
     "parse_samples",
     "round_stats",

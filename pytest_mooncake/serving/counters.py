@@ -8,7 +8,7 @@ releases (``COUNTERS`` holds the ones the serving suites use).
 
 The page is fetched through a ``fetch(url) -> str`` callable, so a caller can read a server inside
 a network namespace or send credentials; the default is a plain HTTP GET with a timeout. The page
-is parsed, and counters are waited on, by ``pytest_mooncake.scrape``, which the master's metrics
+is parsed, and counters are waited on, by ``pytest_mooncake.runtime.scrape``, which the master's metrics
 share.
 """
 
@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from ..probes import http_get_text
-from ..scrape import Quiescence, sample_sums, wait_until_quiescent
+from pytest_mooncake.runtime.probes import http_get_text
+from pytest_mooncake.runtime.scrape import Quiescence, sample_sums, wait_until_quiescent
 
 __all__ = ["COUNTERS", "MetricsReader", "Quiescence", "canonical", "deltas", "parse_samples", "pick",
            "wait_until_quiescent"]

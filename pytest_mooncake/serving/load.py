@@ -23,7 +23,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .client import ClientConfig, RequestError, RequestRecord, RequestSpec, RunClock, StreamingClient
+from pytest_mooncake.serving.client import (
+    ClientConfig,
+    RequestError,
+    RequestRecord,
+    RequestSpec,
+    RunClock,
+    StreamingClient,
+)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 Percentiles use numpy's default (linear interpolation), as vLLM's ``bench serve`` does; latency
 statistics use successful records only, failures are counted by ``RequestError.kind``.
 
-A verdict (``pytest_mooncake.schema.Verdict``) compares an effect measured in one run with a
+A verdict (``pytest_mooncake.results.schema.Verdict``) compares an effect measured in one run with a
 threshold through its seeded 95% percentile-bootstrap interval. An inconclusive one is never a
 pass: the test fails with the word INCONCLUSIVE and reports show it apart from failures. More
 requests per round (``--mooncake-requests-per-scenario``) narrow the interval.
@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from ..schema import Rule, Statistic, Verdict
-from .client import RequestRecord
+from pytest_mooncake.results.schema import Rule, Statistic, Verdict
+from pytest_mooncake.serving.client import RequestRecord
 
 
 def _ms(values: Sequence[float]) -> dict[str, float] | None:

@@ -19,11 +19,12 @@ from typing import Any
 
 import pytest
 
-from pytest_mooncake import MasterHandle, MasterMetrics, StoreClient, StoreNode, factories
-from pytest_mooncake.integrity import BAD, value_for
-from pytest_mooncake.probes import wait_for
-from pytest_mooncake.reporting import show
-from pytest_mooncake.results import Results
+from pytest_mooncake import MasterHandle, MasterMetrics, StoreClient, StoreNode
+from pytest_mooncake.cluster.integrity import BAD, value_for
+from pytest_mooncake.harness import factories
+from pytest_mooncake.results.attach import show
+from pytest_mooncake.results.store import Results
+from pytest_mooncake.runtime.probes import wait_for
 
 pytestmark = [
     pytest.mark.destructive,

@@ -2,7 +2,7 @@
 
 The cluster runs with ``multi_host``: the master and each store node in a network namespace
 of their own, joined by a bridge, so a fault on one node's veth hits that node only (see
-``pytest_mooncake.faults``).
+``pytest_mooncake.cluster.faults``).
 
 The store's deadline for a read is the object's lease (``lease_ttl``, 500 ms here): the
 store client on TCP does not abort a slow transfer (``MC_TRANSFER_TIMEOUT`` belongs to the
@@ -18,11 +18,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from pytest_mooncake import MasterHandle, StoreClient, StoreNode, factories
-from pytest_mooncake.faults import LinkFaultUnsupported
-from pytest_mooncake.integrity import value_for
-from pytest_mooncake.probes import wait_for
-from pytest_mooncake.reporting import show
+from pytest_mooncake import MasterHandle, StoreClient, StoreNode
+from pytest_mooncake.cluster.faults import LinkFaultUnsupported
+from pytest_mooncake.cluster.integrity import value_for
+from pytest_mooncake.harness import factories
+from pytest_mooncake.results.attach import show
+from pytest_mooncake.runtime.probes import wait_for
 
 pytestmark = pytest.mark.destructive
 

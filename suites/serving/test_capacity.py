@@ -1,7 +1,7 @@
 """Capacity, not latency: the highest request rate each topology sustains at the SLO, and the cache's gain.
 
 Every topology gets the same workload mix as open-loop Poisson load at rising rates
-(``pytest_mooncake.capacity_search``). The SLO is the same for all of them: by default TTFT
+(``pytest_mooncake.qualify.capacity_search``). The SLO is the same for all of them: by default TTFT
 p90 <= 4x the baseline's unloaded TTFT, measured in this run, so the search finds a knee on a
 slow, busy host as on a fast one. The deadline (``--mooncake-capacity-deadline``) covers the
 whole search after the servers are up; each topology gets a share in proportion to its unloaded
@@ -15,8 +15,13 @@ import time
 
 import pytest
 
-from pytest_mooncake import factories
-from pytest_mooncake.capacity_search import (
+from pytest_mooncake.config.options import MooncakeConfig
+from pytest_mooncake.config.profiles import effective_thresholds
+from pytest_mooncake.endpoints.server import Endpoint
+from pytest_mooncake.endpoints.tokens import TokenPool
+from pytest_mooncake.endpoints.topology import Deployment
+from pytest_mooncake.harness import factories
+from pytest_mooncake.qualify.capacity_search import (
     CapacityResult,
     CapacitySLO,
     ScenarioWorkload,
@@ -26,15 +31,10 @@ from pytest_mooncake.capacity_search import (
     capacity_gain,
     search,
 )
-from pytest_mooncake.options import MooncakeConfig
-from pytest_mooncake.profiles import effective_thresholds
-from pytest_mooncake.reporting import label, show
-from pytest_mooncake.results import Results
-from pytest_mooncake.scenarios import Scenario
-from pytest_mooncake.schema import Outcome, Rule
-from pytest_mooncake.vllm.server import Endpoint
-from pytest_mooncake.vllm.tokens import TokenPool
-from pytest_mooncake.vllm.topology import Deployment
+from pytest_mooncake.qualify.scenarios import Scenario
+from pytest_mooncake.results.attach import label, show
+from pytest_mooncake.results.schema import Outcome, Rule
+from pytest_mooncake.results.store import Results
 
 pytestmark = pytest.mark.requires_serving
 

@@ -13,13 +13,14 @@ import re
 
 import pytest
 
-from pytest_mooncake import MasterHandle, MasterMetrics, StoreNode, factories
-from pytest_mooncake.reporting import show
-from pytest_mooncake.results import Results
-from pytest_mooncake.schema import Round
+from pytest_mooncake import MasterHandle, MasterMetrics, StoreNode
+from pytest_mooncake.endpoints.topology import KV_BLOCK_TOKENS, Deployment
+from pytest_mooncake.harness import factories
+from pytest_mooncake.harness.session import get_config
+from pytest_mooncake.results.attach import show
+from pytest_mooncake.results.schema import Round
+from pytest_mooncake.results.store import Results
 from pytest_mooncake.serving import Concurrency, RequestRecord, RequestSpec, run_requests
-from pytest_mooncake.session import get_config
-from pytest_mooncake.vllm.topology import KV_BLOCK_TOKENS, Deployment
 
 pytestmark = [pytest.mark.destructive, pytest.mark.requires_serving]
 

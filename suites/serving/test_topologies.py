@@ -16,15 +16,15 @@ from pathlib import Path
 import pytest
 
 from pytest_mooncake import MasterHandle, MasterMetrics
-from pytest_mooncake.cluster import spawned_master
-from pytest_mooncake.options import MooncakeConfig
-from pytest_mooncake.probes import http_request
-from pytest_mooncake.reporting import show
-from pytest_mooncake.results import Results
+from pytest_mooncake.cluster.nodes import spawned_master
+from pytest_mooncake.config.options import MooncakeConfig
+from pytest_mooncake.endpoints.server import Endpoint
+from pytest_mooncake.endpoints.topology import KV_BLOCK_TOKENS, TOPOLOGIES, Deployment, spawned_deployment
+from pytest_mooncake.harness.session import state
+from pytest_mooncake.results.attach import show
+from pytest_mooncake.results.store import Results
+from pytest_mooncake.runtime.probes import http_request
 from pytest_mooncake.serving import Concurrency, RequestRecord, RequestSpec, run_requests
-from pytest_mooncake.session import state
-from pytest_mooncake.vllm.server import Endpoint
-from pytest_mooncake.vllm.topology import KV_BLOCK_TOKENS, TOPOLOGIES, Deployment, spawned_deployment
 
 pytestmark = pytest.mark.requires_serving
 

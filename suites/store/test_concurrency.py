@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 
 from pytest_mooncake import MasterHandle, StoreClient, StoreNode
-from pytest_mooncake.cluster import store_node
-from pytest_mooncake.integrity import BAD
-from pytest_mooncake.reporting import show
-from pytest_mooncake.results import Results
-from pytest_mooncake.session import get_config, state
+from pytest_mooncake.cluster.integrity import BAD
+from pytest_mooncake.cluster.nodes import store_node
+from pytest_mooncake.harness.session import get_config, state
+from pytest_mooncake.results.attach import show
+from pytest_mooncake.results.store import Results
 
 WRITERS, READERS = 2, 2
 KEYS, SIZE = 150, 64 << 10

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_mooncake import MasterHandle, MasterMetrics, StoreClient, StoreNode, factories
-from pytest_mooncake.integrity import value_for
-from pytest_mooncake.probes import wait_for
+from pytest_mooncake import MasterHandle, MasterMetrics, StoreClient, StoreNode
+from pytest_mooncake.cluster.integrity import value_for
+from pytest_mooncake.harness import factories
+from pytest_mooncake.runtime.probes import wait_for
 
 pytestmark = pytest.mark.destructive
 

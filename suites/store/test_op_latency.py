@@ -5,7 +5,7 @@ the client process over a Unix socket, the process runs the store operation, the
 comes back. Values are staged in the client untimed (``stage``), so only the store
 operation and that hop are timed; ``test_agent_round_trip`` times the hop alone, to subtract.
 Sizes: 4 KiB, and a 128-token KV block of the CI model and of Llama-3.1-8B
-(``pytest_mooncake.capacity``); batch ops move ``BATCH`` objects per call, through a
+(``pytest_mooncake.qualify.capacity``); batch ops move ``BATCH`` objects per call, through a
 registered buffer as the KV connectors do. Puts write fresh keys every round (the previous
 round's are removed untimed, so the pool holds one round); gets re-read one set of keys.
 
@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from pytest_mooncake import MasterHandle, MasterMetrics, StoreClient
-from pytest_mooncake.capacity import MODELS
+from pytest_mooncake.qualify.capacity import MODELS
 
 # A string condition sees the run's config: skipped when pytest-benchmark is not installed or
 # disabled with -p no:benchmark, instead of erroring on the missing fixture.

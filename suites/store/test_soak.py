@@ -29,10 +29,11 @@ from typing import Any
 
 import pytest
 
-from pytest_mooncake import MasterHandle, MasterMetrics, MooncakeConfig, StoreClient, StoreNode, factories
-from pytest_mooncake.integrity import BAD
-from pytest_mooncake.reporting import show
-from pytest_mooncake.results import Results
+from pytest_mooncake import MasterHandle, MasterMetrics, MooncakeConfig, StoreClient, StoreNode
+from pytest_mooncake.cluster.integrity import BAD
+from pytest_mooncake.harness import factories
+from pytest_mooncake.results.attach import show
+from pytest_mooncake.results.store import Results
 
 pytestmark = pytest.mark.destructive
 

@@ -4,7 +4,7 @@ vLLM's MooncakeStoreConnector and LMCache read and write KV through buffers regi
 with the store, with batch zero-copy calls (``batch_put_from`` / ``batch_get_into``), one
 key per block of all layers. This suite times exactly that, in the client's own process,
 with objects the size of a 128-token block of the CI model and of Llama-3.1-8B
-(``pytest_mooncake.capacity``), from 1 and 2 client threads, and runs the real
+(``pytest_mooncake.qualify.capacity``), from 1 and 2 client threads, and runs the real
 ``transfer_engine_bench`` at the same block size, batch and thread count right before each
 store case, in the same run (twice each, alternating; the best of each counts).
 The figure is the ratio store get / raw read. Where it is below 1, ``meta`` says where the
@@ -20,13 +20,13 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from pytest_mooncake import MasterHandle, MasterMetrics, MooncakeConfig, StoreClient
-from pytest_mooncake.binaries import find_binary
-from pytest_mooncake.capacity import MODELS
-from pytest_mooncake.profiles import effective_thresholds
-from pytest_mooncake.reporting import show
-from pytest_mooncake.results import Results
-from pytest_mooncake.session import get_config, state
-from pytest_mooncake.transfer_bench import BenchResult, run_initiator, start_target
+from pytest_mooncake.cluster.transfer_bench import BenchResult, run_initiator, start_target
+from pytest_mooncake.config.profiles import effective_thresholds
+from pytest_mooncake.harness.session import get_config, state
+from pytest_mooncake.qualify.capacity import MODELS
+from pytest_mooncake.results.attach import show
+from pytest_mooncake.results.store import Results
+from pytest_mooncake.runtime.binaries import find_binary
 
 KiB, MiB = 1 << 10, 1 << 20
 BLOCK_TOKENS = 128

@@ -222,7 +222,7 @@ class FakeOpenAIServer:
     def timings(self) -> dict[str, dict[str, float]]:
         """Per X-Request-Id, the monotonic times the double received the request and wrote its first token."""
         # Imported here: the server process runs this file as a script and needs none of the plugin.
-        from pytest_mooncake.probes import http_get_text
+        from pytest_mooncake.runtime.probes import http_get_text
 
         return json.loads(http_get_text(f"http://127.0.0.1:{self.port}/debug/timings"))
 

@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from pytest_mooncake.capacity_search import (
+from pytest_mooncake.endpoints.server import Endpoint
+from pytest_mooncake.qualify.capacity_search import (
     ABOVE_HIGHEST,
     BELOW_LOWEST,
     FOUND,
@@ -22,9 +23,8 @@ from pytest_mooncake.capacity_search import (
     p90,
     search,
 )
-from pytest_mooncake.schema import Outcome, Rule
+from pytest_mooncake.results.schema import Outcome, Rule
 from pytest_mooncake.serving import RequestSpec
-from pytest_mooncake.vllm.server import Endpoint
 
 from .fake_openai_server import FakeOpenAIServer
 

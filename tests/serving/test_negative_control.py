@@ -6,14 +6,14 @@ import dataclasses
 
 import pytest
 
-from pytest_mooncake.options import MooncakeConfig
-from pytest_mooncake.protocol import Protocol, RoundResult, ScenarioRun
-from pytest_mooncake.reuse import evaluate
-from pytest_mooncake.scenarios import Scenario
-from pytest_mooncake.schema import Outcome, Rule, Statistic
+from pytest_mooncake.config.options import MooncakeConfig
+from pytest_mooncake.endpoints.server import Endpoint
+from pytest_mooncake.endpoints.tokens import TokenPool
+from pytest_mooncake.qualify.protocol import Protocol, RoundResult, ScenarioRun
+from pytest_mooncake.qualify.reuse import evaluate
+from pytest_mooncake.qualify.scenarios import Scenario
+from pytest_mooncake.results.schema import Outcome, Rule, Statistic
 from pytest_mooncake.serving import RequestRecord, judge
-from pytest_mooncake.vllm.server import Endpoint
-from pytest_mooncake.vllm.tokens import TokenPool
 
 from .fake_openai_server import FakeOpenAIServer
 

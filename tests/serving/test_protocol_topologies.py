@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_mooncake.markers import gpu_present
-from pytest_mooncake.options import TOPOLOGY_NAMES, MooncakeConfig
-from pytest_mooncake.protocol import Protocol
-from pytest_mooncake.scenarios import Scenario
-from pytest_mooncake.schema import Round
-from pytest_mooncake.vllm.server import Endpoint
-from pytest_mooncake.vllm.tokens import TokenPool
-from pytest_mooncake.vllm.topology import TOPOLOGIES, split_cores
+from pytest_mooncake.config.markers import gpu_present
+from pytest_mooncake.config.options import TOPOLOGY_NAMES, MooncakeConfig
+from pytest_mooncake.endpoints.server import Endpoint
+from pytest_mooncake.endpoints.tokens import TokenPool
+from pytest_mooncake.endpoints.topology import TOPOLOGIES, split_cores
+from pytest_mooncake.qualify.protocol import Protocol
+from pytest_mooncake.qualify.scenarios import Scenario
+from pytest_mooncake.results.schema import Round
 
 from .fake_openai_server import FakeOpenAIServer
 

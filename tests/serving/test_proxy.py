@@ -15,8 +15,8 @@ import port_for
 import pytest
 from aiohttp import web
 
-from pytest_mooncake.executor import ServiceProcess
-from pytest_mooncake.probes import HTTPProbe, http_request
+from pytest_mooncake.runtime.executor import ServiceProcess
+from pytest_mooncake.runtime.probes import HTTPProbe, http_request
 from pytest_mooncake.serving import ClientConfig, Concurrency, RequestSpec, run_requests
 
 from .fake_openai_server import FakeOpenAIServer
@@ -84,7 +84,7 @@ class RecordingUpstream:
 @contextmanager
 def proxy(tmp_path: Any, *args: str) -> Iterator[str]:
     port = int(port_for.select_random())
-    process = ServiceProcess("proxy", [sys.executable, "-m", "pytest_mooncake.vllm.proxy", f"--port={port}", *args],
+    process = ServiceProcess("proxy", [sys.executable, "-m", "pytest_mooncake.endpoints.proxy", f"--port={port}", *args],
                              HTTPProbe(f"http://{LOOPBACK}:{port}/health", status=r"^(200|503)$"),
                              tmp_path / "proxy.log", timeout=30)
     process.start()
@@ -149,7 +149,7 @@ def test_vllm_mooncake_connector_protocol(tmp_path: Any) -> None:
 
 
 def test_bad_arguments_are_refused() -> None:
-    done = subprocess.run([sys.executable, "-m", "pytest_mooncake.vllm.proxy", "--port=1", "--prefill=http://x"],
+    done = subprocess.run([sys.executable, "-m", "pytest_mooncake.endpoints.proxy", "--port=1", "--prefill=http://x"],
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 2 and "give --upstream URL, or both --prefill URL and --decode URL" in done.stderr
 

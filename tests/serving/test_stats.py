@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pytest_mooncake.schema import Op, Outcome, Rule, Statistic, Verdict
+from pytest_mooncake.results.schema import Op, Outcome, Rule, Statistic, Verdict
 from pytest_mooncake.serving import SLO, RequestError, RequestRecord, bootstrap, judge, round_stats
 from pytest_mooncake.serving.stats import Estimate, run_duration
 

@@ -1,0 +1,1 @@
+"""The Mooncake master, store nodes, the store client and transfer engine."""

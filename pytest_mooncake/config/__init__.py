@@ -1,0 +1,1 @@
+"""Settings declared once, the typed config, the YAML reader, profiles and markers."""

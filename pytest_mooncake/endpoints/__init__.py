@@ -1,0 +1,1 @@
+"""vLLM instances (spawned or attached), serving topologies and the PD proxy."""

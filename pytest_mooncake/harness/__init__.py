@@ -1,0 +1,1 @@
+"""What the pytest plugin wires together: fixtures, session state, the doctor, reports."""

@@ -1,0 +1,1 @@
+"""Scenarios, the cold/hit protocol, evaluation, capacity arithmetic, replay and traces."""

@@ -1,0 +1,248 @@
+"""The cold-versus-hit protocol: warm up, make cold truly cold, let the cache settle, measure hits.
+
+1. Warm the engine with unrelated prompts: a cold engine inside the measured window makes
+   the *second* identical request faster even with no cache at all.
+2. Reset the server's prefix cache when it offers ``/reset_prefix_cache``; every prompt also
+   starts with a salt naming this run, so earlier runs cannot pre-warm it.
+3. Cold round, then wait until the server's (and the Mooncake master's) counters stop
+   growing: connectors save KV in the background, and a hit sent too early is partial.
+4. Hit rounds reuse what the cold round stored. An exact repeat of one cold prompt checks
+   that a cache hit returns the same text as the cold request (temperature 0).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from pytest_mooncake.config.options import MooncakeConfig
+from pytest_mooncake.endpoints.server import Endpoint
+from pytest_mooncake.endpoints.tokens import TokenPool
+from pytest_mooncake.endpoints.topology import Topology
+from pytest_mooncake.qualify.progress import Progress
+from pytest_mooncake.qualify.scenarios import PromptBuilder, Scenario, salt_tokens
+from pytest_mooncake.results.attach import step
+from pytest_mooncake.results.schema import Round
+from pytest_mooncake.runtime.probes import http_request
+from pytest_mooncake.serving import (
+    COUNTERS,
+    Concurrency,
+    MetricsReader,
+    RequestRecord,
+    RequestSpec,
+    round_stats,
+    run_duration,
+    run_requests,
+    wait_until_quiescent,
+)
+
+Counters = Callable[[], dict[str, float | None]]
+SETTLE_TIMEOUT_S = 30.0
+SETTLE_STABLE_S = 1.0
+
+
+@dataclass
+class RoundResult:
+    name: str  # a Round, or Round.hit(index) for the hit rounds after the first
+    records: list[RequestRecord]
+    wall_s: float
+    counters: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        return round_stats(self.records, self.wall_s)
+
+    def ttfts(self) -> list[float]:
+        return [r.ttft_s for r in self.records if r.ok and r.ttft_s is not None]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "round": str(self.name),
+            "wall_s": self.wall_s,
+            "stats": self.stats,
+            "counters": self.counters,
+            "records": [dataclasses.asdict(r) for r in self.records],
+        }
+
+
+@dataclass
+class ScenarioRun:
+    scenario: Scenario
+    endpoint: Endpoint
+    rounds: list[RoundResult]
+    cache_reset: bool
+    settled: bool
+    integrity: tuple[str, str] | None  # (cold text, hit text) of the exact repeat
+    topology: Topology | None = None  # None: an endpoint whose topology was not declared
+    hit_endpoint: Endpoint | None = None  # cross-instance: the instance that served the hit rounds
+    interleaved: bool = False  # cold and hit requests alternated in one round: one set of counters for both
+
+    def round(self, name: str) -> RoundResult:
+        return next(r for r in self.rounds if r.name == name)
+
+    def errors(self) -> list[str]:
+        return [str(rec.error) for r in self.rounds for rec in r.records if rec.error]
+
+
+def server_counters(endpoint: Endpoint) -> Counters:
+    """The endpoint's prefix-cache (and LMCache) counters; none when it serves no /metrics."""
+
+    def fetch(url: str) -> str:
+        response = http_request(url, timeout=10, headers=endpoint.headers())
+        if response.status != 200:
+            raise OSError(f"HTTP {response.status} from {url}")
+        return response.body
+
+    reader = MetricsReader(endpoint.root_url + "/metrics", COUNTERS, fetch=fetch)
+
+    def read() -> dict[str, float | None]:
+        try:
+            return reader()
+        except OSError:
+            return {}
+
+    return read
+
+
+def reset_prefix_cache(endpoint: Endpoint) -> bool:
+    try:
+        response = http_request(endpoint.root_url + "/reset_prefix_cache", method="POST", timeout=30, headers=endpoint.headers())
+    except OSError:
+        return False
+    return response.status == 200
+
+
+class Protocol:
+    """Runs one scenario against one endpoint."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        pool: TokenPool,
+        config: MooncakeConfig,
+        run_id: str,
+        *,
+        hit_endpoint: Endpoint | None = None,
+        topology: Topology | None = None,
+        store_counters: Counters | None = None,
+        warm_up: bool = True,
+        progress: pytest.Config | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.hit_endpoint = hit_endpoint
+        self.topology = topology
+        self.pool = pool
+        self.config = config
+        self.run_id = run_id
+        self.warm_up = warm_up
+        self.progress = progress  # the pytest config whose terminal shows a progress line per round
+        self._endpoints = [endpoint] + ([hit_endpoint] if hit_endpoint else [])
+        self._server_counters = [server_counters(e) for e in self._endpoints]
+        self._store_counters = store_counters
+
+    def _target(self, round_name: str) -> Endpoint:
+        """Cross-instance: the cold round goes to the writer, every later round to the reader."""
+        return self.endpoint if self.hit_endpoint is None or round_name == Round.COLD else self.hit_endpoint
+
+    def _salt(self, scenario: Scenario) -> Callable[[str], list[int]]:
+        return lambda tag: salt_tokens(self.pool, f"{self.run_id} {self.endpoint.label} {scenario.name} {tag}")
+
+    def _counters(self) -> dict[str, float | None]:
+        values: dict[str, float | None] = {}
+        for read in self._server_counters:
+            for key, value in read().items():
+                values[key] = value if values.get(key) is None else (values[key] or 0.0) + (value or 0.0)
+        if self._store_counters is not None:
+            values.update(self._store_counters())
+        return values
+
+    def _settle(self) -> bool:
+        """Wait until the counters stop growing: connectors save KV in the background."""
+        return wait_until_quiescent(self._counters, interval_s=0.25, stable_for_s=SETTLE_STABLE_S,
+                                    timeout_s=SETTLE_TIMEOUT_S).settled
+
+    def _round(self, scenario: Scenario, name: str, specs: Sequence[RequestSpec], concurrency: int | None = None,
+               endpoint: Endpoint | None = None) -> RoundResult:
+        before = self._counters()
+        target = endpoint or self._target(name)
+        progress = Progress(self.progress, f"{scenario.name} {name}", len(specs)) if self.progress and len(specs) > 1 else None
+        limit = concurrency or scenario.concurrency or self.config.concurrency or len(specs) or 1
+        with step(f"round {name}: {len(specs)} requests to {target.label}"), progress or nullcontext():
+            records = run_requests(target.client_config(self.config.request_timeout),
+                                   [target.prepare(s, self.config.temperature) for s in specs],
+                                   Concurrency(limit), on_record=progress.record if progress else None)
+        after = self._counters()
+        # Plain differences: the master's key count is a gauge and may fall when it evicts.
+        change = {key: value - before[key] for key, value in after.items() if value is not None and before.get(key) is not None}
+        return RoundResult(name, records, run_duration(records), change)
+
+    def _prepare(self, scenario: Scenario) -> bool:
+        if self.warm_up:
+            salt = self._salt(scenario)
+            for endpoint in self._endpoints:
+                warm = [RequestSpec(f"warmup-{endpoint.label}-{i}", scenario.name, "warmup", max_tokens=4,
+                                    prompt=tuple(self.pool.prompt(salt(f"warmup {endpoint.label} {i}"), 512,
+                                                                  offset=5000 + i * 600)))
+                        for i in range(2)]
+                self._round(scenario, Round.WARMUP, warm, concurrency=1, endpoint=endpoint)
+        # Every endpoint is reset, also when one cannot be: all() must not stop at the first.
+        return all([reset_prefix_cache(endpoint) for endpoint in self._endpoints])
+
+    def run(self, scenario: Scenario) -> ScenarioRun:
+        builder = PromptBuilder(self.pool, self._salt(scenario), scenario)
+        reset = self._prepare(scenario)
+        if scenario.turns:
+            return self._conversations(scenario, builder, reset)
+        if scenario.reuse == 0 and self.hit_endpoint is None:
+            return self._interleaved(scenario, builder, reset)
+        rounds = [self._round(scenario, Round.COLD, builder.cold_round())]
+        settled = self._settle()
+        for index in range(1, scenario.rounds or self.config.rounds):
+            # The prompts' tag keeps its index for the first hit round too: it salts their fresh documents.
+            rounds.append(self._round(scenario, Round.hit(index), builder.hit_round(f"hit{index}", variant=index)))
+        integrity = None
+        if scenario.reuse > 0:
+            repeat = self._round(scenario, Round.REPEAT, [builder.cold_round()[0]], concurrency=1)
+            integrity = (rounds[0].records[0].text, repeat.records[0].text)
+            rounds.append(repeat)
+        return self._done(scenario, rounds, reset, settled, integrity)
+
+    def _interleaved(self, scenario: Scenario, builder: PromptBuilder, reset: bool) -> ScenarioRun:
+        """No reuse to wait for: alternate the two rounds' requests, so a slow drift of the
+        host (another process, a thermal change) loads both rounds alike."""
+        cold, hit = builder.cold_round(), builder.hit_round(Round.HIT, variant=1)
+        mixed = self._round(scenario, Round.MIXED, [p for pair in zip(cold, hit, strict=True) for p in pair], concurrency=1)
+        by_round = {name: [r for r in mixed.records if r.round == name] for name in (Round.COLD, Round.HIT)}
+        share = mixed.wall_s / max(1, len(mixed.records))
+        rounds = [RoundResult(name, records, share * len(records), mixed.counters) for name, records in by_round.items()]
+        return dataclasses.replace(self._done(scenario, rounds, reset, True, None), interleaved=True)
+
+    def _conversations(self, scenario: Scenario, builder: PromptBuilder, reset: bool) -> ScenarioRun:
+        cold_prompts, conversations = builder.conversations()
+        cold = self._round(scenario, Round.COLD, cold_prompts, concurrency=1)
+        records: list[RequestRecord] = []
+        wall = 0.0
+        settled = True
+        counters: dict[str, float] = {}
+        for turns in conversations:
+            for turn in turns:
+                result = self._round(scenario, Round.TURN, [turn], concurrency=1)
+                wall += result.wall_s
+                for key, value in result.counters.items():
+                    counters[key] = counters.get(key, 0.0) + value
+                # The first turn of a conversation has nothing to reuse yet.
+                if not turn.request_id.endswith("-t0"):
+                    records.extend(result.records)
+                settled = self._settle() and settled
+        # Counters cover every turn: the first turns store what the later ones reuse.
+        hit = RoundResult(Round.HIT, records, wall, counters)
+        return self._done(scenario, [cold, hit], reset, settled, None)
+
+    def _done(self, scenario: Scenario, rounds: list[RoundResult], reset: bool, settled: bool,
+              integrity: tuple[str, str] | None) -> ScenarioRun:
+        return ScenarioRun(scenario, self.endpoint, rounds, reset, settled, integrity, self.topology, self.hit_endpoint)

@@ -1,0 +1,277 @@
+"""What a serving scenario concludes: verdicts, proof of reuse, output integrity.
+
+``evaluate`` turns a measured ``ScenarioRun`` into a list of problems (empty when the
+scenario passes) and the data the results file and the report carry. Each threshold of
+the test (``mooncake_perf`` marker or profile) is judged on the cold and the hit round:
+
+- ``ttft_reduction``: 1 - TTFT(hit)/TTFT(cold) >= X;
+- ``throughput_gain``: the request-throughput gain of the hit round, judged as the speed-up
+  of the mean end-to-end latency (the rounds send one request at a time) >= X;
+- ``tpot_change``: TPOT(hit)/TPOT(cold) - 1 within ±X (decoding must not slow down);
+- ``ttft_p90_ms``: the hit round's p90 TTFT SLO, with goodput;
+- ``control_gain``: the negative control: clean when the whole interval is within X,
+  CONTAMINATED when it is wholly above (or a token was cached), INCONCLUSIVE otherwise;
+- ``match_tokens``: the exact repeat's first N tokens must equal the cold answer's
+  (without it, the whole answer must).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+from pytest_mooncake.endpoints.tokens import Tokenize, tokenizer_for
+from pytest_mooncake.endpoints.topology import KV_BLOCK_TOKENS
+from pytest_mooncake.qualify.capacity import ModelShape, predict_hit
+from pytest_mooncake.qualify.protocol import ScenarioRun
+from pytest_mooncake.results.schema import Op, Outcome, Round, Rule, Verdict
+from pytest_mooncake.serving import SLO, judge, round_stats
+
+# Below this share of the expected reusable tokens, a hit is reported as partial.
+PARTIAL_HIT = 0.9
+
+
+@dataclass(frozen=True)
+class Explain:
+    """What the design's arithmetic needs: the served model's shape and the store's read bandwidth
+    measured in the same run."""
+
+    shape: ModelShape
+    read_bytes_per_s: float
+
+
+@dataclass
+class Evaluation:
+    run: ScenarioRun
+    verdicts: list[Verdict] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    # The negative control's outcome and power, when the scenario is one.
+    control: dict[str, Any] | None = None
+    # On a Mooncake topology: what proves (or disproves) that Mooncake served the hits.
+    mooncake: dict[str, Any] | None = None
+    prediction: dict[str, Any] | None = None
+
+    def data(self) -> dict[str, Any]:
+        return {
+            "scenario": self.run.scenario.name,
+            "endpoint": self.run.endpoint.label,
+            "model": self.run.endpoint.model,
+            "scenario_definition": self.run.scenario.__dict__,
+            "cache_reset": self.run.cache_reset,
+            "settled": self.run.settled,
+            "rounds": [r.as_dict() for r in self.run.rounds],
+            "verdicts": [v.as_dict() for v in self.verdicts],
+            "problems": self.problems,
+            "notes": self.notes,
+            "control": self.control,
+            "topology": self.run.topology.name if self.run.topology else None,
+            "hit_endpoint": self.run.hit_endpoint.label if self.run.hit_endpoint else None,
+            "mooncake": self.mooncake,
+            "prediction": self.prediction,
+        }
+
+    def summary(self) -> str:
+        return "\n".join([v.message for v in self.verdicts] + self.notes + self.problems)
+
+    def judged(self, verdict: Verdict) -> Verdict:
+        self.verdicts.append(verdict)
+        if verdict.outcome is not Outcome.PASSED:
+            self.problems.append(verdict.message)
+        return verdict
+
+
+def _expected_hit_rate(run: ScenarioRun) -> float:
+    """Share of the hit round's prompt tokens a cache can serve. A KV connector stores whole
+    blocks only, so on a Mooncake topology a document's tail shorter than a block is recomputed."""
+    scenario = run.scenario
+    if run.topology is None or not run.topology.mooncake or not scenario.prompt_tokens:
+        return scenario.reuse * scenario.reuse_ratio
+    reusable = scenario.document_tokens // KV_BLOCK_TOKENS * KV_BLOCK_TOKENS
+    return scenario.reuse * reusable / scenario.prompt_tokens
+
+
+def _proof_of_reuse(evaluation: Evaluation) -> None:
+    run = evaluation.run
+    cold, hit = run.round(Round.COLD).stats, run.round(Round.HIT).stats
+    if cold["cached_tokens"]:
+        evaluation.problems.append(
+            f"the cold round was not cold: {cold['cached_tokens']} of {cold['prompt_tokens']} prompt tokens came from a "
+            "cache (another client shares this endpoint, or the salt did not reach the prompt start)"
+        )
+    expected = _expected_hit_rate(run)
+    evaluation.notes.append(
+        f"hit rate: cold {cold['hit_rate']:.1%}, hit {hit['hit_rate']:.1%} of prompt tokens cached "
+        f"(expected about {expected:.1%}); counters {_counters(run, Round.HIT)}"
+    )
+    if expected and hit["hit_rate"] < PARTIAL_HIT * expected:
+        evaluation.notes.append(
+            f"PARTIAL HITS: only {hit['hit_rate']:.1%} of prompt tokens were served from cache where "
+            f"{expected:.1%} could be; the verdict measures partial reuse"
+        )
+
+
+def _counters(run: ScenarioRun, round_name: Round) -> str:
+    counters = run.round(round_name).counters
+    return ", ".join(f"{key} {value:+g}" for key, value in sorted(counters.items())) or "n/a (no /metrics)"
+
+
+def _mooncake_proof(evaluation: Evaluation) -> None:
+    """On a Mooncake topology a hit must be a Mooncake hit: external hits in the hit round, and
+    the cold round's stored keys beside the whole-block prediction."""
+    run = evaluation.run
+    if run.topology is None or not run.topology.mooncake:
+        return
+    cold, hit = run.round(Round.COLD), run.round(Round.HIT)
+    external = hit.counters.get("external_prefix_cache_hits")
+    counted = cold.records + (hit.records if run.interleaved else [])
+    predicted = sum((r.prompt_tokens or 0) // KV_BLOCK_TOKENS for r in counted if r.ok)
+    stored = cold.counters.get("master_key_count")
+    evaluation.mooncake = {"topology": run.topology.name, "connector": run.topology.connector,
+                           "external_hit_tokens": external, "served": bool(external and external > 0),
+                           "stored_keys_cold": stored, "predicted_blocks_cold": predicted,
+                           "stored_bytes_cold": cold.counters.get("master_allocated_bytes")}
+    if stored is not None:
+        evaluation.notes.append(f"Mooncake stored {stored:+g} keys in the cold round{' (and the hit round interleaved with it)' if run.interleaved else ''}; "
+                                f"whole {KV_BLOCK_TOKENS}-token blocks of its prompts predict {predicted}")
+    if run.scenario.reuse > 0 and not evaluation.mooncake["served"]:
+        n = len(hit.records)
+        served = float(external or 0)
+        evaluation.judged(Verdict(
+            "mooncake_served", None, served, served, served, n, n, Rule(Op.ABOVE, 0), Outcome.FAILED,
+            wording=f"NOT SERVED BY MOONCAKE: topology {run.topology.name} ({run.topology.connector}) had "
+            f"{external if external is not None else 'no'} external prefix-cache hit tokens in the hit round "
+            "(vllm:external_prefix_cache_hits); a gain here is not Mooncake's, so no verdict on it can pass"))
+
+
+def _prediction(evaluation: Evaluation, explain: Explain) -> None:
+    """The hit TTFT the design's arithmetic predicts beside the measured one."""
+    run = evaluation.run
+    hits = [r for r in run.round(Round.HIT).records if r.ok and r.cached_tokens and r.ttft_s is not None]
+    cold = run.round(Round.COLD).ttfts()
+    if not hits or not cold:
+        return
+    prompt = int(statistics.median(r.prompt_tokens or 0 for r in hits))
+    cached = int(statistics.median(r.cached_tokens for r in hits))  # hits holds only records with cached tokens
+    predicted = predict_hit(explain.shape, prompt, min(cached, prompt), statistics.median(cold), explain.read_bytes_per_s)
+    measured = statistics.median(r.ttft_s for r in hits if r.ttft_s is not None)
+    evaluation.prediction = {"predicted_ttft_ms": predicted.ttft_s * 1e3, "measured_ttft_ms": measured * 1e3,
+                             "measured_over_predicted": measured / predicted.ttft_s, "compute_ms": predicted.compute_s * 1e3,
+                             "load_ms": predicted.load_s * 1e3, "kv_bytes": predicted.kv_bytes, "prompt_tokens": prompt,
+                             "cached_tokens": cached, "read_gbps": explain.read_bytes_per_s / 1e9}
+    evaluation.notes.append(
+        f"predicted hit TTFT {predicted.ttft_s * 1e3:.1f} ms = recompute of the uncached tail "
+        f"{predicted.compute_s * 1e3:.1f} ms + loading {predicted.kv_bytes / 2**20:.1f} MiB of KV at "
+        f"{explain.read_bytes_per_s / 1e9:.2f} GB/s {predicted.load_s * 1e3:.1f} ms; measured {measured * 1e3:.1f} ms "
+        f"({measured / predicted.ttft_s:.2f}x the prediction)"
+    )
+
+
+def _integrity(evaluation: Evaluation, match_tokens: float | None, tokenizer: Tokenize) -> None:
+    if evaluation.run.integrity is None:
+        return
+    cold, hit = evaluation.run.integrity
+    if match_tokens is None:
+        same, what = cold == hit, "the cache-hit answer differs from the cold answer"
+    else:
+        n = int(match_tokens)
+        same, what = list(tokenizer(cold))[:n] == list(tokenizer(hit))[:n], f"the first {n} tokens of the answers differ"
+    if not same:
+        diff = "\n".join(difflib.unified_diff([cold], [hit], "cold", "cache hit", lineterm=""))
+        evaluation.problems.append(f"output integrity: at temperature 0 {what}:\n{diff}")
+
+
+def _strata(run: ScenarioRun) -> list[list[float]]:
+    """Hit-round TTFTs split into the requests that reuse a document and those that do not."""
+    reusing = round(run.scenario.reuse * run.scenario.requests) if not run.scenario.turns else len(run.round(Round.HIT).records)
+    ok = [r.ttft_s for r in run.round(Round.HIT).records if r.ok and r.ttft_s is not None]
+    return [ok[:reusing], ok[reusing:]]
+
+
+def _values(run: ScenarioRun, round_name: Round, metric: str) -> list[float]:
+    return [v for r in run.round(round_name).records if r.ok and (v := getattr(r, metric)) is not None]
+
+
+def evaluate(
+    run: ScenarioRun, thresholds: dict[str, float], *, statistic: str = "median", tokenizer: Tokenize | None = None,
+    explain: Explain | None = None,
+) -> Evaluation:
+    """``tokenizer`` (default: the endpoint's ``/tokenize``) is used only for ``match_tokens``; with
+    ``explain``, a Mooncake hit round's TTFT is put beside the design's prediction."""
+    evaluation = Evaluation(run)
+    errors = run.errors()
+    if errors:
+        evaluation.problems.append(f"{len(errors)} requests failed, e.g. " + "; ".join(errors[:3]))
+        return evaluation
+    _proof_of_reuse(evaluation)
+    _mooncake_proof(evaluation)
+    if explain is not None and evaluation.mooncake and evaluation.mooncake["served"]:
+        _prediction(evaluation, explain)
+    _integrity(evaluation, thresholds.get("match_tokens"), tokenizer or tokenizer_for(run.endpoint, None))
+    cold, hit = run.round(Round.COLD).ttfts(), run.round(Round.HIT).ttfts()
+    if "ttft_reduction" in thresholds:
+        verdict = judge("ttft_reduction", cold, _strata(run), Rule(">=", thresholds["ttft_reduction"]), statistic=statistic)
+        evaluation.judged(verdict)
+        if verdict.outcome is Outcome.PASSED and run.round(Round.HIT).stats["cached_tokens"] == 0:
+            evaluation.problems.append(
+                "SUSPICIOUS: a TTFT reduction with zero cached tokens is not a cache win "
+                "(a warm-up effect, or a broken connector answering early)"
+            )
+    if "throughput_gain" in thresholds:
+        evaluation.judged(judge("throughput_gain", _values(run, Round.COLD, "e2e_s"), _values(run, Round.HIT, "e2e_s"),
+                                Rule(">=", thresholds["throughput_gain"]), effect="speedup", statistic="mean"))
+    if "tpot_change" in thresholds:
+        _tpot_change(evaluation, thresholds["tpot_change"])
+    if "ttft_p90_ms" in thresholds:
+        _slo(evaluation, thresholds["ttft_p90_ms"])
+    if "control_gain" in thresholds:
+        _negative_control(evaluation, cold, hit, thresholds["control_gain"], statistic)
+    return evaluation
+
+
+def _tpot_change(evaluation: Evaluation, band: float) -> None:
+    cold, hit = _values(evaluation.run, Round.COLD, "tpot_s"), _values(evaluation.run, Round.HIT, "tpot_s")
+    if not cold or not hit:
+        evaluation.problems.append("tpot_change: no TPOT measured (every answer had a single token); "
+                                   "raise --mooncake-max-tokens to judge decoding speed")
+        return
+    evaluation.judged(judge("tpot_change", cold, hit, Rule("within", band), effect="change"))
+
+
+def _slo(evaluation: Evaluation, limit_ms: float) -> None:
+    hit = evaluation.run.round(Round.HIT)
+    stats = round_stats(hit.records, hit.wall_s, slo=SLO(ttft_ms=limit_ms))
+    p90 = stats["ttft_ms"]["p90"]
+    evaluation.notes.append(f"hit-round TTFT p90 {p90:.0f} ms (SLO {limit_ms:.0f} ms); goodput {stats['goodput']:.2f} requests/s")
+    if p90 > limit_ms:
+        evaluation.problems.append(f"TTFT p90 {p90:.0f} ms > SLO {limit_ms:.0f} ms (n={stats['n']})")
+
+
+def _negative_control(evaluation: Evaluation, cold: list[float], hit: list[float], limit: float, statistic: str) -> None:
+    """No reuse was arranged, so the control is clean only when its whole interval lies within
+    ``limit`` and nothing was cached; CONTAMINATED when the interval lies wholly above it or a
+    token was cached; INCONCLUSIVE when the interval straddles it: a control that cannot tell
+    a large gain from none cannot vouch for the scenario verdicts beside it."""
+    verdict = judge("control_gain", cold, hit, Rule("<=", limit), statistic=statistic)
+    cached = evaluation.run.round(Round.HIT).stats["cached_tokens"]
+    outcome = Outcome.FAILED if cached > 0 else verdict.outcome
+    # The smallest true gain whose interval, as wide as this one, would lie wholly above the limit.
+    detectable = limit + (verdict.effect - verdict.ci_low)
+    conclusion = {
+        Outcome.PASSED: f"clean: no gain above {limit:.0%}",
+        Outcome.FAILED: "CONTAMINATED: unique prompts got faster or were cached; the run's gains are not vouched for",
+        Outcome.INCONCLUSIVE: f"INCONCLUSIVE: the interval straddles {limit:.0%}, so the control cannot tell a gain from none "
+                      "and does not vouch for the run's gains; more requests per round narrow it",
+    }[outcome]
+    message = (
+        f"negative control: gain {verdict.effect:.1%} (95% CI {verdict.ci_low:.1%} .. {verdict.ci_high:.1%}, "
+        f"{statistic} of n={verdict.n_after} vs n={verdict.n_before}), {cached} cached tokens; {conclusion}. "
+        f"Power: at this n it detects gains of {detectable:.0%} or more"
+    )
+    evaluation.verdicts.append(dataclasses.replace(verdict, outcome=outcome, wording=message))
+    evaluation.control = {"outcome": outcome, "cached_tokens": cached, "detectable_gain": detectable, "limit": limit}
+    if outcome is not Outcome.PASSED:
+        evaluation.problems.append(message)

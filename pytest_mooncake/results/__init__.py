@@ -1,0 +1,1 @@
+"""The results document, baselines and Allure attachments."""

@@ -1,0 +1,1 @@
+"""Processes, readiness probes, network namespaces and the janitor."""

@@ -1,0 +1,1 @@
+"""The pytest-mooncake command line: simulate, bundle, report."""

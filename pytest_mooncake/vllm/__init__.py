@@ -1,1 +1,0 @@
-"""vLLM servers for the serving suites: a model directory we write, spawn/attach handles."""
