@@ -19,12 +19,18 @@ from typing import Any
 
 import pytest
 
-from pytest_mooncake import MasterHandle, MasterMetrics, StoreClient, StoreNode
-from pytest_mooncake.cluster.integrity import BAD, value_for
-from pytest_mooncake.harness import factories
-from pytest_mooncake.results.attach import show
-from pytest_mooncake.results.store import Results
-from pytest_mooncake.runtime.probes import wait_for
+from pytest_mooncake import (
+    BAD,
+    MasterHandle,
+    MasterMetrics,
+    Results,
+    StoreClient,
+    StoreNode,
+    factories,
+    show,
+    value_for,
+    wait_for,
+)
 
 pytestmark = [
     pytest.mark.destructive,

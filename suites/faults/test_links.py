@@ -18,12 +18,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from pytest_mooncake import MasterHandle, StoreClient, StoreNode
-from pytest_mooncake.cluster.faults import LinkFaultUnsupported
-from pytest_mooncake.cluster.integrity import value_for
-from pytest_mooncake.harness import factories
-from pytest_mooncake.results.attach import show
-from pytest_mooncake.runtime.probes import wait_for
+from pytest_mooncake import (
+    LinkFaultUnsupported,
+    MasterHandle,
+    StoreClient,
+    StoreNode,
+    factories,
+    show,
+    value_for,
+    wait_for,
+)
 
 pytestmark = pytest.mark.destructive
 

@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_mooncake import MasterMetrics, StoreClient
-from pytest_mooncake.config.options import MooncakeConfig
-from pytest_mooncake.endpoints.server import Endpoint
-from pytest_mooncake.endpoints.tokens import Tokenize, TokenPool, tokenizer_for
-from pytest_mooncake.endpoints.topology import KV_BLOCK_TOKENS, Deployment
-from pytest_mooncake.qualify.capacity import MODELS
-from pytest_mooncake.qualify.protocol import Counters, Protocol
-from pytest_mooncake.qualify.reuse import Explain
-from pytest_mooncake.qualify.scenarios import Scenario, apply_definition, default_scenarios, user_scenario
+from pytest_mooncake import (
+    KV_BLOCK_TOKENS,
+    MODELS,
+    Counters,
+    Deployment,
+    Endpoint,
+    Explain,
+    MasterMetrics,
+    MooncakeConfig,
+    Protocol,
+    Scenario,
+    StoreClient,
+    Tokenize,
+    TokenPool,
+    apply_definition,
+    default_scenarios,
+    tokenizer_for,
+    user_scenario,
+)
 
 
 @pytest.fixture(scope="session")

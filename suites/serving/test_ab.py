@@ -8,16 +8,22 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_mooncake.config.options import MooncakeConfig
-from pytest_mooncake.config.profiles import effective_thresholds
-from pytest_mooncake.endpoints.server import Endpoint
-from pytest_mooncake.endpoints.tokens import TokenPool
-from pytest_mooncake.qualify.protocol import Protocol
-from pytest_mooncake.qualify.scenarios import Scenario
-from pytest_mooncake.results.attach import attach_statistics, label, show
-from pytest_mooncake.results.schema import Outcome, Round, Rule
-from pytest_mooncake.results.store import Results
-from pytest_mooncake.serving import judge
+from pytest_mooncake import (
+    Endpoint,
+    MooncakeConfig,
+    Outcome,
+    Protocol,
+    Results,
+    Round,
+    Rule,
+    Scenario,
+    TokenPool,
+    attach_statistics,
+    effective_thresholds,
+    judge,
+    label,
+    show,
+)
 
 pytestmark = pytest.mark.requires_serving
 

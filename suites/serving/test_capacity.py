@@ -15,26 +15,28 @@ import time
 
 import pytest
 
-from pytest_mooncake.config.options import MooncakeConfig
-from pytest_mooncake.config.profiles import effective_thresholds
-from pytest_mooncake.endpoints.server import Endpoint
-from pytest_mooncake.endpoints.tokens import TokenPool
-from pytest_mooncake.endpoints.topology import Deployment
-from pytest_mooncake.harness import factories
-from pytest_mooncake.qualify.capacity_search import (
+from pytest_mooncake import (
     CapacityResult,
     CapacitySLO,
+    Deployment,
+    Endpoint,
+    MooncakeConfig,
+    Outcome,
+    Results,
+    Rule,
+    Scenario,
     ScenarioWorkload,
     SearchPlan,
     Step,
+    TokenPool,
     calibrate,
     capacity_gain,
+    effective_thresholds,
+    factories,
+    label,
     search,
+    show,
 )
-from pytest_mooncake.qualify.scenarios import Scenario
-from pytest_mooncake.results.attach import label, show
-from pytest_mooncake.results.schema import Outcome, Rule
-from pytest_mooncake.results.store import Results
 
 pytestmark = pytest.mark.requires_serving
 

@@ -13,14 +13,22 @@ import re
 
 import pytest
 
-from pytest_mooncake import MasterHandle, MasterMetrics, StoreNode
-from pytest_mooncake.endpoints.topology import KV_BLOCK_TOKENS, Deployment
-from pytest_mooncake.harness import factories
-from pytest_mooncake.harness.session import get_config
-from pytest_mooncake.results.attach import show
-from pytest_mooncake.results.schema import Round
-from pytest_mooncake.results.store import Results
-from pytest_mooncake.serving import Concurrency, RequestRecord, RequestSpec, run_requests
+from pytest_mooncake import (
+    KV_BLOCK_TOKENS,
+    Concurrency,
+    Deployment,
+    MasterHandle,
+    MasterMetrics,
+    RequestRecord,
+    RequestSpec,
+    Results,
+    Round,
+    StoreNode,
+    factories,
+    get_config,
+    run_requests,
+    show,
+)
 
 pytestmark = [pytest.mark.destructive, pytest.mark.requires_serving]
 

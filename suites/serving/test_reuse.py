@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_mooncake.config import markers
-from pytest_mooncake.config.markers import SCENARIOS
-from pytest_mooncake.config.profiles import effective_thresholds
-from pytest_mooncake.harness.session import get_config
-from pytest_mooncake.qualify.protocol import Protocol
-from pytest_mooncake.qualify.reuse import evaluate
-from pytest_mooncake.qualify.scenarios import Scenario
-from pytest_mooncake.results.attach import attach_statistics, label, show
-from pytest_mooncake.results.store import Results
+from pytest_mooncake import (
+    SCENARIOS,
+    Protocol,
+    Results,
+    Scenario,
+    attach_statistics,
+    effective_thresholds,
+    evaluate,
+    get_config,
+    label,
+    markers,
+    show,
+)
 
 pytestmark = pytest.mark.requires_serving
 

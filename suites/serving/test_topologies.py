@@ -15,16 +15,25 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mooncake import MasterHandle, MasterMetrics
-from pytest_mooncake.cluster.nodes import spawned_master
-from pytest_mooncake.config.options import MooncakeConfig
-from pytest_mooncake.endpoints.server import Endpoint
-from pytest_mooncake.endpoints.topology import KV_BLOCK_TOKENS, TOPOLOGIES, Deployment, spawned_deployment
-from pytest_mooncake.harness.session import state
-from pytest_mooncake.results.attach import show
-from pytest_mooncake.results.store import Results
-from pytest_mooncake.runtime.probes import http_request
-from pytest_mooncake.serving import Concurrency, RequestRecord, RequestSpec, run_requests
+from pytest_mooncake import (
+    KV_BLOCK_TOKENS,
+    TOPOLOGIES,
+    Concurrency,
+    Deployment,
+    Endpoint,
+    MasterHandle,
+    MasterMetrics,
+    MooncakeConfig,
+    RequestRecord,
+    RequestSpec,
+    Results,
+    http_request,
+    run_requests,
+    show,
+    spawned_deployment,
+    spawned_master,
+    state,
+)
 
 pytestmark = pytest.mark.requires_serving
 

@@ -6,15 +6,19 @@ import dataclasses
 
 import pytest
 
-from pytest_mooncake.config.options import MooncakeConfig
-from pytest_mooncake.endpoints.server import Endpoint
-from pytest_mooncake.endpoints.tokens import TokenPool
-from pytest_mooncake.qualify.progress import Progress
-from pytest_mooncake.qualify.replay import replay, replayable
-from pytest_mooncake.qualify.scenarios import salt_tokens
-from pytest_mooncake.qualify.traces import bundled_trace, load_trace
-from pytest_mooncake.results.attach import show
-from pytest_mooncake.results.store import Results
+from pytest_mooncake import (
+    Endpoint,
+    MooncakeConfig,
+    Progress,
+    Results,
+    TokenPool,
+    bundled_trace,
+    load_trace,
+    replay,
+    replayable,
+    salt_tokens,
+    show,
+)
 
 pytestmark = pytest.mark.requires_serving
 

@@ -8,7 +8,7 @@
   (remove_all, a store wedged by hard pins).
 """
 
-from pytest_mooncake.harness import factories
+from pytest_mooncake import factories
 
 evict_master = factories.mooncake_master()
 evict_nodes = factories.mooncake_store_nodes("evict_master", segment_size="16MiB")

@@ -8,12 +8,7 @@ from typing import Any
 
 import pytest
 
-from pytest_mooncake import MasterHandle, StoreClient, StoreNode
-from pytest_mooncake.cluster.integrity import BAD
-from pytest_mooncake.cluster.nodes import store_node
-from pytest_mooncake.harness.session import get_config, state
-from pytest_mooncake.results.attach import show
-from pytest_mooncake.results.store import Results
+from pytest_mooncake import BAD, MasterHandle, Results, StoreClient, StoreNode, get_config, show, state, store_node
 
 WRITERS, READERS = 2, 2
 KEYS, SIZE = 150, 64 << 10

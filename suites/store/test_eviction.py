@@ -16,11 +16,7 @@ import re
 
 import pytest
 
-from pytest_mooncake import MasterHandle, MasterMetrics, StoreClient
-from pytest_mooncake.cluster.integrity import BAD
-from pytest_mooncake.cluster.metrics import SAFE_FILL_RATIO
-from pytest_mooncake.results.attach import show
-from pytest_mooncake.results.store import Results
+from pytest_mooncake import BAD, SAFE_FILL_RATIO, MasterHandle, MasterMetrics, Results, StoreClient, show
 
 MiB, GiB = 1 << 20, 1 << 30
 OBJECT_SIZE = MiB

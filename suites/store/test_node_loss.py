@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_mooncake import MasterHandle, MasterMetrics, StoreClient, StoreNode
-from pytest_mooncake.cluster.integrity import value_for
-from pytest_mooncake.harness import factories
-from pytest_mooncake.runtime.probes import wait_for
+from pytest_mooncake import MasterHandle, MasterMetrics, StoreClient, StoreNode, factories, value_for, wait_for
 
 pytestmark = pytest.mark.destructive
 

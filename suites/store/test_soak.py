@@ -29,11 +29,17 @@ from typing import Any
 
 import pytest
 
-from pytest_mooncake import MasterHandle, MasterMetrics, MooncakeConfig, StoreClient, StoreNode
-from pytest_mooncake.cluster.integrity import BAD
-from pytest_mooncake.harness import factories
-from pytest_mooncake.results.attach import show
-from pytest_mooncake.results.store import Results
+from pytest_mooncake import (
+    BAD,
+    MasterHandle,
+    MasterMetrics,
+    MooncakeConfig,
+    Results,
+    StoreClient,
+    StoreNode,
+    factories,
+    show,
+)
 
 pytestmark = pytest.mark.destructive
 

@@ -19,14 +19,22 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from pytest_mooncake import MasterHandle, MasterMetrics, MooncakeConfig, StoreClient
-from pytest_mooncake.cluster.transfer_bench import BenchResult, run_initiator, start_target
-from pytest_mooncake.config.profiles import effective_thresholds
-from pytest_mooncake.harness.session import get_config, state
-from pytest_mooncake.qualify.capacity import MODELS
-from pytest_mooncake.results.attach import show
-from pytest_mooncake.results.store import Results
-from pytest_mooncake.runtime.binaries import find_binary
+from pytest_mooncake import (
+    MODELS,
+    BenchResult,
+    MasterHandle,
+    MasterMetrics,
+    MooncakeConfig,
+    Results,
+    StoreClient,
+    effective_thresholds,
+    find_binary,
+    get_config,
+    run_initiator,
+    show,
+    start_target,
+    state,
+)
 
 KiB, MiB = 1 << 10, 1 << 20
 BLOCK_TOKENS = 128

@@ -17,15 +17,25 @@ import json
 
 import pytest
 
-from pytest_mooncake import MasterHandle, MasterMetrics, MooncakeConfig, StoreClient
-from pytest_mooncake.cluster.transfer_bench import BenchResult, line_rate_gbps, run_initiator, start_target
-from pytest_mooncake.config.markers import rdma_devices
-from pytest_mooncake.config.profiles import effective_thresholds
-from pytest_mooncake.harness.session import get_config, state
-from pytest_mooncake.qualify.capacity import MODELS, break_even_bandwidth
-from pytest_mooncake.results.attach import show
-from pytest_mooncake.results.store import Results
-from pytest_mooncake.runtime.binaries import find_binary
+from pytest_mooncake import (
+    MODELS,
+    BenchResult,
+    MasterHandle,
+    MasterMetrics,
+    MooncakeConfig,
+    Results,
+    StoreClient,
+    break_even_bandwidth,
+    effective_thresholds,
+    find_binary,
+    get_config,
+    line_rate_gbps,
+    rdma_devices,
+    run_initiator,
+    show,
+    start_target,
+    state,
+)
 
 KiB, MiB = 1 << 10, 1 << 20
 BLOCK_SIZES = (64 * KiB, 1 * MiB, 4 * MiB, 16 * MiB)
