@@ -54,19 +54,19 @@ class Target:
 
 MODULES: dict[str, Target] = {
     "serving/stats.py": Target(["tests/serving/test_stats.py"]),
-    "reuse.py": Target(["tests/test_reuse.py", "tests/test_mooncake_evaluation.py", "tests/serving/test_negative_control.py"]),
+    "qualify/reuse.py": Target(["tests/test_reuse.py", "tests/test_mooncake_evaluation.py", "tests/serving/test_negative_control.py"]),
     # The timing definitions only: what counts as the first token, the gaps, E2E, TPOT, the send lag.
     "serving/client.py": Target(["tests/serving/test_client_timing.py", "tests/serving/test_client.py"], [
         "xǁRequestRecordǁsend_lag_s", "x_tpot", "xǁ_Streamǁfeed", "x__content", "xǁStreamingClientǁsend"]),
-    "integrity.py": Target(["tests/test_integrity.py"]),
+    "cluster/integrity.py": Target(["tests/test_integrity.py"]),
     # The hit ratios and the block-by-block prompts that make a replay's hits equal the prediction.
-    "traces.py": Target(["tests/test_traces.py"], ["x_theoretical_hit_ratio", "x_leading_hits", "x_block_token_ids",
+    "qualify/traces.py": Target(["tests/test_traces.py"], ["x_theoretical_hit_ratio", "x_leading_hits", "x_block_token_ids",
                                                     "x_prompt_ids"]),
-    "options.py": Target(["tests/test_options_units.py", "tests/test_options.py"]),
-    "baseline.py": Target(["tests/test_baseline.py"]),
-    "capacity.py": Target(["tests/test_capacity.py", "tests/test_mooncake_evaluation.py"]),
-    "executor.py": Target(["tests/test_executor.py"]),
-    "janitor.py": Target(["tests/test_janitor.py", "tests/test_executor.py"], in_subprocesses=True),
+    "config/options.py": Target(["tests/test_options_units.py", "tests/test_options.py"]),
+    "results/baseline.py": Target(["tests/test_baseline.py"]),
+    "qualify/capacity.py": Target(["tests/test_capacity.py", "tests/test_mooncake_evaluation.py"]),
+    "runtime/executor.py": Target(["tests/test_executor.py"]),
+    "runtime/janitor.py": Target(["tests/test_janitor.py", "tests/test_executor.py"], in_subprocesses=True),
 }
 # mutmut's statuses that mean a test noticed the mutant: a crash or a hang is noticed too, and
 # "suspicious" is a test process ended by an unexpected signal (a mutant that signals pytest).
