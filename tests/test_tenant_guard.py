@@ -65,7 +65,7 @@ class Tenant:
 
     def run_suites(self, *args: str) -> subprocess.CompletedProcess[str]:
         """``pytest`` in attach mode against the tenant's cluster, from a host inside its namespace."""
-        command = [sys.executable, "-m", "pytest", *args, "-p", "no:cacheprovider", "-rfEs",
+        command = [sys.executable, "-m", "pytest", *args, "-p", "no:cacheprovider", "-rfEs", "--durations=10",
                    f"--mooncake-master={MASTER}", f"--mooncake-metadata-url={METADATA}",
                    f"--mooncake-metrics-url={METRICS}", f"--mooncake-results-dir={self.workdir / 'results'}",
                    # Fewer requests: the guard judges the tenant's keys, not the serving verdicts.
