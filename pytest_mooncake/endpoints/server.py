@@ -19,7 +19,7 @@ from pytest_mooncake.errors import EndpointUnreachable, MooncakeError
 from pytest_mooncake.runtime.executor import ServiceProcess
 from pytest_mooncake.runtime.janitor import Janitor
 from pytest_mooncake.runtime.netns import NetworkNamespace
-from pytest_mooncake.runtime.probes import HTTPProbe, HttpResponse, http_request
+from pytest_mooncake.runtime.probes import HTTPProbe, HttpResponse, http_get_text, http_request
 
 if TYPE_CHECKING:  # the serving extra (aiohttp, numpy); a base install never imports it here
     from pytest_mooncake.serving import ClientConfig, RequestSpec
@@ -77,18 +77,15 @@ class Endpoint:
 
     def max_model_len(self, default: int = 32768) -> int:
         """The context length vLLM reports in /v1/models; ``default`` for servers that do not."""
-        response = http_request(self.base_url + "/models", headers=self.headers(), timeout=10)
-        for model in json.loads(response.body).get("data", []):
+        body = http_get_text(self.base_url + "/models", headers=self.headers())
+        for model in json.loads(body).get("data", []):
             if model.get("id") == self.model and model.get("max_model_len"):
                 return int(model["max_model_len"])
         return default
 
     def post_json(self, url: str, payload: dict[str, object], timeout: float) -> HttpResponse:
         """POST ``payload`` as JSON to ``url`` (under ``root_url`` or ``base_url``) with our credentials."""
-        return http_request(
-            url, method="POST", timeout=timeout, body=json.dumps(payload),
-            headers={"Content-Type": "application/json", **self.headers()},
-        )
+        return http_request(url, method="POST", timeout=timeout, payload=payload, headers=self.headers())
 
 
 def vllm_available(python: Path | None) -> str | None:
@@ -110,10 +107,8 @@ def vllm_available(python: Path | None) -> str | None:
 
 
 def _served_models(base_url: str, headers: dict[str, str], timeout: float = 10.0) -> list[str]:
-    response = http_request(base_url + "/models", timeout=timeout, headers=headers)
-    if response.status != 200:
-        raise OSError(f"GET {base_url}/models answered HTTP {response.status}: {response.body[:200]}")
-    return [model["id"] for model in json.loads(response.body).get("data", [])]
+    body = http_get_text(base_url + "/models", timeout=timeout, headers=headers)
+    return [model["id"] for model in json.loads(body).get("data", [])]
 
 
 def attach_endpoint(base_url: str, config: MooncakeConfig, label: str) -> Endpoint:

@@ -28,7 +28,7 @@ from pytest_mooncake.qualify.progress import Progress
 from pytest_mooncake.qualify.scenarios import PromptBuilder, Scenario, salt_tokens
 from pytest_mooncake.results.attach import step
 from pytest_mooncake.results.schema import Round
-from pytest_mooncake.runtime.probes import http_request
+from pytest_mooncake.runtime.probes import http_get_text, http_request
 from pytest_mooncake.serving import (
     COUNTERS,
     Concurrency,
@@ -92,13 +92,8 @@ class ScenarioRun:
 def server_counters(endpoint: Endpoint) -> Counters:
     """The endpoint's prefix-cache (and LMCache) counters; none when it serves no /metrics."""
 
-    def fetch(url: str) -> str:
-        response = http_request(url, timeout=10, headers=endpoint.headers())
-        if response.status != 200:
-            raise OSError(f"HTTP {response.status} from {url}")
-        return response.body
-
-    reader = MetricsReader(endpoint.root_url + "/metrics", COUNTERS, fetch=fetch)
+    reader = MetricsReader(endpoint.root_url + "/metrics", COUNTERS,
+                           fetch=lambda url: http_get_text(url, headers=endpoint.headers()))
 
     def read() -> dict[str, float | None]:
         try:

@@ -57,12 +57,7 @@ def _store_counters(deployment: Deployment) -> Counters | None:
     if deployment.master is None:
         return None
     metrics = MasterMetrics(deployment.master)
-
-    def read() -> dict[str, float | None]:
-        snapshot = metrics.snapshot()
-        return {name: snapshot.get(name) for name in ("master_key_count", "master_allocated_bytes")}
-
-    return read
+    return lambda: metrics.read(("master_key_count", "master_allocated_bytes"))
 
 
 @pytest.fixture(scope="session")
