@@ -97,6 +97,9 @@ def test_interrupted_run_leaves_nothing_behind(pytester: pytest.Pytester, signum
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, **cluster},
+        # As at a terminal: a run started in the background inherits SIGINT ignored, and the
+        # child would sleep out its test instead of being interrupted.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     time.sleep(delay)
     child.send_signal(signum)
