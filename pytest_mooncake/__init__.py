@@ -16,7 +16,8 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0+unknown"
 
-# name -> the module that defines it (a module itself where the name is the module's last part)
+# name -> the module that defines it; the names in _MODULES are those modules themselves.
+_MODULES = frozenset({"factories", "markers"})
 _EXPORTS = {
     "LinkFaultUnsupported": "pytest_mooncake.cluster.faults",
     "BAD": "pytest_mooncake.cluster.integrity",
@@ -99,7 +100,7 @@ def __getattr__(name: str) -> Any:
     if where is None:
         raise AttributeError(f"module 'pytest_mooncake' has no attribute {name!r}")
     module = importlib.import_module(where)
-    value = module if where.endswith("." + name) else getattr(module, name)
+    value = module if name in _MODULES else getattr(module, name)
     globals()[name] = value
     return value
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import importlib
+import types
 from pathlib import Path
 
 import pytest_mooncake
@@ -27,6 +29,12 @@ def test_suites_import_only_the_public_api() -> None:
         "suites import internal modules; export what they need from pytest_mooncake/__init__.py"
 
 
-def test_every_public_name_resolves() -> None:
-    missing = [name for name in pytest_mooncake.__all__ if getattr(pytest_mooncake, name, None) is None]
-    assert missing == []
+def test_every_public_name_is_what_its_module_defines() -> None:
+    """A function named like its module (``replay``) is the function, not the module."""
+    for name in pytest_mooncake.__all__:
+        value = getattr(pytest_mooncake, name)
+        if name in pytest_mooncake._MODULES:
+            assert isinstance(value, types.ModuleType), name
+        elif name != "__version__":
+            assert value is getattr(importlib.import_module(pytest_mooncake._EXPORTS[name]), name), name
+            assert not isinstance(value, types.ModuleType), name
