@@ -47,11 +47,29 @@ def test_an_open_interval_is_null_in_json_and_unbounded_when_read() -> None:
     assert (written["effect"], written["ci_high"]) == (None, None)
     restored = Verdict.from_dict(written)
     assert math.isnan(restored.effect) and restored.ci_high == math.inf and restored.ci_low == 0.2
+    low_open = Verdict.from_dict({**written, "ci_low": None, "ci_high": 0.4, "threshold": None})
+    assert low_open.ci_low == -math.inf and math.isnan(low_open.rule.value)
+
+
+def test_a_verdict_without_a_message_gets_the_standard_sentence() -> None:
+    assert Verdict.from_dict({**JUDGED.as_dict(), "message": ""}).message == JUDGED.message.removesuffix(" (a vs b)")
+
+
+def test_a_count_above_zero_is_not_met_by_zero() -> None:
+    assert (Rule(">", 0).holds(0), Rule(">", 0).holds(1)) == (False, True)
+
+
+def test_enum_words_format_as_their_values() -> None:
+    assert f"[{Outcome.PASSED:>8}] {Round.COLD:<5}|" == "[  passed] cold |"
 
 
 def test_a_verdict_missing_a_field_is_named() -> None:
-    with pytest.raises(ValueError, match=r"^verdict 'ttft_reduction': no 'outcome'; expected the keys Verdict.as_dict "):
+    with pytest.raises(ValueError, match=r"^verdict 'ttft_reduction': no 'outcome'; expected the keys Verdict.as_dict "
+                                         r"writes: metric, statistic, effect, ci_low, ci_high, n_before, n_after, op, "
+                                         r"threshold, outcome, message$"):
         Verdict.from_dict({k: v for k, v in JUDGED.as_dict().items() if k != "outcome"})
+    with pytest.raises(ValueError, match=r"^verdict '\?': no 'metric'"):
+        Verdict.from_dict({k: v for k, v in JUDGED.as_dict().items() if k != "metric"})
     with pytest.raises(ValueError, match=r"^verdict 'ttft_reduction': 'maybe' is not a valid Outcome"):
         Verdict.from_dict({**JUDGED.as_dict(), "outcome": "maybe"})
     with pytest.raises(ValueError, match=r"threshold = '>= 0.6' is not a number"):
