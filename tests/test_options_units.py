@@ -115,9 +115,10 @@ def test_extras_reach_the_config() -> None:
     [
         ({"compare_fail": "ttft_p90:10%"},
          "mooncake_compare_fail (from test) needs a baseline to compare with. Fix: also give --mooncake-compare=NAME."),
-        ({"metrics_url": "http://m:9003"},
-         "mooncake_metrics_url (from test) only applies to an attached cluster. Fix: also give "
-         "--mooncake-master=HOST:PORT, or drop it to spawn a local cluster."),
+        *(({name: value}, f"mooncake_{name} (from test) only applies to an attached cluster. Fix: also give "
+           "--mooncake-master=HOST:PORT, or drop it to spawn a local cluster.")
+          for name, value in (("metrics_url", "http://m:9003"), ("metadata_url", "http://m:8080/metadata"),
+                              ("local_hostname", "10.0.0.7"))),
         ({"store_nodes": 0},
          "mooncake_store_nodes = 0 (from test): a spawned cluster needs at least 1 store node to hold data."),
         ({"reader_url": "http://r:8000/v1", "openai_base_url": "http://w:8000/v1"},  # not a cross-instance topology

@@ -6,6 +6,11 @@ known checksums, all in a network namespace of their own. ``pytest suites/`` the
 attach mode against that cluster (inside the same namespace, as a host beside the master
 would). Afterwards every tenant key must read back exactly and the master must report no
 eviction. The same cluster with ``--mooncake-allow-eviction`` shows what the opt-in costs.
+
+Two serving tests are left out because in attach mode nothing of theirs reaches the cluster:
+the A/B test and the capacity search compare a spawned vLLM without reuse with one using its
+local prefix cache (the capacity search adds its Mooncake topology only beside a cluster it
+spawned). They cost this run two vLLM start-ups and about two minutes.
 """
 
 from __future__ import annotations
@@ -69,8 +74,7 @@ class Tenant:
                    f"--mooncake-master={MASTER}", f"--mooncake-metadata-url={METADATA}",
                    f"--mooncake-metrics-url={METRICS}", f"--mooncake-results-dir={self.workdir / 'results'}",
                    # Fewer requests: the guard judges the tenant's keys, not the serving verdicts.
-                   "--mooncake-requests-per-scenario=4", "--mooncake-trace-requests=40",
-                   "--mooncake-capacity-deadline=40"]
+                   "--mooncake-requests-per-scenario=4", "--mooncake-trace-requests=40"]
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "MOONCAKE_"))}
         return subprocess.run(self.netns.wrap(command), cwd=REPO, capture_output=True, text=True,
                               timeout=INNER_TIMEOUT_S, env=env)
@@ -123,7 +127,8 @@ def test_a_whole_attach_run_leaves_every_tenant_key_exact(tenant: Tenant) -> Non
     manifest = tenant.write("tenant")
     _wait(lambda: tenant.metrics()["master_key_count"] >= TENANT_KEYS, f"{TENANT_KEYS} tenant keys on the master")
     before = tenant.metrics()
-    run = tenant.run_suites("suites/")
+    run = tenant.run_suites("suites/", "--deselect=suites/serving/test_ab.py::test_ab_high_reuse",
+                            "--deselect=suites/serving/test_capacity.py::test_capacity_gain")
     after = tenant.metrics()
     outcome = tenant.verify(manifest)
     evicted = after["master_evicted_key_count"] - before["master_evicted_key_count"]
