@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("hypothesis", reason="hypothesis is not installed: pip install 'pytest-mooncake[dev]'")
+pytest.importorskip("hypothesis", reason="hypothesis is not installed: install pytest-mooncake with its [suites] extra")
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
