@@ -217,13 +217,15 @@ def test_help_lists_the_mooncake_group(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["*Mooncake services and KV-cache acceptance suites*", "*--mooncake-master=HOST:PORT*", "*--mooncake-doctor*"])
 
 
-def test_readme_table_is_generated_from_the_settings() -> None:
+def test_docs_settings_table_is_generated_from_the_settings() -> None:
     spec = importlib.util.spec_from_file_location("settings_table", REPO / "scripts" / "settings_table.py")
     assert spec and spec.loader
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    readme = (REPO / "README.md").read_text("utf-8")
-    assert script.with_table(readme) == readme, f"README's settings table is stale: run {script.REGENERATE}"
+    assert script.PAGE == REPO / "docs" / "operators" / "configuration.md"
+    page = script.PAGE.read_text("utf-8")
+    assert script.BEGIN in page and script.END in page
+    assert script.with_table(page) == page, f"the docs' settings table is stale: run {script.REGENERATE}"
 
 
 def test_readme_starts_with_the_two_commands() -> None:
