@@ -31,6 +31,7 @@ from pytest_mooncake.endpoints.server import Endpoint, attach_endpoint, spawned_
 from pytest_mooncake.endpoints.topology import KV_BLOCK_TOKENS, TOPOLOGIES, Deployment, spawned_deployment
 from pytest_mooncake.errors import ServiceStartError
 from pytest_mooncake.harness.session import get_config, state
+from pytest_mooncake.harness.startup import MASTER_MODE
 from pytest_mooncake.results import attach as reporting
 from pytest_mooncake.runtime.probes import HTTPProbe, TCPProbe
 
@@ -38,7 +39,6 @@ FixtureFunction = Callable[..., Any]
 
 
 def _master_fixture(mode: str, overrides: dict[str, Any]) -> FixtureFunction:
-    @pytest.fixture(scope="session")
     def master_fixture(
         request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     ) -> Iterator[MasterHandle]:
@@ -72,7 +72,9 @@ def _master_fixture(mode: str, overrides: dict[str, Any]) -> FixtureFunction:
             }
             yield master
 
-    return master_fixture
+    # startup.check_spawnable finds the tests that spawn a master by this tag.
+    setattr(master_fixture, MASTER_MODE, mode)
+    return pytest.fixture(scope="session")(master_fixture)
 
 
 def _left_behind(request: pytest.FixtureRequest, master: MasterHandle, metrics: MasterMetrics) -> dict[str, float]:
