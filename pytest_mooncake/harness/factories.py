@@ -31,14 +31,30 @@ from pytest_mooncake.endpoints.server import Endpoint, attach_endpoint, spawned_
 from pytest_mooncake.endpoints.topology import KV_BLOCK_TOKENS, TOPOLOGIES, Deployment, spawned_deployment
 from pytest_mooncake.errors import ServiceStartError
 from pytest_mooncake.harness.session import get_config, state
-from pytest_mooncake.harness.startup import MASTER_MODE
+from pytest_mooncake.harness.startup import MASTER_MODE, USES_MASTER
 from pytest_mooncake.results import attach as reporting
 from pytest_mooncake.runtime.probes import HTTPProbe, TCPProbe
 
 FixtureFunction = Callable[..., Any]
 
 
+def _tagged(name: str, value: object) -> Callable[[FixtureFunction], FixtureFunction]:
+    """Tag a fixture's function for startup.check_spawnable, which finds the tests that spawn a master."""
+
+    def tag(function: FixtureFunction) -> FixtureFunction:
+        setattr(function, name, value)
+        return function
+
+    return tag
+
+
+def _any_settings(settings: MooncakeConfig) -> bool:
+    return True
+
+
 def _master_fixture(mode: str, overrides: dict[str, Any]) -> FixtureFunction:
+    @pytest.fixture(scope="session")
+    @_tagged(MASTER_MODE, mode)
     def master_fixture(
         request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     ) -> Iterator[MasterHandle]:
@@ -72,9 +88,7 @@ def _master_fixture(mode: str, overrides: dict[str, Any]) -> FixtureFunction:
             }
             yield master
 
-    # startup.check_spawnable finds the tests that spawn a master by this tag.
-    setattr(master_fixture, MASTER_MODE, mode)
-    return pytest.fixture(scope="session")(master_fixture)
+    return master_fixture
 
 
 def _left_behind(request: pytest.FixtureRequest, master: MasterHandle, metrics: MasterMetrics) -> dict[str, float]:
@@ -145,6 +159,7 @@ def mooncake_store_nodes(
     """Store-node processes that each mount ``segment_size`` bytes into the master's pool."""
 
     @pytest.fixture(scope="session")
+    @_tagged(USES_MASTER, (master_fixture, _any_settings))
     def nodes_fixture(
         request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     ) -> Iterator[list[StoreNode]]:
@@ -160,6 +175,7 @@ def mooncake_kv_pool(master_fixture: str = "mooncake_master", *, count: int = 2,
     vLLM instances (which contribute no memory: standalone-store), two so one can be lost."""
 
     @pytest.fixture(scope="session")
+    @_tagged(USES_MASTER, (master_fixture, _any_settings))
     def pool_fixture(
         request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     ) -> Iterator[list[StoreNode]]:
@@ -181,6 +197,7 @@ def mooncake_store(
     """
 
     @pytest.fixture(scope="session")
+    @_tagged(USES_MASTER, (master_fixture, _any_settings))
     def store_fixture(
         request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     ) -> Iterator[StoreClient]:
@@ -234,6 +251,8 @@ def mooncake_deployment(master_fixture: str = "mooncake_master", pool_fixture: s
     and grow the master's key count; otherwise the scope stops with the likely cause."""
 
     @pytest.fixture(scope=scope)  # type: ignore[call-overload]
+    @_tagged(USES_MASTER, (master_fixture, lambda settings: TOPOLOGIES[settings.topology].mooncake
+                                                            and settings.openai_base_url is None))
     def deployment_fixture(
         request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     ) -> Iterator[Deployment]:

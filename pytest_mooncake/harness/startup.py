@@ -11,6 +11,7 @@ import importlib.util
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,9 @@ from pytest_mooncake.runtime.binaries import ETCD_FIX, find_binary
 
 # Set on the functions of the master fixtures the factories make: "spawn", "attach" or "auto".
 MASTER_MODE = "pytest_mooncake_master_mode"
+# Set on the factories' fixtures that ask for a master by name at run time (request.getfixturevalue,
+# so pytest's closure lacks it): (the master fixture's name, whether it is asked for, given the settings).
+USES_MASTER = "pytest_mooncake_uses_master"
 _TRACE_FORM = ('expected a Mooncake JSONL trace: one {"timestamp", "input_length", "output_length", "hash_ids"} '
                "object a line (pytest-mooncake simulate FILE checks one)")
 
@@ -114,18 +118,25 @@ def check_spawnable(items: list[pytest.Item], settings: MooncakeConfig) -> None:
         find_binary("mooncake_master", settings.master_bin, "--mooncake-master-bin")
     except BinaryNotFound as exc:
         raise pytest.UsageError(
-            f"mooncake_master not found (checked {', '.join(exc.checked)}), and {len(spawning)} collected tests spawn "
-            f"a Mooncake cluster (e.g. {spawning[0].nodeid}). Fix: {INSTALL_MOONCAKE}; or give "
+            f"mooncake_master not found (checked {', '.join(exc.checked)}), and {len(spawning)} collected "
+            f"{'test spawns' if len(spawning) == 1 else 'tests spawn'} a Mooncake cluster (e.g. {spawning[0].nodeid}). Fix: {INSTALL_MOONCAKE}; or give "
             "--mooncake-master-bin=PATH; or attach to a running cluster with --mooncake-master=HOST:PORT."
         ) from None
 
 
 def _spawns_master(item: pytest.Item, settings: MooncakeConfig) -> bool:
-    # pytest keeps the fixture definitions an item uses here; the factories tag their master fixtures.
-    info = getattr(item, "_fixtureinfo", None)
-    for definitions in getattr(info, "name2fixturedefs", {}).values():
-        for definition in definitions:
+    # pytest keeps the fixture definitions an item uses in its _fixtureinfo (no public accessor).
+    pending = list(getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {}).values())
+    seen: set[int] = set()
+    while pending:
+        for definition in pending.pop():
+            if id(definition) in seen:
+                continue
+            seen.add(id(definition))
             mode = getattr(definition.func, MASTER_MODE, None)
             if mode == "spawn" or (mode == "auto" and not settings.attach):
                 return True
+            uses: tuple[str, Callable[[MooncakeConfig], bool]] | None = getattr(definition.func, USES_MASTER, None)
+            if uses is not None and uses[1](settings):
+                pending.append(item.session._fixturemanager.getfixturedefs(uses[0], item) or ())
     return False
