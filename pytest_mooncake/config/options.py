@@ -237,8 +237,8 @@ def _check_scenario_names(names: tuple[str, ...], definitions: Mapping[str, Any]
     unknown = [name for name in names if name not in known]
     if not unknown:
         return
-    hints = [f"{name!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(name, known, 1)) else repr(name)
-             for name in unknown]
+    hints = [f"{name!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(name, known, 1))
+             else repr(name) for name in unknown]
     raise pytest.UsageError(
         f"mooncake_scenarios = {','.join(names)!r} (from {source}): unknown scenario {', '.join(hints)}; "
         f"known: {', '.join(known)}"

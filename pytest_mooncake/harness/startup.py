@@ -84,7 +84,8 @@ def _check_rdma(settings: MooncakeConfig) -> None:
             "to TCP and report TCP numbers as RDMA. Fix: run on a host with an RDMA NIC (ibv_devices lists it), "
             "or use --mooncake-protocol=tcp."
         )
-    missing = [name for name in filter(None, (part.strip() for part in settings.rdma_devices.split(","))) if name not in found]
+    named = filter(None, (part.strip() for part in settings.rdma_devices.split(",")))
+    missing = [name for name in named if name not in found]
     if missing:
         raise pytest.UsageError(
             f"{_where(settings, 'rdma_devices')}: pyverbs finds no {', '.join(missing)} on this host; "
@@ -119,8 +120,9 @@ def check_spawnable(items: list[pytest.Item], settings: MooncakeConfig) -> None:
     except BinaryNotFound as exc:
         raise pytest.UsageError(
             f"mooncake_master not found (checked {', '.join(exc.checked)}), and {len(spawning)} collected "
-            f"{'test spawns' if len(spawning) == 1 else 'tests spawn'} a Mooncake cluster (e.g. {spawning[0].nodeid}). Fix: {INSTALL_MOONCAKE}; or give "
-            "--mooncake-master-bin=PATH; or attach to a running cluster with --mooncake-master=HOST:PORT."
+            f"{'test spawns' if len(spawning) == 1 else 'tests spawn'} a Mooncake cluster (e.g. {spawning[0].nodeid}). "
+            f"Fix: {INSTALL_MOONCAKE}; or give --mooncake-master-bin=PATH; or attach to a running cluster with "
+            "--mooncake-master=HOST:PORT."
         ) from None
 
 
