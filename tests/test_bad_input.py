@@ -282,6 +282,18 @@ def test_a_tcp_bandwidth_is_never_reported_as_rdma(tmp_path: Path) -> None:
     assert result.gbps == pytest.approx(1.11)
 
 
+def test_a_connector_that_fell_back_to_tcp_fails_its_topology(tmp_path: Path) -> None:
+    from pytest_mooncake.harness.factories import _check_transport
+
+    log = tmp_path / "vllm-0.log"
+    log.write_text(ENGINE_LOG_FALLBACK)
+    _check_transport("mooncake-store", "tcp", log, "vllm-0")
+    with pytest.raises(pytest.fail.Exception, match=r"topology mooncake-store: nothing was measured. vLLM instance "
+                                                    r"vllm-0 was started with protocol=rdma, but its Transfer Engine "
+                                                    r"fell back to TCP"):
+        _check_transport("mooncake-store", "rdma", log, "vllm-0")
+
+
 def test_multi_host_without_namespaces(pytester: pytest.Pytester) -> None:
     line = _usage_error(pytester, "--mooncake-multi-host", "--mooncake-netns=off")
     assert line == ("ERROR: mooncake_multi_host (from command line --mooncake-multi-host) puts every spawned process in "

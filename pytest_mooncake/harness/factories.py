@@ -17,6 +17,7 @@ import random
 import re
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ import pytest
 from pytest_mooncake.cluster.metrics import MasterMetrics
 from pytest_mooncake.cluster.nodes import MasterHandle, StoreNode, attached_master, spawned_master, store_node
 from pytest_mooncake.cluster.store_client import StoreClient
+from pytest_mooncake.cluster.transport import TransportFallback, check_transport
 from pytest_mooncake.config.markers import gpu_present
 from pytest_mooncake.config.options import MooncakeConfig
 from pytest_mooncake.endpoints.preflight import CacheNotWired, check_cache_wired
@@ -291,12 +293,21 @@ def mooncake_deployment(master_fixture: str = "mooncake_master", pool_fixture: s
                 for process in deployment.instances + deployment.endpoints:
                     if process.log_path is not None:
                         reporting.register_log(request.config, process.label, process.log_path)
+                        _check_transport(topology.name, config.protocol, process.log_path, process.label)
             session.results.topology[request.fixturename] = deployment.describe()
             if topology.connector is not None:
                 _preflight(deployment, session.run_id, config)
             yield deployment
 
     return deployment_fixture
+
+
+def _check_transport(topology: str, protocol: str, log_path: Path, label: str) -> None:
+    """A connector asked for RDMA that fell back to TCP would have TCP numbers reported as RDMA ones."""
+    try:
+        check_transport(protocol, log_path, f"vLLM instance {label}")
+    except TransportFallback as exc:
+        pytest.fail(f"topology {topology}: nothing was measured. {exc}", pytrace=False)
 
 
 def _check_reachable(topology: str, master: MasterHandle) -> None:
