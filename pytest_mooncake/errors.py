@@ -18,16 +18,21 @@ def _bullets(lines: Iterable[str]) -> str:
     return "\n".join(f"  - {line}" for line in lines)
 
 
-class BinaryNotFound(MooncakeError):
-    """A Mooncake executable (mooncake_master, transfer_engine_bench) is missing."""
+# How to get the Mooncake binaries (mooncake_master, transfer_engine_bench).
+INSTALL_MOONCAKE = ("pip install 'pytest-mooncake[mooncake]' (CPU) or mooncake-transfer-engine / "
+                    "mooncake-transfer-engine-cuda13 (GPU hosts)")
 
-    def __init__(self, name: str, checked: Iterable[str], option: str) -> None:
+
+class BinaryNotFound(MooncakeError):
+    """An executable we spawn (mooncake_master, transfer_engine_bench, etcd) is missing."""
+
+    def __init__(self, name: str, checked: Iterable[str], option: str, fix: str | None = None) -> None:
+        self.name, self.checked = name, list(checked)
+        fixes = [fix] if fix else [f"install the Mooncake wheel: {INSTALL_MOONCAKE},",
+                                   f"point the plugin at the binary with {option},"]
         super().__init__(
-            f"Could not find {name}.\nChecked:\n{_bullets(checked)}\n"
-            "To fix this, either:\n"
-            "  - install the Mooncake wheel: pip install 'pytest-mooncake[mooncake]' "
-            "(CPU) or mooncake-transfer-engine / mooncake-transfer-engine-cuda13 (GPU hosts),\n"
-            f"  - point the plugin at the binary with {option},\n"
+            f"Could not find {name}.\nChecked:\n{_bullets(self.checked)}\n"
+            "To fix this, either:\n" + "".join(f"  - {line}\n" for line in fixes) +
             "  - or attach to a running cluster with --mooncake-master=HOST:PORT."
         )
 

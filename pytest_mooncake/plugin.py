@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import sys
 from types import FrameType
 
 import pytest
@@ -15,6 +16,7 @@ from pytest_mooncake.harness import factories
 from pytest_mooncake.harness import reports as reporting_plugin
 from pytest_mooncake.harness.doctor import run_checks
 from pytest_mooncake.harness.session import STATE_KEY, SessionState, get_config, state
+from pytest_mooncake.harness.startup import check_host, check_spawnable
 from pytest_mooncake.results.store import Results
 
 _SIGTERM_INSTALLED = pytest.StashKey[bool]()
@@ -26,8 +28,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
     # SIGTERM would end Python without running finalizers; as KeyboardInterrupt,
-    # pytest tears every fixture down, so spawned services stop with it.
+    # pytest tears every fixture down, so spawned services stop with it. Once only: a second
+    # SIGTERM (a supervisor repeating itself) would interrupt that teardown and end in pages of
+    # chained tracebacks, with the services left running.
+    signal.signal(signal.SIGTERM, _sigterm_again)
     raise KeyboardInterrupt("SIGTERM")
+
+
+def _sigterm_again(signum: int, frame: FrameType | None) -> None:
+    sys.stderr.write("pytest-mooncake: SIGTERM again: still stopping the services this run spawned "
+                     "(SIGKILL ends at once and leaves them running)\n")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -76,8 +86,10 @@ def _doctor(config: pytest.Config, session: pytest.Session) -> int:
 def pytest_sessionstart(session: pytest.Session) -> None:
     config = session.config
     settings = get_config(config)
-    attached = settings.attach or settings.openai_base_url or settings.baseline_url
-    if config.getoption("mooncake_doctor") or not attached or config.getoption("collectonly"):
+    if config.getoption("mooncake_doctor") or config.getoption("collectonly"):
+        return
+    check_host(settings)
+    if not (settings.attach or settings.openai_base_url or settings.baseline_url):
         return
     failed = [check for check in run_checks(settings, endpoints_only=True) if not check.ok]
     if failed:
@@ -113,16 +125,17 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         terminalreporter.write_line(line)
 
 
+@pytest.hookimpl(trylast=True)  # after -k and -m deselect, so only the tests that will run count
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     markers.check_perf_markers(items)
     wanted = get_config(config).scenarios
-    if not wanted:
-        return
-    keep = [item for item in items if not _is_other_scenario(item, wanted)]
+    keep = [item for item in items if not _is_other_scenario(item, wanted)] if wanted else items
     deselected = [item for item in items if item not in keep]
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = keep
+    if not config.getoption("collectonly"):
+        check_spawnable(items, get_config(config))
 
 
 def _is_other_scenario(item: pytest.Item, wanted: tuple[str, ...]) -> bool:

@@ -29,4 +29,4 @@ def test_simulate_command_writes_table_json_and_chart(tmp_path: Path, capsys: py
 
 
 def test_unknown_command_is_a_usage_error() -> None:
-    assert main(["nonsense"]) == 2
+    assert main(["nonsense"]) == 4  # tests/test_bad_input.py checks its message

@@ -97,9 +97,7 @@ def test_capability_markers_skip_with_a_reason(pytester: pytest.Pytester) -> Non
     result = pytester.runpytest("-rs")
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*needs RDMA: run with --mooncake-protocol=rdma*"])
-    result = pytester.runpytest("-rs", "--mooncake-protocol=rdma")
-    result.assert_outcomes(skipped=1)
-    result.stdout.fnmatch_lines(["*needs RDMA: pyverbs found no RDMA device*"])
+    # --mooncake-protocol=rdma on a host without a device stops at start-up (tests/test_bad_input.py).
 
 
 def test_destructive_skips_in_attach_mode() -> None:

@@ -24,7 +24,8 @@ from pytest_mooncake.cluster.store_client import StoreClient
 from pytest_mooncake.config.options import MooncakeConfig
 from pytest_mooncake.config.parsing import Endpoint
 from pytest_mooncake.errors import BinaryNotFound, EndpointUnreachable, NamespaceUnavailable
-from pytest_mooncake.runtime.binaries import find_binary
+from pytest_mooncake.cluster.transport import check_transport
+from pytest_mooncake.runtime.binaries import ETCD_FIX, find_binary
 from pytest_mooncake.runtime.executor import ServiceProcess
 from pytest_mooncake.runtime.janitor import Janitor
 from pytest_mooncake.runtime.netns import LanHost, NetworkNamespace, VirtualLan
@@ -317,7 +318,7 @@ def _spawn_ha(site: _MasterSite) -> MasterHandle:
     """
     etcd_bin = shutil.which("etcd")
     if etcd_bin is None:
-        raise BinaryNotFound("etcd", ["$PATH (etcd)"], "apt-get install etcd-server (Debian) to put etcd on $PATH")
+        raise BinaryNotFound("etcd", ["$PATH (etcd)"], "--mooncake-ha-masters", fix=ETCD_FIX + ",")
     address, netns = site.address, site.netns
     client, peer = site.port(), site.port()
     site.run(
@@ -454,6 +455,7 @@ def store_node(
         )
         stack.callback(process.stop)
         process.start()
+        check_transport(config.protocol, log_path, f"store node {name}")
         client = StoreClient(name, socket_path, authkey, timeout=config.request_timeout)
         stack.callback(client.close)
         yield StoreNode(name, client.get_hostname(), segment_size, client, process, lan_host)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_mooncake.cluster.nodes import MasterHandle
+from pytest_mooncake.cluster.transport import TransportFallback, check_transport
 from pytest_mooncake.errors import MooncakeError
 from pytest_mooncake.runtime.executor import ServiceProcess, read_tail
 from pytest_mooncake.runtime.janitor import Janitor
@@ -87,7 +88,13 @@ def start_target(master: MasterHandle, binary: Path, workdir: Path, janitor: Jan
         netns=master.netns,
         janitor=janitor,
     )
-    return target.start()
+    target.start()
+    try:
+        check_transport(master.protocol, log, "transfer_engine_bench target")
+    except TransportFallback:
+        target.stop()
+        raise
+    return target
 
 
 def run_initiator(
@@ -119,5 +126,7 @@ def run_initiator(
             "Fix: keep threads x batch_size within MC_TCP_MAX_QUEUED_TRANSFERS_PER_PEER (1024) and the buffer "
             ">= block_size x batch_size x threads."
         )
+    # A TCP rate must never be reported as an RDMA one.
+    check_transport(master.protocol, log, "transfer_engine_bench initiator")
     duration_s, batches, rate = parse_result(text)
     return BenchResult(operation, block_size, batch_size, threads, duration_s, batches, rate / 1e9)

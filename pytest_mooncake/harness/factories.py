@@ -17,6 +17,7 @@ import random
 import re
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ import pytest
 from pytest_mooncake.cluster.metrics import MasterMetrics
 from pytest_mooncake.cluster.nodes import MasterHandle, StoreNode, attached_master, spawned_master, store_node
 from pytest_mooncake.cluster.store_client import StoreClient
+from pytest_mooncake.cluster.transport import TransportFallback, check_transport
 from pytest_mooncake.config.markers import gpu_present
 from pytest_mooncake.config.options import MooncakeConfig
 from pytest_mooncake.endpoints.preflight import CacheNotWired, check_cache_wired
@@ -31,14 +33,30 @@ from pytest_mooncake.endpoints.server import Endpoint, attach_endpoint, spawned_
 from pytest_mooncake.endpoints.topology import KV_BLOCK_TOKENS, TOPOLOGIES, Deployment, spawned_deployment
 from pytest_mooncake.errors import ServiceStartError
 from pytest_mooncake.harness.session import get_config, state
+from pytest_mooncake.harness.startup import MASTER_MODE, USES_MASTER
 from pytest_mooncake.results import attach as reporting
 from pytest_mooncake.runtime.probes import HTTPProbe, TCPProbe
 
 FixtureFunction = Callable[..., Any]
 
 
+def _tagged(name: str, value: object) -> Callable[[FixtureFunction], FixtureFunction]:
+    """Tag a fixture's function for startup.check_spawnable, which finds the tests that spawn a master."""
+
+    def tag(function: FixtureFunction) -> FixtureFunction:
+        setattr(function, name, value)
+        return function
+
+    return tag
+
+
+def _any_settings(settings: MooncakeConfig) -> bool:
+    return True
+
+
 def _master_fixture(mode: str, overrides: dict[str, Any]) -> FixtureFunction:
     @pytest.fixture(scope="session")
+    @_tagged(MASTER_MODE, mode)
     def master_fixture(
         request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     ) -> Iterator[MasterHandle]:
@@ -143,6 +161,7 @@ def mooncake_store_nodes(
     """Store-node processes that each mount ``segment_size`` bytes into the master's pool."""
 
     @pytest.fixture(scope="session")
+    @_tagged(USES_MASTER, (master_fixture, _any_settings))
     def nodes_fixture(
         request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     ) -> Iterator[list[StoreNode]]:
@@ -158,6 +177,7 @@ def mooncake_kv_pool(master_fixture: str = "mooncake_master", *, count: int = 2,
     vLLM instances (which contribute no memory: standalone-store), two so one can be lost."""
 
     @pytest.fixture(scope="session")
+    @_tagged(USES_MASTER, (master_fixture, _any_settings))
     def pool_fixture(
         request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     ) -> Iterator[list[StoreNode]]:
@@ -179,6 +199,7 @@ def mooncake_store(
     """
 
     @pytest.fixture(scope="session")
+    @_tagged(USES_MASTER, (master_fixture, _any_settings))
     def store_fixture(
         request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     ) -> Iterator[StoreClient]:
@@ -232,6 +253,8 @@ def mooncake_deployment(master_fixture: str = "mooncake_master", pool_fixture: s
     and grow the master's key count; otherwise the scope stops with the likely cause."""
 
     @pytest.fixture(scope=scope)  # type: ignore[call-overload]
+    @_tagged(USES_MASTER, (master_fixture, lambda settings: TOPOLOGIES[settings.topology].mooncake
+                                                            and settings.openai_base_url is None))
     def deployment_fixture(
         request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     ) -> Iterator[Deployment]:
@@ -270,12 +293,21 @@ def mooncake_deployment(master_fixture: str = "mooncake_master", pool_fixture: s
                 for process in deployment.instances + deployment.endpoints:
                     if process.log_path is not None:
                         reporting.register_log(request.config, process.label, process.log_path)
+                        _check_transport(topology.name, config.protocol, process.log_path, process.label)
             session.results.topology[request.fixturename] = deployment.describe()
             if topology.connector is not None:
                 _preflight(deployment, session.run_id, config)
             yield deployment
 
     return deployment_fixture
+
+
+def _check_transport(topology: str, protocol: str, log_path: Path, label: str) -> None:
+    """A connector asked for RDMA that fell back to TCP would have TCP numbers reported as RDMA ones."""
+    try:
+        check_transport(protocol, log_path, f"vLLM instance {label}")
+    except TransportFallback as exc:
+        pytest.fail(f"topology {topology}: nothing was measured. {exc}", pytrace=False)
 
 
 def _check_reachable(topology: str, master: MasterHandle) -> None:

@@ -136,10 +136,14 @@ def load(path: Path) -> dict[str, Any]:
 
     Raises FileNotFoundError when there is no file, ValueError when it is not such a document.
     """
+    expected = "expected the JSON document a pytest-mooncake run writes (<results_dir>/<run_id>.json)"
     try:
         document = json.loads(path.read_text("utf-8"))
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not a results document (JSON error: {exc})") from None
+        raise ValueError(f"{path} is not a results document (JSON error: {exc}): {expected}") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path} is not a results document: it is not UTF-8 text (byte {exc.start} is "
+                         f"{exc.object[exc.start]:#04x}): {expected}") from None
     if not isinstance(document, dict):
         raise ValueError(f"{path} is not a results document: expected a JSON object, got {type(document).__name__}")
     found = document.get("schema_version")

@@ -9,6 +9,9 @@ from pathlib import Path
 
 from pytest_mooncake.errors import BinaryNotFound
 
+# How to put etcd (which --mooncake-ha-masters spawns) on $PATH.
+ETCD_FIX = "apt-get install etcd-server (Debian/Ubuntu) or put an etcd release binary on $PATH"
+
 
 def _wheel_dirs() -> list[Path]:
     spec = importlib.util.find_spec("mooncake")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
+from pytest_mooncake.errors import USAGE_ERROR
+
 
 def _doctor(argv: list[str]) -> int:
     """Run the preflight checks with the same settings sources as a pytest run."""
@@ -41,7 +43,11 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if not args or args[0] in ("-h", "--help") or args[0] not in COMMANDS:
+    if args and args[0] not in COMMANDS and args[0] not in ("-h", "--help"):
+        print(f"pytest-mooncake: unknown command {args[0]!r}; known: {', '.join(COMMANDS)} "
+              "(pytest-mooncake --help says what each does)", file=sys.stderr)
+        return USAGE_ERROR
+    if not args or args[0] in ("-h", "--help"):
         lines = [f"  {name:10} {help_text}" for name, (_, help_text) in COMMANDS.items()]
         print("usage: pytest-mooncake COMMAND [ARGS...]\n\ncommands:\n" + "\n".join(lines))
         return 0 if args and args[0] in ("-h", "--help") else 2

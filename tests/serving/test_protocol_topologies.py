@@ -67,12 +67,16 @@ def test_every_topology_setting_is_described() -> None:
 
 @pytest.mark.parametrize(("topology", "cause"), [("pd", "vLLM's MooncakeConnector needs an accelerator"),
                                                  ("lmcache", "LMCache's wheels need CUDA")])
-def test_gpu_only_topologies_skip_on_a_cpu_host_with_the_cause(pytester: pytest.Pytester, topology: str,
-                                                               cause: str) -> None:
+def test_gpu_only_topologies_of_a_factory_skip_on_a_cpu_host_with_the_cause(pytester: pytest.Pytester, topology: str,
+                                                                          cause: str) -> None:
+    """A conftest's deployment of a GPU-only topology skips on a CPU host; the session's
+    --mooncake-topology stops the run at start-up instead (tests/test_bad_input.py)."""
     if gpu_present():
         pytest.skip("this host has a GPU: the topology would run")
-    pytester.makepyfile(test_serve="def test_serve(openai_endpoint):\n    raise AssertionError('spawned')\n")
-    result = pytester.runpytest("-rs", f"--mooncake-topology={topology}")
+    pytester.makeconftest(f"from pytest_mooncake.harness import factories\n"
+                          f"gpu_deployment = factories.mooncake_deployment(topology={topology!r})\n")
+    pytester.makepyfile(test_serve="def test_serve(gpu_deployment):\n    raise AssertionError('spawned')\n")
+    result = pytester.runpytest("-rs")
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines([f"SKIPPED * topology {topology}: {cause}*"])
 
