@@ -12,9 +12,8 @@ from _pytest.main import wrap_session  # how pytest runs --fixtures: a session w
 from pytest_mooncake.config import markers
 from pytest_mooncake.config.options import CONFIG_KEY, MooncakeConfig, add_options, load_config
 from pytest_mooncake.endpoints.topology import TOPOLOGIES
-from pytest_mooncake.harness import factories
+from pytest_mooncake.harness import factories, refusals
 from pytest_mooncake.harness import reports as reporting_plugin
-from pytest_mooncake.harness import refusals
 from pytest_mooncake.harness.doctor import run_checks
 from pytest_mooncake.harness.session import STATE_KEY, SessionState, get_config, state
 from pytest_mooncake.results.store import Results

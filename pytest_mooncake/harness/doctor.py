@@ -9,12 +9,12 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from pytest_mooncake.cluster.metrics import parse_metrics
 from pytest_mooncake.cluster.nodes import attach_probes
 from pytest_mooncake.config.markers import rdma_devices
-from pytest_mooncake.cluster.metrics import parse_metrics
 from pytest_mooncake.config.options import MooncakeConfig
 from pytest_mooncake.endpoints.connectors import unreachable_fix
-from pytest_mooncake.endpoints.preflight import CacheNotWired, check_cache_wired, cold_prompt
+from pytest_mooncake.endpoints.preflight import check_cache_wired, cold_prompt
 from pytest_mooncake.endpoints.server import attach_endpoint
 from pytest_mooncake.endpoints.tokens import local_tokenizer
 from pytest_mooncake.endpoints.topology import TOPOLOGIES
@@ -151,7 +151,7 @@ def _wiring_check(config: MooncakeConfig) -> Check:
         grew = check_cache_wired(endpoint, prompt, connector=topology.connector, key_count=key_count, counted=counted,
                                  master=str(config.master) if config.master else None,
                                  request_timeout=config.request_timeout)
-    except (CacheNotWired, MooncakeError, OSError) as exc:
+    except (MooncakeError, OSError) as exc:  # CacheNotWired is one
         return Check(name, False, str(exc), fix)
     if grew is None:
         unseen = ("MooncakeConnector does not go through the store" if topology.name == "pd" else

@@ -16,7 +16,7 @@ import pytest
 _SEEN = pytest.StashKey[dict[int, tuple[BaseException, str]]]()
 
 
-class SetupRefused(pytest.fail.Exception):  # type: ignore[misc,name-defined]
+class SetupRefused(pytest.fail.Exception):
     """A fixture found the deployment unusable: the message says why and how to fix it."""
 
     # As pytest does for its outcomes: the summary line reads "SetupRefused: ...", not the module path.
