@@ -163,3 +163,12 @@ def test_the_doctor_leaves_topologies_without_a_connector_alone(pytester: pytest
         result = _doctor(pytester, "--mooncake-netns=off", f"--mooncake-openai-base-url={server.base_url}")
     assert result.ret == 0, result.stdout.str()
     assert "KV wiring" not in result.stdout.str()
+
+
+def test_the_doctor_does_not_look_for_pd_keys_in_the_master(pytester: pytest.Pytester) -> None:
+    """vLLM's MooncakeConnector hands KV from prefiller to decoder: the master's count proves nothing."""
+    with FakeMaster() as master, FakeOpenAIServer(tokens=2) as server:
+        result = _doctor(pytester, *master.options, f"--mooncake-openai-base-url={server.base_url}", "--mooncake-topology=pd")
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(["[[]ok  []] KV wiring of pd (MooncakeConnector): a 519-token cold request was answered "
+                                 "with tokens; MooncakeConnector stores nothing in the master"])

@@ -130,6 +130,10 @@ def vllm_args(topology: str, role: str = "kv_both") -> list[str]:
 
 
 
+# Connectors whose KV lands in the master's pool, so that its key count proves the wiring;
+# MooncakeConnector hands KV from prefiller to decoder directly.
+POOL_CONNECTORS = frozenset({"MooncakeStoreConnector", "LMCacheConnectorV1"})
+
 # Why a connector's KV does not reach Mooncake, per connector: the one list the wiring check
 # (endpoints/preflight.py) and the doctor both tell, so a message never names another
 # topology's causes.

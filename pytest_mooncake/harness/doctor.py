@@ -13,7 +13,7 @@ from pytest_mooncake.cluster.metrics import parse_metrics
 from pytest_mooncake.cluster.nodes import attach_probes
 from pytest_mooncake.config.markers import rdma_devices
 from pytest_mooncake.config.options import MooncakeConfig
-from pytest_mooncake.endpoints.connectors import unreachable_fix
+from pytest_mooncake.endpoints.connectors import POOL_CONNECTORS, unreachable_fix
 from pytest_mooncake.endpoints.preflight import check_cache_wired, cold_prompt
 from pytest_mooncake.endpoints.server import attach_endpoint
 from pytest_mooncake.endpoints.tokens import local_tokenizer
@@ -142,7 +142,7 @@ def _wiring_check(config: MooncakeConfig) -> Check:
         reader = MetricsReader(config.openai_base_url.removesuffix("/v1") + "/metrics",
                                {"stored": COUNTERS["lmcache_stored_tokens"]})
         key_count, counted = (lambda: reader()["stored"] or 0.0), "the endpoint's lmcache:num_stored_tokens"
-    elif topology.name != "pd" and config.attach:  # MooncakeConnector hands KV over directly, not through the store
+    elif topology.connector in POOL_CONNECTORS and config.attach:
         url = f"{config.metrics_url}/metrics"
         key_count, counted = (lambda: parse_metrics(http_get_text(url))["master_key_count"]), "master_key_count"
     try:
@@ -154,8 +154,8 @@ def _wiring_check(config: MooncakeConfig) -> Check:
     except (MooncakeError, OSError) as exc:  # CacheNotWired is one
         return Check(name, False, str(exc), fix)
     if grew is None:
-        unseen = ("MooncakeConnector does not go through the store" if topology.name == "pd" else
-                  "no master given (--mooncake-master), so whether KV reaches Mooncake is not checked")
+        unseen = ("no master given (--mooncake-master), so whether KV reaches Mooncake is not checked"
+                  if topology.connector in POOL_CONNECTORS else f"{topology.connector} stores nothing in the master")
         return Check(name, True, f"a {len(prompt)}-token cold request was answered with tokens; {unseen}")
     return Check(name, True, f"a {len(prompt)}-token cold request was answered and {counted} grew by {grew:g}")
 

@@ -25,6 +25,7 @@ from pytest_mooncake.cluster.nodes import MasterHandle, StoreNode, attached_mast
 from pytest_mooncake.cluster.store_client import StoreClient
 from pytest_mooncake.config.markers import gpu_present
 from pytest_mooncake.config.options import MooncakeConfig
+from pytest_mooncake.endpoints.connectors import POOL_CONNECTORS
 from pytest_mooncake.endpoints.preflight import CacheNotWired, check_cache_wired, cold_prompt
 from pytest_mooncake.endpoints.server import Endpoint, attach_endpoint, spawned_vllm, vllm_available
 from pytest_mooncake.endpoints.topology import TOPOLOGIES, Deployment, spawned_deployment
@@ -297,7 +298,8 @@ def _check_reachable(topology: str, master: MasterHandle) -> None:
 def _preflight(deployment: Deployment, run_id: str, config: MooncakeConfig) -> None:
     assert deployment.topology.connector is not None
     master = deployment.master
-    metrics = MasterMetrics(master) if master is not None else None
+    pooled = deployment.topology.connector in POOL_CONNECTORS
+    metrics = MasterMetrics(master) if master is not None and pooled else None
     try:
         check_cache_wired(deployment.endpoint, cold_prompt(f"{run_id} preflight"), connector=deployment.topology.connector,
                           master=str(master.endpoint) if master else None, request_timeout=config.request_timeout,
