@@ -172,3 +172,37 @@ def test_the_doctor_does_not_look_for_pd_keys_in_the_master(pytester: pytest.Pyt
     assert result.ret == 0, result.stdout.str()
     result.stdout.fnmatch_lines(["[[]ok  []] KV wiring of pd (MooncakeConnector): a 519-token cold request was answered "
                                  "with tokens; MooncakeConnector stores nothing in the master"])
+
+
+def test_an_endpoint_that_dies_after_the_preflight_is_refused_once_with_the_mooncake_fix(
+        pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    options = _project(pytester)
+    # The endpoint passes the session's preflight, then exits (as a vLLM does after its Mooncake
+    # client gave up) before the deployment attaches to it.
+    pytester.makeconftest("""
+        import os, signal, socket, time
+
+        def pytest_collection_finish(session):
+            os.kill(int(os.environ["FAKE_SERVER_PID"]), signal.SIGTERM)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                try:
+                    socket.create_connection(("127.0.0.1", int(os.environ["FAKE_SERVER_PORT"])), 0.2).close()
+                except OSError:
+                    return
+                time.sleep(0.1)
+    """)
+    with FakeMaster() as master, FakeOpenAIServer(tokens=2) as server:
+        assert server._process is not None
+        monkeypatch.setenv("FAKE_SERVER_PID", str(server._process.pid))
+        monkeypatch.setenv("FAKE_SERVER_PORT", str(server.port))
+        result = pytester.runpytest_subprocess(*options, *master.options, f"--mooncake-openai-base-url={server.base_url}",
+                                               "--mooncake-topology=mooncake-store", timeout=120)
+    result.assert_outcomes(errors=3)
+    out = result.stdout.str()
+    assert out.count("MOONCAKE_CONFIG_PATH") == 1 and "Traceback" not in out, out
+    result.stdout.fnmatch_lines([
+        f"topology mooncake-store: nothing was measured. OpenAI endpoint {server.base_url} is not reachable: *refused*",
+        "Fix: check the URL*Client not available' in the instance's log",
+        "*(told in full at the set-up of test_serving.py::test_one)",
+    ])

@@ -29,7 +29,7 @@ from pytest_mooncake.endpoints.connectors import POOL_CONNECTORS
 from pytest_mooncake.endpoints.preflight import CacheNotWired, check_cache_wired, cold_prompt
 from pytest_mooncake.endpoints.server import Endpoint, attach_endpoint, spawned_vllm, vllm_available
 from pytest_mooncake.endpoints.topology import TOPOLOGIES, Deployment, spawned_deployment
-from pytest_mooncake.errors import ServiceStartError
+from pytest_mooncake.errors import EndpointUnreachable, ServiceStartError
 from pytest_mooncake.harness.refusals import refuse
 from pytest_mooncake.harness.session import get_config, state
 from pytest_mooncake.results import attach as reporting
@@ -246,9 +246,12 @@ def mooncake_deployment(master_fixture: str = "mooncake_master", pool_fixture: s
         master: MasterHandle | None = request.getfixturevalue(master_fixture) if sees_store else None
         with ExitStack() as stack:
             if config.openai_base_url is not None:
-                reader = (attach_endpoint(config.reader_url, config, "reader", connector=topology.connector)
-                          if config.reader_url else None)
-                endpoint = attach_endpoint(config.openai_base_url, config, "endpoint", connector=topology.connector)
+                try:  # the session's preflight reached it; an instance may have died since
+                    reader = (attach_endpoint(config.reader_url, config, "reader", connector=topology.connector)
+                              if config.reader_url else None)
+                    endpoint = attach_endpoint(config.openai_base_url, config, "endpoint", connector=topology.connector)
+                except EndpointUnreachable as exc:
+                    refuse(f"topology {topology.name}: nothing was measured. {exc}")
                 deployment = Deployment(topology, endpoint, reader, master=master)
             else:
                 reason = vllm_available(config.vllm_python)
