@@ -129,7 +129,6 @@ def vllm_args(topology: str, role: str = "kv_both") -> list[str]:
     return ["--no-enable-prefix-caching", "--kv-transfer-config", json.dumps(transfer)]
 
 
-
 # Connectors whose KV lands in the master's pool, so that its key count proves the wiring;
 # MooncakeConnector hands KV from prefiller to decoder directly.
 POOL_CONNECTORS = frozenset({"MooncakeStoreConnector", "LMCacheConnectorV1"})
@@ -157,7 +156,7 @@ _NOT_WIRED: dict[str, tuple[str, ...]] = {
     ),
     "MooncakeConnector": (
         "the instances were started without --kv-transfer-config '{\"kv_connector\":\"MooncakeConnector\","
-        "\"kv_role\":\"kv_producer\"}' (prefiller) / '\"kv_consumer\"' (decoder)",
+        "\"kv_role\":\"kv_producer\"}' on the prefiller and kv_role kv_consumer on the decoder",
         "the proxy in front of them does not speak vLLM's transfer_id protocol (transfer_id, remote_bootstrap_addr, "
         "remote_engine_id)",
         "the decoder cannot reach the prefiller's bootstrap port (VLLM_MOONCAKE_BOOTSTRAP_PORT, default 8998)",
