@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
+from collections.abc import Generator
 from types import FrameType
 
 import pytest
@@ -12,7 +13,7 @@ from _pytest.main import wrap_session  # how pytest runs --fixtures: a session w
 from pytest_mooncake.config import markers
 from pytest_mooncake.config.options import CONFIG_KEY, MooncakeConfig, add_options, load_config
 from pytest_mooncake.endpoints.topology import TOPOLOGIES
-from pytest_mooncake.harness import factories
+from pytest_mooncake.harness import factories, refusals
 from pytest_mooncake.harness import reports as reporting_plugin
 from pytest_mooncake.harness.doctor import run_checks
 from pytest_mooncake.harness.session import STATE_KEY, SessionState, get_config, state
@@ -119,10 +120,28 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         for line in state(config).left_behind:
             terminalreporter.write_line(line)
     if state(config).results_path is None:
+        _no_results(terminalreporter, config)
         return
     terminalreporter.write_sep("-", f"mooncake results: {state(config).results_path}")
     for line in state(config).summary:
         terminalreporter.write_line(line)
+
+
+def _no_results(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    """Say so when a run that reached Mooncake wrote no results, and what kept it from measuring."""
+    refused = refusals.refusals(config)
+    if not refused and not state(config).results.topology:
+        return  # a run that never used a Mooncake fixture: nothing to say
+    terminalreporter.write_sep("-", "mooncake results: none written")
+    why = f"; the deployment refused to set up: {'; '.join(refused)}" if refused else ""
+    terminalreporter.write_line(f"no results file or report was written: no test recorded a measurement{why}")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    refusals.shorten_repeat(item, call, report)
+    return report
 
 
 @pytest.hookimpl(trylast=True)  # after -k and -m deselect, so only the tests that will run count

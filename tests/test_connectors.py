@@ -94,17 +94,21 @@ def fake_endpoint(request: pytest.FixtureRequest) -> Iterator[Endpoint]:
 @pytest.mark.parametrize("fake_endpoint", [0], indirect=True)
 def test_zero_token_answers_are_a_clear_error(fake_endpoint: Endpoint) -> None:
     with pytest.raises(CacheNotWired, match=r"HTTP 200 and 0 completion tokens.*fake speed-up.*mooncake_master_server_addr"):
-        check_cache_wired(fake_endpoint, list(range(8)))
+        check_cache_wired(fake_endpoint, list(range(8)), connector="LMCacheConnectorV1")
 
 
 @pytest.mark.parametrize("fake_endpoint", [2], indirect=True)
 def test_a_store_that_receives_no_keys_is_a_clear_error(fake_endpoint: Endpoint) -> None:
-    with pytest.raises(CacheNotWired, match="master_key_count stayed at 0 for 1 s"):
-        check_cache_wired(fake_endpoint, list(range(8)), key_count=lambda: 0.0, settle_timeout=1.0)
+    with pytest.raises(CacheNotWired, match="master_key_count stayed at 0 for 1 s.*Likely causes for MooncakeStoreConnector"):
+        check_cache_wired(fake_endpoint, list(range(8)), connector="MooncakeStoreConnector", key_count=lambda: 0.0,
+                          settle_timeout=1.0)
 
 
 @pytest.mark.parametrize("fake_endpoint", [2], indirect=True)
 def test_a_wired_cache_passes(fake_endpoint: Endpoint) -> None:
-    counts = iter([0.0, 0.0, 3.0])
-    assert check_cache_wired(fake_endpoint, list(range(8)), key_count=lambda: next(counts), settle_timeout=10.0) is None
-    assert list(counts) == [], "the count is read before the request and then until it rises"
+    counts = iter([0.0, 0.0, 3.0, 3.0])
+    grew = check_cache_wired(fake_endpoint, list(range(8)), connector="MooncakeStoreConnector",
+                             key_count=lambda: next(counts), settle_timeout=10.0)
+    assert grew == 3.0
+    assert list(counts) == [], "the count is read before the request, then until it rises, then once for the growth"
+    assert check_cache_wired(fake_endpoint, list(range(8)), connector="MooncakeStoreConnector") is None

@@ -193,3 +193,17 @@ def test_the_note_converts_bytes_per_second_and_seconds_exactly() -> None:
     fast = evaluate(_run("mooncake-store", 7168.0), {}, explain=Explain(shape, 2_125_000_001))
     assert "+ loading 3.5 MiB of KV at 2.13 GB/s 1.7 ms; measured 103.5 ms" in fast.notes[-1]
     assert fast.prediction is not None and fast.prediction["read_gbps"] == pytest.approx(2.125000001, rel=1e-12)
+
+
+def test_a_mooncake_hit_without_a_prediction_says_why() -> None:
+    """Attach mode: the results carried "prediction": null and nothing said why (issue 19)."""
+    reason = "attach mode: the served model's shape is unknown"
+    evaluation = evaluate(_run("mooncake-store", 7168.0), {}, explain=reason)
+    data = evaluation.data()
+    assert (data["prediction"], data["no_prediction"]) == (None, reason)
+    assert f"no predicted hit TTFT: {reason}" in evaluation.notes
+    assert f"no predicted hit TTFT: {reason}" in evaluation.summary()
+    # With the figures there is a prediction and no reason; off Mooncake there is neither.
+    assert evaluate(_run("mooncake-store", 7168.0), {}, explain=Explain(MODELS["ci-tiny-llama"], 1e9)).no_prediction is None
+    local = evaluate(_run("prefix-cache", None), {}, explain=reason)
+    assert (local.prediction, local.no_prediction) == (None, None)

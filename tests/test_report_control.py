@@ -81,3 +81,11 @@ def test_the_report_puts_the_hit_ttft_beside_the_prediction(tmp_path: Path) -> N
     path.write_text(json.dumps(document))
     assert ("Hit TTFT (high_reuse) measured 104.8 ms against 255.3 ms by the design's arithmetic (0.41x): recompute "
             "of the uncached tail 60.0 ms + 14,680,064 bytes of KV at the store's measured 0.08 GB/s") in _markdown(tmp_path, path)
+
+
+def test_the_report_says_why_a_hit_ttft_has_no_prediction(tmp_path: Path) -> None:
+    path = _with_control(tmp_path, "passed", "clean", "mooncake-store", 28672)
+    document = json.loads(path.read_text())
+    next(r for r in document["records"] if r["name"] == "high_reuse")["data"]["no_prediction"] = "attach mode: no shape"
+    path.write_text(json.dumps(document))
+    assert "Hit TTFT (high_reuse) has no prediction beside it: attach mode: no shape" in _markdown(tmp_path, path)

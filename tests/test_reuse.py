@@ -227,7 +227,7 @@ def test_data_and_summary_carry_everything_judged() -> None:
         "scenario": "high_reuse", "endpoint": "test", "model": "m", "scenario_definition": run.scenario.__dict__,
         "cache_reset": True, "settled": True, "rounds": [r.as_dict() for r in run.rounds],
         "verdicts": [v.as_dict() for v in evaluation.verdicts], "problems": evaluation.problems, "notes": evaluation.notes,
-        "control": None, "topology": None, "hit_endpoint": None, "mooncake": None, "prediction": None,
+        "control": None, "topology": None, "hit_endpoint": None, "mooncake": None, "prediction": None, "no_prediction": None,
     }
     assert evaluation.summary() == "\n".join([evaluation.verdicts[0].message, *evaluation.notes, *evaluation.problems])
     assert len(evaluation.problems) == 1 and len(evaluation.notes) == 2

@@ -128,3 +128,60 @@ def vllm_args(topology: str, role: str = "kv_both") -> list[str]:
     transfer = {"kv_connector": connector, "kv_role": role, "kv_load_failure_policy": "recompute"}
     return ["--no-enable-prefix-caching", "--kv-transfer-config", json.dumps(transfer)]
 
+
+# Connectors whose KV lands in the master's pool, so that its key count proves the wiring;
+# MooncakeConnector hands KV from prefiller to decoder directly.
+POOL_CONNECTORS = frozenset({"MooncakeStoreConnector", "LMCacheConnectorV1"})
+
+# Why a connector's KV does not reach Mooncake, per connector: the one list the wiring check
+# (endpoints/preflight.py) and the doctor both tell, so a message never names another
+# topology's causes.
+_NOT_WIRED: dict[str, tuple[str, ...]] = {
+    "MooncakeStoreConnector": (
+        "the instance was started without --kv-transfer-config "
+        "'{\"kv_connector\":\"MooncakeStoreConnector\",\"kv_role\":\"kv_both\"}': it serves every request itself and "
+        "stores nothing",
+        "the instance's environment has no MOONCAKE_CONFIG_PATH naming its Mooncake JSON config",
+        "the master_server_address in that config is not {master}, or the instance cannot reach it (a wrong port, or a "
+        "host address in MC_TCP_BIND_ADDRESS / VLLM_HOST_IP the master cannot reach): its log then shows "
+        "'Client not available'",
+    ),
+    "LMCacheConnectorV1": (
+        "LMCache's extra_config keys do not match what the installed Mooncake store reads (add "
+        "mooncake_master_server_addr and mooncake_rdma_devices beside master_server_address/device_name); its log "
+        "then shows 'Client not available' and 'Retrieved 0 out of'",
+        "Mooncake's local_buffer_size or LMCache's max_local_cpu_size is smaller than the prompt's KV",
+        "the instance was started without --kv-transfer-config '{\"kv_connector\":\"LMCacheConnectorV1\",...}' or "
+        "without LMCACHE_CONFIG_FILE (remote_url mooncakestore://{master}/)",
+    ),
+    "MooncakeConnector": (
+        "the instances were started without --kv-transfer-config '{\"kv_connector\":\"MooncakeConnector\","
+        "\"kv_role\":\"kv_producer\"}' on the prefiller and kv_role kv_consumer on the decoder",
+        "the proxy in front of them does not speak vLLM's transfer_id protocol (transfer_id, remote_bootstrap_addr, "
+        "remote_engine_id)",
+        "the decoder cannot reach the prefiller's bootstrap port (VLLM_MOONCAKE_BOOTSTRAP_PORT, default 8998)",
+    ),
+}
+
+
+def not_wired_causes(connector: str, master: str | None = None) -> str:
+    """The likely causes, for ``connector``, of KV that never reaches Mooncake (``master``: HOST:PORT
+    of the master this run watches)."""
+    causes = _NOT_WIRED.get(connector)
+    if causes is None:
+        raise ValueError(f"unknown connector {connector!r}; known: {', '.join(_NOT_WIRED)}")
+    where = master or "the master this run watches"
+    listed = "; ".join(f"({n}) {cause.replace('{master}', where)}" for n, cause in enumerate(causes, 1))
+    return f"Likely causes for {connector}: {listed}."
+
+
+def unreachable_fix(connector: str | None) -> str:
+    """How to fix an OpenAI endpoint that does not answer, on a topology with ``connector``."""
+    fix = "check the URL (it ends in /v1), --mooncake-api-key and that the server is up"
+    if connector != "MooncakeStoreConnector":
+        return fix
+    # Measured: a vLLM whose Mooncake config named a wrong master port retried for ~115 s, then exited.
+    return (f"{fix}. A vLLM with {connector} exits about two minutes after start-up when the master in its Mooncake "
+            "config does not answer: compare master_server_address and metadata_server in the file its "
+            "MOONCAKE_CONFIG_PATH names with --mooncake-master / --mooncake-metadata-url, and look for "
+            "'Client not available' in the instance's log")

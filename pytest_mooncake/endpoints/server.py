@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from pytest_mooncake.cluster.nodes import free_port
 from pytest_mooncake.config.options import MooncakeConfig
+from pytest_mooncake.endpoints.connectors import unreachable_fix
 from pytest_mooncake.endpoints.model import write_model_dir
 from pytest_mooncake.errors import EndpointUnreachable, MooncakeError
 from pytest_mooncake.runtime.executor import ServiceProcess
@@ -111,16 +112,18 @@ def _served_models(base_url: str, headers: dict[str, str], timeout: float = 10.0
     return [model["id"] for model in json.loads(body).get("data", [])]
 
 
-def attach_endpoint(base_url: str, config: MooncakeConfig, label: str) -> Endpoint:
-    """Probe an existing endpoint and resolve its model name."""
+def attach_endpoint(base_url: str, config: MooncakeConfig, label: str, *, connector: str | None = None) -> Endpoint:
+    """Probe an existing endpoint and resolve its model name; ``connector`` is the KV connector the
+    topology puts behind it, whose failures the fix names."""
     headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
-    fix = "check the URL (it ends in /v1), --mooncake-api-key and that the server is up"
     try:
         models = _served_models(base_url, headers)
     except (OSError, ValueError) as exc:
-        raise EndpointUnreachable(f"OpenAI endpoint {base_url}", f"GET {base_url}/models", str(exc), fix) from None
+        raise EndpointUnreachable(f"OpenAI endpoint {base_url}", f"GET {base_url}/models", str(exc),
+                                  unreachable_fix(connector)) from None
     if not models:
-        raise EndpointUnreachable(f"OpenAI endpoint {base_url}", "GET /models", "it serves no model", fix)
+        raise EndpointUnreachable(f"OpenAI endpoint {base_url}", "GET /models", "it serves no model",
+                                  unreachable_fix(None))
     model = config.model or models[0]
     if model not in models:
         raise MooncakeError(f"{base_url} does not serve model {model!r}; it serves {models}. Fix --mooncake-model.")

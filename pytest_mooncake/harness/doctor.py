@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import secrets
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from pytest_mooncake.cluster.metrics import parse_metrics
 from pytest_mooncake.cluster.nodes import attach_probes
 from pytest_mooncake.config.markers import rdma_devices
 from pytest_mooncake.config.options import MooncakeConfig
+from pytest_mooncake.endpoints.connectors import POOL_CONNECTORS, unreachable_fix
+from pytest_mooncake.endpoints.preflight import check_cache_wired, cold_prompt
+from pytest_mooncake.endpoints.server import attach_endpoint
 from pytest_mooncake.endpoints.tokens import local_tokenizer
+from pytest_mooncake.endpoints.topology import TOPOLOGIES
 from pytest_mooncake.errors import BinaryNotFound, MooncakeError, NamespaceUnavailable
 from pytest_mooncake.runtime.binaries import find_binary
 from pytest_mooncake.runtime.netns import NetworkNamespace
-from pytest_mooncake.runtime.probes import HTTPProbe, http_request
+from pytest_mooncake.runtime.probes import HTTPProbe, http_get_text, http_request
 
 
 @dataclass(frozen=True)
@@ -76,12 +82,16 @@ def _attach_checks(config: MooncakeConfig) -> Iterator[Check]:
 def _openai_checks(config: MooncakeConfig) -> Iterator[Check]:
     headers = (("Authorization", f"Bearer {config.api_key}"),) if config.api_key else ()
     fix = "check the URL (it ends in /v1), --mooncake-api-key and --mooncake-model"
+    connector = TOPOLOGIES[config.topology].connector
     for what, url in (("OpenAI endpoint", config.openai_base_url), ("baseline endpoint", config.baseline_url)):
         if url is None:
             continue
         pattern = rf'"id"\s*:\s*"{re.escape(config.model)}"' if config.model else None
         result = HTTPProbe(url + "/models", body_pattern=pattern, headers=headers).check()
-        yield Check(f"{what} {url}", result.ok, f"GET /models: {result.detail}", fix)
+        # No HTTP answer at all: on a connector topology the instance may have died of its Mooncake config.
+        refused = not result.detail.startswith("HTTP ") and url == config.openai_base_url
+        yield Check(f"{what} {url}", result.ok, f"GET /models: {result.detail}",
+                    unreachable_fix(connector) if refused else fix)
         # An unreachable endpoint has no /tokenize either: one failure is enough.
         if url == config.openai_base_url and (result.ok or config.tokenizer is not None):
             yield _tokenizer_check(config, url, dict(headers))
@@ -117,14 +127,55 @@ def _rdma_check(config: MooncakeConfig) -> Iterator[Check]:
     yield Check("RDMA devices", ok, detail, "install rdma-core and pyverbs, check `rdma link`, or use --mooncake-protocol=tcp")
 
 
+def _wiring_check(config: MooncakeConfig) -> Check:
+    """One short cold request to the attached endpoint of a connector topology, and proof that its
+    KV reached Mooncake: the master's key count grows (the LMCache counters, for lmcache)."""
+    topology = TOPOLOGIES[config.topology]
+    assert topology.connector is not None and config.openai_base_url is not None
+    name = f"KV wiring of {topology.name} ({topology.connector})"
+    fix = "fix the instance behind --mooncake-openai-base-url (the causes above), or name its real --mooncake-topology"
+    key_count, counted = None, ""
+    if topology.name == "lmcache":
+        # Here, not at the top: the serving package needs the serving extra, the plugin's import must not.
+        from pytest_mooncake.serving.counters import COUNTERS, MetricsReader
+
+        reader = MetricsReader(config.openai_base_url.removesuffix("/v1") + "/metrics",
+                               {"stored": COUNTERS["lmcache_stored_tokens"]})
+        key_count, counted = (lambda: reader()["stored"] or 0.0), "the endpoint's lmcache:num_stored_tokens"
+    elif topology.connector in POOL_CONNECTORS and config.attach:
+        url = f"{config.metrics_url}/metrics"
+        key_count, counted = (lambda: parse_metrics(http_get_text(url))["master_key_count"]), "master_key_count"
+    try:
+        endpoint = attach_endpoint(config.openai_base_url, config, "endpoint", connector=topology.connector)
+        prompt = cold_prompt(f"doctor {secrets.token_hex(8)}")
+        grew = check_cache_wired(endpoint, prompt, connector=topology.connector, key_count=key_count, counted=counted,
+                                 master=str(config.master) if config.master else None,
+                                 request_timeout=config.request_timeout)
+    except (MooncakeError, OSError) as exc:  # CacheNotWired is one
+        return Check(name, False, str(exc), fix)
+    if grew is None:
+        unseen = ("no master given (--mooncake-master), so whether KV reaches Mooncake is not checked"
+                  if topology.connector in POOL_CONNECTORS else f"{topology.connector} stores nothing in the master")
+        return Check(name, True, f"a {len(prompt)}-token cold request was answered with tokens; {unseen}")
+    return Check(name, True, f"a {len(prompt)}-token cold request was answered and {counted} grew by {grew:g}")
+
+
 def run_checks(config: MooncakeConfig, *, endpoints_only: bool = False) -> list[Check]:
-    """Every check; ``endpoints_only`` keeps those of attached endpoints (the session preflight)."""
+    """Every check; ``endpoints_only`` keeps those of attached endpoints (the session preflight).
+
+    The doctor (not ``endpoints_only``) also sends one cold request on a connector topology:
+    the session leaves that to the deployment fixture, before it measures."""
     checks: list[Check] = []
     if config.attach:
         checks += _attach_checks(config)
     elif not endpoints_only:
         checks += _spawn_checks(config)
     checks += _openai_checks(config)
+    # Only once the endpoint and the master answer: otherwise their failures above say it all.
+    reachable = all(check.ok for check in checks if check.name.startswith(("OpenAI endpoint", "master")))
+    wired = config.openai_base_url is not None and TOPOLOGIES[config.topology].connector is not None
+    if not endpoints_only and wired and reachable:
+        checks.append(_wiring_check(config))
     if not endpoints_only:
         checks += _rdma_check(config)
     return checks

@@ -13,7 +13,6 @@ Keyword arguments are settings (see README) and win over every other source.
 
 from __future__ import annotations
 
-import random
 import re
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -28,10 +27,12 @@ from pytest_mooncake.cluster.store_client import StoreClient
 from pytest_mooncake.cluster.transport import TransportFallback, check_transport
 from pytest_mooncake.config.markers import gpu_present
 from pytest_mooncake.config.options import MooncakeConfig
-from pytest_mooncake.endpoints.preflight import CacheNotWired, check_cache_wired
+from pytest_mooncake.endpoints.connectors import POOL_CONNECTORS
+from pytest_mooncake.endpoints.preflight import CacheNotWired, check_cache_wired, cold_prompt
 from pytest_mooncake.endpoints.server import Endpoint, attach_endpoint, spawned_vllm, vllm_available
-from pytest_mooncake.endpoints.topology import KV_BLOCK_TOKENS, TOPOLOGIES, Deployment, spawned_deployment
-from pytest_mooncake.errors import ServiceStartError
+from pytest_mooncake.endpoints.topology import TOPOLOGIES, Deployment, spawned_deployment
+from pytest_mooncake.errors import EndpointUnreachable, ServiceStartError
+from pytest_mooncake.harness.refusals import refuse
 from pytest_mooncake.harness.session import get_config, state
 from pytest_mooncake.harness.startup import MASTER_MODE, USES_MASTER
 from pytest_mooncake.results import attach as reporting
@@ -268,9 +269,13 @@ def mooncake_deployment(master_fixture: str = "mooncake_master", pool_fixture: s
         master: MasterHandle | None = request.getfixturevalue(master_fixture) if sees_store else None
         with ExitStack() as stack:
             if config.openai_base_url is not None:
-                reader = attach_endpoint(config.reader_url, config, "reader") if config.reader_url else None
-                deployment = Deployment(topology, attach_endpoint(config.openai_base_url, config, "endpoint"), reader,
-                                        master=master)
+                try:  # the session's preflight reached it; an instance may have died since
+                    reader = (attach_endpoint(config.reader_url, config, "reader", connector=topology.connector)
+                              if config.reader_url else None)
+                    endpoint = attach_endpoint(config.openai_base_url, config, "endpoint", connector=topology.connector)
+                except EndpointUnreachable as exc:
+                    refuse(f"topology {topology.name}: nothing was measured. {exc}")
+                deployment = Deployment(topology, endpoint, reader, master=master)
             else:
                 reason = vllm_available(config.vllm_python)
                 if reason:
@@ -286,10 +291,10 @@ def mooncake_deployment(master_fixture: str = "mooncake_master", pool_fixture: s
                     if topology.connector is None:
                         raise
                     where = f"master {master.endpoint}, metadata {master.metadata_url}" if master else "no master"
-                    pytest.fail(f"topology {topology.name}: a vLLM instance with {topology.connector} did not start, "
-                                f"nothing was measured. Likely cause: its Mooncake client cannot reach the store it is "
-                                f"configured for ({where}): a wrong master port or metadata URL, or a host address "
-                                f"(MC_TCP_BIND_ADDRESS) the master cannot reach.\n{exc}", pytrace=False)
+                    refuse(f"topology {topology.name}: a vLLM instance with {topology.connector} did not start, "
+                           f"nothing was measured. Likely cause: its Mooncake client cannot reach the store it is "
+                           f"configured for ({where}): a wrong master port or metadata URL, or a host address "
+                           f"(MC_TCP_BIND_ADDRESS) the master cannot reach.\n{exc}")
                 for process in deployment.instances + deployment.endpoints:
                     if process.log_path is not None:
                         reporting.register_log(request.config, process.label, process.log_path)
@@ -320,23 +325,24 @@ def _check_reachable(topology: str, master: MasterHandle) -> None:
     for what, probe in probes:
         result = probe.check()
         if not result.ok:
-            pytest.fail(f"topology {topology}: the vLLM instances' Mooncake config names {what}, which does not answer "
-                        f"({probe.description}: {result.detail}); nothing was spawned or measured. Fix: check "
-                        "--mooncake-master / --mooncake-metadata-url (a wrong port?) and that this host reaches them.",
-                        pytrace=False)
+            refuse(f"topology {topology}: the vLLM instances' Mooncake config names {what}, which does not answer "
+                   f"({probe.description}: {result.detail}); nothing was spawned or measured. Fix: check "
+                   "--mooncake-master / --mooncake-metadata-url (a wrong port?) and that this host reaches them.")
 
 
 def _preflight(deployment: Deployment, run_id: str, config: MooncakeConfig) -> None:
-    metrics = MasterMetrics(deployment.master) if deployment.master is not None else None
-    # Token ids every vocabulary has, unique to this run: a cold prompt of whole KV blocks.
-    rng = random.Random(f"{run_id} preflight")
-    prompt = [rng.randrange(100, 1000) for _ in range(4 * KV_BLOCK_TOKENS + 7)]
+    assert deployment.topology.connector is not None
+    master = deployment.master
+    pooled = deployment.topology.connector in POOL_CONNECTORS
+    metrics = MasterMetrics(master) if master is not None and pooled else None
     try:
-        check_cache_wired(deployment.endpoint, prompt, request_timeout=config.request_timeout,
+        check_cache_wired(deployment.endpoint, cold_prompt(f"{run_id} preflight"), connector=deployment.topology.connector,
+                          master=str(master.endpoint) if master else None, request_timeout=config.request_timeout,
                           key_count=(lambda: metrics.snapshot()["master_key_count"]) if metrics else None)
     except CacheNotWired as exc:
-        pytest.fail(f"topology {deployment.topology.name}: the KV cache is not wired to Mooncake, nothing was "
-                    f"measured.\n{exc}", pytrace=False)
+        refuse(f"topology {deployment.topology.name}: the KV cache is not wired to Mooncake, nothing was "
+               f"measured.\n{exc}")
+
 
 
 def openai_endpoint(

@@ -54,6 +54,8 @@ class Evaluation:
     # On a Mooncake topology: what proves (or disproves) that Mooncake served the hits.
     mooncake: dict[str, Any] | None = None
     prediction: dict[str, Any] | None = None
+    # Why a Mooncake hit round has no prediction beside it (told where the prediction would be).
+    no_prediction: str | None = None
 
     def data(self) -> dict[str, Any]:
         return {
@@ -72,6 +74,7 @@ class Evaluation:
             "hit_endpoint": self.run.hit_endpoint.label if self.run.hit_endpoint else None,
             "mooncake": self.mooncake,
             "prediction": self.prediction,
+            "no_prediction": self.no_prediction,
         }
 
     def summary(self) -> str:
@@ -147,12 +150,14 @@ def _mooncake_proof(evaluation: Evaluation) -> None:
             "(vllm:external_prefix_cache_hits); a gain here is not Mooncake's, so no verdict on it can pass"))
 
 
-def _prediction(evaluation: Evaluation, explain: Explain) -> None:
-    """The hit TTFT the design's arithmetic predicts beside the measured one."""
+def _prediction(evaluation: Evaluation, explain: Explain | str) -> None:
+    """The hit TTFT the design's arithmetic predicts beside the measured one, or why there is none."""
     run = evaluation.run
     hits = [r for r in run.round(Round.HIT).records if r.ok and r.cached_tokens and r.ttft_s is not None]
     cold = run.round(Round.COLD).ttfts()
-    if not hits or not cold:
+    if isinstance(explain, str) or not hits or not cold:
+        evaluation.no_prediction = explain if isinstance(explain, str) else "no hit-round request had cached tokens"
+        evaluation.notes.append(f"no predicted hit TTFT: {evaluation.no_prediction}")
         return
     prompt = int(statistics.median(r.prompt_tokens or 0 for r in hits))
     cached = int(statistics.median(r.cached_tokens for r in hits))  # hits holds only records with cached tokens
@@ -197,10 +202,11 @@ def _values(run: ScenarioRun, round_name: Round, metric: str) -> list[float]:
 
 def evaluate(
     run: ScenarioRun, thresholds: dict[str, float], *, statistic: str = "median", tokenizer: Tokenize | None = None,
-    explain: Explain | None = None,
+    explain: Explain | str | None = None,
 ) -> Evaluation:
     """``tokenizer`` (default: the endpoint's ``/tokenize``) is used only for ``match_tokens``; with
-    ``explain``, a Mooncake hit round's TTFT is put beside the design's prediction."""
+    ``explain``, a Mooncake hit round's TTFT is put beside the design's prediction (a string:
+    why it cannot be, recorded and told in its place)."""
     evaluation = Evaluation(run)
     errors = run.errors()
     if errors:

@@ -173,6 +173,8 @@ class _Builder:
                 findings.append(t["finding_hit"].format(scenario=pair.name, rate=f"{rate:.1%}"))
             if pair.prediction:
                 findings.append(t["finding_prediction"].format(scenario=pair.name, **pair.prediction))
+            elif pair.no_prediction:
+                findings.append(t["finding_no_prediction"].format(scenario=pair.name, reason=pair.no_prediction))
         self.blocks.append(Bullets(tuple(findings)))
 
     def _value(self) -> None:

@@ -95,6 +95,7 @@ class Pair:
     topology: str | None = None  # the serving topology the record was measured on, when recorded
     mooncake: Mapping[str, Any] | None = None  # what proves Mooncake served the hits (Mooncake topologies)
     prediction: Mapping[str, Any] | None = None  # the design's hit TTFT beside the measured one
+    no_prediction: str | None = None  # why a Mooncake hit round has no prediction
 
     @property
     def is_ab(self) -> bool:
@@ -137,6 +138,7 @@ def _pair(record: Mapping[str, Any], run: Run, base: tuple[str, Mapping[str, Any
         topology=data.get("topology") or run.topology,
         mooncake=data.get("mooncake"),
         prediction=data.get("prediction"),
+        no_prediction=data.get("no_prediction"),
     )
 
 

@@ -71,12 +71,17 @@ def serving_protocol(
 
 
 @pytest.fixture(scope="session")
-def serving_explain(request: pytest.FixtureRequest, mooncake_deployment: Deployment, mooncake_run_id: str) -> Explain | None:
+def serving_explain(request: pytest.FixtureRequest, mooncake_deployment: Deployment, mooncake_run_id: str) -> Explain | str | None:
     """The model shape and the store's read bandwidth at KV-block size on the connectors' path
     (batch_get_into into a registered buffer), measured now, for the design's prediction of a
-    Mooncake hit's TTFT; None where either is unknown."""
+    Mooncake hit's TTFT; on an attached endpoint, why there is none; None off Mooncake."""
+    if not mooncake_deployment.topology.mooncake:
+        return None  # the hits are a local prefix cache's: the design's arithmetic is about Mooncake's
     if mooncake_deployment.master is None or not mooncake_deployment.instances:
-        return None  # an attached endpoint: its model's shape is not ours to know
+        return ("attach mode: the design's arithmetic needs the served model's shape (layers, hidden size, KV heads: "
+                "the FLOPs of the uncached tail and the KV bytes of the cached part), which an endpoint we did not "
+                "start does not tell, and the store's read bandwidth at that model's KV-block size, which only writes "
+                "of ours into the attached pool could measure")
     store: StoreClient = request.getfixturevalue("mooncake_store")
     shape = MODELS["ci-tiny-llama"]
     block = shape.kv_bytes(KV_BLOCK_TOKENS)

@@ -17,6 +17,8 @@ knee (0: no limit).
 (sigma ``jitter``) drawn from a generator seeded with the ``X-Request-Id``, so the same requests
 get the same delays in every run.
 
+A request without ``"stream": true`` gets one plain JSON completion of ``tokens`` tokens.
+
 Faults: ``http500`` (500 with a message), ``not_streaming`` (a plain JSON completion),
 ``cut`` (the connection drops after two chunks), ``no_done`` (the stream ends without
 ``[DONE]``), ``empty`` (HTTP 200, 0 completion tokens), ``error_event`` (an error object inside
@@ -102,6 +104,12 @@ def make_app(defaults: Defaults, counters: Counters, model: str = "fake") -> web
             await asyncio.sleep(defaults.save_s / steps)
             counters.stored += tokens // steps + (tokens % steps if step == steps - 1 else 0)
 
+    def save_later(tokens: int) -> None:
+        if defaults.save_s > 0:
+            task = asyncio.get_running_loop().create_task(save_in_background(tokens))
+            background.add(task)
+            task.add_done_callback(background.discard)
+
     async def generate(request: web.Request) -> web.StreamResponse:
         if gate is None:
             return await respond(request)
@@ -124,6 +132,11 @@ def make_app(defaults: Defaults, counters: Counters, model: str = "fake") -> web
         if fault == "not_streaming":
             return web.json_response({"id": "fake", "object": "text_completion", "choices": [{"text": "hi"}],
                                       "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": 1}})
+        if not payload.get("stream"):  # a plain request (the wiring check's) gets a plain answer, as from vLLM
+            produced = 0 if fault == "empty" else int(knobs["tokens"])
+            save_later(prompt_tokens)
+            return web.json_response({"id": "fake", "object": "text_completion", "choices": [{"text": " t" * produced}],
+                                      "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": produced}})
         produced = 0 if fault == "empty" else int(knobs["tokens"])
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
@@ -159,10 +172,7 @@ def make_app(defaults: Defaults, counters: Counters, model: str = "fake") -> web
         if fault != "no_done":
             await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
-        if defaults.save_s > 0:
-            task = asyncio.get_running_loop().create_task(save_in_background(prompt_tokens))
-            background.add(task)
-            task.add_done_callback(background.discard)
+        save_later(prompt_tokens)
         return response
 
     async def models(_: web.Request) -> web.Response:
