@@ -35,7 +35,7 @@ def test_a_verdict_round_trips_through_json(verdict: Verdict) -> None:
 def test_the_json_keeps_plain_strings_and_numbers() -> None:
     assert JUDGED.as_dict() == {
         "metric": "ttft_reduction", "statistic": "median", "effect": 0.66, "ci_low": 0.61, "ci_high": 0.7, "n_before": 10,
-        "n_after": 12, "op": ">=", "threshold": 0.6, "outcome": "passed",
+        "n_after": 12, "op": ">=", "threshold": 0.6, "outcome": "passed", "strata": 1,
         "message": "ttft_reduction = 66.0% (95% CI 61.0% .. 70.0%, median of n=12 vs n=10) meets the threshold >= 60% (a vs b)",
     }
     assert json.dumps(JUDGED.as_dict()["outcome"]) == '"passed"' and f"{Outcome.FAILED}" == str(Outcome.FAILED) == "failed"

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from pytest_mooncake.cluster.nodes import free_port
 from pytest_mooncake.config.options import MooncakeConfig
-from pytest_mooncake.endpoints.model import write_model_dir
+from pytest_mooncake.endpoints.model import SERVED_NAME, write_model_dir
 from pytest_mooncake.errors import EndpointUnreachable, MooncakeError
 from pytest_mooncake.runtime.executor import ServiceProcess
 from pytest_mooncake.runtime.janitor import Janitor
@@ -154,7 +154,7 @@ def spawned_vllm(
         raise MooncakeError(reason)
     model_dir = write_model_dir(workdir.parent / "tiny-llama")
     port = free_port(netns)
-    name = "pytest-mooncake-tiny-llama"
+    name = SERVED_NAME
     command = [
         str(config.vllm_python or sys.executable), "-m", "vllm.entrypoints.openai.api_server",
         "--model", str(model_dir), "--served-model-name", name, "--load-format", "dummy",
