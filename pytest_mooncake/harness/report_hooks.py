@@ -19,7 +19,7 @@ from pytest_mooncake.config.profiles import session_profile
 from pytest_mooncake.harness.session import STATE_KEY, get_config, state
 from pytest_mooncake.report.quality_gates import gate_samples, write_perf_file
 from pytest_mooncake.results import allure_steps
-from pytest_mooncake.results.schema import Verdict
+from pytest_mooncake.results.schema import Verdict, uncredit_unserved
 from pytest_mooncake.results.store import load, machine_info
 
 _FIRST_RECORD = pytest.StashKey[int]()
@@ -97,7 +97,7 @@ def _attach_records(item: pytest.Item) -> None:
             _attach_replay_chart(item.config, record)
         name = f"{record['kind']} {record['name']}"
         try:
-            verdicts = [Verdict.from_dict(v) for v in record["data"].get("verdicts") or []]
+            verdicts = uncredit_unserved([Verdict.from_dict(v) for v in record["data"].get("verdicts") or []])
         except ValueError as exc:
             raise ValueError(f"record {name!r} of {item.nodeid}: {exc}") from None
         samples = gate_samples(name, verdicts)
@@ -158,6 +158,8 @@ def _attach_capacity_charts(item: pytest.Item, records: list[Mapping[str, Any]])
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
     outcome = yield
     report: pytest.TestReport = outcome.get_result()
+    if STATE_KEY in item.config.stash:
+        _record_outcome(item, report)
     if not allure_steps.active() or STATE_KEY not in item.config.stash:
         return
     if report.when == "call":
@@ -166,6 +168,32 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if report.failed:
         for name, path in allure_steps.service_logs(item.config).items():
             allure_steps.attach_log(path, f"{name} log")
+
+
+def _record_outcome(item: pytest.Item, report: pytest.TestReport) -> None:
+    """The test's outcome in the results file: the report lists the tests that did not pass."""
+    if report.when != "call" and report.passed:
+        return
+    kind = report.outcome if report.when == "call" or not report.failed else "error"
+    crash = getattr(report.longrepr, "reprcrash", None)
+    if isinstance(report.longrepr, tuple):  # a skip: (path, line, reason)
+        message = str(report.longrepr[2])
+    else:
+        message = crash.message if crash is not None else str(report.longrepr or "")
+    state(item.config).results.outcome(item.nodeid, kind, " / ".join(line.strip() for line in message.splitlines() if line.strip())[:300])
+
+
+def _verdict_lines(document: Mapping[str, Any]) -> list[str]:
+    """Every verdict of the run, worded as the results file, the report and Allure word it."""
+    lines = []
+    for record in document.get("records", []):
+        try:
+            verdicts = uncredit_unserved([Verdict.from_dict(v) for v in record.get("data", {}).get("verdicts") or []])
+        except ValueError as exc:
+            lines.append(f"{record['kind']} {record['name']}: unreadable verdict: {exc}")
+            continue
+        lines += [f"{record['kind']} {record['name']}: {verdict.message}" for verdict in verdicts]
+    return lines
 
 
 def _environment(document: Mapping[str, Any]) -> dict[str, str]:
@@ -196,6 +224,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         return
     session_state = state(config)
     document = load(session_state.results_path)
+    session_state.summary[:0] = _verdict_lines(document)
     _write_allure_files(config, document)
     settings = get_config(config)
     if settings.report:
