@@ -376,6 +376,8 @@ class _Builder:
             said, "decide_passed_local" if rec.outcome is Outcome.PASSED else f"decide_{rec.outcome}")
         self.blocks += [Rule(), Heading(2, t["decision"]), Paragraph(f"**{self._headline_text()}**"),
                         Paragraph(t[decide].format(setup=self.setup)),
+                        *([Paragraph(t["scope_setup"].format(setup=self.setup))]
+                          if self.setup and decide != "decide_passed_setup" else []),
                         Paragraph(f"**{t['met']}**: {rec.passed}/{rec.total}")]
 
     def _appendix(self) -> None:
