@@ -87,37 +87,37 @@ import pytest
 RECORDS = json.loads((pathlib.Path(__file__).parent / "records.json").read_text())
 
 
-def _add(results, test):
+def _add(record, test):
     kind, name, data = RECORDS[test]
-    results.add(kind, name, data, test=f"test_suite.py::{test}")
+    record(kind, name, data)
     problems = [v["message"] for v in data.get("verdicts", []) if v["outcome"] != "passed"]
     if problems:  # as suites/serving/test_reuse.py does
         pytest.fail("\\n".join(problems), pytrace=False)
 
 
-def test_medium_reuse(mooncake_results):
-    _add(mooncake_results, "test_medium_reuse")
+def test_medium_reuse(mooncake_record):
+    _add(mooncake_record, "test_medium_reuse")
 
 
-def test_not_served(mooncake_results):
-    _add(mooncake_results, "test_not_served")
+def test_not_served(mooncake_record):
+    _add(mooncake_record, "test_not_served")
 
 
-def test_inconclusive(mooncake_results):
-    _add(mooncake_results, "test_inconclusive")
+def test_inconclusive(mooncake_record):
+    _add(mooncake_record, "test_inconclusive")
 
 
-def test_cold_start(mooncake_results):
-    _add(mooncake_results, "test_cold_start")
+def test_cold_start(mooncake_record):
+    _add(mooncake_record, "test_cold_start")
 
 
-def test_trace_replay(mooncake_results):
-    _add(mooncake_results, "test_trace_replay")
+def test_trace_replay(mooncake_record):
+    _add(mooncake_record, "test_trace_replay")
     assert False, "trace replay: 0 requests replayed"
 
 
-def test_concurrency(mooncake_results):
-    _add(mooncake_results, "test_concurrency")
+def test_concurrency(mooncake_record):
+    _add(mooncake_record, "test_concurrency")
 
 
 @pytest.fixture
