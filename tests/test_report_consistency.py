@@ -331,3 +331,28 @@ def test_the_html_marks_need_no_font(run: dict[str, Any], tmp_path: Path) -> Non
     colours = {kind: bgs.pop() for kind, bgs in by_kind.items() if len(bgs) == 1}
     assert len(colours) == len(by_kind) and len({colours[k] for k in ("mark mark-passed", "mark mark-failed",
                                                                         "mark mark-inconclusive")}) == 3, by_kind
+
+
+def test_a_teardown_error_and_a_skip_are_the_tests_outcomes(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_phases="""
+        import pytest
+
+        @pytest.fixture
+        def leaky():
+            yield
+            raise RuntimeError("store node left running")
+
+        def test_teardown_fails(leaky, mooncake_record):
+            mooncake_record("transfer", "x", {"gbps": 1.0})
+
+        def test_skipped():
+            pytest.skip("no RDMA device")
+    """)
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, skipped=1, errors=1)
+    (path,) = (pytester.path / ".mooncake-results").glob("pmc-*.json")
+    tests = {t["test"]: t for t in json.loads(path.read_text())["tests"]}
+    assert tests["test_phases.py::test_teardown_fails"] == {"test": "test_phases.py::test_teardown_fails", "outcome": "error",
+                                                             "message": "RuntimeError: store node left running"}
+    assert tests["test_phases.py::test_skipped"]["outcome"] == "skipped"
+    assert "no RDMA device" in tests["test_phases.py::test_skipped"]["message"]
