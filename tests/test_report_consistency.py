@@ -356,3 +356,21 @@ def test_a_teardown_error_and_a_skip_are_the_tests_outcomes(pytester: pytest.Pyt
                                                              "message": "RuntimeError: store node left running"}
     assert tests["test_phases.py::test_skipped"]["outcome"] == "skipped"
     assert "no RDMA device" in tests["test_phases.py::test_skipped"]["message"]
+
+
+def test_a_failed_test_leaves_the_run_unrecommended_however_its_verdicts_read(tmp_path: Path) -> None:
+    document = json.loads((DATA / "reuse_run.json").read_text())
+    for record in document["records"]:
+        for verdict in record["data"].get("verdicts", []):
+            verdict["outcome"] = "passed"
+    document["tests"] = [{"test": "suites/serving/test_trace_replay.py::test_replay", "outcome": "failed",
+                          "message": "0 requests replayed"}]
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(document))
+    loaded = load_run(path)
+    built = build([loaded], pairs_of(loaded), ReportOptions(out=tmp_path / "out", formats=("md",), charts=False))
+    markdown = built.files[0].read_text()
+    assert built.recommendation.outcome == "failed" and built.recommendation.passed == built.recommendation.total
+    assert markdown.count("**[FAILED] Not recommended: 1 tests failed or errored**") == 2  # the summary and the decision
+    assert "- [FAILED] suites/serving/test_trace_replay.py::test_replay: 0 requests replayed" in markdown
+    assert "verdicts failed." not in markdown

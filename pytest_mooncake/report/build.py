@@ -7,7 +7,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +105,9 @@ class _Builder:
         self.reusing = [p for p in pairs if p.measures_reuse]
         self.lead = headline(pairs if options.headline else self.reusing, options.headline)
         self.failed_tests = tests_not_passed(runs)
+        if self.failed_tests and self.recommendation.outcome in (Outcome.PASSED, "none"):
+            # Tests that failed or errored leave the run unqualified, however its verdicts read.
+            self.recommendation = replace(self.recommendation, outcome=Outcome.FAILED)
         self.setup = test_setup(pairs, runs, self.t)
 
     def build(self) -> list[Block]:
@@ -125,7 +128,7 @@ class _Builder:
     def _headline(self) -> str:
         """The recommendation's words: deploying Mooncake is recommended only where Mooncake served the hits."""
         outcome = self.recommendation.outcome
-        if self.failed_tests and outcome in (Outcome.PASSED, "none"):
+        if self.failed_tests and not (self.recommendation.failed or self.recommendation.inconclusive):
             return "rec_tests_failed"
         if outcome is Outcome.PASSED and self.path.kind != "mooncake":
             return f"rec_passed_{self.path.kind}"
@@ -150,7 +153,7 @@ class _Builder:
             self.blocks.append(self._path())
         if rec.outcome is Outcome.PASSED:
             self.blocks.append(Paragraph(t["rec_passed_why"].format(total=rec.total)))
-        elif rec.outcome is Outcome.FAILED:
+        elif rec.outcome is Outcome.FAILED and rec.failed:
             self.blocks.append(Paragraph(t["rec_failed_why"].format(failed=len(rec.failed), total=rec.total)))
         elif rec.outcome is Outcome.INCONCLUSIVE:
             self.blocks.append(Paragraph(t["rec_inconclusive_why"].format(unsure=len(rec.inconclusive), total=rec.total)))
