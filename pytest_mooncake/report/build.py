@@ -41,10 +41,19 @@ from pytest_mooncake.report.model import (
     measured_path,
     read,
     recommend,
-    test_setup,
-    tests_not_passed,
+    setup_scope,
+    unpassed_tests,
 )
-from pytest_mooncake.report.rows import ROWS, change, interval, judged_change, own_row_verdicts, row_verdicts, status, target
+from pytest_mooncake.report.rows import (
+    ROWS,
+    change,
+    interval,
+    judged_change,
+    own_row_verdicts,
+    row_verdicts,
+    status,
+    target,
+)
 from pytest_mooncake.results.schema import Outcome
 
 _BAR_WIDTH = 60
@@ -104,11 +113,11 @@ class _Builder:
         # Scenarios that reuse nothing by design are no finding, no improvement and no headline.
         self.reusing = [p for p in pairs if p.measures_reuse]
         self.lead = headline(pairs if options.headline else self.reusing, options.headline)
-        self.failed_tests = tests_not_passed(runs)
+        self.failed_tests = unpassed_tests(runs)
         if self.failed_tests and self.recommendation.outcome in (Outcome.PASSED, "none"):
             # Tests that failed or errored leave the run unqualified, however its verdicts read.
             self.recommendation = replace(self.recommendation, outcome=Outcome.FAILED)
-        self.setup = test_setup(pairs, runs, self.t)
+        self.setup = setup_scope(pairs, runs, self.t)
 
     def build(self) -> list[Block]:
         t = self.t
@@ -365,7 +374,7 @@ class _Builder:
         self.blocks += [Rule(), Heading(2, self.t["other"])]
         for kind, records in kinds.items():
             columns = list(dict.fromkeys(key for r in records for key, value in r.get("data", {}).items()
-                                         if _scalar(value) is not None and key != "summary"))
+                                         if value is not None and _scalar(value) is not None and key != "summary"))
             title = self.t["transfer"] if kind == "transfer" else kind
             self.blocks += [Heading(3, title),
                             Table(("name", *columns), tuple((str(r.get("name")), *(_scalar(r.get("data", {}).get(c)) or "-" for c in columns))

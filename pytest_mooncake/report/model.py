@@ -201,12 +201,12 @@ class Recommendation:
 NOT_PASSED = ("failed", "error")
 
 
-def tests_not_passed(runs: Sequence[Run]) -> list[Mapping[str, Any]]:
+def unpassed_tests(runs: Sequence[Run]) -> list[Mapping[str, Any]]:
     """The failed and errored tests of the runs, in run order."""
     return [t for run in runs for t in run.tests if t.get("outcome") in NOT_PASSED]
 
 
-def test_setup(pairs: Sequence[Pair], runs: Sequence[Run], t: Mapping[str, str]) -> str | None:
+def setup_scope(pairs: Sequence[Pair], runs: Sequence[Run], t: Mapping[str, str]) -> str | None:
     """What makes the measured setup a test setup rather than a production one, or None: the
     random-weight model we serve ourselves, or hardware without a GPU."""
     reasons = [t["setup_dummy"].format(model=SERVED_NAME)] if any(p.model == SERVED_NAME for p in pairs) else []
