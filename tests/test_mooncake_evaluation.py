@@ -56,6 +56,12 @@ def test_a_mooncake_topology_without_external_hits_fails(external: float | None,
     assert any(p.startswith(f"NOT SERVED BY MOONCAKE: topology cross-instance (MooncakeStoreConnector) had {shown} "
                             "external prefix-cache hit tokens") for p in evaluation.problems)
     assert evaluation.mooncake is not None and evaluation.mooncake["served"] is False
+    # The TTFT reduction clears 60%, but a gain Mooncake did not serve cannot pass nor read as met.
+    gain = next(v for v in evaluation.verdicts if v.metric == "ttft_reduction")
+    assert gain.outcome is Outcome.FAILED and gain.ci_low > 0.6
+    assert gain.message.startswith(f"ttft_reduction = {gain.figure} against the threshold >= 60%: NOT CREDITED, Mooncake "
+                                   "served none of the hits")
+    assert "meets" not in evaluation.summary() and gain.message in evaluation.problems
 
 
 @pytest.mark.parametrize("topology", ["prefix-cache", None])
@@ -129,7 +135,7 @@ def test_the_failed_mooncake_verdict_and_its_message_are_exact() -> None:
                "on it can pass")
     assert [v.as_dict() for v in evaluation.verdicts] == [{
         "metric": "mooncake_served", "statistic": None, "effect": 0.0, "ci_low": 0.0, "ci_high": 0.0, "n_before": 8,
-        "n_after": 8, "op": ">", "threshold": 0, "outcome": "failed", "message": message}]
+        "n_after": 8, "op": ">", "threshold": 0, "outcome": "failed", "strata": 1, "message": message}]
     assert evaluation.problems == [message]
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pytest_mooncake.config.options import SETTINGS, SETTINGS_BY_NAME, MooncakeConfig
-from pytest_mooncake.config.parsing import Endpoint, parse_duration, parse_endpoint, parse_size
+from pytest_mooncake.config.parsing import HostPort, parse_duration, parse_endpoint, parse_size
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -22,9 +22,15 @@ def test_settings_table_and_config_type_agree() -> None:
 
 def test_every_setting_has_flag_ini_and_env() -> None:
     for setting in SETTINGS:
-        assert setting.flag == "--mooncake-" + setting.name.replace("_", "-")
-        assert setting.ini == "mooncake_" + setting.name
-        assert setting.env == "MOONCAKE_" + setting.name.upper()
+        public = setting.alias or setting.name
+        assert setting.flag == "--mooncake-" + public.replace("_", "-")
+        assert setting.ini == "mooncake_" + public
+        assert setting.env == "MOONCAKE_" + public.upper()
+
+
+def test_the_yaml_path_is_a_field_named_for_what_it_holds() -> None:
+    config_file = SETTINGS_BY_NAME["config_file"]
+    assert (config_file.flag, config_file.ini, config_file.env) == ("--mooncake-config", "mooncake_config", "MOONCAKE_CONFIG")
 
 
 @pytest.mark.parametrize(
@@ -47,7 +53,7 @@ def test_bad_endpoints_are_refused(text: str) -> None:
 
 
 def test_endpoint_parses() -> None:
-    assert parse_endpoint("10.0.0.5:50051") == Endpoint("10.0.0.5", 50051)
+    assert parse_endpoint("10.0.0.5:50051") == HostPort("10.0.0.5", 50051)
 
 
 def test_defaults_spawn_a_two_node_cluster(print_config_test: pytest.Pytester) -> None:

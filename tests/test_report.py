@@ -83,13 +83,13 @@ def test_seed_numbers_reproduced_from_the_ab_json(tmp_path: Path) -> None:
     assert by_metric["Throughput (req/s)"][1:4] == ["2.50 req/s", "7.40 req/s", "+196.0%"]
     assert by_metric["End-to-end latency (mean)"][1:4] == ["12.50 s", "4.32 s", "-65.4%"]
     # The median verdict judges the median row: CI, target and status come from it.
-    assert by_metric["TTFT (median)"][4:] == ["-68.8% .. -64.1%", "<= -60%", "✅"]
+    assert by_metric["TTFT (median)"][4:] == ["-68.8% .. -64.1%", "<= -60%", "[PASSED]"]
     # Rounds sent one at a time: +196% requests/s is a latency speed-up, never a server saving.
     assert "| ab_high_reuse | +196.0% |" in markdown and "Latency speed-up per scenario (concurrency 1)" in markdown
     assert "No capacity search in these results, so no server count" in markdown
     assert "server cost saved" not in markdown and "servers fewer" not in markdown
     # The seed's JSON does not record what served the hits, so it cannot recommend Mooncake itself.
-    assert "✅ KV-cache reuse pays off as measured; what served the hits is not recorded" in markdown
+    assert "[PASSED] KV-cache reuse pays off as measured; what served the hits is not recorded" in markdown
     assert "**Verdicts met**: 1/1" in markdown
 
 
@@ -101,9 +101,9 @@ def test_failed_and_inconclusive_verdicts_are_not_recommended(tmp_path: Path) ->
         stats = _stats(document, name)
         assert _check_table(tables[name], stats["cold"], stats["hit"]) >= 16
     medium = {cells[0]: cells for cells in tables["medium_reuse"]}
-    assert medium["TTFT (mean)"][4:] == ["-36.2% .. -14.3%", "<= -25%", "❔"]
-    assert "❔ Inconclusive: no recommendation yet" in markdown
-    assert "✅ Recommended" not in markdown
+    assert medium["TTFT (mean)"][4:] == ["-36.2% .. -14.3%", "<= -25%", "[INCONCLUSIVE]"]
+    assert "[INCONCLUSIVE] Inconclusive: no recommendation yet" in markdown
+    assert "[PASSED] Recommended" not in markdown
     assert "**Verdicts met**: 2/3" in markdown
     # Transfer and store records show in their own tables, with the bandwidth chart.
     assert "| raw-read-1048576 | raw | tcp | read | 1048576 |" in markdown
@@ -168,9 +168,9 @@ def test_session_writes_the_report_when_asked(pytester: pytest.Pytester) -> None
     pytester.makepyfile(test_record="""
         import json, pathlib
 
-        def test_record(mooncake_results):
+        def test_record(mooncake_record):
             data = json.loads((pathlib.Path(__file__).parent / "record.json").read_text())
-            mooncake_results.add("serving", "ab_high_reuse", data)
+            mooncake_record("serving", "ab_high_reuse", data)
     """)
     result = pytester.runpytest("-p", "no:cacheprovider", "--mooncake-report=md", "--mooncake-server-cost=5")
     result.assert_outcomes(passed=1)

@@ -107,4 +107,4 @@ def test_a_topology_that_sustains_no_rate_tried_is_stated_not_costed(tmp_path: P
     assert main(["report", str(path), "--out", str(out), "--format", "md", "--no-charts"]) == 0
     markdown = (out / "report.md").read_text()
     assert "| pd-store |" not in markdown
-    assert "⚠️ pd-store: even the lowest rate tried, 0.5 req/s, misses the SLO" in markdown
+    assert "[WARNING] pd-store: even the lowest rate tried, 0.5 req/s, misses the SLO" in markdown

@@ -17,6 +17,8 @@ def _with_control(tmp_path: Path, outcome: str, message: str, topology: str | No
                   external_hits: float | None = None) -> Path:
     """reuse_run.json with every verdict passed but the control's, measured on ``topology``."""
     document = json.loads((DATA / "reuse_run.json").read_text())
+    # A production-like machine: a CPU-only run recommends nothing about production (test_report_consistency).
+    document["machine"]["gpus"] = ["NVIDIA A100-SXM4-80GB, 81920 MiB, 535.154.05"]
     if topology is not None:
         document["topology"]["mooncake_deployment"] = {"topology": topology}
     for record in document["records"]:
@@ -43,12 +45,12 @@ def test_a_control_that_does_not_vouch_marks_the_gains(tmp_path: Path, outcome: 
     markdown = _markdown(tmp_path, _with_control(tmp_path, outcome, message))
     assert (f"**The gains in this report are not vouched for**: the negative control (low_reuse) is {word}. "
             f"{message}") in markdown
-    assert "✅ Recommended" not in markdown
+    assert "[PASSED] Recommended" not in markdown
 
 
 def test_a_clean_control_adds_no_warning(tmp_path: Path) -> None:
     markdown = _markdown(tmp_path, _with_control(tmp_path, "passed", "negative control: clean", "mooncake-store", 28672))
-    assert "not vouched for" not in markdown and "**✅ Recommended: deploy Mooncake KV Cache**" in markdown
+    assert "not vouched for" not in markdown and "**[PASSED] Recommended: deploy Mooncake KV Cache**" in markdown
 
 
 def test_a_mooncake_run_cites_the_external_hits(tmp_path: Path) -> None:
@@ -61,7 +63,7 @@ def test_a_mooncake_run_cites_the_external_hits(tmp_path: Path) -> None:
 def test_a_prefix_cache_run_does_not_recommend_mooncake(tmp_path: Path) -> None:
     markdown = _markdown(tmp_path, _with_control(tmp_path, "passed", "clean", "prefix-cache"))
     assert "deploy Mooncake" not in markdown
-    assert "**✅ KV-cache reuse pays off as measured, but Mooncake was not in the measured path**" in markdown
+    assert "**[PASSED] KV-cache reuse pays off as measured, but Mooncake was not in the measured path**" in markdown
     assert "The hits came from vLLM's local prefix cache; Mooncake was not in the path" in markdown
 
 

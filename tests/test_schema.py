@@ -3,13 +3,14 @@ document of another schema version is refused with one line that says how to fix
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
 
 import pytest
 
-from pytest_mooncake.results.schema import HIT_ROUNDS, Op, Outcome, Round, Rule, Statistic, Verdict
+from pytest_mooncake.results.schema import HIT_ROUNDS, Op, Outcome, Round, Rule, Statistic, Verdict, uncredit_unserved
 from pytest_mooncake.results.store import SCHEMA_VERSION, Store, load
 from pytest_mooncake.tools.cli import main
 
@@ -35,7 +36,7 @@ def test_a_verdict_round_trips_through_json(verdict: Verdict) -> None:
 def test_the_json_keeps_plain_strings_and_numbers() -> None:
     assert JUDGED.as_dict() == {
         "metric": "ttft_reduction", "statistic": "median", "effect": 0.66, "ci_low": 0.61, "ci_high": 0.7, "n_before": 10,
-        "n_after": 12, "op": ">=", "threshold": 0.6, "outcome": "passed",
+        "n_after": 12, "op": ">=", "threshold": 0.6, "outcome": "passed", "strata": 1,
         "message": "ttft_reduction = 66.0% (95% CI 61.0% .. 70.0%, median of n=12 vs n=10) meets the threshold >= 60% (a vs b)",
     }
     assert json.dumps(JUDGED.as_dict()["outcome"]) == '"passed"' and f"{Outcome.FAILED}" == str(Outcome.FAILED) == "failed"
@@ -119,10 +120,53 @@ def test_the_report_command_prints_the_mismatch_and_exits_4(tmp_path: Path, caps
 
 
 def test_a_baseline_of_another_version_is_a_usage_error(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_record="def test_record(mooncake_results):\n    mooncake_results.add('x', 'y', {})\n")
+    pytester.makepyfile(test_record="def test_record(mooncake_record):\n    mooncake_record('serving', 'y', {})\n")
     store = Store(pytester.path / ".mooncake-results")
     store.save_baseline({"schema_version": 1, "records": []}, "old")
     result = pytester.runpytest("-p", "no:cacheprovider", "--mooncake-compare=old")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"ERROR: */baselines/old.json has results schema version 1, this pytest-mooncake reads "
                                  f"version {SCHEMA_VERSION}: re-run the tests to write it again *"])
+
+
+@pytest.mark.parametrize(("statistic", "strata", "named"), [
+    (Statistic.MEDIAN, 2, "stratum-weighted median"), (Statistic.MEDIAN, 1, "median"),
+    (Statistic.MEAN, 2, "mean"),  # the stratum-weighted mean is the pooled mean
+    (None, 2, None),
+])
+def test_a_verdict_names_the_statistic_it_judged(statistic: Statistic | None, strata: int, named: str | None) -> None:
+    verdict = Verdict("ttft_reduction", statistic, 0.393, 0.375, 0.42, 40, 40, Rule(">=", 0.25), Outcome.PASSED, strata=strata)
+    assert verdict.judged_statistic == named
+    basis = f", {named} of n=40 vs n=40" if named else ""
+    assert verdict.figure == f"39.3% (95% CI 37.5% .. 42.0%{basis})"
+    assert verdict.message == f"ttft_reduction = {verdict.figure} meets the threshold >= 25%"
+    assert Verdict.from_dict(json.loads(json.dumps(verdict.as_dict()))) == verdict
+
+
+def test_a_file_without_strata_reads_as_one_stratum() -> None:
+    written = JUDGED.as_dict()
+    del written["strata"]
+    assert Verdict.from_dict(written).strata == 1
+
+
+SERVED_FAILED = Verdict("mooncake_served", None, 0.0, 0.0, 0.0, 8, 8, Rule(">", 0), Outcome.FAILED, wording="NOT SERVED")
+
+
+def test_a_gain_beside_not_served_fails_and_says_why() -> None:
+    tpot = Verdict("tpot_change", Statistic.MEAN, 0.02, -0.04, 0.09, 8, 8, Rule("within", 0.1), Outcome.PASSED)
+    unsure = dataclasses.replace(JUDGED, metric="throughput_gain", outcome=Outcome.INCONCLUSIVE)
+    served, gain, decoding, speedup = uncredit_unserved([SERVED_FAILED, JUDGED, tpot, unsure])
+    assert served is SERVED_FAILED and decoding is tpot  # not a gain: judged as measured
+    for before, after in ((JUDGED, gain), (unsure, speedup)):
+        assert after.outcome is Outcome.FAILED and (after.effect, after.ci_low, after.ci_high) == (before.effect, before.ci_low, before.ci_high)
+        assert after.message == (f"{before.metric} = {before.figure} against the threshold >= 60% (a vs b): NOT CREDITED, Mooncake "
+                                 "served none of the hits (mooncake_served failed), so the gain is not Mooncake's")
+        assert "meets" not in after.message
+    failed = dataclasses.replace(JUDGED, outcome=Outcome.FAILED)
+    assert uncredit_unserved([SERVED_FAILED, failed])[1] is failed  # already failed: its own words stay
+
+
+@pytest.mark.parametrize("served", [dataclasses.replace(SERVED_FAILED, outcome=Outcome.PASSED), None])
+def test_gains_stand_when_mooncake_served_them(served: Verdict | None) -> None:
+    verdicts = [JUDGED] if served is None else [served, JUDGED]
+    assert uncredit_unserved(verdicts) == verdicts and uncredit_unserved(verdicts)[-1].message == JUDGED.message

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from pytest_mooncake.cluster.nodes import free_port
 from pytest_mooncake.config.options import MooncakeConfig
 from pytest_mooncake.endpoints.connectors import unreachable_fix
-from pytest_mooncake.endpoints.model import write_model_dir
+from pytest_mooncake.endpoints.model import SERVED_NAME, write_model_dir
 from pytest_mooncake.errors import EndpointUnreachable, MooncakeError
 from pytest_mooncake.runtime.executor import ServiceProcess
 from pytest_mooncake.runtime.janitor import Janitor
@@ -75,6 +75,12 @@ class Endpoint:
         always mean a broken server, never an unlucky sample."""
         extra = {**spec.extra_body, "min_tokens": 1} if self.spawned else spec.extra_body
         return dataclasses.replace(spec, temperature=temperature, extra_body=extra)
+
+    def post(self, path: str, payload: Mapping[str, object], *, timeout: float,
+             netns: NetworkNamespace | None = None) -> HttpResponse:
+        """One JSON POST to ``base_url + path`` (e.g. ``/completions``); any status comes back."""
+        return http_request(self.base_url + path, method="POST", payload=payload, headers=self.headers(),
+                            timeout=timeout, netns=netns)
 
     def max_model_len(self, default: int = 32768) -> int:
         """The context length vLLM reports in /v1/models; ``default`` for servers that do not."""
@@ -151,7 +157,7 @@ def spawned_vllm(
         raise MooncakeError(reason)
     model_dir = write_model_dir(workdir.parent / "tiny-llama")
     port = free_port(netns)
-    name = "pytest-mooncake-tiny-llama"
+    name = SERVED_NAME
     command = [
         str(config.vllm_python or sys.executable), "-m", "vllm.entrypoints.openai.api_server",
         "--model", str(model_dir), "--served-model-name", name, "--load-format", "dummy",

@@ -27,8 +27,10 @@ from pytest_mooncake.endpoints.tokens import Tokenize, tokenizer_for
 from pytest_mooncake.endpoints.topology import KV_BLOCK_TOKENS
 from pytest_mooncake.qualify.capacity import ModelShape, predict_hit
 from pytest_mooncake.qualify.protocol import ScenarioRun
-from pytest_mooncake.results.schema import Op, Outcome, Round, Rule, Verdict
+from pytest_mooncake.results.schema import Op, Outcome, Round, Rule, Verdict, uncredit_unserved
 from pytest_mooncake.serving import SLO, judge, round_stats
+
+__all__ = ["Explain", "evaluate"]
 
 # Below this share of the expected reusable tokens, a hit is reported as partial.
 PARTIAL_HIT = 0.9
@@ -81,6 +83,8 @@ class Evaluation:
         return "\n".join([v.message for v in self.verdicts] + self.notes + self.problems)
 
     def judged(self, verdict: Verdict) -> Verdict:
+        # After NOT SERVED BY MOONCAKE a gain cannot pass, and its line must not read "meets".
+        verdict = uncredit_unserved([*self.verdicts, verdict])[-1]
         self.verdicts.append(verdict)
         if verdict.outcome is not Outcome.PASSED:
             self.problems.append(verdict.message)
@@ -273,8 +277,7 @@ def _negative_control(evaluation: Evaluation, cold: list[float], hit: list[float
                       "and does not vouch for the run's gains; more requests per round narrow it",
     }[outcome]
     message = (
-        f"negative control: gain {verdict.effect:.1%} (95% CI {verdict.ci_low:.1%} .. {verdict.ci_high:.1%}, "
-        f"{statistic} of n={verdict.n_after} vs n={verdict.n_before}), {cached} cached tokens; {conclusion}. "
+        f"negative control: gain {verdict.figure}, {cached} cached tokens; {conclusion}. "
         f"Power: at this n it detects gains of {detectable:.0%} or more"
     )
     evaluation.verdicts.append(dataclasses.replace(verdict, outcome=outcome, wording=message))

@@ -7,7 +7,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from pytest_mooncake.report.document import (
     Paragraph,
     Rule,
     Table,
+    mark,
     to_html,
     to_markdown,
 )
@@ -40,8 +41,19 @@ from pytest_mooncake.report.model import (
     measured_path,
     read,
     recommend,
+    setup_scope,
+    unpassed_tests,
 )
-from pytest_mooncake.report.rows import ROWS, change, interval, row_verdicts, status, target
+from pytest_mooncake.report.rows import (
+    ROWS,
+    change,
+    interval,
+    judged_change,
+    own_row_verdicts,
+    row_verdicts,
+    status,
+    target,
+)
 from pytest_mooncake.results.schema import Outcome
 
 _BAR_WIDTH = 60
@@ -98,7 +110,14 @@ class _Builder:
                          + [Judged(f"capacity {c.topology}", v) for c in self.capacities for v in c.verdicts])
         self.recommendation = recommend(self.verdicts)
         self.path = measured_path(pairs)
-        self.lead = headline(pairs, options.headline)
+        # Scenarios that reuse nothing by design are no finding, no improvement and no headline.
+        self.reusing = [p for p in pairs if p.measures_reuse]
+        self.lead = headline(pairs if options.headline else self.reusing, options.headline)
+        self.failed_tests = unpassed_tests(runs)
+        if self.failed_tests and self.recommendation.outcome in (Outcome.PASSED, "none"):
+            # Tests that failed or errored leave the run unqualified, however its verdicts read.
+            self.recommendation = replace(self.recommendation, outcome=Outcome.FAILED)
+        self.setup = setup_scope(pairs, runs, self.t)
 
     def build(self) -> list[Block]:
         t = self.t
@@ -118,9 +137,17 @@ class _Builder:
     def _headline(self) -> str:
         """The recommendation's words: deploying Mooncake is recommended only where Mooncake served the hits."""
         outcome = self.recommendation.outcome
+        if self.failed_tests and not (self.recommendation.failed or self.recommendation.inconclusive):
+            return "rec_tests_failed"
         if outcome is Outcome.PASSED and self.path.kind != "mooncake":
             return f"rec_passed_{self.path.kind}"
+        if outcome is Outcome.PASSED and self.setup:
+            # A dummy model on a CPU says the cache works, not how production will fare.
+            return "rec_passed_setup"
         return f"rec_{outcome}"
+
+    def _headline_text(self) -> str:
+        return self.t[self._headline()].format(setup=self.setup, n=len(self.failed_tests))
 
     def _path(self) -> Paragraph:
         path, t = self.path, self.t
@@ -130,17 +157,24 @@ class _Builder:
     def _summary(self) -> None:
         t, rec = self.t, self.recommendation
         self.blocks.append(Heading(2, t["summary"]))
-        self.blocks.append(Paragraph(f"**{t[self._headline()]}**"))
+        self.blocks.append(Paragraph(f"**{self._headline_text()}**"))
         if self.pairs:
             self.blocks.append(self._path())
         if rec.outcome is Outcome.PASSED:
             self.blocks.append(Paragraph(t["rec_passed_why"].format(total=rec.total)))
-        elif rec.outcome is Outcome.FAILED:
+        elif rec.outcome is Outcome.FAILED and rec.failed:
             self.blocks.append(Paragraph(t["rec_failed_why"].format(failed=len(rec.failed), total=rec.total)))
-            self.blocks.append(Bullets(tuple(f"{j.scenario}: {j.verdict.message}" for j in rec.failed)))
         elif rec.outcome is Outcome.INCONCLUSIVE:
             self.blocks.append(Paragraph(t["rec_inconclusive_why"].format(unsure=len(rec.inconclusive), total=rec.total)))
-            self.blocks.append(Bullets(tuple(f"{j.scenario}: {j.verdict.message}" for j in rec.inconclusive)))
+        # Every verdict not met, the inconclusive ones beside the failed: neither is a pass.
+        if rec.failed or rec.inconclusive:
+            self.blocks.append(Paragraph(f"**{t['not_met'].format(n=len(rec.failed) + len(rec.inconclusive), total=rec.total)}**"))
+            self.blocks.append(Bullets(tuple(f"{status(j.verdict)} {j.scenario}: {j.verdict.message}"
+                                             for j in (*rec.failed, *rec.inconclusive))))
+        if self.failed_tests:
+            total = sum(len(run.tests) for run in self.runs)
+            self.blocks.append(Paragraph(f"**{t['not_passed'].format(n=len(self.failed_tests), total=total)}**"))
+            self.blocks.append(Bullets(tuple(self._test_line(test) for test in self.failed_tests)))
         if self.pairs:
             models = ", ".join(dict.fromkeys(p.model for p in self.pairs))
             machines = "; ".join(dict.fromkeys(_machine(run.document.get("machine", {})) for run in self.runs))
@@ -156,10 +190,12 @@ class _Builder:
             return
         self.blocks.append(Heading(3, t["findings"]))
         findings = [t["finding_capacity"].format(topology=c.topology, summary=c.summary) for c in self.capacities]
-        for pair in self.pairs:
+        for pair in self.reusing:
+            # A judged effect is told as judged: its statistic, its interval, its outcome.
+            findings += [t["finding_verdict"].format(scenario=pair.name, mark=status(v), message=v.message) for v in pair.verdicts]
             ttft = ROWS[0]
             before, after, moved = ttft.value(pair.baseline), ttft.value(pair.hit), change(ttft, pair)
-            if moved is not None:
+            if moved is not None and not any(v.metric.startswith("ttft_reduction") for v in pair.verdicts):
                 findings.append(t["finding_ttft"].format(change=_pct(moved), scenario=pair.name, base=pair.baseline_label,
                                                          hit=pair.hit_label, before=ttft.format(before), after=ttft.format(after)))
             rps = next(r for r in ROWS if r.key == "requests_per_s")
@@ -176,6 +212,17 @@ class _Builder:
             elif pair.no_prediction:
                 findings.append(t["finding_no_prediction"].format(scenario=pair.name, reason=pair.no_prediction))
         self.blocks.append(Bullets(tuple(findings)))
+        unreused = [p.name for p in self.pairs if not p.measures_reuse]
+        if unreused:
+            self.blocks.append(Paragraph(t["no_reuse"].format(scenarios=", ".join(unreused))))
+
+    def _test_line(self, test: Mapping[str, Any]) -> str:
+        """A test that did not pass, with what it said and the records it left."""
+        nodeid = str(test.get("test"))
+        records = [f"{r.get('kind')} {r.get('name')}" for run in self.runs for r in run.document.get("records", [])
+                   if r.get("test") == nodeid]
+        written = f" ({self.t['records_of'].format(names=', '.join(records))})" if records else ""
+        return f"{mark(str(test.get('outcome')))} {nodeid}: {test.get('message') or '-'}{written}"
 
     def _value(self) -> None:
         if self.lead is None and not self.capacities:
@@ -201,7 +248,7 @@ class _Builder:
             self.blocks.append(Table((t["topology"], t["roi_invest"], t["roi_cost"], t["monthly"], t["roi_net"]), tuple(
                 (m.topology, t["roi_servers"].format(n=m.store_servers), _money(m.store_cost), _money(m.monthly_savings),
                  _money(m.net)) for m in stored)))
-        speedups = [(pair, latency_speedup(pair)) for pair in self.pairs]
+        speedups = [(pair, latency_speedup(pair)) for pair in self.reusing]
         if speedups:
             rows = tuple((pair.name, "-" if gain is None else _pct(gain),
                           " ".join(f"{status(v)} {v.metric}" for v in pair.verdicts) or "-") for pair, gain in speedups)
@@ -269,11 +316,12 @@ class _Builder:
             return made
         made += [
             charts.comparison(self.pairs, self.charts_dir / "ttft_comparison.png", ("ttft_ms", "mean"), "TTFT mean (ms)",
-                              "Time to first token: baseline vs cache hit"),
+                              "Time to first token"),
             charts.comparison(self.pairs, self.charts_dir / "throughput_comparison.png", ("requests_per_s",), "requests/s",
                               "Requests/s one at a time (a latency speed-up, not a capacity)"),
-            charts.improvement(self.pairs, self.charts_dir / "overall_improvement.png"),
         ]
+        if self.reusing:
+            made.append(charts.improvement(self.reusing, self.charts_dir / "overall_improvement.png"))
         for pair in self.pairs:
             made.append(charts.latency(pair, self.charts_dir / f"{pair.name}_latency.png"))
             made.append(charts.throughput(pair, self.charts_dir / f"{pair.name}_throughput.png"))
@@ -294,13 +342,19 @@ class _Builder:
                 rows.append((t["row." + row.key], row.format(row.value(pair.baseline)), row.format(row.value(pair.hit)),
                              "-" if moved is None else _pct(moved),
                              interval(verdict) if verdict else "-", target(verdict) if verdict else "-", status(verdict)))
+            # A statistic no row holds (a stratum-weighted median, a latency speed-up) is shown on a row of
+            # its own, its point estimate beside its own interval, never beside another statistic's.
+            for verdict in own_row_verdicts(pair):
+                moved = judged_change(verdict)
+                rows.append((t["row.judged"].format(metric=verdict.metric, statistic=verdict.judged_statistic), "-", "-",
+                             _pct(moved) if math.isfinite(moved) else "-", interval(verdict), target(verdict), status(verdict)))
             self.blocks += [Heading(3, f"{pair.name} ({pair.baseline_label} → {pair.hit_label}, {pair.model})"),
                             Table((t["metric"], f"{t['baseline']}: {pair.baseline_label}", f"{t['hit']}: {pair.hit_label}",
                                    t["change"], t["ci"], t["target"], t["status"]), tuple(rows))]
         for capacity in self.capacities:
             rows = tuple((f"{read(step, ('rate',)) or 0:.3g}", str(step.get("counted", "?")), str(step.get("errors", "?")),
                           _p90_cell(step.get("ttft_p90")), _p90_cell(step.get("tpot_p90")),
-                          f"{read(step, ('goodput',)) or 0:.3g}", f"{status_word(str(step.get('outcome')))}")
+                          f"{read(step, ('goodput',)) or 0:.3g}", _step_mark(step.get("outcome")))
                          for step in sorted(capacity.steps, key=lambda s: read(s, ("rate",)) or 0.0))
             self.blocks += [Heading(3, f"{capacity.topology} ({t['capacity']}: {capacity.slo})"), Paragraph(capacity.summary),
                             Table((t["offered"], "n", t["failed"], "TTFT p90 (95% CI)", "TPOT p90 (95% CI)", t["goodput"],
@@ -312,27 +366,32 @@ class _Builder:
 
     def _others(self) -> None:
         kinds: dict[str, list[Mapping[str, Any]]] = {}
+        failed = {str(test.get("test")) for test in self.failed_tests}  # the summary lists their records
         for run in self.runs:
             for record in run.document.get("records", []):
-                if record.get("kind") not in ("serving", "capacity"):  # each has its own section
+                if record.get("kind") not in ("serving", "capacity") and record.get("test") not in failed:
                     kinds.setdefault(str(record.get("kind")), []).append(record)
         if not kinds:
             return
         self.blocks += [Rule(), Heading(2, self.t["other"])]
         for kind, records in kinds.items():
             columns = list(dict.fromkeys(key for r in records for key, value in r.get("data", {}).items()
-                                         if isinstance(value, (int, float, str, bool)) and key != "summary"))
+                                         if value is not None and _scalar(value) is not None and key != "summary"))
             title = self.t["transfer"] if kind == "transfer" else kind
             self.blocks += [Heading(3, title),
-                            Table(("name", *columns), tuple((str(r.get("name")), *(_scalar(r.get("data", {}).get(c)) for c in columns))
+                            Table(("name", *columns), tuple((str(r.get("name")), *(_scalar(r.get("data", {}).get(c)) or "-" for c in columns))
                                                             for r in records))]
             self.blocks += [Paragraph(str(r["data"]["summary"])) for r in records if r.get("data", {}).get("summary")]
 
     def _decision(self) -> None:
         t, rec = self.t, self.recommendation
-        decide = "decide_passed_local" if self._headline() != "rec_passed" and rec.outcome is Outcome.PASSED else f"decide_{rec.outcome}"
-        self.blocks += [Rule(), Heading(2, t["decision"]), Paragraph(f"**{t[self._headline()]}**"),
-                        Paragraph(t[decide]),
+        said = self._headline()
+        decide = {"rec_passed": "decide_passed", "rec_tests_failed": "decide_failed", "rec_passed_setup": "decide_passed_setup"}.get(
+            said, "decide_passed_local" if rec.outcome is Outcome.PASSED else f"decide_{rec.outcome}")
+        self.blocks += [Rule(), Heading(2, t["decision"]), Paragraph(f"**{self._headline_text()}**"),
+                        Paragraph(t[decide].format(setup=self.setup)),
+                        *([Paragraph(t["scope_setup"].format(setup=self.setup))]
+                          if self.setup and decide != "decide_passed_setup" else []),
                         Paragraph(f"**{t['met']}**: {rec.passed}/{rec.total}")]
 
     def _appendix(self) -> None:
@@ -373,14 +432,15 @@ def _p90_cell(estimate: object) -> str:
     return f"{shown[0]} ms ({shown[1]} .. {shown[2]})"
 
 
-def status_word(outcome: str) -> str:
-    return {Outcome.PASSED: "✅ meets", Outcome.FAILED: "❌ misses"}.get(outcome, "❔ inconclusive")
+def _step_mark(outcome: object) -> str:
+    known = {o.value for o in Outcome}
+    return mark(str(outcome)) if outcome in known else mark("none")
 
 
 def _verdict_cells(judged: Judged) -> tuple[str, ...]:
     v = judged.verdict
     return (judged.scenario, v.metric, str(v.rule), _share(v.effect), f"{_share(v.ci_low)} .. {_share(v.ci_high)}",
-            f"{v.n_before} vs {v.n_after}", f"{status(v)} {v.outcome}", v.message)
+            f"{v.n_before} vs {v.n_after}", status(v), v.message)
 
 
 def _share(value: float) -> str:
@@ -394,12 +454,28 @@ def _machine(machine: Mapping[str, Any]) -> str:
     return f"{machine.get('hostname', '?')} ({hardware})"
 
 
-def _scalar(value: object) -> str:
+def _scalar(value: object) -> str | None:
+    """A cell for a record's value; None for what a cell cannot hold. Counts nested in a mapping, or
+    in a list of mappings (a concurrency test's writers and readers), are shown as their totals."""
     if value is None:
         return "-"
     if isinstance(value, float):
         return f"{value:.4g}"
-    return str(value)
+    if isinstance(value, (int, str, bool)):
+        return str(value)
+    items = [value] if isinstance(value, Mapping) else value if isinstance(value, list) else []
+    if not items or not all(isinstance(i, Mapping) and all(_count(v) for v in i.values()) for i in items):
+        return None
+    totals: dict[str, float] = {}
+    for item in items:
+        for key, count in item.items():
+            totals[key] = totals.get(key, 0) + count
+    shown = ", ".join(f"{key} {count:g}" for key, count in totals.items())
+    return shown if isinstance(value, Mapping) else f"{shown} ({len(items)} in all)"
+
+
+def _count(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def build(runs: Sequence[Run], pairs: Sequence[Pair], options: ReportOptions) -> Built:

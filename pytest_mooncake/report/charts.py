@@ -70,16 +70,23 @@ def throughput(pair: Pair, path: Path) -> Path:
     return _save(fig, path)
 
 
+def _before(pairs: Sequence[Pair]) -> str:
+    """What the bars before the cache are: a cold round of the same server, or a server without the cache."""
+    kinds = {"baseline" if p.is_ab else "cold" for p in pairs}
+    return "cold" if kinds == {"cold"} else "baseline" if kinds == {"baseline"} else "cold or baseline"
+
+
 def comparison(pairs: Sequence[Pair], path: Path, key: tuple[str, ...], unit: str, title: str) -> Path:
-    """Baseline against cache, scenario by scenario, for one statistic."""
+    """Before against the cache hit, scenario by scenario, for one statistic."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(pairs)), 4))
+    before = _before(pairs)
     series = {
-        "baseline": [read(p.baseline, key) or 0.0 for p in pairs],
+        before: [read(p.baseline, key) or 0.0 for p in pairs],
         "cache hit": [read(p.hit, key) or 0.0 for p in pairs],
     }
     _bars(ax, [p.name for p in pairs], series, unit)
-    ax.set_title(title)
+    ax.set_title(f"{title}: {before} vs cache hit")
     return _save(fig, path)
 
 

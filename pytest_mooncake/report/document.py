@@ -51,20 +51,38 @@ class Rule:
 
 Block = Heading | Paragraph | Bullets | Table | Code | Image | Rule
 
+# Outcome marks are words, never emoji: a host without an emoji font (headless Chromium on a CI
+# runner) draws ✅ ❔ ❌ as the same empty box, and an INCONCLUSIVE row then looks like a passed one.
+# Blocks hold ``mark(kind)``; Markdown shows ``[WORD]``, HTML a coloured badge holding the word.
+MARKS = {"passed": "PASSED", "failed": "FAILED", "inconclusive": "INCONCLUSIVE", "error": "ERROR",
+         "warning": "WARNING", "none": "NO VERDICT"}
+_MARK = re.compile(r"\[\[(" + "|".join(MARKS) + r")\]\]")
+
+
+def mark(kind: str) -> str:
+    """A mark for an outcome (``passed``, ``failed``, ``inconclusive``), a test error, a warning or none."""
+    if kind not in MARKS:
+        raise ValueError(f"mark {kind!r}: use one of {', '.join(MARKS)}")
+    return f"[[{kind}]]"
+
+
+def _markdown_marks(text: str) -> str:
+    return _MARK.sub(lambda m: f"[{MARKS[m.group(1)]}]", text)
+
 
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    return _markdown_marks(text).replace("|", "\\|").replace("\n", " ")
 
 
 def to_markdown(blocks: Sequence[Block]) -> str:
     out: list[str] = []
     for block in blocks:
         if isinstance(block, Heading):
-            out.append(f"{'#' * block.level} {block.text}")
+            out.append(f"{'#' * block.level} {_markdown_marks(block.text)}")
         elif isinstance(block, Paragraph):
-            out.append(block.text)
+            out.append(_markdown_marks(block.text))
         elif isinstance(block, Bullets):
-            out.append("\n".join(f"- {item}" for item in block.items))
+            out.append("\n".join(f"- {_markdown_marks(item)}" for item in block.items))
         elif isinstance(block, Table):
             lines = ["| " + " | ".join(map(_cell, block.headers)) + " |",
                      "|" + "|".join("---" for _ in block.headers) + "|"]
@@ -86,11 +104,15 @@ padding:0 1em;color:#222;line-height:1.5}
 table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:4px 10px;text-align:left}
 th{background:#f3f3f3}pre{background:#f6f8fa;padding:1em;overflow-x:auto}img{max-width:100%}
 h1{border-bottom:2px solid #444}h2{border-bottom:1px solid #ddd;margin-top:2em}
+.mark{display:inline-block;padding:0 .45em;border-radius:3px;font-size:.85em;font-weight:bold;color:#fff;
+white-space:nowrap}.mark-passed{background:#1a7f37}.mark-failed,.mark-error{background:#cf222e}
+.mark-inconclusive{background:#9a6700}.mark-warning{background:#bc4c00}.mark-none{background:#6e7781}
 """
 
 
 def _inline(text: str) -> str:
-    return _BOLD.sub(r"<strong>\1</strong>", html.escape(text))
+    marked = _MARK.sub(lambda m: f'<span class="mark mark-{m.group(1)}">{MARKS[m.group(1)]}</span>', html.escape(text))
+    return _BOLD.sub(r"<strong>\1</strong>", marked)
 
 
 def to_html(blocks: Sequence[Block], title: str, base: Path) -> str:

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pytest_mooncake.endpoints.model import SERVED_NAME
 from pytest_mooncake.endpoints.topology import TOPOLOGIES
-from pytest_mooncake.results.schema import HIT_ROUNDS, Outcome, Round, Verdict
+from pytest_mooncake.results.schema import HIT_ROUNDS, Outcome, Round, Verdict, uncredit_unserved
 from pytest_mooncake.results.store import load
 
 
@@ -47,6 +48,11 @@ class Run:
     def records(self, kind: str) -> list[Mapping[str, Any]]:
         return [r for r in self.document.get("records", []) if r.get("kind") == kind]
 
+    @property
+    def tests(self) -> list[Mapping[str, Any]]:
+        """Each test's outcome as the session recorded it (``Results.tests``); empty in older files."""
+        return [t for t in self.document.get("tests") or [] if isinstance(t, Mapping)]
+
 
 def load_run(path: Path) -> Run:
     try:
@@ -71,9 +77,11 @@ class Judged:
 
 def _verdicts(run: Run, name: str, data: Mapping[str, Any]) -> tuple[Verdict, ...]:
     try:
-        return tuple(Verdict.from_dict(v) for v in data.get("verdicts", []))
+        verdicts = [Verdict.from_dict(v) for v in data.get("verdicts", [])]
     except ValueError as exc:
         raise ValueError(f"{run.path}: record {name!r}: {exc}") from None
+    # A file written before gains were uncredited beside NOT SERVED BY MOONCAKE reads the same as a new one.
+    return tuple(uncredit_unserved(verdicts))
 
 
 @dataclass(frozen=True)
@@ -96,6 +104,13 @@ class Pair:
     mooncake: Mapping[str, Any] | None = None  # what proves Mooncake served the hits (Mooncake topologies)
     prediction: Mapping[str, Any] | None = None  # the design's hit TTFT beside the measured one
     no_prediction: str | None = None  # why a Mooncake hit round has no prediction
+
+    @property
+    def measures_reuse(self) -> bool:
+        """False for a scenario that reuses no prompt by design (cold_start, the negative control):
+        its change is not the cache's doing, so it is no finding and no improvement."""
+        reuse = self.definition.get("reuse")
+        return not (isinstance(reuse, (int, float)) and reuse == 0)
 
     @property
     def is_ab(self) -> bool:
@@ -183,6 +198,23 @@ class Recommendation:
     total: int
     failed: tuple[Judged, ...]
     inconclusive: tuple[Judged, ...]
+
+
+NOT_PASSED = ("failed", "error")
+
+
+def unpassed_tests(runs: Sequence[Run]) -> list[Mapping[str, Any]]:
+    """The failed and errored tests of the runs, in run order."""
+    return [t for run in runs for t in run.tests if t.get("outcome") in NOT_PASSED]
+
+
+def setup_scope(pairs: Sequence[Pair], runs: Sequence[Run], t: Mapping[str, str]) -> str | None:
+    """What makes the measured setup a test setup rather than a production one, or None: the
+    random-weight model we serve ourselves, or hardware without a GPU."""
+    reasons = [t["setup_dummy"].format(model=SERVED_NAME)] if any(p.model == SERVED_NAME for p in pairs) else []
+    if runs and not any((run.document.get("machine") or {}).get("gpus") for run in runs):
+        reasons.append(t["setup_cpu"])
+    return ", ".join(reasons) or None
 
 
 def recommend(judged: Sequence[Judged]) -> Recommendation:

@@ -33,9 +33,12 @@ def _bound(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _sample(key: str, end: str, value: float | None, rule: str, limit: float, at_ms: float) -> dict[str, Any]:
+def _sample(key: str, end: str, value: float | None, rule: str, limit: float, at_ms: float,
+            statistic: str | None = None) -> dict[str, Any]:
     # Allure keeps a sample only with an id, a key, a finite value and start/stop times (epoch ms).
-    return {"id": f"{key} ({end})", "key": f"{key} ({end})", "title": f"{key}, 95% CI {end}", "value": value,
+    # The title names the statistic judged (a stratum-weighted median is not the pooled one).
+    title = f"{key}{f' ({statistic})' if statistic else ''}, 95% CI {end}"
+    return {"id": f"{key} ({end})", "key": f"{key} ({end})", "title": title, "value": value,
             "start": at_ms, "stop": at_ms, "better": "higher" if rule == "metricMin" else "lower",
             "gate": {"rule": rule, "value": limit}}
 
@@ -45,15 +48,15 @@ def gate_samples(name: str, verdicts: Iterable[Verdict]) -> list[dict[str, Any]]
     samples = []
     at_ms = time.time() * 1000
     for verdict in verdicts:
-        key, limit = f"{name} {verdict.metric}", verdict.rule.value
+        key, limit, stat = f"{name} {verdict.metric}", verdict.rule.value, verdict.judged_statistic
         low, high = _bound(verdict.ci_low), _bound(verdict.ci_high)
         if verdict.rule.op is Op.AT_LEAST:
-            samples.append(_sample(key, "low end", low, "metricMin", limit, at_ms))
+            samples.append(_sample(key, "low end", low, "metricMin", limit, at_ms, stat))
         elif verdict.rule.op is Op.AT_MOST:
-            samples.append(_sample(key, "high end", high, "metricMax", limit, at_ms))
+            samples.append(_sample(key, "high end", high, "metricMax", limit, at_ms, stat))
         elif verdict.rule.op is Op.WITHIN:
-            samples += [_sample(key, "low end", low, "metricMin", -limit, at_ms),
-                        _sample(key, "high end", high, "metricMax", limit, at_ms)]
+            samples += [_sample(key, "low end", low, "metricMin", -limit, at_ms, stat),
+                        _sample(key, "high end", high, "metricMax", limit, at_ms, stat)]
         # Op.ABOVE (Mooncake served the hits) has no Allure rule: metricMin would pass a count of 0.
     return samples
 

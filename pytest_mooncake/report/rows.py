@@ -7,10 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pytest_mooncake.report.document import mark
 from pytest_mooncake.report.model import Pair, read
-from pytest_mooncake.results.schema import Op, Outcome, Statistic, Verdict
-
-STATUS = {Outcome.PASSED: "✅", Outcome.FAILED: "❌", Outcome.INCONCLUSIVE: "❔"}
+from pytest_mooncake.results.schema import Op, Statistic, Verdict
 
 
 @dataclass(frozen=True)
@@ -54,19 +53,28 @@ def change(row: Row, pair: Pair) -> float | None:
 
 
 def verdict_row(verdict: Verdict) -> str | None:
-    """The row a verdict judges, when it judges one of them."""
+    """The row whose statistic is the one the verdict judged, so the row's change is the verdict's
+    point estimate and sits inside its interval. None when no row holds that statistic: a
+    stratum-weighted median (not the pooled median of the rounds' stats), a throughput gain
+    (judged on the mean end-to-end latency, not on requests/s), a median TPOT change."""
+    if verdict.strata > 1 and verdict.statistic is not Statistic.MEAN:
+        return None
     if verdict.metric.startswith("ttft_reduction"):
         return {Statistic.MEDIAN: "ttft_median", Statistic.MEAN: "ttft_mean"}.get(verdict.statistic) if verdict.statistic else None
-    if verdict.metric.startswith("throughput_gain"):
-        return "requests_per_s"
-    if verdict.metric.startswith("tpot_change"):
+    if verdict.metric.startswith("tpot_change") and verdict.statistic is Statistic.MEAN:
         return "tpot_mean"
     return None
 
 
+def judged_change(verdict: Verdict) -> float:
+    """The verdict's point estimate as a change from baseline to cache, the table's terms."""
+    return _sign(verdict) * verdict.effect
+
+
 def _sign(verdict: Verdict) -> int:
-    # A TTFT reduction of 0.6 is a change of -60% in the table; gains keep their sign.
-    return -1 if verdict.metric.startswith("ttft_reduction") else 1
+    # A TTFT reduction of 0.6 is a change of -60% in the table (the control's gain is a TTFT
+    # reduction too); gains keep their sign.
+    return -1 if verdict.metric.startswith(("ttft_reduction", "control_gain")) else 1
 
 
 def target(verdict: Verdict) -> str:
@@ -90,8 +98,13 @@ def interval(verdict: Verdict) -> str:
 def status(verdict: Verdict | None) -> str:
     if verdict is None:
         return "-"
-    return STATUS[verdict.outcome]
+    return mark(verdict.outcome.value)
 
 
 def row_verdicts(pair: Pair) -> dict[str, Verdict]:
     return {key: v for v in pair.verdicts if (key := verdict_row(v)) is not None}
+
+
+def own_row_verdicts(pair: Pair) -> list[Verdict]:
+    """The verdicts of a pair's effects whose statistic no row holds: each gets a row of its own."""
+    return [v for v in pair.verdicts if v.statistic is not None and verdict_row(v) is None]

@@ -13,8 +13,8 @@ numpy-free, so the report and the Allure quality gates read verdicts without the
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
@@ -49,6 +49,21 @@ class Round(Word):
 
 # The cache-hit round of a cold-versus-hit record and of an A/B record: what the cache delivers.
 HIT_ROUNDS = (Round.HIT, Round.WITH_CACHE)
+
+
+class Kind(Word):
+    """What a results record measured; the report gives each kind its section."""
+
+    SERVING = "serving"
+    CAPACITY = "capacity"
+    TOPOLOGY = "topology"
+    REPLAY = "replay"
+    SERVING_FAULT = "serving-fault"
+    TRANSFER = "transfer"
+    CONCURRENCY = "concurrency"
+    EVICTION = "eviction"
+    SOAK = "soak"
+    FAULTS = "faults"
 
 
 class Outcome(Word):
@@ -107,12 +122,26 @@ class Rule:
         return Outcome.FAILED if wholly_out else Outcome.INCONCLUSIVE
 
 
+# The verdict that says whether Mooncake served the hits, and the gains that count only if it did.
+UNSERVED = "mooncake_served"
+GAINS = ("ttft_reduction", "throughput_gain", "capacity_gain")
+
 WORDS = {Outcome.PASSED: "meets", Outcome.FAILED: "misses", Outcome.INCONCLUSIVE: "is INCONCLUSIVE against"}
 
 
 def _finite(value: float) -> float | None:
     # JSON has no infinity or NaN: an unbounded end (or an undefined effect) is null.
     return value if math.isfinite(value) else None
+
+
+def uncredit_unserved(verdicts: Sequence[Verdict]) -> list[Verdict]:
+    """With a failed ``mooncake_served`` verdict (Mooncake served none of the hits), no gain
+    verdict beside it can pass: each becomes FAILED, saying why, so nothing shows it as met."""
+    unserved = any(v.metric == UNSERVED and v.outcome is Outcome.FAILED for v in verdicts)
+    if not unserved:
+        return list(verdicts)
+    why = "Mooncake served none of the hits (mooncake_served failed), so the gain is not Mooncake's"
+    return [v.uncredited(why) if v.metric.startswith(GAINS) else v for v in verdicts]
 
 
 def _number(data: Mapping[str, Any], key: str, missing: float) -> float:
@@ -137,19 +166,42 @@ class Verdict:
     n_after: int
     rule: Rule
     outcome: Outcome
+    # Non-empty strata of the after side: above 1 the statistic is each stratum's weighted by its share
+    # (serving.stats.bootstrap), which for the median is not the pooled median the rounds' stats hold.
+    strata: int = 1
     # Wording only, not what was judged, so equality ignores it.
     context: str = field(default="", compare=False)  # appended to the standard sentence, e.g. " (a vs b)"
     wording: str = field(default="", compare=False)  # a judge's own sentence, in place of the standard one
 
     @property
+    def judged_statistic(self) -> str | None:
+        """The statistic the effect was computed from, named as every place that shows it names it."""
+        if self.statistic is None:
+            return None
+        return f"stratum-weighted {self.statistic}" if self.strata > 1 and self.statistic is Statistic.MEDIAN else str(self.statistic)
+
+    @property
+    def figure(self) -> str:
+        """The judged value with its interval, e.g. ``39.3% (95% CI 37.5% .. 42.0%, stratum-weighted median
+        of n=40 vs n=40)``: written the same way in the terminal, the JSON, the report and Allure."""
+        basis = f", {self.judged_statistic} of n={self.n_after} vs n={self.n_before}" if self.statistic else ""
+        return f"{self.effect:.1%} (95% CI {self.ci_low:.1%} .. {self.ci_high:.1%}{basis})"
+
+    @property
     def message(self) -> str:
         if self.wording:
             return self.wording
-        basis = f", {self.statistic} of n={self.n_after} vs n={self.n_before}" if self.statistic else ""
         why = ("; the interval straddles the threshold: more requests per round narrow it"
                if self.outcome is Outcome.INCONCLUSIVE else "")
-        return (f"{self.metric} = {self.effect:.1%} (95% CI {self.ci_low:.1%} .. {self.ci_high:.1%}{basis}) "
-                f"{WORDS[self.outcome]} the threshold {self.rule}{self.context}{why}")
+        return f"{self.metric} = {self.figure} {WORDS[self.outcome]} the threshold {self.rule}{self.context}{why}"
+
+    def uncredited(self, why: str) -> Verdict:
+        """This verdict failed because what it measured is not what the run qualifies (e.g. a gain
+        Mooncake did not serve): it cannot pass, whatever its interval says, and never reads as met."""
+        if self.outcome is Outcome.FAILED:
+            return self
+        return replace(self, outcome=Outcome.FAILED,
+                       wording=f"{self.metric} = {self.figure} against the threshold {self.rule}{self.context}: NOT CREDITED, {why}")
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -163,6 +215,7 @@ class Verdict:
             "op": self.rule.op.value,
             "threshold": self.rule.value,
             "outcome": self.outcome.value,
+            "strata": self.strata,
             "message": self.message,
         }
 
@@ -181,6 +234,7 @@ class Verdict:
                 n_after=int(data["n_after"]),
                 rule=Rule(data["op"], _number(data, "threshold", math.nan)),
                 outcome=Outcome(data["outcome"]),
+                strata=int(data.get("strata") or 1),
                 wording=str(data.get("message") or ""),
             )
         except KeyError as exc:

@@ -87,12 +87,24 @@ class Results:
     rootdir: Path
     started: float = field(default_factory=time.time)
     records: list[dict[str, Any]] = field(default_factory=list)
+    # Each test's outcome: the report lists the failed and errored ones beside the verdicts.
+    tests: list[dict[str, Any]] = field(default_factory=list)
     topology: dict[str, Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, kind: str, name: str, data: dict[str, Any], *, test: str | None = None) -> None:
         with self._lock:
             self.records.append({"kind": kind, "name": name, "test": test, "data": data})
+
+    def outcome(self, test: str, outcome: str, message: str = "") -> None:
+        """``test`` (a node id) ended ``passed``, ``failed`` (its call), ``error`` (its set-up or
+        tear-down) or ``skipped``; a later phase's failure replaces an earlier phase's outcome."""
+        with self._lock:
+            known = next((t for t in self.tests if t["test"] == test), None)
+            if known is None:
+                self.tests.append({"test": test, "outcome": outcome, "message": message})
+            elif outcome in ("failed", "error") or known["outcome"] == "skipped":
+                known.update(outcome=outcome, message=message)
 
     def document(self) -> dict[str, Any]:
         return {
@@ -110,6 +122,7 @@ class Results:
             },
             "config": self.config.redacted(),
             "records": self.records,
+            "tests": self.tests,
         }
 
     @property

@@ -176,4 +176,4 @@ def judge(
     """Verdict on ``effect(after vs before)`` against ``rule`` (``after`` may be strata, see ``bootstrap``)."""
     e = bootstrap(before, after, effect=effect, statistic=statistic)
     return Verdict(metric, Statistic(statistic), e.value, e.ci_low, e.ci_high, e.n_a, e.n_b, rule,
-                   rule.outcome(e.ci_low, e.ci_high), context=context)
+                   rule.outcome(e.ci_low, e.ci_high), strata=len(_strata(after)), context=context)

@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from pytest_mooncake import MODELS, MasterHandle, MasterMetrics, StoreClient
+from pytest_mooncake import MasterHandle, MasterMetrics, StoreClient
+from pytest_mooncake.qualify.capacity import MODELS
 
 # A string condition sees the run's config: skipped when pytest-benchmark is not installed or
 # disabled with -p no:benchmark, instead of erroring on the missing fixture.

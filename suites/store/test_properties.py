@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, rule
 
-from pytest_mooncake import BAD, Checker, StoreClient
+from pytest_mooncake import StoreClient
+from pytest_mooncake.cluster.integrity import BAD, Checker
 
 KEYS = st.sampled_from([f"k{i}" for i in range(6)])
 SIZES = st.sampled_from([1, 100, 4096, 65536])

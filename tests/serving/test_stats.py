@@ -89,6 +89,10 @@ def test_a_median_over_strata_weights_each_kind_of_request_by_its_share() -> Non
     assert (estimate.ci_low, estimate.ci_high) == _reference_interval(cold, [fast, slow], np.median, lambda x, y: 1 - y / x)
     uneven = bootstrap(cold, [fast[:1], slow])
     assert uneven.value == pytest.approx(1 - (0.2 * fast[0] + 0.8 * np.median(slow)) / np.median(cold))
+    # The verdict says which median it judged; an empty stratum is no stratum.
+    assert judge("ttft_reduction", cold, [fast, slow], Rule(">=", 0.1)).judged_statistic == "stratum-weighted median"
+    assert judge("ttft_reduction", cold, [fast + slow, []], Rule(">=", 0.1)).strata == 1
+    assert judge("ttft_reduction", cold, fast + slow, Rule(">=", 0.1)).judged_statistic == "median"
 
 
 def test_bootstrap_refuses_what_it_cannot_compute() -> None:
