@@ -312,7 +312,7 @@ def test_local_buffer_below_the_minimum(pytester: pytest.Pytester, size: str, sh
 
 
 def test_local_buffer_minimum_is_the_largest_store_object() -> None:
-    from pytest_mooncake import MODELS
+    from pytest_mooncake.qualify.capacity import MODELS
     from pytest_mooncake.config.options import MIN_LOCAL_BUFFER
 
     assert MODELS["llama-3.1-8b"].kv_bytes(128) == MIN_LOCAL_BUFFER
