@@ -18,9 +18,15 @@ def _bullets(lines: Iterable[str]) -> str:
     return "\n".join(f"  - {line}" for line in lines)
 
 
+def install_extra(extra: str) -> str:
+    """How to add one of our extras: the package is on no index, so from a checkout or a built wheel."""
+    return (f"install the [{extra}] extra: pip install -e '.[{extra}]' in a pytest-mooncake checkout, or "
+            f"pip install \"$(ls dist/pytest_mooncake-*.whl)[{extra}]\" from a built wheel (README: Install)")
+
+
 # How to get the Mooncake binaries (mooncake_master, transfer_engine_bench).
-INSTALL_MOONCAKE = ("pip install 'pytest-mooncake[mooncake]' (CPU) or mooncake-transfer-engine / "
-                    "mooncake-transfer-engine-cuda13 (GPU hosts)")
+INSTALL_MOONCAKE = (install_extra("mooncake") + "; GPU hosts install mooncake-transfer-engine or "
+                    "mooncake-transfer-engine-cuda13 instead")
 
 
 class BinaryNotFound(MooncakeError):

@@ -18,4 +18,4 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     if not _SERVING_MISSING:
         return []
     return [f"mooncake: serving suites not collected: {', '.join(_SERVING_MISSING)} not installed "
-            "(pip install 'pytest-mooncake[serving]')"]
+            "(the [suites] extra: pip install -e '.[suites]' in a checkout; README: Install)"]

@@ -18,7 +18,7 @@ from pytest_mooncake.endpoints.preflight import check_cache_wired, cold_prompt
 from pytest_mooncake.endpoints.server import attach_endpoint
 from pytest_mooncake.endpoints.tokens import local_tokenizer
 from pytest_mooncake.endpoints.topology import TOPOLOGIES
-from pytest_mooncake.errors import BinaryNotFound, MooncakeError, NamespaceUnavailable
+from pytest_mooncake.errors import INSTALL_MOONCAKE, BinaryNotFound, MooncakeError, NamespaceUnavailable
 from pytest_mooncake.runtime.binaries import find_binary
 from pytest_mooncake.runtime.netns import NetworkNamespace
 from pytest_mooncake.runtime.probes import HTTPProbe, http_get_text, http_request
@@ -42,7 +42,7 @@ def _binary(name: str, config: MooncakeConfig, option: str) -> Iterator[Check]:
     try:
         path = find_binary(name, explicit, option)
     except BinaryNotFound:
-        yield Check(name, False, "not found", f"pip install 'pytest-mooncake[mooncake]', or give {option}")
+        yield Check(name, False, "not found", f"{INSTALL_MOONCAKE}, or give {option}")
         return
     ldd = subprocess.run(["ldd", str(path)], capture_output=True, text=True, timeout=30, check=False)
     missing = [line.split()[0] for line in ldd.stdout.splitlines() if "not found" in line]
@@ -60,7 +60,7 @@ def _spawn_checks(config: MooncakeConfig) -> Iterator[Check]:
         "mooncake.store",
         store is not None,
         "importable" if store else "not importable",
-        "pip install 'pytest-mooncake[mooncake]'",
+        INSTALL_MOONCAKE,
     )
     if config.netns == "off":
         yield Check("network namespace", True, "isolation off (--mooncake-netns=off)")

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pytest_mooncake.errors import install_extra
 from pytest_mooncake.report.model import Capacity, Pair, read
 
 
@@ -21,8 +22,7 @@ def _pyplot() -> Any:
     try:
         import matplotlib
     except ImportError:
-        raise RuntimeError("charts need matplotlib: pip install 'pytest-mooncake[report]' "
-                           "(or pass --no-charts)") from None
+        raise RuntimeError(f"charts need matplotlib: {install_extra('report')} (or pass --no-charts)") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -49,7 +49,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
-from pytest_mooncake.errors import USAGE_ERROR
+from pytest_mooncake.errors import USAGE_ERROR, install_extra
 from pytest_mooncake.qualify.capacity import GPUS, MODELS, Gpu, ModelShape, gpu_spec, recompute_seconds
 from pytest_mooncake.qualify.traces import BLOCK_TOKENS, TraceFormatError, TraceRecord, leading_hits, load_trace
 
@@ -400,7 +400,7 @@ def plot(results: Sequence[SimResult], path: Path) -> None:
     try:
         from matplotlib.figure import Figure
     except ImportError:
-        raise ImportError("the simulator chart needs matplotlib: pip install 'pytest-mooncake[report]'") from None
+        raise ImportError(f"the simulator chart needs matplotlib: {install_extra('report')}") from None
     # A bare Figure renders with Agg and leaves pyplot's global backend alone.
     figure = Figure(figsize=(11, 4), layout="constrained")
     hits, load, wait = figure.subplots(1, 3)
