@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from pytest_mooncake.errors import INSTALL_MOONCAKE
 from pytest_mooncake.qualify.traces import bundled_trace
 from pytest_mooncake.results.store import SCHEMA_VERSION
 
@@ -321,9 +322,8 @@ def test_local_buffer_minimum_is_the_largest_store_object() -> None:
 def test_missing_master_binary(pytester: pytest.Pytester) -> None:
     line = _usage_error(pytester, "--mooncake-master-bin=/nonexistent")
     assert line == ("ERROR: mooncake_master_bin = '/nonexistent' (from command line --mooncake-master-bin): no "
-                    "executable file there. Fix: give the path of mooncake_master (the Mooncake wheel ships it: pip "
-                    "install 'pytest-mooncake[mooncake]' (CPU) or mooncake-transfer-engine / "
-                    "mooncake-transfer-engine-cuda13 (GPU hosts)), or drop the option to use the wheel's.")
+                    "executable file there. Fix: give the path of mooncake_master (the Mooncake wheel ships it: "
+                    f"{INSTALL_MOONCAKE}), or drop the option to use the wheel's.")
 
 
 def test_ha_masters_without_etcd(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
