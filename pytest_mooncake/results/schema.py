@@ -6,6 +6,10 @@ A verdict compares an effect measured in one run with a threshold through its 95
 - ``failed``: the whole interval is on the failing side;
 - ``inconclusive``: the interval straddles the threshold. It is never a pass.
 
+A sequential verdict (``serving.sequential``) is judged after each look and stops at the first
+conclusive one or when its budget ends; it records its interval's level, its looks and why it
+stopped (``STOP_DECIDED`` or ``STOP_BUDGET``).
+
 numpy-free, so the report and the Allure quality gates read verdicts without the serving extra;
 ``serving.stats`` computes them.
 """
@@ -107,6 +111,15 @@ class Rule:
         return Outcome.FAILED if wholly_out else Outcome.INCONCLUSIVE
 
 
+STOP_DECIDED = "decided"
+STOP_BUDGET = "budget exhausted"
+
+
+def level_text(level: float) -> str:
+    """95% -> "95%", 0.99167 -> "99.2%": the confidence level as the messages print it."""
+    return f"{level * 100:.3g}%"
+
+
 WORDS = {Outcome.PASSED: "meets", Outcome.FAILED: "misses", Outcome.INCONCLUSIVE: "is INCONCLUSIVE against"}
 
 
@@ -126,7 +139,7 @@ def _number(data: Mapping[str, Any], key: str, missing: float) -> float:
 
 @dataclass(frozen=True)
 class Verdict:
-    """An effect's 95% interval judged against a rule."""
+    """An effect's interval (95%, or a sequential look's level) judged against a rule."""
 
     metric: str
     statistic: Statistic | None  # None: not one statistic of two samples (a capacity, a counter)
@@ -137,6 +150,9 @@ class Verdict:
     n_after: int
     rule: Rule
     outcome: Outcome
+    level: float = 0.95  # the interval's confidence level
+    looks: int = 1  # sequential: the looks taken; n_before / n_after are then the n at stop
+    stop: str = ""  # sequential: STOP_DECIDED or STOP_BUDGET; empty: judged once
     # Wording only, not what was judged, so equality ignores it.
     context: str = field(default="", compare=False)  # appended to the standard sentence, e.g. " (a vs b)"
     wording: str = field(default="", compare=False)  # a judge's own sentence, in place of the standard one
@@ -148,10 +164,19 @@ class Verdict:
         basis = f", {self.statistic} of n={self.n_after} vs n={self.n_before}" if self.statistic else ""
         why = ("; the interval straddles the threshold: more requests per round narrow it"
                if self.outcome is Outcome.INCONCLUSIVE else "")
-        return (f"{self.metric} = {self.effect:.1%} (95% CI {self.ci_low:.1%} .. {self.ci_high:.1%}{basis}) "
-                f"{WORDS[self.outcome]} the threshold {self.rule}{self.context}{why}")
+        if self.outcome is Outcome.INCONCLUSIVE and self.stop == STOP_BUDGET:
+            why = ("; the interval still straddles the threshold when the budget ran out: a larger "
+                   "--mooncake-verdict-looks or --mooncake-verdict-seconds narrows it")
+        return (f"{self.metric} = {self.effect:.1%} ({level_text(self.level)} CI {self.ci_low:.1%} .. {self.ci_high:.1%}"
+                f"{basis}{self.sequence}) {WORDS[self.outcome]} the threshold {self.rule}{self.context}{why}")
+
+    @property
+    def sequence(self) -> str:
+        """"; 2 looks, decided" for a sequential verdict, else empty."""
+        return f"; {self.looks} look{'s' if self.looks != 1 else ''}, {self.stop}" if self.stop else ""
 
     def as_dict(self) -> dict[str, Any]:
+        """The JSON form; a sequential verdict adds its level, looks and stop reason."""
         return {
             "metric": self.metric,
             "statistic": None if self.statistic is None else self.statistic.value,
@@ -163,6 +188,7 @@ class Verdict:
             "op": self.rule.op.value,
             "threshold": self.rule.value,
             "outcome": self.outcome.value,
+            **({"level": self.level, "looks": self.looks, "stop": self.stop} if self.stop else {}),
             "message": self.message,
         }
 
@@ -181,6 +207,9 @@ class Verdict:
                 n_after=int(data["n_after"]),
                 rule=Rule(data["op"], _number(data, "threshold", math.nan)),
                 outcome=Outcome(data["outcome"]),
+                level=_number(data, "level", 0.95) if "level" in data else 0.95,
+                looks=int(data.get("looks", 1)),
+                stop=str(data.get("stop") or ""),
                 wording=str(data.get("message") or ""),
             )
         except KeyError as exc:

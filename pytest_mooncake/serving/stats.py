@@ -4,9 +4,9 @@ Percentiles use numpy's default (linear interpolation), as vLLM's ``bench serve`
 statistics use successful records only, failures are counted by ``RequestError.kind``.
 
 A verdict (``pytest_mooncake.results.schema.Verdict``) compares an effect measured in one run with a
-threshold through its seeded 95% percentile-bootstrap interval. An inconclusive one is never a
-pass: the test fails with the word INCONCLUSIVE and reports show it apart from failures. More
-requests per round (``--mooncake-requests-per-scenario``) narrow the interval.
+threshold through its seeded percentile-bootstrap interval (95%, or a look's level when the
+verdict is sequential: ``serving.sequential``). An inconclusive one is never a pass: the test
+fails with the word INCONCLUSIVE and reports show it apart from failures.
 
 Effects of sample ``b`` against reference ``a`` (``stat`` is the median or the mean):
 
@@ -129,8 +129,10 @@ def bootstrap(
     statistic: str = "median",
     resamples: int = 4000,
     seed: int = 0,
+    level: float = 0.95,
 ) -> Estimate:
-    """``effect`` of ``b`` against ``a`` and its 95% percentile-bootstrap interval.
+    """``effect`` of ``b`` against ``a`` and its percentile-bootstrap interval at ``level`` (a
+    sequential verdict's look uses its spent share of the error, see ``serving.sequential``).
 
     ``b`` may be given as strata (lists of values): a round that mixes reusing and fresh
     requests by design is resampled within each stratum, so the interval reflects timing
@@ -159,7 +161,8 @@ def bootstrap(
     boot_a = stat(rng.choice(xa, size=(resamples, xa.size)), axis=1)
     boot_b = mixed([rng.choice(s, size=(resamples, s.size)) for s in strata])
     with np.errstate(divide="ignore", invalid="ignore"):
-        low, high = np.nanpercentile(fn(boot_a, boot_b), [2.5, 97.5])
+        tail = round(50 * (1 - level), 12)  # 2.5 for 95%, not 2.5000000000000022
+        low, high = np.nanpercentile(fn(boot_a, boot_b), [tail, 100 - tail])
     return Estimate(effect, statistic, float(fn(point_a, point_b)), float(low), float(high), int(xa.size), n_b)
 
 
@@ -172,8 +175,12 @@ def judge(
     effect: str = "reduction",
     statistic: str = "median",
     context: str = "",
+    level: float = 0.95,
+    resamples: int = 4000,
+    seed: int = 0,
 ) -> Verdict:
-    """Verdict on ``effect(after vs before)`` against ``rule`` (``after`` may be strata, see ``bootstrap``)."""
-    e = bootstrap(before, after, effect=effect, statistic=statistic)
+    """Verdict on ``effect(after vs before)`` against ``rule`` (``after`` may be strata, see ``bootstrap``)
+    through the interval at ``level``."""
+    e = bootstrap(before, after, effect=effect, statistic=statistic, level=level, resamples=resamples, seed=seed)
     return Verdict(metric, Statistic(statistic), e.value, e.ci_low, e.ci_high, e.n_a, e.n_b, rule,
-                   rule.outcome(e.ci_low, e.ci_high), context=context)
+                   rule.outcome(e.ci_low, e.ci_high), context=context, level=level)
