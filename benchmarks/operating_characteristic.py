@@ -17,7 +17,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from pytest_mooncake.config.options import MooncakeConfig  # noqa: E402
+from pytest_mooncake.qualify.capacity_search import SearchPlan  # noqa: E402
 from pytest_mooncake.qualify.protocol import verdict_design  # noqa: E402
+from pytest_mooncake.qualify.step_characteristic import step_characteristic  # noqa: E402
 from pytest_mooncake.qualify.scenarios import default_scenarios  # noqa: E402
 from pytest_mooncake.serving.operating import HEADER, Noise, control, reuse  # noqa: E402
 
@@ -31,6 +33,7 @@ def main() -> int:
     design = verdict_design(MooncakeConfig.from_defaults())
     scenarios = default_scenarios(4096)
     high, control_look = scenarios["high_reuse"].requests, scenarios["low_reuse"].requests
+    plan = SearchPlan(deadline_s=1.0)
     began = time.perf_counter()
     lines = [f"# Operating characteristic of the sequential verdicts\n",
              f"Default design: at most {design.looks} looks, each interval at {design.level:.4f} (Bonferroni), "
@@ -43,6 +46,10 @@ def main() -> int:
         (f"negative control (control_gain <= 10%), looks of {control_look} + {control_look} interleaved requests",
          ((sigma, lambda s=sigma, g=gain: control(g, 0.10, control_look, design, Noise(s), runs=args.runs // 2, seed=2))
           for sigma in (0.15, 0.3) for gain in (0.0, 0.20))),
+        (f"capacity step (TTFT p90 <= SLO; true effect = true p90 / SLO - 1), {plan.step_requests} arrivals a look "
+         f"({plan.warmup_share:.0%} not counted), at most {plan.step_looks} looks, distribution-free p90 interval",
+         ((sigma, lambda s=sigma, r=ratio: step_characteristic(r, plan, Noise(s), runs=args.runs // 2, seed=3))
+          for sigma in (0.4,) for ratio in (0.3, 0.5, 1.0, 1.5, 2.0))),
     ]
     for title, rows in sections:
         lines.append(f"## {title}\n")

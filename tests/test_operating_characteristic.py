@@ -10,7 +10,9 @@ from __future__ import annotations
 import pytest
 
 from pytest_mooncake.config.options import MooncakeConfig
+from pytest_mooncake.qualify.capacity_search import SearchPlan
 from pytest_mooncake.qualify.protocol import verdict_design
+from pytest_mooncake.qualify.step_characteristic import step_characteristic
 from pytest_mooncake.qualify.scenarios import default_scenarios
 from pytest_mooncake.serving.operating import Noise, control, reuse, table
 
@@ -44,3 +46,12 @@ def test_the_negative_control_ends_clean_when_nothing_is_reused() -> None:
     print("\n" + table([clean, contaminated]))
     assert clean.passed >= 0.99
     assert contaminated.passed == 0 and contaminated.failed >= 0.99
+
+
+def test_a_capacity_step_passes_only_below_the_slo_and_decides_far_from_it() -> None:
+    plan = SearchPlan(deadline_s=1.0)  # the default step: 30 arrivals a look, 4 looks at most
+    rows = [step_characteristic(ratio, plan, Noise(0.4), runs=RUNS, seed=31 + i) for i, ratio in enumerate((0.3, 1.0, 1.5))]
+    print("\n" + table(rows))
+    far_below, at, above = rows
+    assert at.passed <= 0.025 and above.passed == 0
+    assert far_below.passed >= 0.99 and above.failed >= 0.99
