@@ -65,6 +65,7 @@ _EXPORTS = {
     "Counters": "pytest_mooncake.qualify.protocol",
     "Protocol": "pytest_mooncake.qualify.protocol",
     "merge_looks": "pytest_mooncake.qualify.protocol",
+    "ScenarioRun": "pytest_mooncake.qualify.protocol",
     "verdict_design": "pytest_mooncake.qualify.protocol",
     "replay": "pytest_mooncake.qualify.replay",
     "replayable": "pytest_mooncake.qualify.replay",
