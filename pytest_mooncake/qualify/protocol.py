@@ -165,6 +165,7 @@ class Protocol:
         self._endpoints = [endpoint] + ([hit_endpoint] if hit_endpoint else [])
         self._server_counters = [server_counters(e) for e in self._endpoints]
         self._store_counters = store_counters
+        self._look = 1  # the look being measured, for the progress line
 
     def _target(self, round_name: str) -> Endpoint:
         """Cross-instance: the cold round goes to the writer, every later round to the reader."""
@@ -193,7 +194,8 @@ class Protocol:
                endpoint: Endpoint | None = None) -> RoundResult:
         before = self._counters()
         target = endpoint or self._target(name)
-        progress = Progress(self.progress, f"{scenario.name} {name}", len(specs)) if self.progress and len(specs) > 1 else None
+        title = f"{scenario.name} {name}" + (f" (look {self._look})" if self._look > 1 else "")
+        progress = Progress(self.progress, title, len(specs)) if self.progress and len(specs) > 1 else None
         limit = concurrency or scenario.concurrency or self.config.concurrency or len(specs) or 1
         with step(f"round {name}: {len(specs)} requests to {target.label}"), progress or nullcontext():
             records = run_requests(target.client_config(self.config.request_timeout),
@@ -218,6 +220,7 @@ class Protocol:
 
     def run(self, scenario: Scenario, look: int = 1) -> ScenarioRun:
         """One look (by default the first) of ``scenario``: ``scenario.requests`` requests a round."""
+        self._look = look
         builder = PromptBuilder(self.pool, self._salt(scenario, look), scenario)
         reset = self._prepare(scenario, look)
         if scenario.turns:
