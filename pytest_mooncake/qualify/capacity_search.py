@@ -30,8 +30,9 @@ Every step must fit in what is left of the deadline, or the search stops and say
 bracket left open then makes the capacity gain INCONCLUSIVE, and the verdict says which
 topology's bracket is open.
 
-Each step's p90 has a seeded percentile-bootstrap interval over its requests. The first
-``warmup_share`` of a step's arrivals met an emptier queue than the rest and are not counted.
+Each step's p90 has a distribution-free interval over its requests (order statistics, ``p90``):
+a conclusive pass needs at least 29 counted requests at 95%, 49 at a 4-look step's level. The
+first ``warmup_share`` of a step's arrivals met an emptier queue than the rest and are not counted.
 A failed request (an error, or unfinished when the step's drain time ran out) did not meet the
 SLO: it counts as infinitely slow, and the p90 uses numpy's ``higher`` method, so it is always an
 observed value and an infinity never enters an interpolation.
