@@ -71,7 +71,7 @@ def test_the_verdict_says_its_level_looks_and_stop_reason() -> None:
     assert "budget ran out" in out.message and "--mooncake-verdict-looks" in out.message
 
 
-class _LookProtocol:
+class _FakeLookProtocol:
     """Serves one ScenarioRun per look from a list of hit TTFTs, as Protocol.run(scenario, look) would."""
 
     def __init__(self, scenario: Scenario, hit_ttfts: list[float]) -> None:
@@ -92,7 +92,7 @@ SCENARIO = Scenario("high_reuse", 8, 900, 100, reuse=1.0)
 
 
 def test_a_clear_effect_stops_at_the_first_look() -> None:
-    protocol = _LookProtocol(SCENARIO, [0.1] * 12)
+    protocol = _FakeLookProtocol(SCENARIO, [0.1] * 12)
     evaluation = measure(protocol, SCENARIO, {"ttft_reduction": 0.6}, Design(12))  # type: ignore[arg-type]
     [verdict] = evaluation.verdicts
     assert protocol.looks == [1] and evaluation.problems == []
@@ -101,7 +101,7 @@ def test_a_clear_effect_stops_at_the_first_look() -> None:
 
 
 def test_a_marginal_effect_takes_more_looks_and_reports_n_at_stop() -> None:
-    protocol = _LookProtocol(SCENARIO, [0.38] * 3)
+    protocol = _FakeLookProtocol(SCENARIO, [0.38] * 3)
     evaluation = measure(protocol, SCENARIO, {"ttft_reduction": 0.6}, Design(3))  # type: ignore[arg-type]
     [verdict] = evaluation.verdicts
     assert protocol.looks == [1, 2, 3]
@@ -110,7 +110,7 @@ def test_a_marginal_effect_takes_more_looks_and_reports_n_at_stop() -> None:
 
 
 def test_failed_requests_stop_the_looks_at_once() -> None:
-    protocol = _LookProtocol(SCENARIO, [0.38] * 3)
+    protocol = _FakeLookProtocol(SCENARIO, [0.38] * 3)
     original = protocol.run
 
     def broken(scenario: Scenario, look: int = 1) -> ScenarioRun:
@@ -126,7 +126,7 @@ def test_failed_requests_stop_the_looks_at_once() -> None:
 
 def test_looks_merge_round_by_round_and_strata_follow_each_look() -> None:
     scenario = Scenario("medium_reuse", 4, 900, 100, reuse=0.5)
-    protocol = _LookProtocol(scenario, [0.2, 0.2])
+    protocol = _FakeLookProtocol(scenario, [0.2, 0.2])
     merged = merge_looks([protocol.run(scenario, 1), protocol.run(scenario, 2)])
     assert [len(r.records) for r in merged.rounds] == [8, 8]
     assert [r.wall_s for r in merged.rounds] == [16.0, 2.0]
