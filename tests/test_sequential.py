@@ -14,7 +14,7 @@ from pytest_mooncake.qualify.reuse import _strata, measure
 from pytest_mooncake.qualify.scenarios import Scenario
 from pytest_mooncake.results.schema import STOP_BUDGET, STOP_DECIDED, Outcome, Rule, Verdict
 from pytest_mooncake.serving import RequestError
-from pytest_mooncake.serving.sequential import Design, Sequence
+from pytest_mooncake.serving.sequential import Design, Looks
 from tests.test_reuse import _record
 
 
@@ -25,7 +25,7 @@ def test_each_look_spends_an_equal_share_of_the_error() -> None:
         Design(0)
 
 
-def _outcomes(sequence: Sequence, per_look: list[list[Outcome]]) -> int:
+def _outcomes(sequence: Looks, per_look: list[list[Outcome]]) -> int:
     for look in sequence:
         sequence.conclude(per_look[look - 1])
     return sequence.looks
@@ -33,18 +33,18 @@ def _outcomes(sequence: Sequence, per_look: list[list[Outcome]]) -> int:
 
 def test_it_stops_at_the_first_decided_look_or_a_failure() -> None:
     undecided, decided = [Outcome.PASSED, Outcome.INCONCLUSIVE], [Outcome.PASSED, Outcome.PASSED]
-    sequence = Sequence(Design(5))
+    sequence = Looks(Design(5))
     assert _outcomes(sequence, [undecided, undecided, decided, decided, decided]) == 3
     assert sequence.stop == STOP_DECIDED
-    failed = Sequence(Design(5))
+    failed = Looks(Design(5))
     assert _outcomes(failed, [[Outcome.FAILED, Outcome.INCONCLUSIVE]] * 5) == 1 and failed.stop == STOP_DECIDED
 
 
 def test_it_stops_when_the_looks_or_the_seconds_run_out() -> None:
-    sequence = Sequence(Design(3))
+    sequence = Looks(Design(3))
     assert _outcomes(sequence, [[Outcome.INCONCLUSIVE]] * 5) == 3 and sequence.stop == STOP_BUDGET
     now = [0.0]
-    timed = Sequence(Design(10, seconds=25.0), clock=lambda: now[0])
+    timed = Looks(Design(10, seconds=25.0), clock=lambda: now[0])
     for _ in timed:
         now[0] += 10.0
         timed.conclude([Outcome.INCONCLUSIVE])
@@ -53,12 +53,12 @@ def test_it_stops_when_the_looks_or_the_seconds_run_out() -> None:
 
 def test_a_look_must_be_judged() -> None:
     with pytest.raises(RuntimeError, match="conclude"):
-        for _ in Sequence(Design(2)):
+        for _ in Looks(Design(2)):
             pass
 
 
 def test_the_verdict_says_its_level_looks_and_stop_reason() -> None:
-    sequence = Sequence(Design(4))
+    sequence = Looks(Design(4))
     _outcomes(sequence, [[Outcome.INCONCLUSIVE], [Outcome.PASSED]])
     verdict = sequence.stamp(Verdict("ttft_reduction", None, 0.7, 0.65, 0.75, 16, 16, Rule(">=", 0.6), Outcome.PASSED,
                                      level=sequence.level))

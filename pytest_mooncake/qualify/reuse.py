@@ -27,13 +27,15 @@ from typing import Any
 from pytest_mooncake.endpoints.tokens import Tokenize, tokenizer_for
 from pytest_mooncake.endpoints.topology import KV_BLOCK_TOKENS
 from pytest_mooncake.qualify.capacity import ModelShape, predict_hit
-from pytest_mooncake.qualify.protocol import Protocol, ScenarioRun, merge_looks
+from pytest_mooncake.qualify.protocol import ReuseProtocol, ScenarioRun, merge_looks
 from pytest_mooncake.qualify.scenarios import Scenario
 from pytest_mooncake.results.schema import Op, Outcome, Round, Rule, Verdict, level_text
 from pytest_mooncake.serving import SLO, judge, round_stats
-from pytest_mooncake.serving.sequential import Design, Sequence
+from pytest_mooncake.serving.sequential import Design, Looks
 
 Stamp = Callable[[Verdict], Verdict]
+
+__all__ = ["Explain", "evaluate", "measure"]
 
 # Below this share of the expected reusable tokens, a hit is reported as partial.
 PARTIAL_HIT = 0.9
@@ -212,12 +214,12 @@ def _values(run: ScenarioRun, round_name: Round, metric: str) -> list[float]:
 
 
 def measure(
-    protocol: Protocol, scenario: Scenario, thresholds: dict[str, float], design: Design, *, statistic: str = "median",
+    protocol: ReuseProtocol, scenario: Scenario, thresholds: dict[str, float], design: Design, *, statistic: str = "median",
     tokenizer: Tokenize | None = None, explain: Explain | None = None,
 ) -> Evaluation:
     """``scenario`` measured in looks and judged after each (``serving.sequential``): it stops at the
     first look where no verdict is inconclusive or one has failed, or when ``design``'s budget ends."""
-    sequence = Sequence(design)
+    sequence = Looks(design)
     runs: list[ScenarioRun] = []
     for look in sequence:
         # A look sends scenario.requests per round: the one place a look's size is decided.

@@ -1,6 +1,6 @@
 """The operating characteristic of the sequential verdicts, measured by simulation, no server.
 
-Each simulated run goes through the whole procedure the plugin uses (``sequential.Sequence``
+Each simulated run goes through the whole procedure the plugin uses (``sequential.Looks``
 over looks, the bootstrap interval of ``stats.judge`` on everything measured so far at the
 look's level, ``Rule.outcome``) on TTFTs drawn
 like the recorded ones: lognormal jitter (``sigma``) times an occasional stall (``stall_share``
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pytest_mooncake.results.schema import Outcome, Rule
-from pytest_mooncake.serving.sequential import Design, Sequence
+from pytest_mooncake.serving.sequential import Design, Looks
 from pytest_mooncake.serving.stats import intervals
 
 
@@ -67,7 +67,7 @@ def simulate(name: str, true_effect: float, batch: Batch, rule: Rule, design: De
     """``runs`` runs of the sequential verdict ``rule`` on batches drawn by ``batch``; the runs still
     looking are judged together (``stats.intervals``, as ``stats.judge`` does for one)."""
     rng = np.random.default_rng(seed)
-    sequences = [Sequence(design, clock=lambda: 0.0) for _ in range(runs)]
+    sequences = [Looks(design, clock=lambda: 0.0) for _ in range(runs)]
     looking = [iter(s) for s in sequences]
     for step in looking:
         next(step)

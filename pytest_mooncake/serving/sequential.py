@@ -11,7 +11,7 @@ chance that *any* look's interval misses the true effect is at most ``1 - confid
 rule (a conclusive interval, the clock) decides when to stop. It is conservative; the
 operating characteristic measured by ``serving.operating`` shows how much.
 
-``Sequence`` is the loop: ``for look in sequence`` yields the look numbers; after each look the
+``Looks`` is the loop: ``for look in looks`` yields the look numbers; after each look the
 caller judges its verdicts at ``sequence.level`` and tells ``sequence.conclude(outcomes)``,
 which ends the loop when no verdict is inconclusive, one has conclusively failed, the last
 look is done, or the seconds budget is spent. ``sequence.stamp(verdict)`` records the looks
@@ -47,7 +47,7 @@ class Design:
         return 1.0 - (1.0 - self.confidence) / self.looks
 
 
-class Sequence:
+class Looks:
     """The looks of one sequential verdict (or of several judged together on the same data)."""
 
     def __init__(self, design: Design, clock: Callable[[], float] = time.monotonic) -> None:

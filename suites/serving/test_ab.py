@@ -10,24 +10,21 @@ import pytest
 
 from pytest_mooncake import (
     Endpoint,
+    Kind,
     MooncakeConfig,
     Outcome,
-    Protocol,
-    Results,
+    Record,
     Round,
     Rule,
     Scenario,
-    ScenarioRun,
-    Sequence,
     TokenPool,
     attach_statistics,
     effective_thresholds,
     judge,
     label,
-    merge_looks,
     show,
-    verdict_design,
 )
+from pytest_mooncake.qualify.protocol import Looks, ReuseProtocol, ScenarioRun, merge_looks, verdict_design
 
 pytestmark = pytest.mark.requires_serving
 
@@ -42,17 +39,17 @@ def test_ab_high_reuse(
     serving_scenarios: dict[str, Scenario],
     mooncake_config: MooncakeConfig,
     mooncake_run_id: str,
-    mooncake_results: Results,
+    mooncake_record: Record,
 ) -> None:
     label("scenario", "high_reuse")
     scenario = serving_scenarios["high_reuse"]
-    protocols = {endpoint.label: Protocol(endpoint, token_pool, mooncake_config, f"{mooncake_run_id}-ab", progress=request.config)
+    protocols = {endpoint.label: ReuseProtocol(endpoint, token_pool, mooncake_config, f"{mooncake_run_id}-ab", progress=request.config)
                  for endpoint in (baseline_endpoint, openai_endpoint)}
     looks: dict[str, list[ScenarioRun]] = {name: [] for name in protocols}
     rule = Rule(">=", effective_thresholds(request.node, ("ttft_reduction",))["ttft_reduction"])
     context = f" ({openai_endpoint.label} vs {baseline_endpoint.label})"
     # A sequential verdict: both endpoints get one look's workload, then the interval is recomputed.
-    sequence = Sequence(verdict_design(mooncake_config))
+    sequence = Looks(verdict_design(mooncake_config))
     for look in sequence:
         for name, protocol in protocols.items():
             looks[name].append(protocol.run(scenario, look=look))
@@ -74,7 +71,7 @@ def test_ab_high_reuse(
         "verdicts": [verdict.as_dict()],
         "throughput_gain": gain,
     }
-    mooncake_results.add("serving", "ab_high_reuse", data, test=request.node.nodeid)
+    mooncake_record(Kind.SERVING, "ab_high_reuse", data)
     attach_statistics("ab_high_reuse", data)
     show(request.config, f"[A/B high_reuse] {verdict.message}; throughput gain {gain:+.0%}; "
          f"cached tokens with cache {cache_stats['cached_tokens']}, baseline {base_stats['cached_tokens']}")
