@@ -17,13 +17,22 @@ Per topology (one ``Endpoint``):
    step's p90s meet the SLO. The first step that misses is past the knee
    and ends the ramp. When even the first step misses, the rate shrinks instead, down to
    ``min_rate``; if that misses too, the result says so (outcome ``below_lowest``).
-3. **Bisection** between the highest rate that met the SLO and the lowest that missed it, at
-   their geometric mean, until they are within ``resolution`` of each other.
+3. **Bracketing.** The ramp goes on until the knee is bracketed: a step that *conclusively*
+   meets the SLO (its p90's whole interval below the limit) and one above it that conclusively
+   misses it. A step whose interval straddles the limit is repeated at the same rate, its
+   arrivals pooled, up to ``step_looks`` looks (a sequential step: each look's interval is at
+   ``serving.sequential.Design(step_looks).level``, so the repeats keep it valid); if it still
+   straddles, the ramp moves past it.
+4. **Bisection** between the bracket's ends, at their geometric mean, until they are within
+   ``resolution`` of each other or the midpoint is itself undecided (the knee is there).
 
-Every step must fit in what is left of the deadline, or the search stops and says why.
+Every step must fit in what is left of the deadline, or the search stops and says why; a
+bracket left open then makes the capacity gain INCONCLUSIVE, and the verdict says which
+topology's bracket is open.
 
-Each step's p90 has a seeded 95% percentile-bootstrap interval over its requests. The first
-``warmup_share`` of a step's arrivals met an emptier queue than the rest and are not counted.
+Each step's p90 has a distribution-free interval over its requests (order statistics, ``p90``):
+a conclusive pass needs at least 29 counted requests at 95%, 49 at a 4-look step's level. The
+first ``warmup_share`` of a step's arrivals met an emptier queue than the rest and are not counted.
 A failed request (an error, or unfinished when the step's drain time ran out) did not meet the
 SLO: it counts as infinitely slow, and the p90 uses numpy's ``higher`` method, so it is always an
 observed value and an infinity never enters an interpolation.
@@ -50,7 +59,7 @@ import numpy as np
 from pytest_mooncake.endpoints.server import Endpoint
 from pytest_mooncake.endpoints.tokens import TokenPool
 from pytest_mooncake.qualify.scenarios import PromptBuilder, Scenario, salt_tokens
-from pytest_mooncake.results.schema import WORDS, Outcome, Rule, Verdict
+from pytest_mooncake.results.schema import STOP_BUDGET, STOP_DECIDED, WORDS, Outcome, Rule, Verdict, level_text
 from pytest_mooncake.serving import (
     Concurrency,
     PoissonRate,
@@ -59,6 +68,7 @@ from pytest_mooncake.serving import (
     arrival_offsets,
     run_requests,
 )
+from pytest_mooncake.serving.sequential import Design
 
 __all__ = ["CapacityResult", "CapacitySLO", "ScenarioWorkload", "SearchPlan", "Step", "calibrate", "capacity_gain", "search"]
 
@@ -68,7 +78,6 @@ CALIBRATION_REQUESTS = 5
 START_LOAD = 0.7
 # A step whose p90 is below this share of the limit is far from the knee.
 FAR_BELOW = 0.25
-RESAMPLES = 2000
 FOUND, ABOVE_HIGHEST, BELOW_LOWEST = "found", "above_highest", "below_lowest"
 
 
@@ -159,19 +168,22 @@ class SearchPlan:
     warmup_share: float = 0.2
     min_rate: float = 0.05
     max_steps: int = 14
+    step_looks: int = 4  # looks of a step whose p90 interval straddles the limit
 
     def __post_init__(self) -> None:
         if self.step_requests < 10:
             raise ValueError(f"SearchPlan(step_requests={self.step_requests}): a p90 needs at least 10 requests per step")
         if self.min_step_s < 0:
             raise ValueError(f"SearchPlan(min_step_s={self.min_step_s}): a step cannot last less than no time")
+        if self.step_looks < 1:
+            raise ValueError(f"SearchPlan(step_looks={self.step_looks}): a step takes at least one look")
         if self.growth <= 1 or self.resolution <= 1:
             raise ValueError(f"SearchPlan(growth={self.growth}, resolution={self.resolution}): both must be above 1")
 
 
 @dataclass(frozen=True)
 class P90:
-    """A p90 in milliseconds with its 95% interval; ``inf`` when failed requests decide it."""
+    """A p90 in milliseconds with its interval (95%, or a step look's level); ``inf`` when failed requests decide it."""
 
     value: float
     ci_low: float
@@ -179,14 +191,29 @@ class P90:
     n: int
 
 
-def p90(values_ms: Sequence[float], seed: int = 0) -> P90:
-    """The p90 of ``values_ms`` (``inf`` for failed requests) and its bootstrap interval."""
-    data = np.asarray(values_ms, dtype=float)
-    if data.size == 0:
+def _binomial_cdf(k: int, n: int, p: float) -> float:
+    return sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k + 1)) if k >= 0 else 0.0
+
+
+def p90(values_ms: Sequence[float], seed: int = 0, level: float = 0.95) -> P90:
+    """The p90 of ``values_ms`` (``inf`` for failed requests) and its distribution-free interval at
+    ``level``: order statistics chosen by the binomial law of how many values fall below the true
+    p90 (Hahn & Meeker, *Statistical Intervals*, Wiley 1991, section 5.2). Valid for any TTFT
+    distribution at any n; a percentile bootstrap of a p90 over a step's few dozen requests is
+    not (it passed 9.5% of simulated steps whose true p90 was the limit). Few values leave the
+    interval open above: ``inf`` until 0.9^n falls below the tail, 29 values at 95%."""
+    del seed  # the interval is exact, nothing is drawn; kept for callers that seeded the bootstrap
+    data = np.sort(np.asarray(values_ms, dtype=float))
+    n = int(data.size)
+    if n == 0:
         return P90(math.inf, math.inf, math.inf, 0)
-    boot = np.random.default_rng(seed).choice(data, size=(RESAMPLES, data.size))
-    bounds = np.percentile(np.percentile(boot, 90, axis=1, method="higher"), [2.5, 97.5], method="higher")
-    return P90(float(np.percentile(data, 90, method="higher")), float(bounds[0]), float(bounds[1]), int(data.size))
+    tail = (1 - level) / 2
+    # The lower end is the l-th smallest value with P(Bin(n, 0.9) <= l - 1) <= tail, the upper the
+    # u-th with P(Bin(n, 0.9) >= u) <= tail.
+    lower = max((k for k in range(1, n + 1) if _binomial_cdf(k - 1, n, 0.9) <= tail), default=0)
+    upper = min((k for k in range(1, n + 1) if 1 - _binomial_cdf(k - 1, n, 0.9) <= tail), default=n + 1)
+    return P90(float(np.percentile(data, 90, method="higher")), float(data[lower - 1]) if lower else 0.0,
+               float(data[upper - 1]) if upper <= n else math.inf, n)
 
 
 @dataclass(frozen=True)
@@ -203,6 +230,7 @@ class Step:
     achieved: float  # counted requests answered, per second of their span
     outcome: Outcome  # against the SLO
     wall_s: float
+    looks: int = 1  # a straddling step is repeated at its rate, its arrivals pooled
 
     def ratios(self, slo: CapacitySLO) -> tuple[float, float, float]:
         """p90 / limit (the larger of TTFT's and TPOT's), for the value and both interval bounds."""
@@ -243,6 +271,20 @@ class CapacityResult:
     wall_s: float
     errors: tuple[str, ...] = field(default=())
 
+    @property
+    def bracketed(self) -> bool:
+        """A conclusively passing step below a conclusively failing one: the capacity has both ends."""
+        return self.ci_low > 0 and math.isfinite(self.ci_high)
+
+    @property
+    def bracket(self) -> str:
+        """What the bracket lacks, for a message; empty when it is closed."""
+        if self.bracketed:
+            return ""
+        missing = [what for what, lacking in (("no rate conclusively met the SLO", self.ci_low <= 0),
+                                              ("no rate conclusively missed it", math.isinf(self.ci_high))) if lacking]
+        return f"{self.topology}'s bracket is open: {' and '.join(missing)}"
+
     def summary(self) -> str:
         if self.outcome == BELOW_LOWEST:
             lowest = min(self.steps, key=lambda s: s.rate)
@@ -252,8 +294,9 @@ class CapacityResult:
                     f"({self.stopped})")
         at_least = "at least " if self.outcome == ABOVE_HIGHEST else ""
         high = "open" if math.isinf(self.ci_high) else f"{self.ci_high:.3g}"
-        return (f"{self.topology}: {at_least}{self.max_rate:.3g} req/s at {self.slo} (95% CI {self.ci_low:.3g} .. {high} "
-                f"req/s; {len(self.steps)} steps, {self.wall_s:.0f} s; {self.stopped})")
+        bracket = f"; OPEN BRACKET: {self.bracket}" if self.bracket else ""
+        return (f"{self.topology}: {at_least}{self.max_rate:.3g} req/s at {self.slo} (bracket {self.ci_low:.3g} .. {high} "
+                f"req/s; {len(self.steps)} steps, {self.wall_s:.0f} s; {self.stopped}{bracket})")
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -261,6 +304,7 @@ class CapacityResult:
         data["slo"] = {**asdict(self.slo), "text": str(self.slo)}
         data["steps"] = [_step_dict(s) for s in self.steps]
         data["summary"] = self.summary()
+        data["bracketed"] = self.bracketed
         return data
 
 
@@ -301,6 +345,11 @@ def calibrate(endpoint: Endpoint, workload: Workload, request_timeout_s: float) 
 OnStep = Callable[[Step, float], None]
 
 
+def straddles(step: Step, plan: SearchPlan) -> bool:
+    """Whether a step is looked at again: its interval straddles the limit and it has looks left."""
+    return step.outcome is Outcome.INCONCLUSIVE and step.looks < plan.step_looks
+
+
 class _Search:
     def __init__(self, endpoint: Endpoint, workload: Workload, slo: CapacitySLO, plan: SearchPlan,
                  calibration: Calibration, request_timeout_s: float, on_step: OnStep | None) -> None:
@@ -327,51 +376,68 @@ class _Search:
         return span + self.drain_s <= self.left_s()
 
     def step(self, rate: float) -> Step:
-        seed = len(self.steps)
-        count = self.count(rate)
-        specs = self.workload.requests(f"step{seed}-{rate:.4g}", count)
-        span = arrival_offsets(rate, count, seed)[-1]
+        """A step at ``rate``; repeated, its arrivals pooled, while its p90 interval straddles the limit."""
+        level = Design(self.plan.step_looks).level
+        batches: list[list[RequestRecord]] = []
         began = time.monotonic()
-        records = run_requests(self.client, specs, PoissonRate(rate, seed=seed), run_timeout_s=span + self.drain_s)
-        step = _measure(rate, records, self.slo, self.plan.warmup_share, time.monotonic() - began, seed)
+        while True:
+            seed = len(self.steps) * self.plan.step_looks + len(batches)
+            count = self.count(rate)
+            specs = self.workload.requests(f"step{seed}-{rate:.4g}", count)
+            span = arrival_offsets(rate, count, seed)[-1]
+            batches.append(run_requests(self.client, specs, PoissonRate(rate, seed=seed), run_timeout_s=span + self.drain_s))
+            step = _measure(rate, batches, self.slo, self.plan.warmup_share, time.monotonic() - began, seed, level)
+            if not straddles(step, self.plan) or not self.fits(rate):
+                break
         self.steps.append(step)
         if self.on_step is not None:
             self.on_step(step, self.left_s())
         return step
 
+    def bounds(self) -> tuple[float, float]:
+        """The bracket so far: the highest rate up to which every step conclusively met the SLO
+        (0: none) and the lowest that conclusively missed it (inf: none)."""
+        if not self.steps:
+            return 0.0, math.inf
+        _, low, high, _ = knee(self.steps, self.slo)
+        return low, high
+
+    def _next(self) -> float | None:
+        """The rate that closes the bracket: above every rate tried while nothing conclusively
+        missed the SLO, below every rate tried while nothing conclusively met it."""
+        low, high = self.bounds()
+        rates = [s.rate for s in self.steps]
+        if math.isinf(high):
+            top = max(self.steps, key=lambda s: s.rate)
+            return top.rate * self.plan.growth ** (2 if top.ratios(self.slo)[0] < FAR_BELOW else 1)
+        if min(rates) / self.plan.growth < self.plan.min_rate:
+            return None
+        return min(rates) / self.plan.growth
+
     def run(self) -> str:
-        """Ramp, then bisect; returns why the search stopped."""
-        rate = self.plan.start_rate or START_LOAD / (self.calibration.e2e_ms / 1000)
-        first_meets: bool | None = None
+        """Ramp until the knee is bracketed, then bisect; returns why the search stopped."""
+        rate: float | None = self.plan.start_rate or START_LOAD / (self.calibration.e2e_ms / 1000)
         while True:
+            low, high = self.bounds()
+            if self.steps and low > 0 and math.isfinite(high):
+                return self.bisect()
+            if rate is None:
+                return f"the lowest rate, {min(s.rate for s in self.steps):.3g} req/s, misses the SLO"
             if len(self.steps) >= self.plan.max_steps:
                 return f"{self.plan.max_steps} steps taken"
             if not self.fits(rate):
                 return f"the deadline ({self.plan.deadline_s:.0f} s) leaves no time for a step at {rate:.3g} req/s"
-            step = self.step(rate)
-            meets = step.meets(self.slo)
-            if first_meets is None:
-                first_meets = meets
-            if meets != first_meets:
-                break  # bracketed the knee from either side
-            if meets:
-                # Far below the SLO (a batching server's knee can be 10x the first rate): a double step.
-                rate *= self.plan.growth ** (2 if step.ratios(self.slo)[0] < FAR_BELOW else 1)
-            elif rate / self.plan.growth < self.plan.min_rate:
-                return f"the lowest rate, {rate:.3g} req/s, misses the SLO"
-            else:
-                rate /= self.plan.growth
-        return self.bisect()
+            self.step(rate)
+            rate = self._next()
 
     def bisect(self) -> str:
         while True:
-            low = max((s.rate for s in self.steps if s.meets(self.slo)), default=None)
-            high = min((s.rate for s in self.steps if not s.meets(self.slo) and (low is None or s.rate > low)), default=None)
-            if low is None or high is None:
-                return "no bracket"
+            low, high = self.bounds()
             if high / low <= self.plan.resolution:
                 return f"the knee is bracketed within x{self.plan.resolution:g} ({low:.3g} .. {high:.3g} req/s)"
             mid = math.sqrt(low * high)
+            if any(s.rate == mid for s in self.steps):
+                return f"the knee is bracketed ({low:.3g} .. {high:.3g} req/s); the step between them straddles the SLO"
             if len(self.steps) >= self.plan.max_steps:
                 return f"{self.plan.max_steps} steps taken"
             if not self.fits(mid):
@@ -379,21 +445,28 @@ class _Search:
             self.step(mid)
 
 
-def _measure(rate: float, records: Sequence[RequestRecord], slo: CapacitySLO, warmup_share: float, wall_s: float,
-             seed: int) -> Step:
-    ordered = sorted(records, key=lambda r: r.scheduled_at_s)
-    counted = ordered[math.ceil(len(ordered) * warmup_share):]
+def _measure(rate: float, batches: Sequence[Sequence[RequestRecord]], slo: CapacitySLO, warmup_share: float,
+             wall_s: float, seed: int, level: float = 0.95) -> Step:
+    """A step's p90s over the looks at one rate: each look's first ``warmup_share`` of arrivals
+    met an emptier queue and is not counted."""
+    counted: list[RequestRecord] = []
+    span = 0.0
+    for records in batches:
+        ordered = sorted(records, key=lambda r: r.scheduled_at_s)
+        kept = ordered[math.ceil(len(ordered) * warmup_share):]
+        counted.extend(kept)
+        if kept:
+            span += max(r.finished_at_s for r in kept) - min(r.scheduled_at_s for r in kept)
     ttfts = [r.ttft_s * 1000 if r.ok and r.ttft_s is not None else math.inf for r in counted]
     tpot = None
     if slo.tpot_p90_ms is not None:
         # A one-token answer has no TPOT and cannot miss a TPOT limit.
-        tpot = p90([r.tpot_s * 1000 if r.ok else math.inf for r in counted if not r.ok or r.tpot_s is not None], seed)
-    span = max(r.finished_at_s for r in counted) - min(r.scheduled_at_s for r in counted) if counted else 0.0
-    ttft = p90(ttfts, seed)
-    step = Step(rate, len(records), len(counted), sum(not r.ok for r in counted), ttft, tpot,
+        tpot = p90([r.tpot_s * 1000 if r.ok else math.inf for r in counted if not r.ok or r.tpot_s is not None], seed, level)
+    ttft = p90(ttfts, seed, level)
+    step = Step(rate, sum(len(b) for b in batches), len(counted), sum(not r.ok for r in counted), ttft, tpot,
                 goodput=sum(slo.met_by(r) for r in counted) / span if span > 0 else 0.0,
                 achieved=sum(r.ok for r in counted) / span if span > 0 else 0.0,
-                outcome=Outcome.INCONCLUSIVE, wall_s=wall_s)
+                outcome=Outcome.INCONCLUSIVE, wall_s=wall_s, looks=len(batches))
     _, low, high = step.ratios(slo)
     return dataclasses.replace(step, outcome=Rule("<=", 1.0).outcome(low, high))
 
@@ -458,21 +531,28 @@ def search(
 
 def capacity_gain(with_cache: CapacityResult, baseline: CapacityResult, rule: Rule) -> Verdict:
     """The cache's capacity gain, ``cap(with) / cap(baseline) - 1``, judged on the interval that
-    the two capacity intervals allow (low with-cache over high baseline .. high over low)."""
+    the two capacity brackets allow (low with-cache over high baseline .. high over low). An open
+    bracket leaves that side of the interval unbounded (``-inf`` / ``inf``), and an undecided
+    verdict then names the open bracket as the reason, not a bound it made up."""
     if baseline.max_rate:
         value = (with_cache.max_rate or 0.0) / baseline.max_rate - 1
     else:  # the baseline sustained no rate tried: any capacity with the cache is an unbounded gain
         value = math.inf if with_cache.max_rate else math.nan
-    low = with_cache.ci_low / baseline.ci_high - 1 if baseline.ci_high > 0 else -1.0
+    low = with_cache.ci_low / baseline.ci_high - 1 if with_cache.ci_low > 0 and math.isfinite(baseline.ci_high) else -math.inf
     high = with_cache.ci_high / baseline.ci_low - 1 if baseline.ci_low > 0 else math.inf
     outcome = rule.outcome(low, high)
-    why = "; the interval straddles the threshold: more requests per step or a longer search narrow it" \
-        if outcome is Outcome.INCONCLUSIVE else ""
-    message = (f"capacity_gain = {_pct(value)} (95% CI {_pct(low)} .. {_pct(high)}; {with_cache.topology} "
-               f"{_rate(with_cache)} vs {baseline.topology} {_rate(baseline)} at {with_cache.slo}) "
+    open_brackets = [r.bracket for r in (baseline, with_cache) if r.bracket]
+    why = ""
+    if outcome is Outcome.INCONCLUSIVE:
+        why = (f"; INCONCLUSIVE because {'; '.join(open_brackets)} when the search stopped "
+               "(a longer --mooncake-capacity-deadline closes it)" if open_brackets else
+               "; the interval straddles the threshold: more requests per step or a longer search narrow it")
+    looks = sum(s.looks for r in (baseline, with_cache) for s in r.steps)
+    message = (f"capacity_gain = {_pct(value)} ({level_text(0.95)} CI {_pct(low)} .. {_pct(high)}; {with_cache.topology} "
+               f"{_rate(with_cache)} vs {baseline.topology} {_rate(baseline)} at {with_cache.slo}; {looks} step looks) "
                f"{WORDS[outcome]} the threshold {rule}{why}")
     return Verdict("capacity_gain", None, value, low, high, len(baseline.steps), len(with_cache.steps), rule, outcome,
-                   wording=message)
+                   looks=looks, stop=STOP_BUDGET if open_brackets else STOP_DECIDED, wording=message)
 
 
 def _pct(value: float) -> str:

@@ -8,6 +8,10 @@
    growing: connectors save KV in the background, and a hit sent too early is partial.
 4. Hit rounds reuse what the cold round stored. An exact repeat of one cold prompt checks
    that a cache hit returns the same text as the cold request (temperature 0).
+
+A sequential verdict (``qualify.reuse.measure``) runs the protocol once per look: each look's
+prompts carry the look in their salt, the warm-up happens on the first look only, and
+``merge_looks`` joins the looks' rounds into one ``ScenarioRun`` to judge.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from pytest_mooncake.qualify.scenarios import PromptBuilder, Scenario, salt_toke
 from pytest_mooncake.results.allure_steps import step
 from pytest_mooncake.results.schema import Round
 from pytest_mooncake.runtime.probes import http_get_text, http_request
+from pytest_mooncake.serving.sequential import Design, Looks
 from pytest_mooncake.serving import (
     COUNTERS,
     Concurrency,
@@ -41,7 +46,7 @@ from pytest_mooncake.serving import (
     wait_until_quiescent,
 )
 
-__all__ = ["CounterReader", "ReuseProtocol"]
+__all__ = ["CounterReader", "ReuseProtocol", "Looks", "ScenarioRun", "merge_looks", "verdict_design"]
 
 CounterReader = Callable[[], dict[str, float | None]]
 SETTLE_TIMEOUT_S = 30.0
@@ -89,6 +94,27 @@ class ScenarioRun:
 
     def errors(self) -> list[str]:
         return [str(rec.error) for r in self.rounds for rec in r.records if rec.error]
+
+
+def verdict_design(config: MooncakeConfig) -> Design:
+    """The sequential design of a verdict: at most ``verdict_looks`` looks within ``verdict_seconds``."""
+    return Design(config.verdict_looks, config.verdict_seconds)
+
+
+def merge_looks(runs: Sequence[ScenarioRun]) -> ScenarioRun:
+    """The looks of one scenario as one run: each round's records in look order, its wall time
+    and counters summed; the integrity check is the first look's."""
+    first = runs[0]
+    rounds = []
+    for result in first.rounds:
+        same = [r for run in runs for r in run.rounds if r.name == result.name]
+        counters: dict[str, float] = {}
+        for r in same:
+            for key, value in r.counters.items():
+                counters[key] = counters.get(key, 0.0) + value
+        rounds.append(RoundResult(result.name, [rec for r in same for rec in r.records], sum(r.wall_s for r in same), counters))
+    return dataclasses.replace(first, rounds=rounds, cache_reset=all(r.cache_reset for r in runs),
+                               settled=all(r.settled for r in runs))
 
 
 def server_counters(endpoint: Endpoint) -> CounterReader:
@@ -141,13 +167,16 @@ class ReuseProtocol:
         self._endpoints = [endpoint] + ([hit_endpoint] if hit_endpoint else [])
         self._server_counters = [server_counters(e) for e in self._endpoints]
         self._store_counters = store_counters
+        self._look = 1  # the look being measured, for the progress line
 
     def _target(self, round_name: str) -> Endpoint:
         """Cross-instance: the cold round goes to the writer, every later round to the reader."""
         return self.endpoint if self.hit_endpoint is None or round_name == Round.COLD else self.hit_endpoint
 
-    def _salt(self, scenario: Scenario) -> Callable[[str], list[int]]:
-        return lambda tag: salt_tokens(self.pool, f"{self.run_id} {self.endpoint.label} {scenario.name} {tag}")
+    def _salt(self, scenario: Scenario, look: int = 1) -> Callable[[str], list[int]]:
+        # Look 1 keeps the salt of a run judged once; later looks get prompts of their own.
+        name = scenario.name if look == 1 else f"{scenario.name} look{look}"
+        return lambda tag: salt_tokens(self.pool, f"{self.run_id} {self.endpoint.label} {name} {tag}")
 
     def _counters(self) -> dict[str, float | None]:
         values: dict[str, float | None] = {}
@@ -167,7 +196,8 @@ class ReuseProtocol:
                endpoint: Endpoint | None = None) -> RoundResult:
         before = self._counters()
         target = endpoint or self._target(name)
-        progress = Progress(self.progress, f"{scenario.name} {name}", len(specs)) if self.progress and len(specs) > 1 else None
+        title = f"{scenario.name} {name}" + (f" (look {self._look})" if self._look > 1 else "")
+        progress = Progress(self.progress, title, len(specs)) if self.progress and len(specs) > 1 else None
         limit = concurrency or scenario.concurrency or self.config.concurrency or len(specs) or 1
         with step(f"round {name}: {len(specs)} requests to {target.label}"), progress or nullcontext():
             records = run_requests(target.client_config(self.config.request_timeout),
@@ -178,8 +208,8 @@ class ReuseProtocol:
         change = {key: value - before[key] for key, value in after.items() if value is not None and before.get(key) is not None}
         return RoundResult(name, records, run_duration(records), change)
 
-    def _prepare(self, scenario: Scenario) -> bool:
-        if self.warm_up:
+    def _prepare(self, scenario: Scenario, look: int = 1) -> bool:
+        if self.warm_up and look == 1:
             salt = self._salt(scenario)
             for endpoint in self._endpoints:
                 warm = [RequestSpec(f"warmup-{endpoint.label}-{i}", scenario.name, "warmup", max_tokens=4,
@@ -190,9 +220,11 @@ class ReuseProtocol:
         # Every endpoint is reset, also when one cannot be: all() must not stop at the first.
         return all([reset_prefix_cache(endpoint) for endpoint in self._endpoints])
 
-    def run(self, scenario: Scenario) -> ScenarioRun:
-        builder = PromptBuilder(self.pool, self._salt(scenario), scenario)
-        reset = self._prepare(scenario)
+    def run(self, scenario: Scenario, look: int = 1) -> ScenarioRun:
+        """One look (by default the first) of ``scenario``: ``scenario.requests`` requests a round."""
+        self._look = look
+        builder = PromptBuilder(self.pool, self._salt(scenario, look), scenario)
+        reset = self._prepare(scenario, look)
         if scenario.turns:
             return self._conversations(scenario, builder, reset)
         if scenario.reuse == 0 and self.hit_endpoint is None:

@@ -20,17 +20,22 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_mooncake.endpoints.tokens import Tokenize, tokenizer_for
 from pytest_mooncake.endpoints.topology import KV_BLOCK_TOKENS
 from pytest_mooncake.qualify.capacity import ModelShape, predict_hit
-from pytest_mooncake.qualify.protocol import ScenarioRun
+from pytest_mooncake.qualify.protocol import ReuseProtocol, ScenarioRun, merge_looks
+from pytest_mooncake.qualify.scenarios import Scenario
 from pytest_mooncake.results.schema import Op, Outcome, Round, Rule, Verdict, uncredit_unserved
 from pytest_mooncake.serving import SLO, judge, round_stats
+from pytest_mooncake.serving.sequential import Design, Looks
 
-__all__ = ["Explain", "evaluate"]
+Stamp = Callable[[Verdict], Verdict]
+
+__all__ = ["Explain", "evaluate", "measure"]
 
 # Below this share of the expected reusable tokens, a hit is reported as partial.
 PARTIAL_HIT = 0.9
@@ -58,6 +63,8 @@ class Evaluation:
     prediction: dict[str, Any] | None = None
     # Why a Mooncake hit round has no prediction beside it (told where the prediction would be).
     no_prediction: str | None = None
+    level: float = 0.95  # the level of every interval judged (a sequential look's)
+    stamp: Stamp = lambda verdict: verdict  # a sequential verdict's looks and stop reason
 
     def data(self) -> dict[str, Any]:
         return {
@@ -84,7 +91,7 @@ class Evaluation:
 
     def judged(self, verdict: Verdict) -> Verdict:
         # After NOT SERVED BY MOONCAKE a gain cannot pass, and its line must not read "meets".
-        verdict = uncredit_unserved([*self.verdicts, verdict])[-1]
+        verdict = uncredit_unserved([*self.verdicts, self.stamp(verdict)])[-1]
         self.verdicts.append(verdict)
         if verdict.outcome is not Outcome.PASSED:
             self.problems.append(verdict.message)
@@ -194,24 +201,57 @@ def _integrity(evaluation: Evaluation, match_tokens: float | None, tokenizer: To
 
 
 def _strata(run: ScenarioRun) -> list[list[float]]:
-    """Hit-round TTFTs split into the requests that reuse a document and those that do not."""
-    reusing = round(run.scenario.reuse * run.scenario.requests) if not run.scenario.turns else len(run.round(Round.HIT).records)
-    ok = [r.ttft_s for r in run.round(Round.HIT).records if r.ok and r.ttft_s is not None]
-    return [ok[:reusing], ok[reusing:]]
+    """Hit-round TTFTs split into the requests that reuse a document and those that do not
+    (each look's hit round starts with its reusing requests)."""
+    records = run.round(Round.HIT).records
+    if run.scenario.turns:
+        return [[r.ttft_s for r in records if r.ok and r.ttft_s is not None], []]
+    size = run.scenario.requests
+    reusing = round(run.scenario.reuse * size)
+    strata: list[list[float]] = [[], []]
+    for index, r in enumerate(records):
+        if r.ok and r.ttft_s is not None:
+            strata[index % size >= reusing].append(r.ttft_s)
+    return strata
 
 
 def _values(run: ScenarioRun, round_name: Round, metric: str) -> list[float]:
     return [v for r in run.round(round_name).records if r.ok and (v := getattr(r, metric)) is not None]
 
 
+def measure(
+    protocol: ReuseProtocol, scenario: Scenario, thresholds: dict[str, float], design: Design, *, statistic: str = "median",
+    tokenizer: Tokenize | None = None, explain: Explain | None = None,
+) -> Evaluation:
+    """``scenario`` measured in looks and judged after each (``serving.sequential``): it stops at the
+    first look where no verdict is inconclusive or one has failed, or when ``design``'s budget ends."""
+    sequence = Looks(design)
+    runs: list[ScenarioRun] = []
+    for look in sequence:
+        # A look sends scenario.requests per round: the one place a look's size is decided.
+        runs.append(protocol.run(scenario, look=look))
+        evaluation = evaluate(merge_looks(runs), thresholds, statistic=statistic, tokenizer=tokenizer, explain=explain,
+                              level=sequence.level)
+        judged = {v.message for v in evaluation.verdicts}
+        # A problem that is no verdict (failed requests, integrity, a cold round that was not cold) decides too.
+        other = [p for p in evaluation.problems if p not in judged]
+        sequence.conclude([v.outcome for v in evaluation.verdicts] + ([Outcome.FAILED] if other else []))
+    # Judged once more (the same seeded intervals) to stamp the looks and the stop reason.
+    return evaluate(merge_looks(runs), thresholds, statistic=statistic, tokenizer=tokenizer, explain=explain,
+                    level=sequence.level, stamp=sequence.stamp)
+
+
 def evaluate(
     run: ScenarioRun, thresholds: dict[str, float], *, statistic: str = "median", tokenizer: Tokenize | None = None,
-    explain: Explain | str | None = None,
+    explain: Explain | str | None = None, level: float = 0.95, stamp: Stamp | None = None,
 ) -> Evaluation:
     """``tokenizer`` (default: the endpoint's ``/tokenize``) is used only for ``match_tokens``; with
     ``explain``, a Mooncake hit round's TTFT is put beside the design's prediction (a string:
-    why it cannot be, recorded and told in its place)."""
-    evaluation = Evaluation(run)
+    why it cannot be, recorded and told in its place). Intervals are at ``level``; ``stamp`` marks
+    the verdicts of a sequential measurement (see ``measure``)."""
+    evaluation = Evaluation(run, level=level)
+    if stamp is not None:
+        evaluation.stamp = stamp
     errors = run.errors()
     if errors:
         evaluation.problems.append(f"{len(errors)} requests failed, e.g. " + "; ".join(errors[:3]))
@@ -223,7 +263,8 @@ def evaluate(
     _integrity(evaluation, thresholds.get("match_tokens"), tokenizer or tokenizer_for(run.endpoint, None))
     cold, hit = run.round(Round.COLD).ttfts(), run.round(Round.HIT).ttfts()
     if "ttft_reduction" in thresholds:
-        verdict = judge("ttft_reduction", cold, _strata(run), Rule(">=", thresholds["ttft_reduction"]), statistic=statistic)
+        verdict = judge("ttft_reduction", cold, _strata(run), Rule(">=", thresholds["ttft_reduction"]), statistic=statistic,
+                        level=level)
         evaluation.judged(verdict)
         if verdict.outcome is Outcome.PASSED and run.round(Round.HIT).stats["cached_tokens"] == 0:
             evaluation.problems.append(
@@ -232,7 +273,7 @@ def evaluate(
             )
     if "throughput_gain" in thresholds:
         evaluation.judged(judge("throughput_gain", _values(run, Round.COLD, "e2e_s"), _values(run, Round.HIT, "e2e_s"),
-                                Rule(">=", thresholds["throughput_gain"]), effect="speedup", statistic="mean"))
+                                Rule(">=", thresholds["throughput_gain"]), effect="speedup", statistic="mean", level=level))
     if "tpot_change" in thresholds:
         _tpot_change(evaluation, thresholds["tpot_change"])
     if "ttft_p90_ms" in thresholds:
@@ -248,7 +289,7 @@ def _tpot_change(evaluation: Evaluation, band: float) -> None:
         evaluation.problems.append("tpot_change: no TPOT measured (every answer had a single token); "
                                    "raise --mooncake-max-tokens to judge decoding speed")
         return
-    evaluation.judged(judge("tpot_change", cold, hit, Rule("within", band), effect="change"))
+    evaluation.judged(judge("tpot_change", cold, hit, Rule("within", band), effect="change", level=evaluation.level))
 
 
 def _slo(evaluation: Evaluation, limit_ms: float) -> None:
@@ -265,7 +306,7 @@ def _negative_control(evaluation: Evaluation, cold: list[float], hit: list[float
     ``limit`` and nothing was cached; CONTAMINATED when the interval lies wholly above it or a
     token was cached; INCONCLUSIVE when the interval straddles it: a control that cannot tell
     a large gain from none cannot vouch for the scenario verdicts beside it."""
-    verdict = judge("control_gain", cold, hit, Rule("<=", limit), statistic=statistic)
+    verdict = evaluation.stamp(judge("control_gain", cold, hit, Rule("<=", limit), statistic=statistic, level=evaluation.level))
     cached = evaluation.run.round(Round.HIT).stats["cached_tokens"]
     outcome = Outcome.FAILED if cached > 0 else verdict.outcome
     # The smallest true gain whose interval, as wide as this one, would lie wholly above the limit.

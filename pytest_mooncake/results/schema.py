@@ -6,6 +6,10 @@ A verdict compares an effect measured in one run with a threshold through its 95
 - ``failed``: the whole interval is on the failing side;
 - ``inconclusive``: the interval straddles the threshold. It is never a pass.
 
+A sequential verdict (``serving.sequential``) is judged after each look and stops at the first
+conclusive one or when its budget ends; it records its interval's level, its looks and why it
+stopped (``STOP_DECIDED`` or ``STOP_BUDGET``).
+
 numpy-free, so the report and the Allure quality gates read verdicts without the serving extra;
 ``serving.stats`` computes them.
 """
@@ -125,6 +129,14 @@ class Rule:
 # The verdict that says whether Mooncake served the hits, and the gains that count only if it did.
 UNSERVED = "mooncake_served"
 GAINS = ("ttft_reduction", "throughput_gain", "capacity_gain")
+STOP_DECIDED = "decided"
+STOP_BUDGET = "budget exhausted"
+
+
+def level_text(level: float) -> str:
+    """95% -> "95%", 0.99167 -> "99.2%": the confidence level as the messages print it."""
+    return f"{level * 100:.3g}%"
+
 
 WORDS = {Outcome.PASSED: "meets", Outcome.FAILED: "misses", Outcome.INCONCLUSIVE: "is INCONCLUSIVE against"}
 
@@ -155,7 +167,7 @@ def _number(data: Mapping[str, Any], key: str, missing: float) -> float:
 
 @dataclass(frozen=True)
 class Verdict:
-    """An effect's 95% interval judged against a rule."""
+    """An effect's interval (95%, or a sequential look's level) judged against a rule."""
 
     metric: str
     statistic: Statistic | None  # None: not one statistic of two samples (a capacity, a counter)
@@ -169,6 +181,9 @@ class Verdict:
     # Non-empty strata of the after side: above 1 the statistic is each stratum's weighted by its share
     # (serving.stats.bootstrap), which for the median is not the pooled median the rounds' stats hold.
     strata: int = 1
+    level: float = 0.95  # the interval's confidence level
+    looks: int = 1  # sequential: the looks taken; n_before / n_after are then the n at stop
+    stop: str = ""  # sequential: STOP_DECIDED or STOP_BUDGET; empty: judged once
     # Wording only, not what was judged, so equality ignores it.
     context: str = field(default="", compare=False)  # appended to the standard sentence, e.g. " (a vs b)"
     wording: str = field(default="", compare=False)  # a judge's own sentence, in place of the standard one
@@ -182,10 +197,12 @@ class Verdict:
 
     @property
     def figure(self) -> str:
-        """The judged value with its interval, e.g. ``39.3% (95% CI 37.5% .. 42.0%, stratum-weighted median
-        of n=40 vs n=40)``: written the same way in the terminal, the JSON, the report and Allure."""
+        """The judged value with its interval, e.g. ``39.3% (99.6% CI 37.5% .. 42.0%, stratum-weighted median
+        of n=40 vs n=40; 2 looks, decided)``: written the same way in the terminal, the JSON, the report
+        and Allure."""
         basis = f", {self.judged_statistic} of n={self.n_after} vs n={self.n_before}" if self.statistic else ""
-        return f"{self.effect:.1%} (95% CI {self.ci_low:.1%} .. {self.ci_high:.1%}{basis})"
+        return (f"{self.effect:.1%} ({level_text(self.level)} CI {self.ci_low:.1%} .. {self.ci_high:.1%}"
+                f"{basis}{self.sequence})")
 
     @property
     def message(self) -> str:
@@ -193,7 +210,15 @@ class Verdict:
             return self.wording
         why = ("; the interval straddles the threshold: more requests per round narrow it"
                if self.outcome is Outcome.INCONCLUSIVE else "")
+        if self.outcome is Outcome.INCONCLUSIVE and self.stop == STOP_BUDGET:
+            why = ("; the interval still straddles the threshold when the budget ran out: a larger "
+                   "--mooncake-verdict-looks or --mooncake-verdict-seconds narrows it")
         return f"{self.metric} = {self.figure} {WORDS[self.outcome]} the threshold {self.rule}{self.context}{why}"
+
+    @property
+    def sequence(self) -> str:
+        """"; 2 looks, decided" for a sequential verdict, else empty."""
+        return f"; {self.looks} look{'s' if self.looks != 1 else ''}, {self.stop}" if self.stop else ""
 
     def uncredited(self, why: str) -> Verdict:
         """This verdict failed because what it measured is not what the run qualifies (e.g. a gain
@@ -204,6 +229,7 @@ class Verdict:
                        wording=f"{self.metric} = {self.figure} against the threshold {self.rule}{self.context}: NOT CREDITED, {why}")
 
     def as_dict(self) -> dict[str, Any]:
+        """The JSON form; a sequential verdict adds its level, looks and stop reason."""
         return {
             "metric": self.metric,
             "statistic": None if self.statistic is None else self.statistic.value,
@@ -216,6 +242,7 @@ class Verdict:
             "threshold": self.rule.value,
             "outcome": self.outcome.value,
             "strata": self.strata,
+            **({"level": self.level, "looks": self.looks, "stop": self.stop} if self.stop else {}),
             "message": self.message,
         }
 
@@ -235,6 +262,9 @@ class Verdict:
                 rule=Rule(data["op"], _number(data, "threshold", math.nan)),
                 outcome=Outcome(data["outcome"]),
                 strata=int(data.get("strata") or 1),
+                level=_number(data, "level", 0.95) if "level" in data else 0.95,
+                looks=int(data.get("looks", 1)),
+                stop=str(data.get("stop") or ""),
                 wording=str(data.get("message") or ""),
             )
         except KeyError as exc:

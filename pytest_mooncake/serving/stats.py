@@ -4,9 +4,9 @@ Percentiles use numpy's default (linear interpolation), as vLLM's ``bench serve`
 statistics use successful records only, failures are counted by ``RequestError.kind``.
 
 A verdict (``pytest_mooncake.results.schema.Verdict``) compares an effect measured in one run with a
-threshold through its seeded 95% percentile-bootstrap interval. An inconclusive one is never a
-pass: the test fails with the word INCONCLUSIVE and reports show it apart from failures. More
-requests per round (``--mooncake-requests-per-scenario``) narrow the interval.
+threshold through its seeded percentile-bootstrap interval (95%, or a look's level when the
+verdict is sequential: ``serving.sequential``). An inconclusive one is never a pass: the test
+fails with the word INCONCLUSIVE and reports show it apart from failures.
 
 Effects of sample ``b`` against reference ``a`` (``stat`` is the median or the mean):
 
@@ -129,8 +129,10 @@ def bootstrap(
     statistic: str = "median",
     resamples: int = 4000,
     seed: int = 0,
+    level: float = 0.95,
 ) -> Estimate:
-    """``effect`` of ``b`` against ``a`` and its 95% percentile-bootstrap interval.
+    """``effect`` of ``b`` against ``a`` and its percentile-bootstrap interval at ``level`` (a
+    sequential verdict's look uses its spent share of the error, see ``serving.sequential``).
 
     ``b`` may be given as strata (lists of values): a round that mixes reusing and fresh
     requests by design is resampled within each stratum, so the interval reflects timing
@@ -146,21 +148,38 @@ def bootstrap(
     if xa.size == 0 or not strata:
         raise ValueError(f"an effect needs values on both sides, got {xa.size} and {sum(s.size for s in strata)}; "
                          "were all requests of a round errors?")
-    stat, fn = STATISTICS[statistic], EFFECTS[effect]
+    stat = STATISTICS[statistic]
     n_b = sum(s.size for s in strata)
-
-    def mixed(samples: list[np.ndarray]) -> Any:
-        return sum(s.size / n_b * stat(sample, axis=-1) for s, sample in zip(strata, samples, strict=True))
-
-    point_a, point_b = stat(xa), mixed(strata)
+    point_a, point_b = stat(xa), sum(s.size / n_b * stat(s) for s in strata)
     if point_a <= 0 or point_b <= 0:
         raise ValueError(f"the {statistic}s are {point_a:g} and {point_b:g}; a relative effect needs both > 0")
-    rng = np.random.default_rng(seed)
-    boot_a = stat(rng.choice(xa, size=(resamples, xa.size)), axis=1)
-    boot_b = mixed([rng.choice(s, size=(resamples, s.size)) for s in strata])
+    value, low, high = intervals(xa[None], [s[None] for s in strata], effect=effect, statistic=statistic,
+                                 resamples=resamples, level=level, rng=np.random.default_rng(seed))
+    return Estimate(effect, statistic, float(value[0]), float(low[0]), float(high[0]), int(xa.size), n_b)
+
+
+def intervals(
+    a: np.ndarray, b: list[np.ndarray], *, effect: str, statistic: str, resamples: int, level: float,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The effects and percentile-bootstrap intervals of R samples at once (``bootstrap`` passes one,
+    the operating-characteristic simulation many): ``a`` is (R, n_a), each stratum of ``b`` (R, n_s)."""
+    stat, fn = STATISTICS[statistic], EFFECTS[effect]
+    n_b = sum(s.shape[1] for s in b)
+
+    def resampled(x: np.ndarray) -> Any:
+        # rng.choice(x, size) of one sample draws exactly these indices.
+        index = rng.integers(0, x.shape[1], size=(x.shape[0], resamples, x.shape[1]), dtype=np.int64)
+        return stat(np.take_along_axis(x[:, None, :], index, axis=2), axis=-1)
+
+    point_a = stat(a, axis=-1)
+    point_b = sum(s.shape[1] / n_b * stat(s, axis=-1) for s in b)
+    boot_a = resampled(a)
+    boot_b = sum(s.shape[1] / n_b * resampled(s) for s in b)
     with np.errstate(divide="ignore", invalid="ignore"):
-        low, high = np.nanpercentile(fn(boot_a, boot_b), [2.5, 97.5])
-    return Estimate(effect, statistic, float(fn(point_a, point_b)), float(low), float(high), int(xa.size), n_b)
+        tail = round(50 * (1 - level), 12)  # 2.5 for 95%, not 2.5000000000000022
+        low, high = np.nanpercentile(fn(boot_a, boot_b), [tail, 100 - tail], axis=-1)
+        return fn(point_a, point_b), low, high
 
 
 def judge(
@@ -172,8 +191,12 @@ def judge(
     effect: str = "reduction",
     statistic: str = "median",
     context: str = "",
+    level: float = 0.95,
+    resamples: int = 4000,
+    seed: int = 0,
 ) -> Verdict:
-    """Verdict on ``effect(after vs before)`` against ``rule`` (``after`` may be strata, see ``bootstrap``)."""
-    e = bootstrap(before, after, effect=effect, statistic=statistic)
+    """Verdict on ``effect(after vs before)`` against ``rule`` (``after`` may be strata, see ``bootstrap``)
+    through the interval at ``level``."""
+    e = bootstrap(before, after, effect=effect, statistic=statistic, level=level, resamples=resamples, seed=seed)
     return Verdict(metric, Statistic(statistic), e.value, e.ci_low, e.ci_high, e.n_a, e.n_b, rule,
-                   rule.outcome(e.ci_low, e.ci_high), strata=len(_strata(after)), context=context)
+                   rule.outcome(e.ci_low, e.ci_high), strata=len(_strata(after)), context=context, level=level)

@@ -24,7 +24,7 @@ from pytest_mooncake import (
     label,
     show,
 )
-from pytest_mooncake.qualify.protocol import ReuseProtocol
+from pytest_mooncake.qualify.protocol import Looks, ReuseProtocol, ScenarioRun, merge_looks, verdict_design
 
 pytestmark = pytest.mark.requires_serving
 
@@ -43,18 +43,24 @@ def test_ab_high_reuse(
 ) -> None:
     label("scenario", "high_reuse")
     scenario = serving_scenarios["high_reuse"]
-    runs = {
-        endpoint.label: ReuseProtocol(endpoint, token_pool, mooncake_config, f"{mooncake_run_id}-ab", progress=request.config).run(scenario)
-        for endpoint in (baseline_endpoint, openai_endpoint)
-    }
-    base, cache = runs[baseline_endpoint.label].round(Round.HIT), runs[openai_endpoint.label].round(Round.HIT)
-    errors = runs[baseline_endpoint.label].errors() + runs[openai_endpoint.label].errors()
-    assert not errors, f"requests failed: {errors[:3]}"
-    verdict = judge(
-        "ttft_reduction_vs_baseline", base.ttfts(), cache.ttfts(),
-        Rule(">=", effective_thresholds(request.node, ("ttft_reduction",))["ttft_reduction"]),
-        context=f" ({openai_endpoint.label} vs {baseline_endpoint.label})",
-    )
+    protocols = {endpoint.label: ReuseProtocol(endpoint, token_pool, mooncake_config, f"{mooncake_run_id}-ab", progress=request.config)
+                 for endpoint in (baseline_endpoint, openai_endpoint)}
+    looks: dict[str, list[ScenarioRun]] = {name: [] for name in protocols}
+    rule = Rule(">=", effective_thresholds(request.node, ("ttft_reduction",))["ttft_reduction"])
+    context = f" ({openai_endpoint.label} vs {baseline_endpoint.label})"
+    # A sequential verdict: both endpoints get one look's workload, then the interval is recomputed.
+    sequence = Looks(verdict_design(mooncake_config))
+    for look in sequence:
+        for name, protocol in protocols.items():
+            looks[name].append(protocol.run(scenario, look=look))
+        runs = {name: merge_looks(taken) for name, taken in looks.items()}
+        errors = runs[baseline_endpoint.label].errors() + runs[openai_endpoint.label].errors()
+        assert not errors, f"requests failed: {errors[:3]}"
+        base, cache = runs[baseline_endpoint.label].round(Round.HIT), runs[openai_endpoint.label].round(Round.HIT)
+        verdict = judge("ttft_reduction_vs_baseline", base.ttfts(), cache.ttfts(), rule, context=context,
+                        level=sequence.level)
+        sequence.conclude([verdict.outcome])
+    verdict = sequence.stamp(verdict)
     base_stats, cache_stats = base.stats, cache.stats
     gain = cache_stats["requests_per_s"] / base_stats["requests_per_s"] - 1 if base_stats["requests_per_s"] else 0.0
     data = {

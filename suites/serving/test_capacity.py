@@ -118,7 +118,8 @@ def test_capacity_gain(
 
         def progress(step: Step, left: float, topology: str = topology) -> None:
             show(request.config, f"[capacity {topology}] {step.rate:.3g} req/s offered: TTFT p90 {step.ttft_p90.value:.0f} ms "
-                                 f"(95% CI {step.ttft_p90.ci_low:.0f} .. {step.ttft_p90.ci_high:.0f}), {step.errors} failed, "
+                                 f"(interval {step.ttft_p90.ci_low:.0f} .. {step.ttft_p90.ci_high:.0f} over {step.counted} requests, "
+                                 f"{step.looks} look{'s' if step.looks > 1 else ''}), {step.errors} failed, "
                                  f"goodput {step.goodput:.3g} req/s: {step.outcome}; {max(left, 0):.0f} s left")
 
         results[topology] = search(topology, endpoint, workloads[topology], slo,

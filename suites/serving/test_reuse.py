@@ -1,8 +1,9 @@
 """Does KV-cache reuse cut time-to-first-token as much as it should, scenario by scenario?
 
 Each test runs the cold-versus-hit protocol (warm-up, cache reset, salted cold round,
-settle, hit round) against the endpoint under test, and passes only when the TTFT
-reduction's whole 95% confidence interval clears the threshold, hits show cached tokens,
+settle, hit round) against the endpoint under test in looks (a sequential verdict: it stops at
+the first conclusive look), and passes only when the TTFT reduction's whole confidence
+interval clears the threshold, hits show cached tokens,
 and cache-hit output equals cold output.
 """
 
@@ -12,8 +13,8 @@ import pytest
 
 from pytest_mooncake import Kind, MooncakeConfig, Record, Scenario, attach_statistics, effective_thresholds, label, show
 from pytest_mooncake.config.markers import SCENARIOS, check_perf_markers
-from pytest_mooncake.qualify.protocol import ReuseProtocol
-from pytest_mooncake.qualify.reuse import evaluate
+from pytest_mooncake.qualify.protocol import ReuseProtocol, verdict_design
+from pytest_mooncake.qualify.reuse import measure
 
 pytestmark = pytest.mark.requires_serving
 
@@ -29,10 +30,11 @@ def _check(name: str, request: pytest.FixtureRequest, statistic: str = "median",
     label("scenario", name)
     label("topology", protocol.topology.name if protocol.topology else "attached")
     label("connector", protocol.topology.connector or "none" if protocol.topology else "unknown")
-    run = protocol.run(scenarios[name])
-    evaluation = evaluate(run, effective_thresholds(request.node, keys), statistic=statistic,
-                          tokenizer=request.getfixturevalue("serving_tokenizer"),
-                          explain=request.getfixturevalue("serving_explain"))
+    evaluation = measure(protocol, scenarios[name], effective_thresholds(request.node, keys),
+                         verdict_design(protocol.config), statistic=statistic,
+                         tokenizer=request.getfixturevalue("serving_tokenizer"),
+                         explain=request.getfixturevalue("serving_explain"))
+    run = evaluation.run
     data = evaluation.data()
     record(Kind.SERVING, name, data)
     attach_statistics(name, data)

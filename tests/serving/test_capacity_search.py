@@ -17,6 +17,7 @@ from pytest_mooncake.qualify.capacity_search import (
     CapacitySLO,
     SearchPlan,
     Step,
+    _measure,
     calibrate,
     capacity_gain,
     knee,
@@ -24,7 +25,7 @@ from pytest_mooncake.qualify.capacity_search import (
     search,
 )
 from pytest_mooncake.results.schema import Outcome, Rule
-from pytest_mooncake.serving import RequestSpec
+from pytest_mooncake.serving import RequestRecord, RequestSpec
 
 from .fake_openai_server import FakeOpenAIServer
 
@@ -79,7 +80,16 @@ def test_a_curve_that_never_misses_is_censored_and_one_that_always_misses_says_s
 def test_failed_requests_count_as_infinitely_slow() -> None:
     estimate = p90([100.0] * 8 + [math.inf] * 2)
     assert math.isinf(estimate.value) and estimate.ci_low == 100.0
-    assert p90([100.0] * 10) == P90(100.0, 100.0, 100.0, 10)
+
+
+def test_the_p90_interval_is_distribution_free_and_open_above_for_few_values() -> None:
+    # 0.9^28 > 2.5%: with 28 values even the largest may lie below the true p90.
+    assert p90([100.0] * 28) == P90(100.0, 100.0, math.inf, 28)
+    values = [float(v) for v in range(1, 101)]
+    estimate = p90(values)
+    # Bin(100, 0.9): P(<= 83) <= 2.5% < P(<= 84), P(>= 96) <= 2.5% < P(>= 95).
+    assert (estimate.value, estimate.ci_low, estimate.ci_high) == (91.0, 84.0, 96.0)
+    assert p90(values, level=1 - 0.05 / 4).ci_high > 96.0
 
 
 def test_capacity_gain_is_judged_on_the_interval_both_capacities_allow() -> None:
@@ -92,6 +102,34 @@ def test_capacity_gain_is_judged_on_the_interval_both_capacities_allow() -> None
     # A baseline that sustained nothing tried: the gain's interval is open above.
     none = capacity_gain(_result("prefix-cache", 6.0, 5.0, 7.0), _result("baseline", None, 0.0, 1.0), Rule(">=", 0.5))
     assert none.outcome == Outcome.PASSED and math.isinf(none.ci_high)
+
+
+def test_an_open_bracket_makes_the_gain_inconclusive_for_that_reason() -> None:
+    """The fresh-clone CI's red: every baseline step straddled the SLO, so its capacity had no upper
+    end; the verdict says the bracket is open instead of reporting a -100% bound."""
+    open_baseline = _result("baseline", 2.0, 0.0, math.inf)
+    verdict = capacity_gain(_result("prefix-cache", 6.0, 5.0, 7.0), open_baseline, Rule(">=", 0.5))
+    assert verdict.outcome is Outcome.INCONCLUSIVE
+    assert math.isinf(verdict.ci_low) and math.isinf(verdict.ci_high) and verdict.stop == "budget exhausted"
+    assert ("INCONCLUSIVE because baseline's bracket is open: no rate conclusively met the SLO and no rate "
+            "conclusively missed it when the search stopped") in verdict.message
+    assert "-100%" not in verdict.message
+    # Open above only, on the cache's side: a lower bound that clears the threshold still decides.
+    at_least = capacity_gain(_result("prefix-cache", 12.0, 11.0, math.inf), _result("baseline", 4.0, 3.5, 4.5), Rule(">=", 0.5))
+    assert at_least.outcome is Outcome.PASSED and at_least.ci_low == pytest.approx(11.0 / 4.5 - 1)
+
+
+def test_a_repeated_step_pools_its_looks_at_the_looks_level() -> None:
+    def record(i: int, ttft_ms: float, start: float) -> RequestRecord:
+        return RequestRecord(f"r{i}", "", "", "completions", 0.0, 0.0, start + i * 0.1, start + i * 0.1,
+                             start + i * 0.1 + ttft_ms / 1000, ttft_ms / 1000, (), None, ttft_ms / 1000, 10, 1, 0, 1, "x", None)
+
+    looks = [[record(i, 200.0 + i + 3 * look, 0.0) for i in range(20)] for look in range(4)]
+    one = _measure(4.0, looks[:1], SLO, 0.2, 1.0, 0)
+    four = _measure(4.0, looks, SLO, 0.2, 2.0, 0, level=1 - 0.05 / 4)
+    assert (one.looks, one.counted, four.looks, four.counted, four.sent) == (1, 16, 4, 64, 80)
+    # 16 values leave the p90 open above; 64, all below the limit, meet it conclusively.
+    assert (one.outcome, four.outcome) == (Outcome.INCONCLUSIVE, Outcome.PASSED)
 
 
 def _endpoint(server: FakeOpenAIServer) -> Endpoint:
@@ -111,8 +149,9 @@ def _search(server: FakeOpenAIServer, plan: SearchPlan, slo: CapacitySLO = SLO) 
 def test_the_knee_of_a_one_slot_server_is_found_and_a_faster_one_carries_more() -> None:
     # One slot and ~60 ms per request: the queue, and with it TTFT, explodes towards ~16 req/s.
     with FakeOpenAIServer(ttft=0.05, itl=0.01, tokens=2, slots=1) as slow:
-        result = _search(slow, SearchPlan(deadline_s=60, step_requests=20, start_rate=2.0, min_step_s=1.5))
+        result = _search(slow, SearchPlan(deadline_s=90, step_requests=20, start_rate=6.0, min_step_s=1.5))
     assert result.outcome == FOUND, result.summary()
+    assert result.bracketed and result.as_dict()["bracketed"], result.summary()
     assert result.ci_low <= result.max_rate <= result.ci_high
     # One slot of ~60 ms cannot carry 20 req/s; a busy host only lowers the knee, so no lower bound.
     assert result.max_rate is not None and 0 < result.max_rate <= 20.0, result.summary()
