@@ -221,7 +221,7 @@ def _values(run: ScenarioRun, round_name: Round, metric: str) -> list[float]:
 
 def measure(
     protocol: ReuseProtocol, scenario: Scenario, thresholds: dict[str, float], design: Design, *, statistic: str = "median",
-    tokenizer: Tokenize | None = None, explain: Explain | None = None,
+    tokenizer: Tokenize | None = None, explain: Explain | str | None = None,
 ) -> Evaluation:
     """``scenario`` measured in looks and judged after each (``serving.sequential``): it stops at the
     first look where no verdict is inconclusive or one has failed, or when ``design``'s budget ends."""
