@@ -11,7 +11,7 @@ from _pytest.main import wrap_session  # how pytest runs --fixtures: a session w
 from pytest_mooncake.config import markers
 from pytest_mooncake.config.options import CONFIG_KEY, MooncakeConfig, add_options, load_config
 from pytest_mooncake.endpoints.topology import TOPOLOGIES
-from pytest_mooncake.harness import factories
+from pytest_mooncake.harness import eviction, factories
 from pytest_mooncake.harness import reports as reporting_plugin
 from pytest_mooncake.harness.doctor import run_checks
 from pytest_mooncake.harness.session import STATE_KEY, SessionState, get_config, state
@@ -37,6 +37,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[CONFIG_KEY] = settings
     config.stash[STATE_KEY] = SessionState(settings, rootdir=config.rootpath)
     config.pluginmanager.register(reporting_plugin, "mooncake-reporting")
+    config.pluginmanager.register(eviction, "mooncake-eviction")
     if settings.compare:
         try:
             state(config).results.store.load_baseline(settings.compare)

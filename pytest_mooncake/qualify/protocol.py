@@ -42,6 +42,8 @@ from pytest_mooncake.serving import (
 )
 
 Counters = Callable[[], dict[str, float | None]]
+# Fits a scenario into the room its KV may take (qualify.kv_budget), given the prompts a scenario would send.
+Budget = Callable[[Scenario, Callable[[Scenario], list[Sequence[int]]]], Scenario]
 SETTLE_TIMEOUT_S = 30.0
 SETTLE_STABLE_S = 1.0
 
@@ -127,6 +129,7 @@ class Protocol:
         store_counters: Counters | None = None,
         warm_up: bool = True,
         progress: pytest.Config | None = None,
+        budget: Budget | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.hit_endpoint = hit_endpoint
@@ -139,6 +142,7 @@ class Protocol:
         self._endpoints = [endpoint] + ([hit_endpoint] if hit_endpoint else [])
         self._server_counters = [server_counters(e) for e in self._endpoints]
         self._store_counters = store_counters
+        self.budget = budget
 
     def _target(self, round_name: str) -> Endpoint:
         """Cross-instance: the cold round goes to the writer, every later round to the reader."""
@@ -176,19 +180,38 @@ class Protocol:
         change = {key: value - before[key] for key, value in after.items() if value is not None and before.get(key) is not None}
         return RoundResult(name, records, run_duration(records), change)
 
+    def _warm_up(self, scenario: Scenario, endpoint: Endpoint) -> list[RequestSpec]:
+        salt = self._salt(scenario)
+        return [RequestSpec(f"warmup-{endpoint.label}-{i}", scenario.name, "warmup", max_tokens=4,
+                            prompt=tuple(self.pool.prompt(salt(f"warmup {endpoint.label} {i}"), 512, offset=5000 + i * 600)))
+                for i in range(2)] if self.warm_up else []
+
+    def planned_prompts(self, scenario: Scenario) -> list[Sequence[int]]:
+        """Every prompt ``run`` would send for ``scenario``, to size the KV it leaves in a pool."""
+        builder = PromptBuilder(self.pool, self._salt(scenario), scenario)
+        specs = [spec for endpoint in self._endpoints for spec in self._warm_up(scenario, endpoint)]
+        if scenario.turns:
+            cold, conversations = builder.conversations()
+            specs += cold + [turn for turns in conversations for turn in turns]
+        else:
+            specs += builder.cold_round()
+            rounds = 2 if scenario.reuse == 0 and self.hit_endpoint is None else scenario.rounds or self.config.rounds
+            for index in range(1, rounds):
+                specs += builder.hit_round(Round.HIT if scenario.reuse == 0 and self.hit_endpoint is None else f"hit{index}",
+                                           variant=index)
+        return [spec.prompt or () for spec in specs if not isinstance(spec.prompt, str)]
+
     def _prepare(self, scenario: Scenario) -> bool:
-        if self.warm_up:
-            salt = self._salt(scenario)
-            for endpoint in self._endpoints:
-                warm = [RequestSpec(f"warmup-{endpoint.label}-{i}", scenario.name, "warmup", max_tokens=4,
-                                    prompt=tuple(self.pool.prompt(salt(f"warmup {endpoint.label} {i}"), 512,
-                                                                  offset=5000 + i * 600)))
-                        for i in range(2)]
+        for endpoint in self._endpoints:
+            warm = self._warm_up(scenario, endpoint)
+            if warm:
                 self._round(scenario, Round.WARMUP, warm, concurrency=1, endpoint=endpoint)
         # Every endpoint is reset, also when one cannot be: all() must not stop at the first.
         return all([reset_prefix_cache(endpoint) for endpoint in self._endpoints])
 
     def run(self, scenario: Scenario) -> ScenarioRun:
+        if self.budget is not None:
+            scenario = self.budget(scenario, self.planned_prompts)
         builder = PromptBuilder(self.pool, self._salt(scenario), scenario)
         reset = self._prepare(scenario)
         if scenario.turns:

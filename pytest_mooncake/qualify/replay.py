@@ -70,6 +70,13 @@ def replayable(records: Sequence[TraceRecord], salt_tokens: int, *, max_model_le
     return [r for r in records if salt_tokens + r.input_length // scale + min(r.output_length, max_tokens_cap) <= max_model_len]
 
 
+def replay_prompts(records: Sequence[TraceRecord], vocab: Sequence[int], salt: Sequence[int], *, max_model_len: int,
+                   scale: int = 1, max_tokens_cap: int = 16) -> list[tuple[int, ...]]:
+    """The token ids ``replay`` sends for ``records`` (those that fit the server's context)."""
+    kept = replayable(records, len(salt), max_model_len=max_model_len, scale=scale, max_tokens_cap=max_tokens_cap)
+    return [(*salt, *prompt_ids(r, vocab, scale=scale)) for r in kept]
+
+
 def replay(
     endpoint: Endpoint,
     records: Sequence[TraceRecord],

@@ -11,6 +11,7 @@ from pytest_mooncake import (
     Deployment,
     Endpoint,
     Explain,
+    KVBudget,
     MasterMetrics,
     MooncakeConfig,
     Protocol,
@@ -19,7 +20,9 @@ from pytest_mooncake import (
     Tokenize,
     TokenPool,
     apply_definition,
+    attached_budget,
     default_scenarios,
+    show,
     tokenizer_for,
     user_scenario,
 )
@@ -53,21 +56,30 @@ def token_pool(serving_tokenizer: Tokenize, serving_scenarios: dict[str, Scenari
 
 
 def _store_counters(deployment: Deployment) -> Counters | None:
-    """The Mooncake master's key count and bytes: proof that a connector stored KV there."""
+    """The Mooncake master's key count and bytes: proof that a connector stored KV there; its
+    evicted keys, without which a stored-key count is no count."""
     if deployment.master is None:
         return None
     metrics = MasterMetrics(deployment.master)
-    return lambda: metrics.read(("master_key_count", "master_allocated_bytes"))
+    return lambda: metrics.read(("master_key_count", "master_allocated_bytes", "master_evicted_key_count"))
+
+
+@pytest.fixture(scope="session")
+def serving_budget(request: pytest.FixtureRequest, mooncake_deployment: Deployment, mooncake_config: MooncakeConfig,
+                   mooncake_run_id: str) -> KVBudget | None:
+    """On a Mooncake topology whose KV goes into an attached pool: what each test may leave there."""
+    return attached_budget(mooncake_deployment, mooncake_config, mooncake_run_id, lambda line: show(request.config, line))
 
 
 @pytest.fixture(scope="session")
 def serving_protocol(
     request: pytest.FixtureRequest, mooncake_deployment: Deployment, token_pool: TokenPool,
-    mooncake_config: MooncakeConfig, mooncake_run_id: str
+    mooncake_config: MooncakeConfig, mooncake_run_id: str, serving_budget: KVBudget | None
 ) -> Protocol:
     return Protocol(mooncake_deployment.endpoint, token_pool, mooncake_config, mooncake_run_id,
                     hit_endpoint=mooncake_deployment.reader, topology=mooncake_deployment.topology,
-                    store_counters=_store_counters(mooncake_deployment), progress=request.config)
+                    store_counters=_store_counters(mooncake_deployment), progress=request.config,
+                    budget=serving_budget.scenario if serving_budget else None)
 
 
 @pytest.fixture(scope="session")
