@@ -62,6 +62,7 @@ _EXPORTS = {
     "SearchPlan": "pytest_mooncake.qualify.capacity_search",
     "Step": "pytest_mooncake.qualify.capacity_search",
     "attached_budget": "pytest_mooncake.qualify.kv_budget",
+    "BudgetedWorkload": "pytest_mooncake.qualify.kv_budget",
     "count_plans": "pytest_mooncake.qualify.kv_budget",
     "KVBudget": "pytest_mooncake.qualify.kv_budget",
     "Progress": "pytest_mooncake.qualify.progress",

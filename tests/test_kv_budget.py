@@ -14,7 +14,8 @@ from pytest_mooncake.endpoints.server import Endpoint
 from pytest_mooncake.endpoints.tokens import TokenPool
 from pytest_mooncake.endpoints.topology import KV_BLOCK_TOKENS, TOPOLOGIES
 from pytest_mooncake.qualify import protocol as protocol_module
-from pytest_mooncake.qualify.kv_budget import KVBudget, count_plans, distinct_blocks, scenario_plans
+from pytest_mooncake.qualify.capacity_search import ScenarioWorkload
+from pytest_mooncake.qualify.kv_budget import BudgetedWorkload, KVBudget, count_plans, distinct_blocks, scenario_plans
 from pytest_mooncake.qualify.protocol import Protocol
 from pytest_mooncake.qualify.scenarios import Scenario
 
@@ -142,3 +143,17 @@ def test_the_planned_prompts_are_the_prompts_the_protocol_sends(monkeypatch: pyt
     # The exact repeat sends a cold prompt again: nothing new to store.
     assert set(map(tuple, planned)) == set(map(tuple, sent))
     assert distinct_blocks(planned) == distinct_blocks(sent)
+
+
+def test_a_capacity_step_that_does_not_fit_skips_the_search_with_the_figures() -> None:
+    metrics = FakeMetrics(100 * MiB, 0)
+    lines: list[str] = []
+    budget = KVBudget(metrics, BLOCK, "measured", lines.append)  # type: ignore[arg-type]
+    mix = Scenario("capacity_mix", 4, 8 * KV_BLOCK_TOKENS, 64, reuse=1.0)
+    workload = BudgetedWorkload(ScenarioWorkload(mix, POOL, "cap", lambda spec: spec), budget, "capacity mooncake-store")
+    assert len(workload.prime()) == 4 and len(workload.requests("s1", 10)) == 10
+    assert lines[0].startswith("[kv budget] capacity mooncake-store priming: 16.0 MiB (32 blocks) of KV fits")
+    metrics.allocated = 79 * MiB
+    with pytest.raises(pytest.skip.Exception, match=r"kv budget: capacity mooncake-store step s2 \(10 requests\) needs "
+                                                    r"\d+\.\d MiB of KV .* has 1\.0 MiB left"):
+        workload.requests("s2", 10)

@@ -27,7 +27,9 @@ from pytest_mooncake.config.options import MooncakeConfig
 from pytest_mooncake.endpoints.server import Endpoint
 from pytest_mooncake.endpoints.topology import KV_BLOCK_TOKENS, Deployment
 from pytest_mooncake.qualify.capacity import MODELS
+from pytest_mooncake.qualify.capacity_search import Workload
 from pytest_mooncake.qualify.scenarios import Scenario
+from pytest_mooncake.serving import RequestSpec
 
 MiB = 2**20
 # Fewer than two requests a round leaves no spread to judge: the scenario is skipped instead.
@@ -178,3 +180,23 @@ def attached_budget(deployment: Deployment, config: MooncakeConfig, run_id: str,
     pytest.skip(f"kv budget: a cold {PROBE_BLOCKS}-block request to {endpoint.base_url} stored no key on the master "
                 f"{master.endpoint} and {endpoint.model!r} is not a known model shape, so the KV this test would leave "
                 "in the attached pool cannot be sized; --mooncake-allow-eviction lifts the budget")
+
+
+class BudgetedWorkload:
+    """A capacity search's workload whose priming and every step must fit the attached pool's room:
+    a step that does not fit skips the search with the figures (a step with fewer requests than its
+    rate asks for would measure another rate)."""
+
+    def __init__(self, workload: Workload, budget: KVBudget, what: str) -> None:
+        self.workload, self.budget, self.what = workload, budget, what
+        self.name = workload.name
+
+    def _fitted(self, what: str, specs: list[RequestSpec]) -> list[RequestSpec]:
+        prompts = [spec.prompt for spec in specs if spec.prompt is not None and not isinstance(spec.prompt, str)]
+        return self.budget.fit(f"{self.what} {what}", [Plan(specs, "", lambda: prompts)]).value
+
+    def prime(self) -> list[RequestSpec]:
+        return self._fitted("priming", self.workload.prime())
+
+    def requests(self, tag: str, count: int) -> list[RequestSpec]:
+        return self._fitted(f"step {tag} ({count} requests)", self.workload.requests(tag, count))

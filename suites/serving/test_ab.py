@@ -10,6 +10,7 @@ import pytest
 
 from pytest_mooncake import (
     Endpoint,
+    KVBudget,
     MooncakeConfig,
     Outcome,
     Protocol,
@@ -39,9 +40,14 @@ def test_ab_high_reuse(
     mooncake_config: MooncakeConfig,
     mooncake_run_id: str,
     mooncake_results: Results,
+    serving_budget: KVBudget | None,
 ) -> None:
     label("scenario", "high_reuse")
     scenario = serving_scenarios["high_reuse"]
+    if serving_budget is not None:
+        # Only the endpoint under test stores KV in the attached pool; both sides run the scenario it fits.
+        planner = Protocol(openai_endpoint, token_pool, mooncake_config, f"{mooncake_run_id}-ab")
+        scenario = serving_budget.scenario(scenario, planner.planned_prompts)
     runs = {
         endpoint.label: Protocol(endpoint, token_pool, mooncake_config, f"{mooncake_run_id}-ab", progress=request.config).run(scenario)
         for endpoint in (baseline_endpoint, openai_endpoint)

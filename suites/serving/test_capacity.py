@@ -16,10 +16,12 @@ import time
 import pytest
 
 from pytest_mooncake import (
+    BudgetedWorkload,
     CapacityResult,
     CapacitySLO,
     Deployment,
     Endpoint,
+    KVBudget,
     MooncakeConfig,
     Outcome,
     Results,
@@ -104,11 +106,14 @@ def test_capacity_gain(
     scenario = serving_scenarios[config.capacity_scenario] if config.capacity_scenario else CAPACITY_MIX
     endpoints, unavailable = _endpoints(request, config)
     started = time.monotonic()  # the deadline covers the search, not the servers' start-up
-    workloads = {
+    workloads: dict[str, ScenarioWorkload | BudgetedWorkload] = {
         topology: ScenarioWorkload(scenario, token_pool, f"{mooncake_run_id} capacity {topology}",
                                    lambda spec, e=endpoint: e.prepare(spec, config.temperature))
         for topology, endpoint in endpoints.items()
     }
+    budget: KVBudget | None = request.getfixturevalue("serving_budget")
+    if budget is not None and config.topology in workloads:  # the endpoint whose KV goes into an attached pool
+        workloads[config.topology] = BudgetedWorkload(workloads[config.topology], budget, f"capacity {config.topology}")
     calibrations = {topology: calibrate(endpoint, workloads[topology], config.request_timeout)
                     for topology, endpoint in endpoints.items()}
     reference = calibrations[REFERENCE]
