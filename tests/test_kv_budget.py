@@ -36,6 +36,9 @@ class FakeMetrics:
     def snapshot(self) -> Snapshot:
         return Snapshot({"master_total_capacity_bytes": self.capacity, "master_allocated_bytes": self.allocated})
 
+    def settled(self, names: Sequence[str], *, timeout_s: float) -> None:
+        self.settles = getattr(self, "settles", 0) + 1
+
 
 def _budget(capacity_mib: float, allocated_mib: float = 0.0) -> tuple[KVBudget, list[str]]:
     lines: list[str] = []
@@ -65,6 +68,7 @@ def test_a_scenario_that_fits_runs_as_defined_and_the_gate_says_so() -> None:
     assert lines == ["[kv budget] high_reuse: 20.0 MiB (40 blocks) of KV fits the 80.0 MiB the attached pool has "
                      "below 80% of its capacity"]
     assert budget.planned_bytes == 40 * BLOCK
+    assert budget.metrics.settles == 1, "the room is read once the pool's allocated bytes settled"  # type: ignore[attr-defined]
 
 
 def test_what_does_not_fit_loses_requests_and_says_what_was_cut() -> None:

@@ -40,6 +40,8 @@ MIN_REQUESTS = 2
 SHORTENABLE = ("long_context", "long_context_high_reuse")
 # The measuring request's whole blocks: several, so a per-key overhead averages out.
 PROBE_BLOCKS = 4
+# How long a budget waits for the pool's allocated bytes to settle before reading the room left.
+SETTLE_TIMEOUT_S = 10.0
 
 T = TypeVar("T")
 
@@ -105,13 +107,16 @@ class KVBudget:
         self.announce = announce
         self.planned_bytes = 0.0  # the KV the budgeted tests of this run were planned to store
 
-    def _room(self) -> tuple[int, Snapshot]:
+    def _room(self, settle: bool) -> tuple[int, Snapshot]:
+        if settle:  # the connector saves the last requests' KV in the background: count it too
+            self.metrics.settled(("master_allocated_bytes",), timeout_s=SETTLE_TIMEOUT_S)
         snapshot = self.metrics.snapshot()
         return snapshot.write_headroom(), snapshot
 
-    def fit(self, what: str, plans: Iterable[Plan[T]]) -> Plan[T]:
-        """The first plan whose KV fits the room left; pytest.skip with the figures when none does."""
-        room, snapshot = self._room()
+    def fit(self, what: str, plans: Iterable[Plan[T]], *, settle: bool = True) -> Plan[T]:
+        """The first plan whose KV fits the room left; pytest.skip with the figures when none does.
+        ``settle`` first waits (briefly) for the pool's allocated bytes to stop changing."""
+        room, snapshot = self._room(settle)
         full: tuple[int, float] | None = None
         last: Plan[T] | None = None
         for plan in plans:
@@ -193,7 +198,9 @@ class BudgetedWorkload:
 
     def _fitted(self, what: str, specs: list[RequestSpec]) -> list[RequestSpec]:
         prompts = [spec.prompt for spec in specs if spec.prompt is not None and not isinstance(spec.prompt, str)]
-        return self.budget.fit(f"{self.what} {what}", [Plan(specs, "", lambda: prompts)]).value
+        # No settling between steps: the search's deadline is counted in seconds, and the 10% between the
+        # safe fill ratio and the eviction watermark covers a step's saves still in flight.
+        return self.budget.fit(f"{self.what} {what}", [Plan(specs, "", lambda: prompts)], settle=False).value
 
     def prime(self) -> list[RequestSpec]:
         return self._fitted("priming", self.workload.prime())
