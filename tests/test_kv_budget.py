@@ -111,6 +111,8 @@ def test_the_run_s_earlier_kv_counts_against_later_tests() -> None:
     metrics.allocated += 40 * MiB
     with pytest.raises(pytest.skip.Exception):
         budget.scenario(scenario, _prompts)
+    assert budget.summary() == ("[kv budget] the budgeted tests of this run planned 80.0 MiB of KV for the attached pool; "
+                                "it now holds 80.0 MiB of 100.0 MiB, 0.0 MiB left below 80% of its capacity")
 
 
 def test_trace_records_are_cut_from_the_end() -> None:

@@ -78,7 +78,8 @@ def test_a_budgeted_serving_run_leaves_every_tenant_key_and_evicts_nothing(deplo
     assert all(line.startswith("FAILED suites/serving/test_reuse.py") and "EVICTION" not in line for line in failed), failed
     # The budget had to act: the scenarios as defined do not fit the pool's room.
     assert re.search(r"SHRUNK: 4 -> \d requests a round|kv budget: \w+ needs", output), output[-4000:]
-    assert "the pool now holds" in output, "the run must say how much KV it left in the pool"
+    assert "the pool now holds" in output and "[kv budget] the budgeted tests of this run planned" in output, \
+        "the run must say how much KV it left in the pool"
     assert outcome == {"exact": TENANT_KEYS, "missing": [], "wrong": []}, \
         f"the budgeted run harmed the tenant: {outcome}\nmaster log:\n{read_tail(tenant.workdir / 'master.log')}"
     assert evicted == 0, f"the master evicted {evicted:g} keys during a budgeted attach run"

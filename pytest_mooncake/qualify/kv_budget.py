@@ -143,6 +143,13 @@ class KVBudget:
                     f"capacity ({_mib(allocated)} of {_mib(capacity)} allocated){smallest}. Writing it would make the "
                     "master evict other tenants' KV; --mooncake-allow-eviction lifts this budget")
 
+    def summary(self) -> str:
+        """What the budgeted tests planned to leave in the pool, and the room that is left."""
+        snapshot = self.metrics.snapshot()
+        return (f"[kv budget] the budgeted tests of this run planned {_mib(self.planned_bytes)} of KV for the attached pool; "
+                f"it now holds {_mib(snapshot['master_allocated_bytes'])} of {_mib(snapshot['master_total_capacity_bytes'])}, "
+                f"{_mib(snapshot.write_headroom())} left below {SAFE_FILL_RATIO:.0%} of its capacity")
+
     def scenario(self, scenario: Scenario, prompts_of: Callable[[Scenario], list[Sequence[int]]]) -> Scenario:
         return self.fit(scenario.name, scenario_plans(scenario, prompts_of)).value
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from pytest_mooncake import (
@@ -66,9 +68,12 @@ def _store_counters(deployment: Deployment) -> Counters | None:
 
 @pytest.fixture(scope="session")
 def serving_budget(request: pytest.FixtureRequest, mooncake_deployment: Deployment, mooncake_config: MooncakeConfig,
-                   mooncake_run_id: str) -> KVBudget | None:
+                   mooncake_run_id: str) -> Iterator[KVBudget | None]:
     """On a Mooncake topology whose KV goes into an attached pool: what each test may leave there."""
-    return attached_budget(mooncake_deployment, mooncake_config, mooncake_run_id, lambda line: show(request.config, line))
+    budget = attached_budget(mooncake_deployment, mooncake_config, mooncake_run_id, lambda line: show(request.config, line))
+    yield budget
+    if budget is not None:
+        show(request.config, budget.summary())
 
 
 @pytest.fixture(scope="session")
