@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
-from pytest_mooncake.qualify.reuse import evaluate
 from pytest_mooncake.qualify.protocol import RoundResult
+from pytest_mooncake.qualify.reuse import evaluate
 
 from .test_mooncake_evaluation import _run
 

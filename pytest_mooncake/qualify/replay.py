@@ -93,10 +93,11 @@ def replay(
 ) -> ReplayResult:
     block_tokens = BLOCK_TOKENS // scale
     kept = replayable(records, len(salt), max_model_len=max_model_len, scale=scale, max_tokens_cap=max_tokens_cap)
+    ids = replay_prompts(kept, vocab, salt, max_model_len=max_model_len, scale=scale, max_tokens_cap=max_tokens_cap)
     prompts = [
-        endpoint.prepare(RequestSpec(f"trace-line-{r.line}", "trace_replay", "replay", prompt=(*salt, *prompt_ids(r, vocab, scale=scale)),
+        endpoint.prepare(RequestSpec(f"trace-line-{r.line}", "trace_replay", "replay", prompt=prompt,
                                      max_tokens=min(r.output_length, max_tokens_cap)), temperature=0.0)
-        for r in kept
+        for r, prompt in zip(kept, ids, strict=True)
     ]
     offsets = tuple(offset for offset, _ in schedule(kept, speed=speed))
     results = run_requests(endpoint.client_config(timeout), prompts, Timestamps(offsets, max_in_flight), on_record=on_record)
