@@ -106,6 +106,13 @@ class KVBudget:
         self.source = source  # how block_bytes was learnt, shown with every figure
         self.announce = announce
         self.planned_bytes = 0.0  # the KV the budgeted tests of this run were planned to store
+        # One record per decision, for the results file (the report shows them as the terminal does).
+        self.decisions: list[dict[str, object]] = []
+
+    def _decide(self, what: str, outcome: str, needed: float, room: float, planned: float | None, line: str) -> None:
+        self.decisions.append({"test": what, "outcome": outcome, "needed_mib": round(needed / MiB, 1),
+                               "room_mib": round(room / MiB, 1),
+                               "planned_mib": None if planned is None else round(planned / MiB, 1), "summary": line})
 
     def _room(self, settle: bool) -> tuple[int, Snapshot]:
         if settle:  # the connector saves the last requests' KV in the background: count it too
@@ -128,20 +135,24 @@ class KVBudget:
                 self.planned_bytes += need
                 what_fits = f"{_mib(need)} ({blocks} blocks)"
                 if plan.change:
-                    self.announce(f"[kv budget] {what}: its KV, {_mib(full[1])} ({full[0]} blocks x {self.block_bytes / 1024:.0f} KiB, "
-                                  f"{self.source}), does not fit the {_mib(room)} the attached pool has below "
-                                  f"{SAFE_FILL_RATIO:.0%} of its capacity; SHRUNK: {plan.change}, {what_fits}")
+                    line = (f"[kv budget] {what}: its KV, {_mib(full[1])} ({full[0]} blocks x {self.block_bytes / 1024:.0f} KiB, "
+                            f"{self.source}), does not fit the {_mib(room)} the attached pool has below "
+                            f"{SAFE_FILL_RATIO:.0%} of its capacity; SHRUNK: {plan.change}, {what_fits}")
                 else:
-                    self.announce(f"[kv budget] {what}: {what_fits} of KV fits the {_mib(room)} the attached pool has below "
-                                  f"{SAFE_FILL_RATIO:.0%} of its capacity")
+                    line = (f"[kv budget] {what}: {what_fits} of KV fits the {_mib(room)} the attached pool has below "
+                            f"{SAFE_FILL_RATIO:.0%} of its capacity")
+                self._decide(what, "shrunk" if plan.change else "fits", full[1], room, need, line)
+                self.announce(line)
                 return plan
         assert full is not None and last is not None, "no plan to fit"
         capacity, allocated = snapshot["master_total_capacity_bytes"], snapshot["master_allocated_bytes"]
         smallest = f"; even {last.change} needs {_mib(distinct_blocks(last.prompts()) * self.block_bytes)}" if last.change else ""
-        pytest.skip(f"kv budget: {what} needs {_mib(full[1])} of KV ({full[0]} blocks x {self.block_bytes / 1024:.0f} KiB, "
-                    f"{self.source}), but the attached pool has {_mib(room)} left below {SAFE_FILL_RATIO:.0%} of its "
-                    f"capacity ({_mib(allocated)} of {_mib(capacity)} allocated){smallest}. Writing it would make the "
-                    "master evict other tenants' KV; --mooncake-allow-eviction lifts this budget")
+        reason = (f"kv budget: {what} needs {_mib(full[1])} of KV ({full[0]} blocks x {self.block_bytes / 1024:.0f} KiB, "
+                  f"{self.source}), but the attached pool has {_mib(room)} left below {SAFE_FILL_RATIO:.0%} of its "
+                  f"capacity ({_mib(allocated)} of {_mib(capacity)} allocated){smallest}. Writing it would make the "
+                  "master evict other tenants' KV; --mooncake-allow-eviction lifts this budget")
+        self._decide(what, "skipped", full[1], room, None, reason)
+        pytest.skip(reason)
 
     def summary(self) -> str:
         """What the budgeted tests planned to leave in the pool, and the room that is left."""

@@ -17,6 +17,7 @@ from pytest_mooncake import (
     MasterMetrics,
     MooncakeConfig,
     Protocol,
+    Results,
     Scenario,
     StoreClient,
     Tokenize,
@@ -68,11 +69,13 @@ def _store_counters(deployment: Deployment) -> Counters | None:
 
 @pytest.fixture(scope="session")
 def serving_budget(request: pytest.FixtureRequest, mooncake_deployment: Deployment, mooncake_config: MooncakeConfig,
-                   mooncake_run_id: str) -> Iterator[KVBudget | None]:
+                   mooncake_run_id: str, mooncake_results: Results) -> Iterator[KVBudget | None]:
     """On a Mooncake topology whose KV goes into an attached pool: what each test may leave there."""
     budget = attached_budget(mooncake_deployment, mooncake_config, mooncake_run_id, lambda line: show(request.config, line))
     yield budget
     if budget is not None:
+        for decision in budget.decisions:
+            mooncake_results.add("kv_budget", str(decision["test"]), decision)
         show(request.config, budget.summary())
 
 
