@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import pytest
 from _pytest.main import wrap_session  # how pytest runs --fixtures: a session without tests
@@ -12,10 +13,12 @@ from pytest_mooncake.config import markers
 from pytest_mooncake.config.options import CONFIG_KEY, MooncakeConfig, add_options, load_config
 from pytest_mooncake.endpoints.topology import TOPOLOGIES
 from pytest_mooncake.harness import eviction, factories
-from pytest_mooncake.harness import reports as reporting_plugin
+from pytest_mooncake.harness import report_hooks
 from pytest_mooncake.harness.doctor import run_checks
 from pytest_mooncake.harness.session import STATE_KEY, SessionState, get_config, state
-from pytest_mooncake.results.store import Results
+
+if TYPE_CHECKING:
+    from pytest_mooncake.harness.spawner import Record, Spawner
 
 _SIGTERM_INSTALLED = pytest.StashKey[bool]()
 
@@ -36,7 +39,7 @@ def pytest_configure(config: pytest.Config) -> None:
     settings = load_config(config)
     config.stash[CONFIG_KEY] = settings
     config.stash[STATE_KEY] = SessionState(settings, rootdir=config.rootpath)
-    config.pluginmanager.register(reporting_plugin, "mooncake-reporting")
+    config.pluginmanager.register(report_hooks, "mooncake-reporting")
     config.pluginmanager.register(eviction, "mooncake-eviction")
     if settings.compare:
         try:
@@ -160,8 +163,8 @@ def describe(settings: MooncakeConfig) -> str:
 def pytest_report_header(config: pytest.Config) -> list[str]:
     settings = get_config(config)
     lines = [describe(settings)]
-    if settings.config:
-        lines.append(f"mooncake config file: {settings.config}")
+    if settings.config_file:
+        lines.append(f"mooncake config file: {settings.config_file}")
     return lines
 
 
@@ -177,10 +180,21 @@ def mooncake_run_id(request: pytest.FixtureRequest) -> str:
     return state(request.config).run_id
 
 
+@pytest.fixture
+def mooncake_record(request: pytest.FixtureRequest) -> Record:
+    """Record what this test measured under its own id: ``mooncake_record(Kind.SERVING, name, data)``."""
+    from pytest_mooncake.harness.spawner import recorder
+
+    return recorder(state(request.config), request.node.nodeid)
+
+
 @pytest.fixture(scope="session")
-def mooncake_results(request: pytest.FixtureRequest) -> Results:
-    """Where suites record what they measured; written to the results directory at exit."""
-    return state(request.config).results
+def mooncake_spawn(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Spawner:
+    """Private masters, store clients, vLLM topologies and transfer benches for one test
+    (``with mooncake_spawn.master() as master: ...``), each stopped when its block ends."""
+    from pytest_mooncake.harness.spawner import Spawner
+
+    return Spawner(state(request.config), tmp_path_factory)
 
 
 mooncake_master = factories.mooncake_master()

@@ -80,10 +80,6 @@ def test_a_budgeted_serving_run_leaves_every_tenant_key_and_evicts_nothing(deplo
     assert re.search(r"SHRUNK: 4 -> \d requests a round|kv budget: \w+ needs", output), output[-4000:]
     assert "the pool now holds" in output and "[kv budget] the budgeted tests of this run planned" in output, \
         "the run must say how much KV it left in the pool"
-    # The results file carries the budget's decisions as the terminal told them.
-    document = json.loads(max((tenant.workdir / "results").glob("*.json"), key=lambda p: p.stat().st_mtime).read_text())
-    decisions = [r["data"] for r in document["records"] if r["kind"] == "kv_budget"]
-    assert {d["outcome"] for d in decisions} & {"shrunk", "skipped"} and all(d["summary"] in output for d in decisions), decisions
     assert outcome == {"exact": TENANT_KEYS, "missing": [], "wrong": []}, \
         f"the budgeted run harmed the tenant: {outcome}\nmaster log:\n{read_tail(tenant.workdir / 'master.log')}"
     assert evicted == 0, f"the master evicted {evicted:g} keys during a budgeted attach run"

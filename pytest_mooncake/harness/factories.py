@@ -32,7 +32,7 @@ from pytest_mooncake.endpoints.topology import KV_BLOCK_TOKENS, TOPOLOGIES, Depl
 from pytest_mooncake.errors import ServiceStartError
 from pytest_mooncake.harness import eviction
 from pytest_mooncake.harness.session import get_config, state
-from pytest_mooncake.results import attach as reporting
+from pytest_mooncake.results import allure_steps
 from pytest_mooncake.runtime.probes import HTTPProbe, TCPProbe
 
 FixtureFunction = Callable[..., Any]
@@ -66,7 +66,7 @@ def _master_fixture(mode: str, overrides: dict[str, Any]) -> FixtureFunction:
             return
         workdir = tmp_path_factory.mktemp(request.fixturename)
         with spawned_master(config, workdir, state(request.config).janitor) as master:
-            reporting.register_log(request.config, request.fixturename, master.log_path)
+            allure_steps.register_log(request.config, request.fixturename, master.log_path)
             state(request.config).results.topology[request.fixturename] = {
                 "spawned": True,
                 "netns": master.netns.name if master.netns else None,
@@ -127,7 +127,7 @@ def _start_nodes(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
             for index in range(count)
         ]
         for node in nodes:
-            reporting.register_log(request.config, node.name, node.log_path)
+            allure_steps.register_log(request.config, node.name, node.log_path)
         session.results.topology[request.fixturename] = {
             "count": len(nodes),
             "segment_size": segment_size,
@@ -268,7 +268,7 @@ def mooncake_deployment(master_fixture: str = "mooncake_master", pool_fixture: s
                                 f"(MC_TCP_BIND_ADDRESS) the master cannot reach.\n{exc}", pytrace=False)
                 for process in deployment.instances + deployment.endpoints:
                     if process.log_path is not None:
-                        reporting.register_log(request.config, process.label, process.log_path)
+                        allure_steps.register_log(request.config, process.label, process.log_path)
             session.results.topology[request.fixturename] = deployment.describe()
             if topology.connector is not None:
                 _preflight(deployment, session.run_id, config)
@@ -336,7 +336,7 @@ def openai_endpoint(
         name = "vllm-no-prefix-cache"
         with spawned_vllm(config, tmp_path_factory.mktemp(name), state(request.config).janitor, label=name,
                           args=("--no-enable-prefix-caching",)) as endpoint:
-            reporting.register_log(request.config, name, endpoint.log_path)
+            allure_steps.register_log(request.config, name, endpoint.log_path)
             state(request.config).results.topology[request.fixturename] = {
                 "spawned": True, "server": "vllm", "prefix_caching": False, "url": endpoint.base_url,
             }

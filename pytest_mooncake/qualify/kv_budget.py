@@ -31,6 +31,8 @@ from pytest_mooncake.qualify.capacity_search import Workload
 from pytest_mooncake.qualify.scenarios import Scenario
 from pytest_mooncake.serving import RequestSpec
 
+__all__ = ["BudgetedWorkload", "KVBudget", "attached_budget", "count_plans"]
+
 MiB = 2**20
 # Fewer than two requests a round leaves no spread to judge: the scenario is skipped instead.
 MIN_REQUESTS = 2
@@ -106,13 +108,6 @@ class KVBudget:
         self.source = source  # how block_bytes was learnt, shown with every figure
         self.announce = announce
         self.planned_bytes = 0.0  # the KV the budgeted tests of this run were planned to store
-        # One record per decision, for the results file (the report shows them as the terminal does).
-        self.decisions: list[dict[str, object]] = []
-
-    def _decide(self, what: str, outcome: str, needed: float, room: float, planned: float | None, line: str) -> None:
-        self.decisions.append({"test": what, "outcome": outcome, "needed_mib": round(needed / MiB, 1),
-                               "room_mib": round(room / MiB, 1),
-                               "planned_mib": None if planned is None else round(planned / MiB, 1), "summary": line})
 
     def _room(self, settle: bool) -> tuple[int, Snapshot]:
         if settle:  # the connector saves the last requests' KV in the background: count it too
@@ -141,7 +136,6 @@ class KVBudget:
                 else:
                     line = (f"[kv budget] {what}: {what_fits} of KV fits the {_mib(room)} the attached pool has below "
                             f"{SAFE_FILL_RATIO:.0%} of its capacity")
-                self._decide(what, "shrunk" if plan.change else "fits", full[1], room, need, line)
                 self.announce(line)
                 return plan
         assert full is not None and last is not None, "no plan to fit"
@@ -151,7 +145,6 @@ class KVBudget:
                   f"{self.source}), but the attached pool has {_mib(room)} left below {SAFE_FILL_RATIO:.0%} of its "
                   f"capacity ({_mib(allocated)} of {_mib(capacity)} allocated){smallest}. Writing it would make the "
                   "master evict other tenants' KV; --mooncake-allow-eviction lifts this budget")
-        self._decide(what, "skipped", full[1], room, None, reason)
         pytest.skip(reason)
 
     def summary(self) -> str:

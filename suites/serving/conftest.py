@@ -6,29 +6,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from pytest_mooncake import (
-    KV_BLOCK_TOKENS,
-    MODELS,
-    Counters,
-    Deployment,
-    Endpoint,
-    Explain,
-    KVBudget,
-    MasterMetrics,
-    MooncakeConfig,
-    Protocol,
-    Results,
-    Scenario,
-    StoreClient,
-    Tokenize,
-    TokenPool,
-    apply_definition,
-    attached_budget,
-    default_scenarios,
-    show,
-    tokenizer_for,
-    user_scenario,
-)
+from pytest_mooncake import Deployment, Endpoint, MasterMetrics, MooncakeConfig, Scenario, StoreClient, TokenPool, show
+from pytest_mooncake.endpoints.tokens import Tokenize, tokenizer_for
+from pytest_mooncake.endpoints.topology import KV_BLOCK_TOKENS
+from pytest_mooncake.qualify.capacity import MODELS
+from pytest_mooncake.qualify.kv_budget import KVBudget, attached_budget
+from pytest_mooncake.qualify.protocol import CounterReader, ReuseProtocol
+from pytest_mooncake.qualify.reuse import Explain
+from pytest_mooncake.qualify.scenarios import apply_definition, default_scenarios, user_scenario
 
 
 @pytest.fixture(scope="session")
@@ -58,7 +43,7 @@ def token_pool(serving_tokenizer: Tokenize, serving_scenarios: dict[str, Scenari
     return TokenPool.from_tokenizer(serving_tokenizer, min_tokens=longest + 64 * 1024)
 
 
-def _store_counters(deployment: Deployment) -> Counters | None:
+def _store_counters(deployment: Deployment) -> CounterReader | None:
     """The Mooncake master's key count and bytes: proof that a connector stored KV there; its
     evicted keys, without which a stored-key count is no count."""
     if deployment.master is None:
@@ -69,13 +54,11 @@ def _store_counters(deployment: Deployment) -> Counters | None:
 
 @pytest.fixture(scope="session")
 def serving_budget(request: pytest.FixtureRequest, mooncake_deployment: Deployment, mooncake_config: MooncakeConfig,
-                   mooncake_run_id: str, mooncake_results: Results) -> Iterator[KVBudget | None]:
+                   mooncake_run_id: str) -> Iterator[KVBudget | None]:
     """On a Mooncake topology whose KV goes into an attached pool: what each test may leave there."""
     budget = attached_budget(mooncake_deployment, mooncake_config, mooncake_run_id, lambda line: show(request.config, line))
     yield budget
     if budget is not None:
-        for decision in budget.decisions:
-            mooncake_results.add("kv_budget", str(decision["test"]), decision)
         show(request.config, budget.summary())
 
 
@@ -83,8 +66,8 @@ def serving_budget(request: pytest.FixtureRequest, mooncake_deployment: Deployme
 def serving_protocol(
     request: pytest.FixtureRequest, mooncake_deployment: Deployment, token_pool: TokenPool,
     mooncake_config: MooncakeConfig, mooncake_run_id: str, serving_budget: KVBudget | None
-) -> Protocol:
-    return Protocol(mooncake_deployment.endpoint, token_pool, mooncake_config, mooncake_run_id,
+) -> ReuseProtocol:
+    return ReuseProtocol(mooncake_deployment.endpoint, token_pool, mooncake_config, mooncake_run_id,
                     hit_endpoint=mooncake_deployment.reader, topology=mooncake_deployment.topology,
                     store_counters=_store_counters(mooncake_deployment), progress=request.config,
                     budget=serving_budget.scenario if serving_budget else None)
