@@ -97,8 +97,8 @@ def test_stored_keys_count_the_evicted_and_a_comparison_beside_eviction_is_pollu
     assert (evaluation.mooncake["stored_keys_cold"], evaluation.mooncake["evicted_keys"], evaluation.mooncake["polluted"]) \
         == (56.0, 113.0, True)
     assert not any(note.startswith("Mooncake stored") for note in evaluation.notes), "never a plain number"
-    assert "POLLUTED: the master evicted 113 keys during this scenario, so the keys stored in the cold round (about +56) " \
-           "cannot be set against the 56 whole 128-token blocks its prompts predict" in evaluation.notes
+    assert "POLLUTED: the master evicted 113 keys during this scenario, so the +56 keys counted as stored in the cold " \
+           "round cannot be set against the 56 whole 128-token blocks its prompts predict" in evaluation.notes
 
 
 def test_interleaved_rounds_count_their_shared_evictions_once() -> None:

@@ -143,8 +143,8 @@ def _mooncake_proof(evaluation: Evaluation) -> None:
                            "evicted_keys": evicted, "polluted": evicted > 0}
     where = " (and the hit round interleaved with it)" if run.interleaved else ""
     if stored is not None and evicted > 0:
-        evaluation.notes.append(f"POLLUTED: the master evicted {evicted:g} keys during this scenario, so the keys stored in "
-                                f"the cold round{where} (about {stored:+g}) cannot be set against the {predicted} whole "
+        evaluation.notes.append(f"POLLUTED: the master evicted {evicted:g} keys during this scenario, so the {stored:+g} keys "
+                                f"counted as stored in the cold round{where} cannot be set against the {predicted} whole "
                                 f"{KV_BLOCK_TOKENS}-token blocks its prompts predict")
     elif stored is not None:
         evaluation.notes.append(f"Mooncake stored {stored:+g} keys in the cold round{where}; "
