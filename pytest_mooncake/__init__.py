@@ -60,6 +60,7 @@ DOMAIN_MODULES = (
     "pytest_mooncake.endpoints.topology",
     "pytest_mooncake.qualify.capacity",
     "pytest_mooncake.qualify.capacity_search",
+    "pytest_mooncake.qualify.kv_budget",
     "pytest_mooncake.qualify.progress",
     "pytest_mooncake.qualify.protocol",
     "pytest_mooncake.qualify.replay",

@@ -14,7 +14,7 @@ from _pytest.main import wrap_session  # how pytest runs --fixtures: a session w
 from pytest_mooncake.config import markers
 from pytest_mooncake.config.options import CONFIG_KEY, MooncakeConfig, add_options, load_config
 from pytest_mooncake.endpoints.topology import TOPOLOGIES
-from pytest_mooncake.harness import factories, refusals, report_hooks
+from pytest_mooncake.harness import eviction, factories, refusals, report_hooks
 from pytest_mooncake.harness.doctor import run_checks
 from pytest_mooncake.harness.session import STATE_KEY, SessionState, get_config, state
 from pytest_mooncake.harness.startup import check_host, check_spawnable
@@ -50,6 +50,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[CONFIG_KEY] = settings
     config.stash[STATE_KEY] = SessionState(settings, rootdir=config.rootpath)
     config.pluginmanager.register(report_hooks, "mooncake-reporting")
+    config.pluginmanager.register(eviction, "mooncake-eviction")
     if settings.compare:
         try:
             state(config).results.store.load_baseline(settings.compare)

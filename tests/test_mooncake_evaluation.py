@@ -42,7 +42,8 @@ def test_external_hits_prove_a_mooncake_win() -> None:
     assert evaluation.problems == [] and [v.outcome for v in evaluation.verdicts] == [Outcome.PASSED]
     assert evaluation.mooncake == {"topology": "mooncake-store", "connector": "MooncakeStoreConnector",
                                    "external_hit_tokens": 7168.0, "served": True, "stored_keys_cold": 56,
-                                   "predicted_blocks_cold": 8 * (1000 // 128), "stored_bytes_cold": 56 * 2**19}
+                                   "predicted_blocks_cold": 8 * (1000 // 128), "stored_bytes_cold": 56 * 2**19,
+                                   "evicted_keys": 0.0, "polluted": False}
     assert "Mooncake stored +56 keys in the cold round; whole 128-token blocks of its prompts predict 56" in evaluation.notes
     assert evaluation.data()["topology"] == "mooncake-store"
 

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,9 +90,9 @@ def _wait(condition: object, what: str, timeout: float = 60.0) -> None:
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
-@pytest.fixture(scope="module")
-def tenant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tenant]:
-    workdir = tmp_path_factory.mktemp("tenant")
+@contextmanager
+def tenant_cluster(workdir: Path, pool_size: str = POOL) -> Iterator[Tenant]:
+    """The tenant's master and pool owner, in a network namespace of their own."""
     netns = NetworkNamespace.create()
     processes: list[ServiceProcess] = []
     try:
@@ -109,7 +110,7 @@ def tenant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tenant]:
         pool = ServiceProcess(
             "tenant-pool",
             [str(find_binary("mooncake_client", None, "--mooncake-master-bin")), "--host=127.0.0.1",
-             f"--global_segment_size={POOL}", "--local_buffer_size=64MB", f"--master_server_address={MASTER}",
+             f"--global_segment_size={pool_size}", "--local_buffer_size=64MB", f"--master_server_address={MASTER}",
              f"--metadata_server={METADATA}", "--protocol=tcp", "--port=50052"],
             HTTPProbe(METRICS + "/metrics", body_pattern=r"master_total_capacity_bytes [1-9]", netns=netns),
             workdir / "pool.log", timeout=60, env={"MC_TCP_BIND_ADDRESS": "127.0.0.1"}, netns=netns,
@@ -121,6 +122,12 @@ def tenant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tenant]:
         for process in reversed(processes):
             process.stop()
         netns.delete()
+
+
+@pytest.fixture(scope="module")
+def tenant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tenant]:
+    with tenant_cluster(tmp_path_factory.mktemp("tenant")) as started:
+        yield started
 
 
 def test_a_whole_attach_run_leaves_every_tenant_key_exact(tenant: Tenant) -> None:

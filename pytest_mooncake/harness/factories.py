@@ -32,6 +32,7 @@ from pytest_mooncake.endpoints.preflight import CacheNotWired, check_cache_wired
 from pytest_mooncake.endpoints.server import Endpoint, attach_endpoint, spawned_vllm, vllm_available
 from pytest_mooncake.endpoints.topology import TOPOLOGIES, Deployment, spawned_deployment
 from pytest_mooncake.errors import EndpointUnreachable, ServiceStartError
+from pytest_mooncake.harness import eviction
 from pytest_mooncake.harness.refusals import refuse
 from pytest_mooncake.harness.session import get_config, state
 from pytest_mooncake.harness.startup import MASTER_MODE, USES_MASTER
@@ -78,6 +79,7 @@ def _master_fixture(mode: str, overrides: dict[str, Any]) -> FixtureFunction:
                     "metrics_url": master.metrics_url,
                 }
                 metrics = MasterMetrics(master)
+                eviction.watch(request.config, metrics)
                 yield master
                 topology[request.fixturename]["left_behind"] = _left_behind(request, master, metrics)
             return
@@ -97,16 +99,13 @@ def _master_fixture(mode: str, overrides: dict[str, Any]) -> FixtureFunction:
 def _left_behind(request: pytest.FixtureRequest, master: MasterHandle, metrics: MasterMetrics) -> dict[str, float]:
     """The attached master's change over the session, printed at the end of the run."""
     try:
-        delta = metrics.delta()
+        change, line = eviction.session_change(request.config, metrics)
     except OSError as exc:
         state(request.config).left_behind.append(f"{master.endpoint}: could not read its metrics at the end: {exc}")
         return {}
-    change = {name: delta.get(name, 0.0) for name in ("master_key_count", "master_allocated_bytes", "master_evicted_key_count")}
     state(request.config).left_behind.append(
-        f"{master.endpoint}: {change['master_key_count']:+.0f} keys, {change['master_allocated_bytes'] / 2**20:+.1f} MiB "
-        f"allocated, {change['master_evicted_key_count']:.0f} keys evicted during this run (master deltas; other "
-        "clients' activity counts too). KV that a serving endpoint's connector stored for our prompts stays and "
-        "ages out by the store's own eviction; the keys our store clients wrote were removed."
+        f"{line} KV that a serving endpoint's connector stored for our prompts stays and ages out by the store's own "
+        "eviction; the keys our store clients wrote were removed."
     )
     return change
 

@@ -49,6 +49,8 @@ from pytest_mooncake.serving import (
 __all__ = ["CounterReader", "ReuseProtocol", "Looks", "ScenarioRun", "merge_looks", "verdict_design"]
 
 CounterReader = Callable[[], dict[str, float | None]]
+# Fits a scenario into the room its KV may take (qualify.kv_budget), given the prompts a scenario would send.
+Budget = Callable[[Scenario, Callable[[Scenario], list[Sequence[int]]]], Scenario]
 SETTLE_TIMEOUT_S = 30.0
 SETTLE_STABLE_S = 1.0
 
@@ -155,6 +157,7 @@ class ReuseProtocol:
         store_counters: CounterReader | None = None,
         warm_up: bool = True,
         progress: pytest.Config | None = None,
+        budget: Budget | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.hit_endpoint = hit_endpoint
@@ -168,6 +171,7 @@ class ReuseProtocol:
         self._server_counters = [server_counters(e) for e in self._endpoints]
         self._store_counters = store_counters
         self._look = 1  # the look being measured, for the progress line
+        self.budget = budget
 
     def _target(self, round_name: str) -> Endpoint:
         """Cross-instance: the cold round goes to the writer, every later round to the reader."""
@@ -208,21 +212,44 @@ class ReuseProtocol:
         change = {key: value - before[key] for key, value in after.items() if value is not None and before.get(key) is not None}
         return RoundResult(name, records, run_duration(records), change)
 
+    def _warm_up(self, scenario: Scenario, endpoint: Endpoint, look: int) -> list[RequestSpec]:
+        # Only the first look warms the engine up; later ones find it warm.
+        if not self.warm_up or look != 1:
+            return []
+        salt = self._salt(scenario)
+        return [RequestSpec(f"warmup-{endpoint.label}-{i}", scenario.name, "warmup", max_tokens=4,
+                            prompt=tuple(self.pool.prompt(salt(f"warmup {endpoint.label} {i}"), 512, offset=5000 + i * 600)))
+                for i in range(2)]
+
+    def planned_prompts(self, scenario: Scenario, look: int = 1) -> list[Sequence[int]]:
+        """Every prompt look ``look`` of ``scenario`` would send, to size the KV it leaves in a pool."""
+        builder = PromptBuilder(self.pool, self._salt(scenario, look), scenario)
+        specs = [spec for endpoint in self._endpoints for spec in self._warm_up(scenario, endpoint, look)]
+        if scenario.turns:
+            cold, conversations = builder.conversations()
+            specs += cold + [turn for turns in conversations for turn in turns]
+        else:
+            specs += builder.cold_round()
+            rounds = 2 if scenario.reuse == 0 and self.hit_endpoint is None else scenario.rounds or self.config.rounds
+            for index in range(1, rounds):
+                specs += builder.hit_round(Round.HIT if scenario.reuse == 0 and self.hit_endpoint is None else f"hit{index}",
+                                           variant=index)
+        return [spec.prompt or () for spec in specs if not isinstance(spec.prompt, str)]
+
     def _prepare(self, scenario: Scenario, look: int = 1) -> bool:
-        if self.warm_up and look == 1:
-            salt = self._salt(scenario)
-            for endpoint in self._endpoints:
-                warm = [RequestSpec(f"warmup-{endpoint.label}-{i}", scenario.name, "warmup", max_tokens=4,
-                                    prompt=tuple(self.pool.prompt(salt(f"warmup {endpoint.label} {i}"), 512,
-                                                                  offset=5000 + i * 600)))
-                        for i in range(2)]
+        for endpoint in self._endpoints:
+            warm = self._warm_up(scenario, endpoint, look)
+            if warm:
                 self._round(scenario, Round.WARMUP, warm, concurrency=1, endpoint=endpoint)
         # Every endpoint is reset, also when one cannot be: all() must not stop at the first.
         return all([reset_prefix_cache(endpoint) for endpoint in self._endpoints])
 
     def run(self, scenario: Scenario, look: int = 1) -> ScenarioRun:
-        """One look (by default the first) of ``scenario``: ``scenario.requests`` requests a round."""
+        """One look (by default the first) of ``scenario``: ``scenario.requests`` requests a round,
+        fewer where the KV budget says the pool has no room for them."""
         self._look = look
+        if self.budget is not None:
+            scenario = self.budget(scenario, lambda fitted: self.planned_prompts(fitted, look))
         builder = PromptBuilder(self.pool, self._salt(scenario, look), scenario)
         reset = self._prepare(scenario, look)
         if scenario.turns:

@@ -21,7 +21,7 @@ from pytest_mooncake.runtime.probes import http_request
 from pytest_mooncake.serving import RequestRecord, RequestSpec, Timestamps, run_requests
 from pytest_mooncake.serving.load import OnRecord
 
-__all__ = ["replay", "replayable"]
+__all__ = ["replay", "replay_prompts", "replayable"]
 
 
 def server_block_size(endpoint: Endpoint, default: int = 16) -> int:
@@ -72,6 +72,13 @@ def replayable(records: Sequence[TraceRecord], salt_tokens: int, *, max_model_le
     return [r for r in records if salt_tokens + r.input_length // scale + min(r.output_length, max_tokens_cap) <= max_model_len]
 
 
+def replay_prompts(records: Sequence[TraceRecord], vocab: Sequence[int], salt: Sequence[int], *, max_model_len: int,
+                   scale: int = 1, max_tokens_cap: int = 16) -> list[tuple[int, ...]]:
+    """The token ids ``replay`` sends for ``records`` (those that fit the server's context)."""
+    kept = replayable(records, len(salt), max_model_len=max_model_len, scale=scale, max_tokens_cap=max_tokens_cap)
+    return [(*salt, *prompt_ids(r, vocab, scale=scale)) for r in kept]
+
+
 def replay(
     endpoint: Endpoint,
     records: Sequence[TraceRecord],
@@ -88,10 +95,11 @@ def replay(
 ) -> ReplayResult:
     block_tokens = BLOCK_TOKENS // scale
     kept = replayable(records, len(salt), max_model_len=max_model_len, scale=scale, max_tokens_cap=max_tokens_cap)
+    ids = replay_prompts(kept, vocab, salt, max_model_len=max_model_len, scale=scale, max_tokens_cap=max_tokens_cap)
     prompts = [
-        endpoint.prepare(RequestSpec(f"trace-line-{r.line}", "trace_replay", "replay", prompt=(*salt, *prompt_ids(r, vocab, scale=scale)),
+        endpoint.prepare(RequestSpec(f"trace-line-{r.line}", "trace_replay", "replay", prompt=prompt,
                                      max_tokens=min(r.output_length, max_tokens_cap)), temperature=0.0)
-        for r in kept
+        for r, prompt in zip(kept, ids, strict=True)
     ]
     offsets = tuple(offset for offset, _ in schedule(kept, speed=speed))
     results = run_requests(endpoint.client_config(timeout), prompts, Timestamps(offsets, max_in_flight), on_record=on_record)

@@ -143,13 +143,23 @@ def _mooncake_proof(evaluation: Evaluation) -> None:
     external = hit.counters.get("external_prefix_cache_hits")
     counted = cold.records + (hit.records if run.interleaved else [])
     predicted = sum((r.prompt_tokens or 0) // KV_BLOCK_TOKENS for r in counted if r.ok)
+    # The key count is a gauge: keys evicted meanwhile were stored too, and make any comparison polluted.
+    # Interleaved rounds share one set of counters: count it once.
+    evicted = sum(r.counters.get("master_evicted_key_count", 0.0) for r in (run.rounds[:1] if run.interleaved else run.rounds))
     stored = cold.counters.get("master_key_count")
+    stored = None if stored is None else stored + cold.counters.get("master_evicted_key_count", 0.0)
     evaluation.mooncake = {"topology": run.topology.name, "connector": run.topology.connector,
                            "external_hit_tokens": external, "served": bool(external and external > 0),
                            "stored_keys_cold": stored, "predicted_blocks_cold": predicted,
-                           "stored_bytes_cold": cold.counters.get("master_allocated_bytes")}
-    if stored is not None:
-        evaluation.notes.append(f"Mooncake stored {stored:+g} keys in the cold round{' (and the hit round interleaved with it)' if run.interleaved else ''}; "
+                           "stored_bytes_cold": cold.counters.get("master_allocated_bytes"),
+                           "evicted_keys": evicted, "polluted": evicted > 0}
+    where = " (and the hit round interleaved with it)" if run.interleaved else ""
+    if stored is not None and evicted > 0:
+        evaluation.notes.append(f"POLLUTED: the master evicted {evicted:g} keys during this scenario, so the {stored:+g} keys "
+                                f"counted as stored in the cold round{where} cannot be set against the {predicted} whole "
+                                f"{KV_BLOCK_TOKENS}-token blocks its prompts predict")
+    elif stored is not None:
+        evaluation.notes.append(f"Mooncake stored {stored:+g} keys in the cold round{where}; "
                                 f"whole {KV_BLOCK_TOKENS}-token blocks of its prompts predict {predicted}")
     if run.scenario.reuse > 0 and not evaluation.mooncake["served"]:
         n = len(hit.records)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
-from pytest_mooncake import Deployment, Endpoint, MasterMetrics, MooncakeConfig, Scenario, StoreClient, TokenPool
+from pytest_mooncake import Deployment, Endpoint, MasterMetrics, MooncakeConfig, Scenario, StoreClient, TokenPool, show
 from pytest_mooncake.endpoints.tokens import Tokenize, tokenizer_for
 from pytest_mooncake.endpoints.topology import KV_BLOCK_TOKENS
 from pytest_mooncake.qualify.capacity import MODELS
+from pytest_mooncake.qualify.kv_budget import KVBudget, attached_budget
 from pytest_mooncake.qualify.protocol import CounterReader, ReuseProtocol
 from pytest_mooncake.qualify.reuse import Explain
 from pytest_mooncake.qualify.scenarios import apply_definition, default_scenarios, user_scenario
@@ -41,21 +44,33 @@ def token_pool(serving_tokenizer: Tokenize, serving_scenarios: dict[str, Scenari
 
 
 def _store_counters(deployment: Deployment) -> CounterReader | None:
-    """The Mooncake master's key count and bytes: proof that a connector stored KV there."""
+    """The Mooncake master's key count and bytes: proof that a connector stored KV there; its
+    evicted keys, without which a stored-key count is no count."""
     if deployment.master is None:
         return None
     metrics = MasterMetrics(deployment.master)
-    return lambda: metrics.read(("master_key_count", "master_allocated_bytes"))
+    return lambda: metrics.read(("master_key_count", "master_allocated_bytes", "master_evicted_key_count"))
+
+
+@pytest.fixture(scope="session")
+def serving_budget(request: pytest.FixtureRequest, mooncake_deployment: Deployment, mooncake_config: MooncakeConfig,
+                   mooncake_run_id: str) -> Iterator[KVBudget | None]:
+    """On a Mooncake topology whose KV goes into an attached pool: what each test may leave there."""
+    budget = attached_budget(mooncake_deployment, mooncake_config, mooncake_run_id, lambda line: show(request.config, line))
+    yield budget
+    if budget is not None:
+        show(request.config, budget.summary())
 
 
 @pytest.fixture(scope="session")
 def serving_protocol(
     request: pytest.FixtureRequest, mooncake_deployment: Deployment, token_pool: TokenPool,
-    mooncake_config: MooncakeConfig, mooncake_run_id: str
+    mooncake_config: MooncakeConfig, mooncake_run_id: str, serving_budget: KVBudget | None
 ) -> ReuseProtocol:
     return ReuseProtocol(mooncake_deployment.endpoint, token_pool, mooncake_config, mooncake_run_id,
                     hit_endpoint=mooncake_deployment.reader, topology=mooncake_deployment.topology,
-                    store_counters=_store_counters(mooncake_deployment), progress=request.config)
+                    store_counters=_store_counters(mooncake_deployment), progress=request.config,
+                    budget=serving_budget.scenario if serving_budget else None)
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,7 @@ from pytest_mooncake import (
     label,
     show,
 )
+from pytest_mooncake.qualify.kv_budget import KVBudget
 from pytest_mooncake.qualify.protocol import Looks, ReuseProtocol, ScenarioRun, merge_looks, verdict_design
 
 pytestmark = pytest.mark.requires_serving
@@ -40,6 +41,7 @@ def test_ab_high_reuse(
     mooncake_config: MooncakeConfig,
     mooncake_run_id: str,
     mooncake_record: Record,
+    serving_budget: KVBudget | None,
 ) -> None:
     label("scenario", "high_reuse")
     scenario = serving_scenarios["high_reuse"]
@@ -51,8 +53,13 @@ def test_ab_high_reuse(
     # A sequential verdict: both endpoints get one look's workload, then the interval is recomputed.
     sequence = Looks(verdict_design(mooncake_config))
     for look in sequence:
+        fitted = scenario
+        if serving_budget is not None:
+            # Only the endpoint under test stores KV in the attached pool; both sides run the look it fits.
+            planner = protocols[openai_endpoint.label]
+            fitted = serving_budget.scenario(scenario, lambda s, look=look: planner.planned_prompts(s, look))
         for name, protocol in protocols.items():
-            looks[name].append(protocol.run(scenario, look=look))
+            looks[name].append(protocol.run(fitted, look=look))
         runs = {name: merge_looks(taken) for name, taken in looks.items()}
         errors = runs[baseline_endpoint.label].errors() + runs[openai_endpoint.label].errors()
         assert not errors, f"requests failed: {errors[:3]}"

@@ -31,6 +31,7 @@ from pytest_mooncake import (
     show,
 )
 from pytest_mooncake.qualify.capacity_search import CapacityResult, CapacitySLO, ScenarioWorkload, SearchPlan, Step, calibrate, capacity_gain, search
+from pytest_mooncake.qualify.kv_budget import BudgetedWorkload, KVBudget
 
 pytestmark = pytest.mark.requires_serving
 
@@ -98,11 +99,14 @@ def test_capacity_gain(
     scenario = serving_scenarios[config.capacity_scenario] if config.capacity_scenario else CAPACITY_MIX
     endpoints, unavailable = _endpoints(request, config)
     started = time.monotonic()  # the deadline covers the search, not the servers' start-up
-    workloads = {
+    workloads: dict[str, ScenarioWorkload | BudgetedWorkload] = {
         topology: ScenarioWorkload(scenario, token_pool, f"{mooncake_run_id} capacity {topology}",
                                    lambda spec, e=endpoint: e.prepare(spec, config.temperature))
         for topology, endpoint in endpoints.items()
     }
+    budget: KVBudget | None = request.getfixturevalue("serving_budget")
+    if budget is not None and config.topology in workloads:  # the endpoint whose KV goes into an attached pool
+        workloads[config.topology] = BudgetedWorkload(workloads[config.topology], budget, f"capacity {config.topology}")
     calibrations = {topology: calibrate(endpoint, workloads[topology], config.request_timeout)
                     for topology, endpoint in endpoints.items()}
     reference = calibrations[REFERENCE]

@@ -8,7 +8,8 @@ import pytest
 
 from pytest_mooncake import Endpoint, Kind, MooncakeConfig, Record, TokenPool, show
 from pytest_mooncake.qualify.progress import Progress
-from pytest_mooncake.qualify.replay import replay, replayable
+from pytest_mooncake.qualify.kv_budget import KVBudget, count_plans
+from pytest_mooncake.qualify.replay import replay, replay_prompts, replayable
 from pytest_mooncake.qualify.scenarios import salt_tokens
 from pytest_mooncake.qualify.traces import bundled_trace, load_trace
 
@@ -23,11 +24,16 @@ def test_conversation_trace_replay(
     mooncake_config: MooncakeConfig,
     mooncake_run_id: str,
     mooncake_record: Record,
+    serving_budget: KVBudget | None,
 ) -> None:
     path = mooncake_config.trace or bundled_trace()
     records = load_trace(path, first_n=mooncake_config.trace_requests)
     salt = salt_tokens(token_pool, f"{mooncake_run_id} replay", length=256)
     fits = {"max_model_len": openai_endpoint.max_model_len(), "scale": mooncake_config.trace_scale}
+    if serving_budget is not None:
+        vocab = sorted(set(token_pool.ids))
+        records = serving_budget.fit(f"trace replay {path.name}", count_plans(
+            records, lambda part: list(replay_prompts(part, vocab, salt, **fits)), "trace requests")).value
     with Progress(request.config, f"trace replay {path.name}", len(replayable(records, len(salt), **fits))) as progress:
         result = replay(
             openai_endpoint, records, sorted(set(token_pool.ids)), salt, **fits, speed=mooncake_config.trace_speed, max_in_flight=1,
