@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from pytest_mooncake.config import parsing as p
 from pytest_mooncake.config.markers import PERF_KEYS, SCENARIO_ALIASES
@@ -98,6 +97,8 @@ def _read_document(path: Path) -> Mapping[str, Any]:
             f"Config file {path} does not exist (cwd {Path.cwd()}).\n"
             "Fix: pass an existing file to --mooncake-config / mooncake_config / MOONCAKE_CONFIG."
         )
+    import yaml  # here, not at the top: pytest imports the plugin in every run, most name no file
+
     try:
         document = yaml.safe_load(path.read_text("utf-8"))
     except yaml.YAMLError as exc:

@@ -9,6 +9,9 @@ A user's conftest declares extra clusters the way pytest-postgresql does::
     small_store = factories.mooncake_store("small_master", "small_nodes")
 
 Keyword arguments are settings (see README) and win over every other source.
+
+The plugin makes its fixtures with these at load, in every pytest run of the environment, so the
+clusters, endpoints and reports are imported by the fixtures' bodies, on first use.
 """
 
 from __future__ import annotations
@@ -17,22 +20,19 @@ import random
 import re
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_mooncake.cluster.metrics import MasterMetrics
-from pytest_mooncake.cluster.nodes import MasterHandle, StoreNode, attached_master, spawned_master, store_node
-from pytest_mooncake.cluster.store_client import StoreClient
-from pytest_mooncake.config.markers import gpu_present
 from pytest_mooncake.config.options import MooncakeConfig
-from pytest_mooncake.endpoints.preflight import CacheNotWired, check_cache_wired
-from pytest_mooncake.endpoints.server import Endpoint, attach_endpoint, spawned_vllm, vllm_available
-from pytest_mooncake.endpoints.topology import KV_BLOCK_TOKENS, TOPOLOGIES, Deployment, spawned_deployment
-from pytest_mooncake.errors import ServiceStartError
 from pytest_mooncake.harness.session import get_config, state
-from pytest_mooncake.results import attach as reporting
-from pytest_mooncake.runtime.probes import HTTPProbe, TCPProbe
+
+if TYPE_CHECKING:
+    from pytest_mooncake.cluster.metrics import MasterMetrics
+    from pytest_mooncake.cluster.nodes import MasterHandle, StoreNode
+    from pytest_mooncake.cluster.store_client import StoreClient
+    from pytest_mooncake.endpoints.server import Endpoint
+    from pytest_mooncake.endpoints.topology import Deployment
 
 FixtureFunction = Callable[..., Any]
 
@@ -42,6 +42,10 @@ def _master_fixture(mode: str, overrides: dict[str, Any]) -> FixtureFunction:
     def master_fixture(
         request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     ) -> Iterator[MasterHandle]:
+        from pytest_mooncake.cluster.metrics import MasterMetrics
+        from pytest_mooncake.cluster.nodes import attached_master, spawned_master
+        from pytest_mooncake.results import attach as reporting
+
         config = get_config(request.config).with_overrides(**overrides)
         attach = config.attach if mode == "auto" else mode == "attach"
         if attach:
@@ -109,6 +113,9 @@ def mooncake_master(**overrides: Any) -> FixtureFunction:
 
 def _start_nodes(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, master: MasterHandle,
                  config: MooncakeConfig, count: int, segment_size: int) -> Iterator[list[StoreNode]]:
+    from pytest_mooncake.cluster.nodes import store_node
+    from pytest_mooncake.results import attach as reporting
+
     session = state(request.config)
     workdir = tmp_path_factory.mktemp(request.fixturename)
     with ExitStack() as stack:
@@ -182,6 +189,8 @@ def mooncake_store(
     def store_fixture(
         request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     ) -> Iterator[StoreClient]:
+        from pytest_mooncake.cluster.nodes import store_node
+
         master: MasterHandle = request.getfixturevalue(master_fixture)
         request.getfixturevalue(nodes_fixture)
         config = get_config(request.config).with_overrides(**overrides)
@@ -218,6 +227,8 @@ def mooncake_metrics(master_fixture: str = "mooncake_master") -> FixtureFunction
 
     @pytest.fixture
     def metrics_fixture(request: pytest.FixtureRequest) -> MasterMetrics:
+        from pytest_mooncake.cluster.metrics import MasterMetrics
+
         return MasterMetrics(request.getfixturevalue(master_fixture))
 
     return metrics_fixture
@@ -235,6 +246,12 @@ def mooncake_deployment(master_fixture: str = "mooncake_master", pool_fixture: s
     def deployment_fixture(
         request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     ) -> Iterator[Deployment]:
+        from pytest_mooncake.config.markers import gpu_present
+        from pytest_mooncake.endpoints.server import attach_endpoint, vllm_available
+        from pytest_mooncake.endpoints.topology import TOPOLOGIES, Deployment, spawned_deployment
+        from pytest_mooncake.errors import ServiceStartError
+        from pytest_mooncake.results import attach as reporting
+
         config = get_config(request.config).with_overrides(**overrides)
         topology = TOPOLOGIES[config.topology]
         session = state(request.config)
@@ -281,6 +298,8 @@ def mooncake_deployment(master_fixture: str = "mooncake_master", pool_fixture: s
 def _check_reachable(topology: str, master: MasterHandle) -> None:
     """The instances' Mooncake clients would retry an unreachable master for minutes before dying:
     probe what their config names from where they will run, before spawning them."""
+    from pytest_mooncake.runtime.probes import HTTPProbe, TCPProbe
+
     probes = [(f"master RPC {master.endpoint}", TCPProbe(master.endpoint.host, master.endpoint.port, netns=master.netns))]
     if master.metadata_url != "P2PHANDSHAKE":
         probes.append((f"metadata server {master.metadata_url}",
@@ -295,6 +314,10 @@ def _check_reachable(topology: str, master: MasterHandle) -> None:
 
 
 def _preflight(deployment: Deployment, run_id: str, config: MooncakeConfig) -> None:
+    from pytest_mooncake.cluster.metrics import MasterMetrics
+    from pytest_mooncake.endpoints.preflight import CacheNotWired, check_cache_wired
+    from pytest_mooncake.endpoints.topology import KV_BLOCK_TOKENS
+
     metrics = MasterMetrics(deployment.master) if deployment.master is not None else None
     # Token ids every vocabulary has, unique to this run: a cold prompt of whole KV blocks.
     rng = random.Random(f"{run_id} preflight")
@@ -321,6 +344,9 @@ def openai_endpoint(
     def endpoint_fixture(
         request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     ) -> Iterator[Endpoint]:
+        from pytest_mooncake.endpoints.server import attach_endpoint, spawned_vllm, vllm_available
+        from pytest_mooncake.results import attach as reporting
+
         if not baseline:
             deployment: Deployment = request.getfixturevalue("mooncake_deployment")
             yield deployment.endpoint
