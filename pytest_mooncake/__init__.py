@@ -8,13 +8,7 @@ its environment, and the serving parts need the ``serving`` extra.
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
-
-try:
-    __version__ = version("pytest-mooncake")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0+unknown"
 
 # name -> the module that defines it; the names in _MODULES are those modules themselves.
 _MODULES = frozenset({"factories", "markers"})
@@ -95,7 +89,20 @@ _EXPORTS = {
 __all__ = ["__version__", *sorted(_EXPORTS)]
 
 
+def _version() -> str:
+    # On first use: reading the installed metadata costs a few ms of every pytest run's start-up.
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pytest-mooncake")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "0+unknown"
+
+
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        globals()[name] = _version()
+        return globals()[name]
     where = _EXPORTS.get(name)
     if where is None:
         raise AttributeError(f"module 'pytest_mooncake' has no attribute {name!r}")
