@@ -4,6 +4,7 @@ that changes them fails here, by name, instead of somewhere in a run."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -95,3 +96,26 @@ def test_allure_records_only_with_its_listener(pytester: pytest.Pytester) -> Non
     without.stdout.fnmatch_lines(["*ACTIVE=False*"])
     with_dir = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-s", f"--alluredir={pytester.path / 'ar'}")
     with_dir.stdout.fnmatch_lines(["*ACTIVE=True*"])
+
+
+PACKAGE = Path(__file__).resolve().parent.parent / "pytest_mooncake"
+
+
+def _sources_but(adapter: str) -> dict[str, str]:
+    return {str(path.relative_to(PACKAGE)): path.read_text("utf-8") for path in PACKAGE.rglob("*.py")
+            if path.name != adapter}
+
+
+def test_pytest_and_allure_internals_are_used_by_no_other_module() -> None:
+    users = {name for name, text in _sources_but("pytest_private.py").items()
+             if re.search(r"\b_pytest\b|\ballure_commons\b", text)}
+    assert users == set(), "pytest's and allure_commons' internals belong in harness/pytest_private.py"
+
+
+def test_mirakuru_private_attributes_are_used_by_no_other_module() -> None:
+    private = {name for name in vars(mirakuru.SimpleExecutor(["true"])) if name.startswith("_")}
+    assert "_timeout" in private and "_stdout" in private, "the attributes the adapter sets"
+    users = {name: sorted(set(re.findall(r"\.(_\w+)\b", text)) & private)
+             for name, text in _sources_but("mirakuru_private.py").items()}
+    assert {name: used for name, used in users.items() if used} == {}, \
+        "mirakuru's private attributes belong in runtime/mirakuru_private.py"
