@@ -18,12 +18,10 @@ clusters, results file and reports belong to one session.
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import signal
 import tempfile
 import time
-from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from types import FrameType
@@ -41,16 +39,21 @@ XDIST_REFUSAL = ("pytest-mooncake does not run under pytest-xdist: its clusters,
                  "session. Fix: run the mooncake tests without -n/--dist.")
 
 
-@dataclass
 class SessionState:
-    config: MooncakeConfig
-    authkey: bytes = field(default_factory=lambda: secrets.token_bytes(16))
-    run_id: str = field(default_factory=lambda: f"pmc-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}")
-    results_path: Path | None = None
-    summary: list[str] = field(default_factory=list)
-    # What the run changed in attached clusters, printed at the end of every session.
-    left_behind: list[str] = field(default_factory=list)
-    rootdir: Path = field(default_factory=Path.cwd)
+    """A mooncake session's state. A plain class, not a dataclass: it is defined in every pytest run
+    of the environment, and a dataclass costs its definition a millisecond."""
+
+    def __init__(self, config: MooncakeConfig, rootdir: Path | None = None) -> None:
+        import secrets
+
+        self.config = config
+        self.authkey = secrets.token_bytes(16)
+        self.run_id = f"pmc-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+        self.rootdir = rootdir if rootdir is not None else Path.cwd()
+        self.results_path: Path | None = None
+        self.summary: list[str] = []
+        # What the run changed in attached clusters, printed at the end of every session.
+        self.left_behind: list[str] = []
 
     @cached_property
     def janitor(self) -> Janitor:
