@@ -26,11 +26,11 @@ from pytest_mooncake.harness.session import (
 )
 
 if TYPE_CHECKING:
-    from pytest_mooncake.results.store import Results
+    from pytest_mooncake.harness.spawner import Record, Spawner
 
 # Fixtures of this module whose use by a collected test makes the session a mooncake session.
 FIXTURES = frozenset({
-    "mooncake_config", "mooncake_run_id", "mooncake_results", "mooncake_master", "mooncake_master_proc",
+    "mooncake_config", "mooncake_run_id", "mooncake_record", "mooncake_spawn", "mooncake_master", "mooncake_master_proc",
     "mooncake_master_noproc", "mooncake_store_nodes", "mooncake_store", "mooncake_metrics", "mooncake_kv_pool",
     "mooncake_deployment", "openai_endpoint", "baseline_endpoint",
 })
@@ -184,8 +184,8 @@ def _header(config: pytest.Config) -> list[str]:
     config.stash[_HEADER_SHOWN] = True
     settings = get_config(config)
     lines = [describe(settings)]
-    if settings.config:
-        lines.append(f"mooncake config file: {settings.config}")
+    if settings.config_file:
+        lines.append(f"mooncake config file: {settings.config_file}")
     return lines
 
 
@@ -210,10 +210,21 @@ def mooncake_run_id(request: pytest.FixtureRequest) -> str:
     return state(request.config).run_id
 
 
+@pytest.fixture
+def mooncake_record(request: pytest.FixtureRequest) -> Record:
+    """Record what this test measured under its own id: ``mooncake_record(Kind.SERVING, name, data)``."""
+    from pytest_mooncake.harness.spawner import recorder
+
+    return recorder(state(request.config), request.node.nodeid)
+
+
 @pytest.fixture(scope="session")
-def mooncake_results(request: pytest.FixtureRequest) -> Results:
-    """Where suites record what they measured; written to the results directory at exit."""
-    return state(request.config).results
+def mooncake_spawn(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Spawner:
+    """Private masters, store clients, vLLM topologies and transfer benches for one test
+    (``with mooncake_spawn.master() as master: ...``), each stopped when its block ends."""
+    from pytest_mooncake.harness.spawner import Spawner
+
+    return Spawner(state(request.config), tmp_path_factory)
 
 
 mooncake_master = factories.mooncake_master()

@@ -163,9 +163,9 @@ def _mutant_prefix(module: str) -> str:
 
 def _prepare(module: str, tests: list[str], workdir: Path) -> None:
     shutil.copytree(REPO / PACKAGE, workdir / PACKAGE, ignore=shutil.ignore_patterns("__pycache__"))
-    # What the tests read besides the package: recorded traces and configs, the README's options
-    # table and the script that generates it.
-    for tree in ("tests", "fixtures", "scripts"):
+    # What the tests read besides the package: recorded traces and configs, the docs' settings
+    # table and the script that generates it, the README's first commands.
+    for tree in ("tests", "fixtures", "scripts", "docs"):
         shutil.copytree(REPO / tree, workdir / tree, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "README.md", workdir / "README.md")
     pyproject = (REPO / "pyproject.toml").read_text()
@@ -176,7 +176,7 @@ def _prepare(module: str, tests: list[str], workdir: Path) -> None:
         f'only_mutate = ["{PACKAGE}/{module}"]\n'
         f"pytest_add_cli_args_test_selection = [{selection}]\n"
         'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]\n'
-        'also_copy = ["fixtures", "scripts", "README.md"]\n'
+        'also_copy = ["fixtures", "scripts", "docs", "README.md"]\n'
     )
     (workdir / "pyproject.toml").write_text(pyproject)
     # Exists before mutmut starts: Python caches a missing PYTHONPATH entry as unusable.

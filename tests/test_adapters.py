@@ -83,11 +83,11 @@ def test_stop_grace_bounds_the_wait_for_a_group_that_ignores_sigterm() -> None:
 
 
 def test_allure_records_only_with_its_listener(pytester: pytest.Pytester) -> None:
-    """``results.attach.active`` asks the session's plugin manager for allure-pytest's listener,
+    """``results.allure_steps.active`` asks the session's plugin manager for allure-pytest's listener,
     which it registers as ``allure_listener`` only with --alluredir."""
     pytest.importorskip("allure_pytest", reason="allure-pytest is in the report extra")
     pytester.makepyfile(test_active="""
-        from pytest_mooncake.results import attach
+        from pytest_mooncake.results import allure_steps as attach
 
         def test_active(mooncake_config):
             print(f"ACTIVE={attach.active()}")

@@ -11,7 +11,7 @@ pytest.importorskip("allure_pytest", reason="allure-pytest is in the report extr
 
 SUITE = """
 import pytest
-from pytest_mooncake.results import attach as reporting
+from pytest_mooncake.results import allure_steps
 from pytest_mooncake.results.schema import Outcome, Rule, Verdict
 
 ROUND = {{"n": 2, "ttft_ms": {{"mean": {ttft}, "median": {ttft}, "p90": {ttft}, "p99": {ttft}}}, "requests_per_s": {rps}}}
@@ -21,34 +21,34 @@ ROUND = {{"n": 2, "ttft_ms": {{"mean": {ttft}, "median": {ttft}, "p90": {ttft}, 
 def fake_master_log(request, tmp_path_factory):
     log = tmp_path_factory.mktemp("master") / "mooncake_master.log"
     log.write_text("I master started\\nE put failed: NO_AVAILABLE_HANDLE\\n")
-    reporting.register_log(request.config, "mooncake_master", log)
+    allure_steps.register_log(request.config, "mooncake_master", log)
 
 
 @pytest.mark.high_reuse
-def test_high_reuse(mooncake_results):
-    reporting.label("scenario", "high_reuse")  # as the suites do; the marker names it too
-    with reporting.step("round cold"):
+def test_high_reuse(mooncake_record):
+    allure_steps.label("scenario", "high_reuse")  # as the suites do; the marker names it too
+    with allure_steps.step("round cold"):
         pass
-    with reporting.step("round hit"):
+    with allure_steps.step("round hit"):
         pass
     cold = {{**ROUND, "ttft_ms": {{k: 1000.0 for k in ("mean", "median", "p90", "p99")}}, "requests_per_s": 1.0}}
-    mooncake_results.add("serving", "high_reuse", {{"scenario": "high_reuse", "rounds": [
+    mooncake_record("serving", "high_reuse", {{"scenario": "high_reuse", "rounds": [
         {{"round": "cold", "stats": cold, "records": []}}, {{"round": "hit", "stats": ROUND, "records": []}}],
         "verdicts": [Verdict("ttft_reduction", None, 0.75, 0.7, 0.8, 2, 2, Rule(">=", 0.6), Outcome.PASSED).as_dict()]}})
 
 
 @pytest.mark.multi_turn
-def test_replay(mooncake_results):
+def test_replay(mooncake_record):
     records = [{{"scheduled_at_s": i * 0.5, "ttft_s": 0.1, "cached_tokens": 64 * i, "predicted_cached": 64 * i}} for i in range(4)]
-    mooncake_results.add("replay", "trace.jsonl", {{"summary": "4 requests", "records": records}})
+    mooncake_record("replay", "trace.jsonl", {{"summary": "4 requests", "records": records}})
 
 
-def test_capacity(mooncake_results):
-    reporting.label("scenario", "capacity")
+def test_capacity(mooncake_record):
+    allure_steps.label("scenario", "capacity")
     for topology, knee in (("baseline", 2.0), ("prefix-cache", 8.0)):
         steps = [{{"rate": rate, "goodput": rate, "ttft_p90": {{"value": 100 * rate / knee, "ci_low": 90 * rate / knee,
                    "ci_high": 110 * rate / knee}}}} for rate in (knee / 2, knee, knee * 2)]
-        mooncake_results.add("capacity", topology, {{"topology": topology, "max_rate": knee, "ci_low": knee * 0.9,
+        mooncake_record("capacity", topology, {{"topology": topology, "max_rate": knee, "ci_low": knee * 0.9,
             "ci_high": knee * 1.1, "slo": {{"ttft_p90_ms": 100.0, "text": "TTFT p90 <= 100 ms"}}, "steps": steps,
             "verdicts": [] if topology == "baseline" else [
                 Verdict("capacity_gain", None, 3.0, 2.3, 3.9, 3, 3, Rule(">=", 0.5), Outcome.PASSED).as_dict()]}})

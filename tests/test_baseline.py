@@ -13,8 +13,8 @@ from pytest_mooncake.results.baseline import DEFAULT_SHOWN, METRICS, Comparison,
 from pytest_mooncake.results.store import SCHEMA_VERSION, Store
 
 RECORDING_TEST = """
-def test_record(mooncake_results):
-    mooncake_results.add("serving", "high_reuse", {{"rounds": [
+def test_record(mooncake_record):
+    mooncake_record("serving", "high_reuse", {{"rounds": [
         {{"round": "cold", "stats": {{"ttft_ms": {{"mean": 1000.0, "p90": 1100.0}}, "requests_per_s": 1.0}}}},
         {{"round": "hit", "stats": {{"ttft_ms": {{"mean": {mean}, "p90": {p90}}}, "requests_per_s": {rps}}}}},
     ]}})

@@ -19,7 +19,7 @@ def probe(config):
     print("SIGTERM-DEFAULT", signal.getsignal(signal.SIGTERM) is signal.SIG_DFL)
     print("PLUGIN-LOADED", config.pluginmanager.has_plugin("mooncake"))
     for name in ("pytest_mooncake.endpoints.topology",
-                 "pytest_mooncake.cluster.nodes", "pytest_mooncake.results.store", "pytest_mooncake.harness.reports"):
+                 "pytest_mooncake.cluster.nodes", "pytest_mooncake.results.store", "pytest_mooncake.harness.report_hooks"):
         print("IMPORTED", name, name in sys.modules)
 """
 
@@ -80,7 +80,7 @@ def test_a_run_whose_test_uses_a_fixture_is_a_mooncake_run(pytester: pytest.Pyte
     # Activated by the collection: the header follows the "collected" line.
     result.stdout.fnmatch_lines(["collected 1 item", "mooncake: spawn (netns=auto) | protocol=tcp | *"])
     result.stdout.fnmatch_lines(["*SIGTERM-DEFAULT False", "PLUGIN-LOADED True",
-                                 "IMPORTED pytest_mooncake.harness.reports True"])
+                                 "IMPORTED pytest_mooncake.harness.report_hooks True"])
 
 
 def test_a_mooncake_marker_activates_too(pytester: pytest.Pytester, run: Runner) -> None:

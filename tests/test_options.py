@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pytest_mooncake.config.options import SETTINGS, SETTINGS_BY_NAME, MooncakeConfig
-from pytest_mooncake.config.parsing import Endpoint, parse_duration, parse_endpoint, parse_size
+from pytest_mooncake.config.parsing import HostPort, parse_duration, parse_endpoint, parse_size
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -22,9 +22,15 @@ def test_settings_table_and_config_type_agree() -> None:
 
 def test_every_setting_has_flag_ini_and_env() -> None:
     for setting in SETTINGS:
-        assert setting.flag == "--mooncake-" + setting.name.replace("_", "-")
-        assert setting.ini == "mooncake_" + setting.name
-        assert setting.env == "MOONCAKE_" + setting.name.upper()
+        public = setting.alias or setting.name
+        assert setting.flag == "--mooncake-" + public.replace("_", "-")
+        assert setting.ini == "mooncake_" + public
+        assert setting.env == "MOONCAKE_" + public.upper()
+
+
+def test_the_yaml_path_is_a_field_named_for_what_it_holds() -> None:
+    config_file = SETTINGS_BY_NAME["config_file"]
+    assert (config_file.flag, config_file.ini, config_file.env) == ("--mooncake-config", "mooncake_config", "MOONCAKE_CONFIG")
 
 
 @pytest.mark.parametrize(
@@ -47,7 +53,7 @@ def test_bad_endpoints_are_refused(text: str) -> None:
 
 
 def test_endpoint_parses() -> None:
-    assert parse_endpoint("10.0.0.5:50051") == Endpoint("10.0.0.5", 50051)
+    assert parse_endpoint("10.0.0.5:50051") == HostPort("10.0.0.5", 50051)
 
 
 def test_defaults_spawn_a_two_node_cluster(print_config_test: pytest.Pytester) -> None:
@@ -217,13 +223,15 @@ def test_help_lists_the_mooncake_group(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["*Mooncake services and KV-cache acceptance suites*", "*--mooncake-master=HOST:PORT*", "*--mooncake-doctor*"])
 
 
-def test_readme_table_is_generated_from_the_settings() -> None:
+def test_docs_settings_table_is_generated_from_the_settings() -> None:
     spec = importlib.util.spec_from_file_location("settings_table", REPO / "scripts" / "settings_table.py")
     assert spec and spec.loader
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    readme = (REPO / "README.md").read_text("utf-8")
-    assert script.with_table(readme) == readme, f"README's settings table is stale: run {script.REGENERATE}"
+    assert script.PAGE == REPO / "docs" / "operators" / "configuration.md"
+    page = script.PAGE.read_text("utf-8")
+    assert script.BEGIN in page and script.END in page
+    assert script.with_table(page) == page, f"the docs' settings table is stale: run {script.REGENERATE}"
 
 
 def test_readme_starts_with_the_two_commands() -> None:

@@ -1,5 +1,6 @@
-"""What a base install and the wheel hold: the plugin loads without the extras, and every
-package, suite, profile and the bundled trace is in the wheel's package list."""
+"""What a base install and the wheel hold: the plugin loads without the extras, every
+package, suite, profile, the bundled trace and the example configs are in the wheel's package
+list, and the [suites] extra has every package a suite skips without."""
 
 from __future__ import annotations
 
@@ -75,9 +76,27 @@ def test_every_package_and_suite_directory_is_in_the_wheel() -> None:
     assert all(path.is_dir() for path in listed)
 
 
-def test_the_wheel_carries_the_profiles_and_the_trace() -> None:
+def test_the_wheel_carries_the_profiles_the_trace_and_the_example_configs() -> None:
     packages = _wheel_packages()
+    assert {p.name for p in packages["pytest_mooncake.bundled.configs"].glob("*.yaml")} >= {
+        "test_config.yaml", "test_config_simple.yaml", "user_scenarios.yaml"}
+    package_data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert package_data["pytest_mooncake.bundled.configs"] == ["*.yaml"]
     assert {p.stem for p in packages["pytest_mooncake.bundled.profiles"].glob("*.yaml")} >= {"cpu-ci"}
     assert (packages["pytest_mooncake.bundled.traces"] / bundled_trace().name).is_file()
     assert bundled_trace().is_file()
     assert "cpu-ci" in profiles.available(Path("/nonexistent"))
+
+
+def test_the_suites_extra_has_every_package_a_suite_skips_without() -> None:
+    # A suite that skips "X is not installed: install pytest-mooncake with its [suites] extra" gets X
+    # from that extra, so README's install line runs the store suites with 0 such skips.
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    suites_extra = " ".join(extras["suites"])
+    needed = {"hypothesis": "hypothesis", "pytest-benchmark": "pytest_benchmark"}
+    for distribution in needed:
+        assert distribution in suites_extra, f"[suites] lacks {distribution}"
+    assert "pytest-mooncake[serving]" in extras["suites"]
+    assert any("suites" in extra for extra in extras["dev"]), "[dev] must include [suites]"
+    texts = "\n".join(path.read_text() for path in (REPO / "suites").rglob("*.py"))
+    assert "pytest-mooncake[dev]" not in texts, "a suite's skip reason names [dev]: users install [suites]"

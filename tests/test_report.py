@@ -168,9 +168,9 @@ def test_session_writes_the_report_when_asked(pytester: pytest.Pytester) -> None
     pytester.makepyfile(test_record="""
         import json, pathlib
 
-        def test_record(mooncake_results):
+        def test_record(mooncake_record):
             data = json.loads((pathlib.Path(__file__).parent / "record.json").read_text())
-            mooncake_results.add("serving", "ab_high_reuse", data)
+            mooncake_record("serving", "ab_high_reuse", data)
     """)
     result = pytester.runpytest("-p", "no:cacheprovider", "--mooncake-report=md", "--mooncake-server-cost=5")
     result.assert_outcomes(passed=1)

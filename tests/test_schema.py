@@ -119,7 +119,7 @@ def test_the_report_command_prints_the_mismatch_and_exits_4(tmp_path: Path, caps
 
 
 def test_a_baseline_of_another_version_is_a_usage_error(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_record="def test_record(mooncake_results):\n    mooncake_results.add('x', 'y', {})\n")
+    pytester.makepyfile(test_record="def test_record(mooncake_record):\n    mooncake_record('serving', 'y', {})\n")
     store = Store(pytester.path / ".mooncake-results")
     store.save_baseline({"schema_version": 1, "records": []}, "old")
     result = pytester.runpytest("-p", "no:cacheprovider", "--mooncake-compare=old")

@@ -10,7 +10,7 @@ import pytest
 from pytest_mooncake.config.options import MooncakeConfig
 from pytest_mooncake.endpoints.server import Endpoint, spawned_vllm, vllm_available
 from pytest_mooncake.endpoints.tokens import TokenPool, tokenizer_for
-from pytest_mooncake.qualify.protocol import Protocol
+from pytest_mooncake.qualify.protocol import ReuseProtocol
 from pytest_mooncake.qualify.reuse import evaluate
 from pytest_mooncake.qualify.scenarios import Scenario, salt_tokens
 from pytest_mooncake.results.schema import Outcome
@@ -41,7 +41,7 @@ def test_warm_up_trap_never_becomes_a_claimed_reduction(baseline: Endpoint) -> N
     naive_gain = 1 - naive[1].ttft_s / naive[0].ttft_s  # type: ignore[operator]
     config = MooncakeConfig.from_defaults()
     scenario = Scenario("high_reuse", 6, 3000, 128, reuse=1.0)
-    evaluation = evaluate(Protocol(baseline, pool, config, f"trap-{time.time()}", warm_up=False).run(scenario), {"ttft_reduction": 0.6})
+    evaluation = evaluate(ReuseProtocol(baseline, pool, config, f"trap-{time.time()}", warm_up=False).run(scenario), {"ttft_reduction": 0.6})
     print(f"naive first-vs-second gain with caching off: {naive_gain:.0%}; protocol: {evaluation.summary()}")
     assert evaluation.run.round("hit").stats["cached_tokens"] == 0
     claimed = any(v.outcome is Outcome.PASSED for v in evaluation.verdicts) and not evaluation.problems

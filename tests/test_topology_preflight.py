@@ -19,7 +19,7 @@ def test_a_wrong_master_port_stops_the_topology_with_the_likely_cause(pytester: 
         import dataclasses
         import pytest
         from pytest_mooncake.harness import factories
-        from pytest_mooncake.config.parsing import Endpoint
+        from pytest_mooncake.config.parsing import HostPort
 
         real_master = factories.mooncake_master_proc()
         pool = factories.mooncake_kv_pool("real_master", count=1, kv_pool_size="64MiB")
@@ -27,7 +27,7 @@ def test_a_wrong_master_port_stops_the_topology_with_the_likely_cause(pytester: 
         @pytest.fixture(scope="session")
         def wrong_master(real_master):
             # The port next to the master's: nothing listens there.
-            return dataclasses.replace(real_master, endpoint=Endpoint(real_master.endpoint.host, real_master.endpoint.port + 1))
+            return dataclasses.replace(real_master, endpoint=HostPort(real_master.endpoint.host, real_master.endpoint.port + 1))
 
         mooncake_deployment = factories.mooncake_deployment("wrong_master", "pool", topology="mooncake-store")
         """

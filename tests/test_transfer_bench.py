@@ -6,7 +6,7 @@ import pytest
 
 from pytest_mooncake.cluster.nodes import MasterHandle
 from pytest_mooncake.cluster.transfer_bench import line_rate_gbps, parse_result, protocol_flags, run_initiator
-from pytest_mooncake.config.parsing import Endpoint
+from pytest_mooncake.config.parsing import HostPort
 from pytest_mooncake.errors import MooncakeError
 
 
@@ -53,7 +53,7 @@ def _fake_bench(tmp_path: Path, output: str, exit_code: int) -> Path:
     ("Segment 127.0.0.1:12345 not found", 2),
 ])
 def test_a_failed_initiator_is_an_error_with_its_log_tail(tmp_path: Path, output: str, exit_code: int) -> None:
-    master = MasterHandle(Endpoint("127.0.0.1", 1), "http://127.0.0.1:2/metadata", "http://127.0.0.1:3",
+    master = MasterHandle(HostPort("127.0.0.1", 1), "http://127.0.0.1:2/metadata", "http://127.0.0.1:3",
                           spawned=True, protocol="tcp", lease_ttl=1.0, client_ttl=5.0)
     with pytest.raises(MooncakeError, match=rf"read 65536 B failed \(exit {exit_code}\)") as failure:
         run_initiator(master, _fake_bench(tmp_path, output, exit_code), tmp_path, operation="read",
@@ -63,7 +63,7 @@ def test_a_failed_initiator_is_an_error_with_its_log_tail(tmp_path: Path, output
 
 
 def test_a_completed_initiator_gives_its_throughput(tmp_path: Path) -> None:
-    master = MasterHandle(Endpoint("127.0.0.1", 1), "http://127.0.0.1:2/metadata", "http://127.0.0.1:3",
+    master = MasterHandle(HostPort("127.0.0.1", 1), "http://127.0.0.1:2/metadata", "http://127.0.0.1:3",
                           spawned=True, protocol="tcp", lease_ttl=1.0, client_ttl=5.0)
     line = "Test completed: duration 2.00, batch count 10, throughput 0.50 GB/s"
     result = run_initiator(master, _fake_bench(tmp_path, line, 0), tmp_path, operation="write",

@@ -20,6 +20,8 @@ import subprocess
 from pytest_mooncake.errors import MooncakeError
 from pytest_mooncake.runtime.netns import LAN_IFACE, LanHost
 
+__all__ = ["LinkFaultUnsupported"]
+
 _TIMEOUT_S = 10
 _NFT_TABLE = "pmc_faults"
 

@@ -14,6 +14,8 @@ import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 
+__all__ = ["BAD", "Checker", "value_for"]
+
 EXACT, MISS, STALE, PHANTOM, CORRUPT, LOST = "exact", "miss", "stale", "phantom", "corrupt", "lost_write"
 BAD = (STALE, PHANTOM, CORRUPT, LOST)
 

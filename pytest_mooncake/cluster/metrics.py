@@ -13,6 +13,8 @@ from pytest_mooncake.cluster.nodes import MasterHandle
 from pytest_mooncake.runtime.probes import expect_2xx
 from pytest_mooncake.runtime.scrape import Quiescence, sample_sums, wait_until_quiescent
 
+__all__ = ["SAFE_FILL_RATIO"]
+
 # The master evicts once the pool is fuller than its --eviction_high_watermark_ratio (0.9 by
 # default), and eviction is global: anyone's keys go. An attached master does not expose its
 # watermark, and its other tenants keep writing, so our writes stop well below it.

@@ -22,7 +22,7 @@ from pytest_mooncake.cluster.agent import ENTRY as AGENT_ENTRY
 from pytest_mooncake.cluster.faults import LinkFaults
 from pytest_mooncake.cluster.store_client import StoreClient
 from pytest_mooncake.config.options import MooncakeConfig
-from pytest_mooncake.config.parsing import Endpoint
+from pytest_mooncake.config.parsing import HostPort
 from pytest_mooncake.errors import BinaryNotFound, EndpointUnreachable, NamespaceUnavailable
 from pytest_mooncake.runtime.binaries import find_binary
 from pytest_mooncake.runtime.executor import ServiceProcess
@@ -37,7 +37,7 @@ LOOPBACK = "127.0.0.1"
 class MasterHandle:
     """A Mooncake master, spawned by us or attached to; the same surface either way."""
 
-    endpoint: Endpoint
+    endpoint: HostPort
     metadata_url: str
     metrics_url: str
     spawned: bool
@@ -91,7 +91,7 @@ class MasterHandle:
 class MasterProcess:
     """One spawned ``mooncake_master``: the single master, or one of an HA group."""
 
-    endpoint: Endpoint
+    endpoint: HostPort
     metrics_url: str
     process: ServiceProcess = field(repr=False)
     netns: NetworkNamespace | None = None
@@ -252,7 +252,7 @@ class _MasterSite:
             *flags,
         ]
         process = self.run(name, command, probe(metrics_url, rpc), f"{name}-{rpc}.log")
-        return MasterProcess(Endpoint(address, rpc), metrics_url, process, self.netns)
+        return MasterProcess(HostPort(address, rpc), metrics_url, process, self.netns)
 
     def handle(self, leader: MasterProcess, metadata_url: str, ha: HAGroup | None = None) -> MasterHandle:
         return MasterHandle(

@@ -21,6 +21,8 @@ from pytest_mooncake.runtime.executor import ServiceProcess, read_tail
 from pytest_mooncake.runtime.janitor import Janitor
 from pytest_mooncake.runtime.probes import LogBannerProbe
 
+__all__ = ["BenchResult", "line_rate_gbps"]
+
 RESULT = re.compile(r"Test completed: duration ([\d.]+), batch count (\d+), throughput ([\d.]+) (\S+)/s")
 _UNITS = {"GB": 1e9, "GiB": 2**30, "Gb": 1e9 / 8, "MB": 1e6, "MiB": 2**20, "Mb": 1e6 / 8, "KB": 1e3, "KiB": 2**10, "Kb": 1e3 / 8}
 TARGET_NAME = "127.0.0.1:12345"

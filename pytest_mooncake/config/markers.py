@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+__all__ = ["SCENARIOS", "check_perf_markers", "rdma_devices"]
+
 SCENARIOS = {
     "high_reuse": "one long shared prefix, >= 90% of prompt tokens reusable",
     "medium_reuse": "about half of the requests share prefixes",

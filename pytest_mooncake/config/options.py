@@ -21,7 +21,7 @@ import pytest
 
 from pytest_mooncake.config import parsing as p
 from pytest_mooncake.config.markers import SCENARIO_ALIASES
-from pytest_mooncake.config.parsing import Endpoint
+from pytest_mooncake.config.parsing import HostPort
 from pytest_mooncake.config.settings import Joined, Setting, declare, declared
 from pytest_mooncake.config.yamlconfig import EXTRA_KEYS, load_yaml_settings
 
@@ -38,8 +38,9 @@ def _scenario_names(value: object) -> tuple[str, ...]:
 class MooncakeConfig:
     """The effective settings of a session (or of one factory, after overrides)."""
 
-    config: Path | None = declare("YAML test config (the guides' test_config.yaml format)", p.parse_path, metavar="FILE", top_level=False)
-    master: Endpoint | None = declare("Attach to the Mooncake master at HOST:PORT; spawn a local cluster when unset", p.parse_endpoint, metavar="HOST:PORT",
+    config_file: Path | None = declare("YAML test config (the guides' test_config.yaml format)", p.parse_path, metavar="FILE",
+                                       top_level=False, alias="config")
+    master: HostPort | None = declare("Attach to the Mooncake master at HOST:PORT; spawn a local cluster when unset", p.parse_endpoint, metavar="HOST:PORT",
                                       joined=Joined("mooncake", "{master_ip}:{master_port}", MappingProxyType({"master_port": 50051})))
     metadata_url: str | None = declare("Transfer Engine metadata server of an attached cluster", p.parse_metadata_url, attached="http://{master_host}:8080/metadata", metavar="URL",
                                        joined=Joined("mooncake", "http://{master_ip}:{metadata_port}/metadata"))
@@ -63,7 +64,7 @@ class MooncakeConfig:
     openai_base_url: str | None = declare("OpenAI-compatible endpoint to test, e.g. http://10.0.0.5:8000/v1 (default: spawn vLLM when installed)", p.parse_openai_url, metavar="URL",
                                           yaml=("openai_api.base_url", "proxy.url"))
     baseline_url: str | None = declare("OpenAI-compatible endpoint without KV reuse for A/B comparisons (default: spawn vLLM with prefix caching off)", p.parse_openai_url, metavar="URL")
-    topology: str = declare("Serving topology the serving suites measure: prefix-cache, baseline, mooncake-store, cross-instance, pd-store, pd or lmcache (README: Topologies)", p.choice(*TOPOLOGY_NAMES), "prefix-cache", metavar="NAME")
+    topology: str = declare("Serving topology the serving suites measure: prefix-cache, baseline, mooncake-store, cross-instance, pd-store, pd or lmcache (docs: Serving and topologies)", p.choice(*TOPOLOGY_NAMES), "prefix-cache", metavar="NAME")
     reader_url: str | None = declare("The attached cross-instance topology's second instance, which serves the hit rounds (--mooncake-openai-base-url is the writer)", p.parse_openai_url, metavar="URL")
     kv_pool_size: int = declare("Memory of each of the 2 store nodes that hold vLLM's KV in a spawned Mooncake topology (binary units, at least 16MiB)", p.parse_segment_size, "1GiB", metavar="SIZE")
     vllm_python: Path | None = declare("Python interpreter that has vLLM, used to spawn servers (default: this one)", p.parse_path, metavar="PATH")
@@ -106,6 +107,11 @@ class MooncakeConfig:
         """The defaults with ``overrides`` applied: configuration for use outside a pytest run."""
         return _finish({}, {}, {}).with_overrides(**overrides)
 
+    @classmethod
+    def of(cls, config: pytest.Config) -> MooncakeConfig:
+        """The session's settings, where no fixture reaches (``pytest_generate_tests``, hooks)."""
+        return config.stash[CONFIG_KEY]
+
     @property
     def attach(self) -> bool:
         return self.master is not None
@@ -132,7 +138,7 @@ class MooncakeConfig:
             value = getattr(self, setting.name)
             if setting.secret and value:
                 value = "***"
-            out[setting.name] = str(value) if isinstance(value, (Path, Endpoint, p.LatencyLimit)) else value
+            out[setting.name] = str(value) if isinstance(value, (Path, HostPort, p.LatencyLimit)) else value
         out["compare_fail"] = dict(self.compare_fail) if self.compare_fail else None
         out["scenarios"] = list(self.scenarios)
         out["report"] = list(self.report)
@@ -178,9 +184,9 @@ def _raw_values(config: pytest.Config) -> dict[str, tuple[object, str]]:
             hit = layer(setting)
             if hit is not None:
                 found[setting.name] = hit
-    if "config" in found:
-        raw, source = found["config"]
-        path = SETTINGS_BY_NAME["config"].parse_from(raw, source)
+    if "config_file" in found:
+        raw, source = found["config_file"]
+        path = SETTINGS_BY_NAME["config_file"].parse_from(raw, source)
         found = {**load_yaml_settings(path, SETTINGS), **found}
     return found
 
@@ -208,7 +214,7 @@ def load_config(config: pytest.Config) -> MooncakeConfig:
 def _finish(given: dict[str, Any], given_sources: dict[str, str], extras: dict[str, Any]) -> MooncakeConfig:
     """The config from the ``given`` settings, the others at their defaults for the mode (spawned or
     attached); UsageError on settings that contradict each other."""
-    master: Endpoint | None = given.get("master")
+    master: HostPort | None = given.get("master")
     host = master.host if master is not None else None
     values = {s.name: given[s.name] if s.name in given else s.fallback(host) for s in SETTINGS}
     sources = {s.name: given_sources.get(s.name, "default") for s in SETTINGS}

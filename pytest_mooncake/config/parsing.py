@@ -36,7 +36,7 @@ _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
 
 @dataclass(frozen=True)
-class Endpoint:
+class HostPort:
     """A ``host:port`` pair."""
 
     host: str
@@ -46,13 +46,13 @@ class Endpoint:
         return f"{self.host}:{self.port}"
 
 
-def parse_endpoint(value: object) -> Endpoint:
+def parse_endpoint(value: object) -> HostPort:
     text = str(value).strip()
     host, sep, port = text.rpartition(":")
     host = host.strip("[]")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError("expected HOST:PORT with a port in 1-65535, e.g. 10.0.0.5:50051")
-    return Endpoint(host, int(port))
+    return HostPort(host, int(port))
 
 
 def _http_url(value: object, example: str) -> str:

@@ -58,18 +58,20 @@ class Setting:
     yaml: tuple[str, ...] = ()
     joined: Joined | None = None
     top_level: bool = True
+    # The name users write (flag, ini key, variable) where the field's own name says more.
+    alias: str | None = None
 
     @property
     def flag(self) -> str:
-        return "--mooncake-" + self.name.replace("_", "-")
+        return "--mooncake-" + (self.alias or self.name).replace("_", "-")
 
     @property
     def ini(self) -> str:
-        return "mooncake_" + self.name
+        return "mooncake_" + (self.alias or self.name)
 
     @property
     def env(self) -> str:
-        return "MOONCAKE_" + self.name.upper()
+        return "MOONCAKE_" + (self.alias or self.name).upper()
 
     @property
     def switch(self) -> bool:

@@ -76,7 +76,7 @@ class _Reader:
     def fail(self, key: str, problem: str) -> pytest.UsageError:
         return pytest.UsageError(
             f"{self.path}: key {key!r} {problem}.\n"
-            "Fix the file; see the configuration table in README.md for the accepted keys."
+            "Fix the file; see the settings table in docs/operators/configuration.md for the accepted keys."
         )
 
     def section(self, document: Mapping[str, Any], name: str) -> Mapping[str, Any]:

@@ -75,6 +75,12 @@ class Endpoint:
         extra = {**spec.extra_body, "min_tokens": 1} if self.spawned else spec.extra_body
         return dataclasses.replace(spec, temperature=temperature, extra_body=extra)
 
+    def post(self, path: str, payload: Mapping[str, object], *, timeout: float,
+             netns: NetworkNamespace | None = None) -> HttpResponse:
+        """One JSON POST to ``base_url + path`` (e.g. ``/completions``); any status comes back."""
+        return http_request(self.base_url + path, method="POST", payload=payload, headers=self.headers(),
+                            timeout=timeout, netns=netns)
+
     def max_model_len(self, default: int = 32768) -> int:
         """The context length vLLM reports in /v1/models; ``default`` for servers that do not."""
         body = http_get_text(self.base_url + "/models", headers=self.headers())

@@ -18,6 +18,8 @@ from pathlib import Path
 from pytest_mooncake.endpoints.server import Endpoint
 from pytest_mooncake.errors import MooncakeError
 
+__all__ = ["Tokenize", "tokenizer_for"]
+
 Tokenize = Callable[[str], list[int]]
 _CORPUS_FILES = ("_pydecimal.py", "typing.py", "argparse.py", "inspect.py", "textwrap.py")
 

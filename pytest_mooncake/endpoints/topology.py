@@ -30,6 +30,8 @@ from pytest_mooncake.runtime.executor import ServiceProcess
 from pytest_mooncake.runtime.janitor import Janitor
 from pytest_mooncake.runtime.probes import HTTPProbe
 
+__all__ = ["KV_BLOCK_TOKENS", "TOPOLOGIES"]
+
 # vLLM's KV block; the store connector stores one key per whole block, so a prompt's tail
 # shorter than a block is never stored and always recomputed.
 KV_BLOCK_TOKENS = 128

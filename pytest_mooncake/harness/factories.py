@@ -44,7 +44,7 @@ def _master_fixture(mode: str, overrides: dict[str, Any]) -> FixtureFunction:
     ) -> Iterator[MasterHandle]:
         from pytest_mooncake.cluster.metrics import MasterMetrics
         from pytest_mooncake.cluster.nodes import attached_master, spawned_master
-        from pytest_mooncake.results import attach as reporting
+        from pytest_mooncake.results import allure_steps
 
         config = get_config(request.config).with_overrides(**overrides)
         attach = config.attach if mode == "auto" else mode == "attach"
@@ -68,7 +68,7 @@ def _master_fixture(mode: str, overrides: dict[str, Any]) -> FixtureFunction:
             return
         workdir = tmp_path_factory.mktemp(request.fixturename)
         with spawned_master(config, workdir, state(request.config).janitor) as master:
-            reporting.register_log(request.config, request.fixturename, master.log_path)
+            allure_steps.register_log(request.config, request.fixturename, master.log_path)
             state(request.config).results.topology[request.fixturename] = {
                 "spawned": True,
                 "netns": master.netns.name if master.netns else None,
@@ -114,7 +114,7 @@ def mooncake_master(**overrides: Any) -> FixtureFunction:
 def _start_nodes(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, master: MasterHandle,
                  config: MooncakeConfig, count: int, segment_size: int) -> Iterator[list[StoreNode]]:
     from pytest_mooncake.cluster.nodes import store_node
-    from pytest_mooncake.results import attach as reporting
+    from pytest_mooncake.results import allure_steps
 
     session = state(request.config)
     workdir = tmp_path_factory.mktemp(request.fixturename)
@@ -135,7 +135,7 @@ def _start_nodes(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
             for index in range(count)
         ]
         for node in nodes:
-            reporting.register_log(request.config, node.name, node.log_path)
+            allure_steps.register_log(request.config, node.name, node.log_path)
         session.results.topology[request.fixturename] = {
             "count": len(nodes),
             "segment_size": segment_size,
@@ -250,7 +250,7 @@ def mooncake_deployment(master_fixture: str = "mooncake_master", pool_fixture: s
         from pytest_mooncake.endpoints.server import attach_endpoint, vllm_available
         from pytest_mooncake.endpoints.topology import TOPOLOGIES, Deployment, spawned_deployment
         from pytest_mooncake.errors import ServiceStartError
-        from pytest_mooncake.results import attach as reporting
+        from pytest_mooncake.results import allure_steps
 
         config = get_config(request.config).with_overrides(**overrides)
         topology = TOPOLOGIES[config.topology]
@@ -286,7 +286,7 @@ def mooncake_deployment(master_fixture: str = "mooncake_master", pool_fixture: s
                                 f"(MC_TCP_BIND_ADDRESS) the master cannot reach.\n{exc}", pytrace=False)
                 for process in deployment.instances + deployment.endpoints:
                     if process.log_path is not None:
-                        reporting.register_log(request.config, process.label, process.log_path)
+                        allure_steps.register_log(request.config, process.label, process.log_path)
             session.results.topology[request.fixturename] = deployment.describe()
             if topology.connector is not None:
                 _preflight(deployment, session.run_id, config)
@@ -345,7 +345,7 @@ def openai_endpoint(
         request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     ) -> Iterator[Endpoint]:
         from pytest_mooncake.endpoints.server import attach_endpoint, spawned_vllm, vllm_available
-        from pytest_mooncake.results import attach as reporting
+        from pytest_mooncake.results import allure_steps
 
         if not baseline:
             deployment: Deployment = request.getfixturevalue("mooncake_deployment")
@@ -363,7 +363,7 @@ def openai_endpoint(
         name = "vllm-no-prefix-cache"
         with spawned_vllm(config, tmp_path_factory.mktemp(name), state(request.config).janitor, label=name,
                           args=("--no-enable-prefix-caching",)) as endpoint:
-            reporting.register_log(request.config, name, endpoint.log_path)
+            allure_steps.register_log(request.config, name, endpoint.log_path)
             state(request.config).results.topology[request.fixturename] = {
                 "spawned": True, "server": "vllm", "prefix_caching": False, "url": endpoint.base_url,
             }

@@ -119,10 +119,10 @@ def activate(config: pytest.Config) -> SessionState:
             session.results.store.load_baseline(settings.compare)
         except (FileNotFoundError, ValueError) as exc:
             raise pytest.UsageError(str(exc)) from None
-    from pytest_mooncake.harness import reports
+    from pytest_mooncake.harness import report_hooks
 
     # Registered after pytest_configure, its pytest_configure still runs (a historic hook).
-    config.pluginmanager.register(reports, "mooncake-reporting")
+    config.pluginmanager.register(report_hooks, "mooncake-reporting")
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
         config.stash[_SIGTERM_INSTALLED] = True

@@ -28,6 +28,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+__all__ = ["MODELS", "break_even_bandwidth"]
+
 ATTENTION_COEFFICIENT = 4  # "a" of seed 003
 LINEAR_COEFFICIENT = 22  # "b" of seed 003
 

@@ -60,6 +60,8 @@ from pytest_mooncake.serving import (
     run_requests,
 )
 
+__all__ = ["CapacityResult", "CapacitySLO", "ScenarioWorkload", "SearchPlan", "Step", "calibrate", "capacity_gain", "search"]
+
 CALIBRATION_REQUESTS = 5
 # The first rate, as a share of what one request at a time achieves (1 / mean E2E): a server
 # that cannot batch is near its knee there, so its ramp brackets the knee in two or three steps.

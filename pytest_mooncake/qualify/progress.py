@@ -20,6 +20,8 @@ import pytest
 
 from pytest_mooncake.serving import RequestRecord
 
+__all__ = ["Progress"]
+
 # Rewrites are throttled: a fast round would otherwise spend its time repainting.
 _MIN_INTERVAL_S = 0.2
 _LOG_STEPS = 4

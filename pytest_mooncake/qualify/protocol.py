@@ -26,7 +26,7 @@ from pytest_mooncake.endpoints.tokens import TokenPool
 from pytest_mooncake.endpoints.topology import Topology
 from pytest_mooncake.qualify.progress import Progress
 from pytest_mooncake.qualify.scenarios import PromptBuilder, Scenario, salt_tokens
-from pytest_mooncake.results.attach import step
+from pytest_mooncake.results.allure_steps import step
 from pytest_mooncake.results.schema import Round
 from pytest_mooncake.runtime.probes import http_get_text, http_request
 from pytest_mooncake.serving import (
@@ -41,7 +41,9 @@ from pytest_mooncake.serving import (
     wait_until_quiescent,
 )
 
-Counters = Callable[[], dict[str, float | None]]
+__all__ = ["CounterReader", "ReuseProtocol"]
+
+CounterReader = Callable[[], dict[str, float | None]]
 SETTLE_TIMEOUT_S = 30.0
 SETTLE_STABLE_S = 1.0
 
@@ -89,7 +91,7 @@ class ScenarioRun:
         return [str(rec.error) for r in self.rounds for rec in r.records if rec.error]
 
 
-def server_counters(endpoint: Endpoint) -> Counters:
+def server_counters(endpoint: Endpoint) -> CounterReader:
     """The endpoint's prefix-cache (and LMCache) counters; none when it serves no /metrics."""
 
     reader = MetricsReader(endpoint.root_url + "/metrics", COUNTERS,
@@ -112,7 +114,7 @@ def reset_prefix_cache(endpoint: Endpoint) -> bool:
     return response.status == 200
 
 
-class Protocol:
+class ReuseProtocol:
     """Runs one scenario against one endpoint."""
 
     def __init__(
@@ -124,7 +126,7 @@ class Protocol:
         *,
         hit_endpoint: Endpoint | None = None,
         topology: Topology | None = None,
-        store_counters: Counters | None = None,
+        store_counters: CounterReader | None = None,
         warm_up: bool = True,
         progress: pytest.Config | None = None,
     ) -> None:

@@ -21,6 +21,8 @@ from pytest_mooncake.runtime.probes import http_request
 from pytest_mooncake.serving import RequestRecord, RequestSpec, Timestamps, run_requests
 from pytest_mooncake.serving.load import OnRecord
 
+__all__ = ["replay", "replayable"]
+
 
 def server_block_size(endpoint: Endpoint, default: int = 16) -> int:
     """The KV block size vLLM reports in ``vllm:cache_config_info``; ``default`` if it does not."""

@@ -30,6 +30,8 @@ from pytest_mooncake.qualify.protocol import ScenarioRun
 from pytest_mooncake.results.schema import Op, Outcome, Round, Rule, Verdict
 from pytest_mooncake.serving import SLO, judge, round_stats
 
+__all__ = ["Explain", "evaluate"]
+
 # Below this share of the expected reusable tokens, a hit is reported as partial.
 PARTIAL_HIT = 0.9
 

@@ -21,6 +21,8 @@ from pytest_mooncake.endpoints.tokens import TokenPool
 from pytest_mooncake.results.schema import Round
 from pytest_mooncake.serving import RequestSpec
 
+__all__ = ["apply_definition", "default_scenarios", "salt_tokens", "user_scenario"]
+
 
 @dataclass(frozen=True)
 class Scenario:

@@ -23,6 +23,8 @@ from pathlib import Path
 
 from pytest_mooncake.errors import MooncakeError
 
+__all__ = ["bundled_trace", "load_trace"]
+
 BLOCK_TOKENS = 512
 # Clear of the special tokens at the bottom and inside the CI model's 8,192-token vocabulary.
 DEFAULT_TOKEN_IDS = range(100, 8000)

@@ -51,6 +51,21 @@ class Round(Word):
 HIT_ROUNDS = (Round.HIT, Round.WITH_CACHE)
 
 
+class Kind(Word):
+    """What a results record measured; the report gives each kind its section."""
+
+    SERVING = "serving"
+    CAPACITY = "capacity"
+    TOPOLOGY = "topology"
+    REPLAY = "replay"
+    SERVING_FAULT = "serving-fault"
+    TRANSFER = "transfer"
+    CONCURRENCY = "concurrency"
+    EVICTION = "eviction"
+    SOAK = "soak"
+    FAULTS = "faults"
+
+
 class Outcome(Word):
     PASSED = "passed"
     FAILED = "failed"

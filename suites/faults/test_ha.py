@@ -19,18 +19,8 @@ from typing import Any
 
 import pytest
 
-from pytest_mooncake import (
-    BAD,
-    MasterHandle,
-    MasterMetrics,
-    Results,
-    StoreClient,
-    StoreNode,
-    factories,
-    show,
-    value_for,
-    wait_for,
-)
+from pytest_mooncake import Kind, MasterHandle, MasterMetrics, Record, StoreClient, StoreNode, factories, show, wait_for
+from pytest_mooncake.cluster.integrity import BAD, value_for
 
 pytestmark = [
     pytest.mark.destructive,
@@ -49,7 +39,7 @@ ha_store = factories.mooncake_store("ha_master", "ha_nodes", local_buffer_size="
 
 def test_leader_killed_under_load_clients_fail_over(request: pytest.FixtureRequest, ha_master: MasterHandle,
                                                    ha_nodes: list[StoreNode], ha_store: StoreClient,
-                                                   mooncake_results: Results, mooncake_run_id: str) -> None:
+                                                   mooncake_record: Record, mooncake_run_id: str) -> None:
     assert ha_master.ha is not None
     before = [f"{mooncake_run_id}-before-{i}" for i in range(20)]
     for key in before:
@@ -79,7 +69,7 @@ def test_leader_killed_under_load_clients_fail_over(request: pytest.FixtureReque
     summary = {"masters": len(ha_master.ha.masters), "old_leader": old_leader, "new_leader": str(ha_master.endpoint),
                "view_change_s": view_change, "remount_s": remount, "keys_before": len(before), "kept_before": kept,
                "load_ops": load.get("ops"), "load_tally": tally, "load_errors": load.get("errors")}
-    mooncake_results.add("faults", "ha-leader-failover", summary, test=request.node.nodeid)
+    mooncake_record(Kind.FAULTS, "ha-leader-failover", summary)
     show(request.config, f"[ha failover] leader {old_leader} killed under load; {ha_master.endpoint} served after "
          f"{view_change:.1f} s, both nodes remounted {remount:.1f} s later; keys written before: {kept}/{len(before)} "
          f"kept, the rest clean misses; load {load.get('ops')} ops: {tally}, failed calls by code {load.get('errors')}")

@@ -18,16 +18,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from pytest_mooncake import (
-    LinkFaultUnsupported,
-    MasterHandle,
-    StoreClient,
-    StoreNode,
-    factories,
-    show,
-    value_for,
-    wait_for,
-)
+from pytest_mooncake import MasterHandle, StoreClient, StoreNode, factories, show, wait_for
+from pytest_mooncake.cluster.faults import LinkFaultUnsupported
+from pytest_mooncake.cluster.integrity import value_for
 
 pytestmark = pytest.mark.destructive
 

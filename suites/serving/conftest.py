@@ -4,25 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_mooncake import (
-    KV_BLOCK_TOKENS,
-    MODELS,
-    Counters,
-    Deployment,
-    Endpoint,
-    Explain,
-    MasterMetrics,
-    MooncakeConfig,
-    Protocol,
-    Scenario,
-    StoreClient,
-    Tokenize,
-    TokenPool,
-    apply_definition,
-    default_scenarios,
-    tokenizer_for,
-    user_scenario,
-)
+from pytest_mooncake import Deployment, Endpoint, MasterMetrics, MooncakeConfig, Scenario, StoreClient, TokenPool
+from pytest_mooncake.endpoints.tokens import Tokenize, tokenizer_for
+from pytest_mooncake.endpoints.topology import KV_BLOCK_TOKENS
+from pytest_mooncake.qualify.capacity import MODELS
+from pytest_mooncake.qualify.protocol import CounterReader, ReuseProtocol
+from pytest_mooncake.qualify.reuse import Explain
+from pytest_mooncake.qualify.scenarios import apply_definition, default_scenarios, user_scenario
 
 
 @pytest.fixture(scope="session")
@@ -52,7 +40,7 @@ def token_pool(serving_tokenizer: Tokenize, serving_scenarios: dict[str, Scenari
     return TokenPool.from_tokenizer(serving_tokenizer, min_tokens=longest + 64 * 1024)
 
 
-def _store_counters(deployment: Deployment) -> Counters | None:
+def _store_counters(deployment: Deployment) -> CounterReader | None:
     """The Mooncake master's key count and bytes: proof that a connector stored KV there."""
     if deployment.master is None:
         return None
@@ -64,8 +52,8 @@ def _store_counters(deployment: Deployment) -> Counters | None:
 def serving_protocol(
     request: pytest.FixtureRequest, mooncake_deployment: Deployment, token_pool: TokenPool,
     mooncake_config: MooncakeConfig, mooncake_run_id: str
-) -> Protocol:
-    return Protocol(mooncake_deployment.endpoint, token_pool, mooncake_config, mooncake_run_id,
+) -> ReuseProtocol:
+    return ReuseProtocol(mooncake_deployment.endpoint, token_pool, mooncake_config, mooncake_run_id,
                     hit_endpoint=mooncake_deployment.reader, topology=mooncake_deployment.topology,
                     store_counters=_store_counters(mooncake_deployment), progress=request.config)
 

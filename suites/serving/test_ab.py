@@ -10,10 +10,10 @@ import pytest
 
 from pytest_mooncake import (
     Endpoint,
+    Kind,
     MooncakeConfig,
     Outcome,
-    Protocol,
-    Results,
+    Record,
     Round,
     Rule,
     Scenario,
@@ -24,6 +24,7 @@ from pytest_mooncake import (
     label,
     show,
 )
+from pytest_mooncake.qualify.protocol import ReuseProtocol
 
 pytestmark = pytest.mark.requires_serving
 
@@ -38,12 +39,12 @@ def test_ab_high_reuse(
     serving_scenarios: dict[str, Scenario],
     mooncake_config: MooncakeConfig,
     mooncake_run_id: str,
-    mooncake_results: Results,
+    mooncake_record: Record,
 ) -> None:
     label("scenario", "high_reuse")
     scenario = serving_scenarios["high_reuse"]
     runs = {
-        endpoint.label: Protocol(endpoint, token_pool, mooncake_config, f"{mooncake_run_id}-ab", progress=request.config).run(scenario)
+        endpoint.label: ReuseProtocol(endpoint, token_pool, mooncake_config, f"{mooncake_run_id}-ab", progress=request.config).run(scenario)
         for endpoint in (baseline_endpoint, openai_endpoint)
     }
     base, cache = runs[baseline_endpoint.label].round(Round.HIT), runs[openai_endpoint.label].round(Round.HIT)
@@ -64,7 +65,7 @@ def test_ab_high_reuse(
         "verdicts": [verdict.as_dict()],
         "throughput_gain": gain,
     }
-    mooncake_results.add("serving", "ab_high_reuse", data, test=request.node.nodeid)
+    mooncake_record(Kind.SERVING, "ab_high_reuse", data)
     attach_statistics("ab_high_reuse", data)
     show(request.config, f"[A/B high_reuse] {verdict.message}; throughput gain {gain:+.0%}; "
          f"cached tokens with cache {cache_stats['cached_tokens']}, baseline {base_stats['cached_tokens']}")

@@ -16,27 +16,21 @@ import time
 import pytest
 
 from pytest_mooncake import (
-    CapacityResult,
-    CapacitySLO,
     Deployment,
     Endpoint,
+    Kind,
     MooncakeConfig,
     Outcome,
-    Results,
+    Record,
     Rule,
     Scenario,
-    ScenarioWorkload,
-    SearchPlan,
-    Step,
     TokenPool,
-    calibrate,
-    capacity_gain,
     effective_thresholds,
     factories,
     label,
-    search,
     show,
 )
+from pytest_mooncake.qualify.capacity_search import CapacityResult, CapacitySLO, ScenarioWorkload, SearchPlan, Step, calibrate, capacity_gain, search
 
 pytestmark = pytest.mark.requires_serving
 
@@ -93,7 +87,7 @@ def test_capacity_gain(
     serving_scenarios: dict[str, Scenario],
     mooncake_config: MooncakeConfig,
     mooncake_run_id: str,
-    mooncake_results: Results,
+    mooncake_record: Record,
 ) -> None:
     """Highest Poisson rate meeting the SLO per topology; the cache must carry more at the same SLO."""
     label("scenario", "capacity")
@@ -137,7 +131,7 @@ def test_capacity_gain(
     for topology, result in results.items():
         data = {**result.as_dict(), "reference": REFERENCE,
                 "verdicts": [verdicts[topology].as_dict()] if topology in verdicts else []}
-        mooncake_results.add("capacity", topology, data, test=request.node.nodeid)
+        mooncake_record(Kind.CAPACITY, topology, data)
         show(request.config, f"[capacity] {result.summary()}")
     for topology, reason in unavailable.items():
         show(request.config, f"[capacity] {topology}: not measured ({reason})")

@@ -14,21 +14,22 @@ import re
 import pytest
 
 from pytest_mooncake import (
-    KV_BLOCK_TOKENS,
     Concurrency,
     Deployment,
+    Kind,
     MasterHandle,
     MasterMetrics,
+    MooncakeConfig,
+    Record,
     RequestRecord,
     RequestSpec,
-    Results,
     Round,
     StoreNode,
     factories,
-    get_config,
     run_requests,
     show,
 )
+from pytest_mooncake.endpoints.topology import KV_BLOCK_TOKENS
 
 pytestmark = [pytest.mark.destructive, pytest.mark.requires_serving]
 
@@ -49,7 +50,7 @@ def _prompts(tag: str) -> list[RequestSpec]:
 
 
 def _send(request: pytest.FixtureRequest, deployment: Deployment, specs: list[RequestSpec]) -> list[RequestRecord]:
-    client = deployment.endpoint.client_config(get_config(request.config).request_timeout)
+    client = deployment.endpoint.client_config(MooncakeConfig.of(request.config).request_timeout)
     return run_requests(client, specs, Concurrency(1))
 
 
@@ -71,16 +72,16 @@ def _log_size(deployment: Deployment) -> int:
 
 
 def _judge(request: pytest.FixtureRequest, name: str, deployment: Deployment, log_start: int, cold: list[RequestRecord],
-           hit: list[RequestRecord], results: Results) -> dict[str, object]:
+           hit: list[RequestRecord], record: Record) -> dict[str, object]:
     errors = [str(r.error) for r in hit if r.error is not None]
-    timeout = get_config(request.config).request_timeout
+    timeout = MooncakeConfig.of(request.config).request_timeout
     missed = sum((r.cached_tokens or 0) < WHOLE_BLOCKS for r in hit)
     recomputed, tokens = _recovered_loads(deployment, log_start)
     # A request whose load failed may fail again on its retry, so load failures count events, not requests.
     summary = {"requests": len(hit), "errors": errors, "lookups_missed": missed, "load_failures_recomputed": recomputed,
                "recomputed_tokens": tokens,
                "cached_tokens": [r.cached_tokens for r in hit], "slowest_e2e_s": max((r.e2e_s or 0) for r in hit)}
-    results.add("serving-fault", name, summary, test=request.node.nodeid)
+    record(Kind.SERVING_FAULT, name, summary)
     show(request.config, f"[fault {name}] {len(hit) - len(errors)}/{len(hit)} requests completed with the cold answer; "
          f"hits lost: {missed} of {len(hit)} lookups found nothing stored, {recomputed} loads failed and were recomputed "
          f"({tokens} tokens; vLLM's log); slowest {summary['slowest_e2e_s']:.2f} s")
@@ -92,7 +93,7 @@ def _judge(request: pytest.FixtureRequest, name: str, deployment: Deployment, lo
 
 def test_a_store_node_killed_during_the_hit_round(request: pytest.FixtureRequest, fault_deployment: Deployment,
                                                   fault_master: MasterHandle, fault_pool: list[StoreNode],
-                                                  mooncake_results: Results, mooncake_run_id: str) -> None:
+                                                  mooncake_record: Record, mooncake_run_id: str) -> None:
     specs = _prompts(f"{mooncake_run_id} node kill")
     cold = _send(request, fault_deployment, specs)
     MasterMetrics(fault_master).settled()  # the connector's background saves stop adding keys
@@ -103,13 +104,13 @@ def test_a_store_node_killed_during_the_hit_round(request: pytest.FixtureRequest
     hit = first + rest
     assert all((r.cached_tokens or 0) >= WHOLE_BLOCKS for r in first), \
         f"before the kill every prompt must hit: {[r.cached_tokens for r in first]}"
-    summary = _judge(request, "store-node-killed", fault_deployment, log_start, cold, hit, mooncake_results)
+    summary = _judge(request, "store-node-killed", fault_deployment, log_start, cold, hit, mooncake_record)
     assert summary["lookups_missed"] or summary["load_failures_recomputed"], \
         f"no hit was lost, so the killed node held none of the KV the round read: the fault was not tested: {summary}"
 
 
 def test_the_master_restarted_between_rounds(request: pytest.FixtureRequest, fault_deployment: Deployment,
-                                             fault_master: MasterHandle, mooncake_results: Results,
+                                             fault_master: MasterHandle, mooncake_record: Record,
                                              mooncake_run_id: str) -> None:
     specs = _prompts(f"{mooncake_run_id} master restart")
     cold = _send(request, fault_deployment, specs)
@@ -117,5 +118,5 @@ def test_the_master_restarted_between_rounds(request: pytest.FixtureRequest, fau
     log_start = _log_size(fault_deployment)
     fault_master.restart()
     hit = _send(request, fault_deployment, specs)
-    summary = _judge(request, "master-restarted", fault_deployment, log_start, cold, hit, mooncake_results)
+    summary = _judge(request, "master-restarted", fault_deployment, log_start, cold, hit, mooncake_record)
     assert summary["lookups_missed"] == PROMPTS, f"a non-HA master restart forgets every key, yet some hit: {summary}"

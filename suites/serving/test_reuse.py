@@ -10,19 +10,10 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_mooncake import (
-    SCENARIOS,
-    Protocol,
-    Results,
-    Scenario,
-    attach_statistics,
-    effective_thresholds,
-    evaluate,
-    get_config,
-    label,
-    markers,
-    show,
-)
+from pytest_mooncake import Kind, MooncakeConfig, Record, Scenario, attach_statistics, effective_thresholds, label, show
+from pytest_mooncake.config.markers import SCENARIOS, check_perf_markers
+from pytest_mooncake.qualify.protocol import ReuseProtocol
+from pytest_mooncake.qualify.reuse import evaluate
 
 pytestmark = pytest.mark.requires_serving
 
@@ -33,8 +24,8 @@ CONTROL_KEYS = ("control_gain",)
 
 def _check(name: str, request: pytest.FixtureRequest, statistic: str = "median", keys: tuple[str, ...] = REUSE_KEYS) -> None:
     scenarios: dict[str, Scenario] = request.getfixturevalue("serving_scenarios")
-    protocol: Protocol = request.getfixturevalue("serving_protocol")
-    results: Results = request.getfixturevalue("mooncake_results")
+    protocol: ReuseProtocol = request.getfixturevalue("serving_protocol")
+    record: Record = request.getfixturevalue("mooncake_record")
     label("scenario", name)
     label("topology", protocol.topology.name if protocol.topology else "attached")
     label("connector", protocol.topology.connector or "none" if protocol.topology else "unknown")
@@ -43,7 +34,7 @@ def _check(name: str, request: pytest.FixtureRequest, statistic: str = "median",
                           tokenizer=request.getfixturevalue("serving_tokenizer"),
                           explain=request.getfixturevalue("serving_explain"))
     data = evaluation.data()
-    results.add("serving", name, data, test=request.node.nodeid)
+    record(Kind.SERVING, name, data)
     attach_statistics(name, data)
     where = run.topology.name if run.topology else run.endpoint.label
     show(request.config, f"[{name} @ {where}] " + evaluation.summary().replace("\n", f"\n[{name}] "))
@@ -103,7 +94,7 @@ def test_cold_start(request: pytest.FixtureRequest) -> None:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if metafunc.definition.name == "test_user_scenario":
-        config = get_config(metafunc.config)
+        config = MooncakeConfig.of(metafunc.config)
         wanted = set(config.scenarios)
         names = [n for n in config.scenario_definitions if n not in SCENARIOS and (not wanted or n in wanted)]
         metafunc.parametrize("user_scenario", names or [pytest.param(None, marks=pytest.mark.skip(
@@ -113,9 +104,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def test_user_scenario(request: pytest.FixtureRequest, user_scenario: str) -> None:
     """A scenario defined in the YAML (test_scenarios.NAME), judged on the thresholds it states
     there (e.g. ``ttft_reduction: 0.5``) or the profile's."""
-    definition = get_config(request.config).scenario_definitions[user_scenario]
+    definition = MooncakeConfig.of(request.config).scenario_definitions[user_scenario]
     for key in REUSE_KEYS:
         if key in definition:
             request.node.add_marker(pytest.mark.mooncake_perf(**{key: definition[key]}))
-    markers.check_perf_markers([request.node])
+    check_perf_markers([request.node])
     _check(user_scenario, request)

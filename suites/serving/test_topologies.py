@@ -11,29 +11,25 @@ from __future__ import annotations
 import json
 import random
 import time
-from pathlib import Path
 
 import pytest
 
 from pytest_mooncake import (
-    KV_BLOCK_TOKENS,
-    TOPOLOGIES,
     Concurrency,
     Deployment,
     Endpoint,
+    Kind,
     MasterHandle,
     MasterMetrics,
     MooncakeConfig,
+    Record,
     RequestRecord,
     RequestSpec,
-    Results,
-    http_request,
+    Spawner,
     run_requests,
     show,
-    spawned_deployment,
-    spawned_master,
-    state,
 )
+from pytest_mooncake.endpoints.topology import KV_BLOCK_TOKENS
 
 pytestmark = pytest.mark.requires_serving
 
@@ -69,13 +65,12 @@ def _spawned_mooncake(deployment: Deployment) -> None:
                     f"{deployment.topology.name}")
 
 
-def _write_and_stop(request: pytest.FixtureRequest, master: MasterHandle, config: MooncakeConfig, spec: RequestSpec,
-                    workdir: Path, segment: int) -> tuple[RequestRecord, float, float]:
+def _write_and_stop(spawn: Spawner, master: MasterHandle, config: MooncakeConfig, spec: RequestSpec,
+                    segment: int) -> tuple[RequestRecord, float, float]:
     """A writer instance answers ``spec`` (storing its KV) and exits: (answer, keys it stored, keys left after)."""
     metrics = MasterMetrics(master)
     before = _settled_keys(metrics)
-    with spawned_deployment(TOPOLOGIES["mooncake-store"], config, workdir, state(request.config).janitor, master,
-                            embedded_segment=segment) as writer:
+    with spawn.deployment("mooncake-store", master, embedded_segment=segment) as writer:
         answer = _ask(writer.endpoint, spec, config)
         stored = _settled_keys(metrics) - before
     # The master drops an exited client's segment (and the keys on it) once client_ttl has passed.
@@ -85,8 +80,7 @@ def _write_and_stop(request: pytest.FixtureRequest, master: MasterHandle, config
 
 def test_stored_kv_outlives_the_instance_that_wrote_it(request: pytest.FixtureRequest, mooncake_deployment: Deployment,
                                                        mooncake_config: MooncakeConfig, mooncake_run_id: str,
-                                                       mooncake_results: Results,
-                                                       tmp_path_factory: pytest.TempPathFactory) -> None:
+                                                       mooncake_record: Record, mooncake_spawn: Spawner) -> None:
     """A standalone-store writer (no memory of its own) stores into the store nodes; it exits and the
     topology's instance reuses its KV. An embedded writer on a master whose only segment is its own
     takes its KV with it (with store nodes beside it, the master may place its keys on them)."""
@@ -94,16 +88,15 @@ def test_stored_kv_outlives_the_instance_that_wrote_it(request: pytest.FixtureRe
     master = mooncake_deployment.master
     assert master is not None
     spec = _prompt(f"{mooncake_run_id} outlives standalone")
-    cold, stored, kept = _write_and_stop(request, master, mooncake_config, spec, tmp_path_factory.mktemp("standalone"), 0)
+    cold, stored, kept = _write_and_stop(mooncake_spawn, master, mooncake_config, spec, 0)
     hit = _ask(mooncake_deployment.reader or mooncake_deployment.endpoint, spec, mooncake_config)
-    workdir = tmp_path_factory.mktemp("embedded")
-    with spawned_master(mooncake_config, workdir, state(request.config).janitor) as private:
+    with mooncake_spawn.master() as private:
         _, embedded_stored, embedded_kept = _write_and_stop(
-            request, private, mooncake_config, _prompt(f"{mooncake_run_id} outlives embedded"), workdir, EMBEDDED_SEGMENT)
+            mooncake_spawn, private, mooncake_config, _prompt(f"{mooncake_run_id} outlives embedded"), EMBEDDED_SEGMENT)
     outcome = {"standalone_stored_keys": stored, "standalone_keys_after_exit": kept,
                "reader_cached_tokens": hit.cached_tokens or 0, "reader_same_answer": hit.text == cold.text,
                "embedded_stored_keys": embedded_stored, "embedded_keys_after_exit": embedded_kept}
-    mooncake_results.add("topology", "kv-outlives-writer", outcome, test=request.node.nodeid)
+    mooncake_record(Kind.TOPOLOGY, "kv-outlives-writer", outcome)
     show(request.config, f"[kv outlives writer] standalone-store writer stored {stored:+g} keys, {kept:+g} left after it "
          f"exited, the reader then had {outcome['reader_cached_tokens']} cached tokens; an embedded writer stored "
          f"{embedded_stored:+g} keys in its own segment, {embedded_kept:+g} left after it exited")
@@ -123,10 +116,10 @@ def test_pd_proxy_answers_like_one_instance(mooncake_deployment: Deployment, moo
     spec = _prompt(f"{mooncake_run_id} pd proxy")
     through_proxy = _ask(mooncake_deployment.endpoint, spec, mooncake_config)
     payload = {"model": prefiller.model, "prompt": list(spec.prompt or ()), "max_tokens": 8, "min_tokens": 1, "temperature": 0}
-    direct = http_request(prefiller.base_url + "/completions", method="POST", payload=payload,
-                          timeout=mooncake_config.request_timeout, netns=master.netns if master else None)
+    direct = prefiller.post("/completions", payload, timeout=mooncake_config.request_timeout,
+                            netns=master.netns if master else None)
     assert direct.status == 200, direct.body[:500]
     assert through_proxy.text == json.loads(direct.body)["choices"][0]["text"], "the PD proxy's answer differs from one instance's"
-    wrong = http_request(mooncake_deployment.endpoint.base_url + "/completions", method="POST", timeout=30,
-                         payload={"model": "no-such-model", "prompt": [1, 2, 3], "max_tokens": 1})
+    wrong = mooncake_deployment.endpoint.post("/completions", {"model": "no-such-model", "prompt": [1, 2, 3], "max_tokens": 1},
+                                              timeout=30)
     assert wrong.status == 404 and "no-such-model" in wrong.body, f"the proxy must pass vLLM's error through: {wrong}"

@@ -6,19 +6,11 @@ import dataclasses
 
 import pytest
 
-from pytest_mooncake import (
-    Endpoint,
-    MooncakeConfig,
-    Progress,
-    Results,
-    TokenPool,
-    bundled_trace,
-    load_trace,
-    replay,
-    replayable,
-    salt_tokens,
-    show,
-)
+from pytest_mooncake import Endpoint, Kind, MooncakeConfig, Record, TokenPool, show
+from pytest_mooncake.qualify.progress import Progress
+from pytest_mooncake.qualify.replay import replay, replayable
+from pytest_mooncake.qualify.scenarios import salt_tokens
+from pytest_mooncake.qualify.traces import bundled_trace, load_trace
 
 pytestmark = pytest.mark.requires_serving
 
@@ -30,7 +22,7 @@ def test_conversation_trace_replay(
     token_pool: TokenPool,
     mooncake_config: MooncakeConfig,
     mooncake_run_id: str,
-    mooncake_results: Results,
+    mooncake_record: Record,
 ) -> None:
     path = mooncake_config.trace or bundled_trace()
     records = load_trace(path, first_n=mooncake_config.trace_requests)
@@ -50,11 +42,11 @@ def test_conversation_trace_replay(
         f"theoretical hit ratio {result.theoretical_hit_ratio:.1%}; cached tokens measured {result.measured_cached} vs "
         f"predicted {predicted} of {result.prompt_tokens} prompt tokens; TTFT p50 {1000 * ttfts[len(ttfts) // 2]:.0f} ms"
     )
-    mooncake_results.add("replay", path.name, {
+    mooncake_record(Kind.REPLAY, path.name, {
         "summary": summary, "skipped": result.skipped, "theoretical_hit_ratio": result.theoretical_hit_ratio,
         "measured_cached": result.measured_cached, "predicted_cached": predicted, "prompt_tokens": result.prompt_tokens,
         "records": [{**dataclasses.asdict(r), "predicted_cached": p} for r, p in zip(result.records, result.predicted_cached, strict=True)],
-    }, test=request.node.nodeid)
+    })
     show(request.config, f"[trace replay] {summary}")
     assert not errors, f"{len(errors)} replayed requests failed, e.g. {errors[:3]}"
     # A cache cannot serve more than the trace shares (one block of slack per request for block rounding).

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from pytest_mooncake import BAD, MasterHandle, Results, StoreClient, StoreNode, get_config, show, state, store_node
+from pytest_mooncake import Kind, MasterHandle, Record, Spawner, StoreClient, StoreNode, show
+from pytest_mooncake.cluster.integrity import BAD
 
 WRITERS, READERS = 2, 2
 KEYS, SIZE = 150, 64 << 10
@@ -19,20 +20,15 @@ CALL_TIMEOUT = 60.0
 
 def test_concurrent_writers_and_readers(request: pytest.FixtureRequest, mooncake_master: MasterHandle,
                                         mooncake_store_nodes: list[StoreNode], mooncake_store: StoreClient,
-                                        mooncake_run_id: str, mooncake_results: Results,
-                                        tmp_path_factory: pytest.TempPathFactory) -> None:
-    config = get_config(request.config).with_overrides(request_timeout=CALL_TIMEOUT)
-    session = state(request.config)
-    workdir = tmp_path_factory.mktemp("concurrency")
+                                        mooncake_run_id: str, mooncake_record: Record, mooncake_spawn: Spawner) -> None:
     prefix = f"{mooncake_run_id}-conc"
     own = [f"{prefix}-own{index}" for index in range(WRITERS)]
     shared = f"{prefix}-shared"
     with ExitStack() as stack:
         # Pure clients (no segment) of their own: separate processes, separate Mooncake clients.
         clients = [
-            stack.enter_context(store_node(mooncake_master, config, f"{prefix}-{role}{index}", segment_size=0,
-                                           workdir=workdir, socket_dir=session.socket_dir, authkey=session.authkey,
-                                           janitor=session.janitor)).client
+            stack.enter_context(mooncake_spawn.store_client(mooncake_master, f"{prefix}-{role}{index}",
+                                                            request_timeout=CALL_TIMEOUT)).client
             for role, count in (("writer", WRITERS), ("reader", READERS)) for index in range(count)
         ]
         writers, readers = clients[:WRITERS], clients[WRITERS:]
@@ -56,7 +52,7 @@ def test_concurrent_writers_and_readers(request: pytest.FixtureRequest, mooncake
         mooncake_store.call("remove_by_regex", f"^{prefix}-", True)
 
     summary: dict[str, Any] = {"writers": written, "readers_during_writes": seen, "final": final}
-    mooncake_results.add("concurrency", "writers-readers", summary, test=request.node.nodeid)
+    mooncake_record(Kind.CONCURRENCY, "writers-readers", summary)
     show(request.config, f"[concurrency] {WRITERS} writer + {READERS} reader processes: reads during writes "
          + ", ".join(f"{outcome}" for outcome in seen))
     assert all(result["ok"] == 2 * KEYS for result in written), f"puts failed: {written}"

@@ -16,7 +16,9 @@ import re
 
 import pytest
 
-from pytest_mooncake import BAD, SAFE_FILL_RATIO, MasterHandle, MasterMetrics, Results, StoreClient, show
+from pytest_mooncake import Kind, MasterHandle, MasterMetrics, Record, StoreClient, show
+from pytest_mooncake.cluster.integrity import BAD
+from pytest_mooncake.cluster.metrics import SAFE_FILL_RATIO
 
 MiB, GiB = 1 << 20, 1 << 30
 OBJECT_SIZE = MiB
@@ -45,7 +47,7 @@ def _remove_prefix(store: StoreClient, prefix: str) -> None:
     store.call("remove_by_regex", f"^{re.escape(prefix)}-", True)
 
 
-def _eviction_run(request: pytest.FixtureRequest, store: StoreClient, master: MasterHandle, results: Results,
+def _eviction_run(request: pytest.FixtureRequest, store: StoreClient, master: MasterHandle, record: Record,
                   prefix: str) -> dict[str, int]:
     """Fill FILL_FACTOR x the capacity, read everything back, record and print the tally."""
     metrics = MasterMetrics(master)
@@ -66,7 +68,7 @@ def _eviction_run(request: pytest.FixtureRequest, store: StoreClient, master: Ma
         "shared_cluster": not master.spawned,
     }
     name = prefix.rsplit("-", 1)[-1]
-    results.add("eviction", name, summary, test=request.node.nodeid)
+    record(Kind.EVICTION, name, summary)
     whose = (f"of every tenant ({summary['miss']} of them ours)" if summary["shared_cluster"]
              else "all ours: the cluster is private")
     show(request.config, f"[eviction {name}] {summary['operations']} operations into "
@@ -79,7 +81,7 @@ def _eviction_run(request: pytest.FixtureRequest, store: StoreClient, master: Ma
 
 def test_fill_below_the_watermark_keeps_everything_and_evicts_nothing(
         request: pytest.FixtureRequest, mooncake_store: StoreClient, mooncake_master: MasterHandle,
-        mooncake_results: Results, mooncake_run_id: str) -> None:
+        mooncake_record: Record, mooncake_run_id: str) -> None:
     """Safe on a shared cluster: the fill is sized from the free space below the eviction
     watermark (with a margin for other writers), so every object reads back exactly and the
     master evicts no key, ours or anyone else's."""
@@ -98,7 +100,7 @@ def test_fill_below_the_watermark_keeps_everything_and_evicts_nothing(
         _remove_prefix(mooncake_store, prefix)
     summary = {"objects": count, "headroom_bytes": headroom, "puts_ok": filled["ok"], **outcome,
                "evicted_keys": int(delta.get("master_evicted_key_count", 0))}
-    mooncake_results.add("eviction", "below-watermark", summary, test=request.node.nodeid)
+    mooncake_record(Kind.EVICTION, "below-watermark", summary)
     show(request.config, f"[eviction below-watermark] {count} x 1 MiB into {headroom / MiB:.0f} MiB of headroom: "
          f"{outcome.get('exact', 0)} exact, {summary['evicted_keys']} keys evicted")
     assert filled["ok"] == count, f"puts into free space below the watermark failed: {filled}"
@@ -110,11 +112,11 @@ def test_fill_below_the_watermark_keeps_everything_and_evicts_nothing(
 
 @pytest.mark.evicts
 def test_overfill_never_returns_wrong_bytes(request: pytest.FixtureRequest, evict_store: StoreClient,
-                                            evict_master: MasterHandle, mooncake_results: Results,
+                                            evict_master: MasterHandle, mooncake_record: Record,
                                             mooncake_run_id: str) -> None:
     prefix = f"{mooncake_run_id}-overfill"
     try:
-        summary = _eviction_run(request, evict_store, evict_master, mooncake_results, prefix)
+        summary = _eviction_run(request, evict_store, evict_master, mooncake_record, prefix)
     finally:
         _remove_prefix(evict_store, prefix)
     assert summary["puts_failed"] == 0, f"puts still failed after bounded back-pressure retries: {summary}"
@@ -128,13 +130,13 @@ def test_overfill_never_returns_wrong_bytes(request: pytest.FixtureRequest, evic
 
 @pytest.mark.evicts
 def test_soft_pinned_objects_outlive_unpinned_ones(request: pytest.FixtureRequest, evict_store: StoreClient,
-                                                   evict_master: MasterHandle, mooncake_results: Results,
+                                                   evict_master: MasterHandle, mooncake_record: Record,
                                                    mooncake_run_id: str) -> None:
     pinned, unpinned = f"{mooncake_run_id}-softpinned", f"{mooncake_run_id}-unpinned"
     try:
         filled = evict_store.call("fill", pinned, 4, OBJECT_SIZE, config={"soft_pin_action": "ENABLE"})
         assert filled["ok"] == 4, f"soft-pinned puts failed: {filled}"
-        summary = _eviction_run(request, evict_store, evict_master, mooncake_results, unpinned)
+        summary = _eviction_run(request, evict_store, evict_master, mooncake_record, unpinned)
         kept = evict_store.call("verify", pinned, 4, OBJECT_SIZE)
     finally:
         _remove_prefix(evict_store, pinned)

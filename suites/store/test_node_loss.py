@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_mooncake import MasterHandle, MasterMetrics, StoreClient, StoreNode, factories, value_for, wait_for
+from pytest_mooncake import MasterHandle, MasterMetrics, StoreClient, StoreNode, factories, wait_for
+from pytest_mooncake.cluster.integrity import value_for
 
 pytestmark = pytest.mark.destructive
 

@@ -10,7 +10,7 @@ registered buffer as the KV connectors do. Puts write fresh keys every round (th
 round's are removed untimed, so the pool holds one round); gets re-read one set of keys.
 
 Save a run with ``--benchmark-json=FILE`` or ``--benchmark-save=NAME``; compare with
-``--benchmark-compare`` / ``--benchmark-compare-fail`` (README, "Per-operation latency").
+``--benchmark-compare`` / ``--benchmark-compare-fail`` (docs: Suites, "Per-operation latency").
 """
 
 from __future__ import annotations
@@ -20,12 +20,13 @@ from typing import Any
 
 import pytest
 
-from pytest_mooncake import MODELS, MasterHandle, MasterMetrics, StoreClient
+from pytest_mooncake import MasterHandle, MasterMetrics, StoreClient
+from pytest_mooncake.qualify.capacity import MODELS
 
 # A string condition sees the run's config: skipped when pytest-benchmark is not installed or
 # disabled with -p no:benchmark, instead of erroring on the missing fixture.
 pytestmark = pytest.mark.skipif("not config.pluginmanager.hasplugin('benchmark')",
-                                reason="pytest-benchmark is not installed: pip install 'pytest-mooncake[dev]'")
+                                reason="pytest-benchmark is not installed: install pytest-mooncake with its [suites] extra")
 
 BLOCK_TOKENS = 128
 SIZES = {

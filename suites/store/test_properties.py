@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("hypothesis", reason="hypothesis is not installed: pip install 'pytest-mooncake[dev]'")
+pytest.importorskip("hypothesis", reason="hypothesis is not installed: install pytest-mooncake with its [suites] extra")
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, rule
 
-from pytest_mooncake import BAD, Checker, StoreClient
+from pytest_mooncake import StoreClient
+from pytest_mooncake.cluster.integrity import BAD, Checker
 
 KEYS = st.sampled_from([f"k{i}" for i in range(6)])
 SIZES = st.sampled_from([1, 100, 4096, 65536])

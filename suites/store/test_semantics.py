@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from pytest_mooncake import MasterHandle, MooncakeConfig, StoreClient, value_for
+from pytest_mooncake import MasterHandle, MooncakeConfig, StoreClient
+from pytest_mooncake.cluster.integrity import value_for
 
 OBJECT_NOT_FOUND, INVALID_PARAMS, OBJECT_HAS_LEASE = -704, -600, -706
 

@@ -30,16 +30,17 @@ from typing import Any
 import pytest
 
 from pytest_mooncake import (
-    BAD,
+    Kind,
     MasterHandle,
     MasterMetrics,
     MooncakeConfig,
-    Results,
+    Record,
     StoreClient,
     StoreNode,
     factories,
     show,
 )
+from pytest_mooncake.cluster.integrity import BAD
 
 pytestmark = pytest.mark.destructive
 
@@ -60,7 +61,7 @@ def _evicted(master: MasterHandle) -> float:
 
 def test_soak_under_eviction_and_faults(request: pytest.FixtureRequest, soak_master: MasterHandle,
                                         soak_nodes: list[StoreNode], soak_store: StoreClient,
-                                        mooncake_config: MooncakeConfig, mooncake_results: Results,
+                                        mooncake_config: MooncakeConfig, mooncake_record: Record,
                                         mooncake_run_id: str) -> None:
     killed, partitioned = soak_nodes[2], soak_nodes[1]
 
@@ -120,7 +121,7 @@ def test_soak_under_eviction_and_faults(request: pytest.FixtureRequest, soak_mas
             tally[kind] = tally.get(kind, 0) + count
     summary = {"ops": total["ops"], "wall_s": wall, "ops_per_s": total["ops"] / wall, "tally": tally, **total,
                "ha": soak_master.ha is not None, "phases": rows}
-    mooncake_results.add("soak", "soak", summary, test=request.node.nodeid)
+    mooncake_record(Kind.SOAK, "soak", summary)
     show(request.config, "\n".join([
         f"[soak] {total['ops']} operations in {wall:.0f} s ({total['ops'] / wall:.0f}/s): reads {tally}, "
         f"{total['missed_versions']} versions missed = {total['misses_by_eviction']} by eviction "

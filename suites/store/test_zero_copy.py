@@ -20,21 +20,18 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from pytest_mooncake import (
-    MODELS,
-    BenchResult,
+    Kind,
     MasterHandle,
     MasterMetrics,
     MooncakeConfig,
-    Results,
+    Record,
+    Spawner,
     StoreClient,
     effective_thresholds,
-    find_binary,
-    get_config,
-    run_initiator,
     show,
-    start_target,
-    state,
 )
+from pytest_mooncake.cluster.transfer_bench import BenchResult
+from pytest_mooncake.qualify.capacity import MODELS
 
 KiB, MiB = 1 << 10, 1 << 20
 BLOCK_TOKENS = 128
@@ -64,29 +61,21 @@ RawRead = Callable[[int, int, int, int], BenchResult]
 
 
 @pytest.fixture(scope="module")
-def raw_read(request: pytest.FixtureRequest, mooncake_master: MasterHandle,
-             tmp_path_factory: pytest.TempPathFactory) -> Iterator[RawRead | None]:
+def raw_read(mooncake_master: MasterHandle, mooncake_spawn: Spawner) -> Iterator[RawRead | None]:
     """Runs transfer_engine_bench reads (block, batch, threads, case index) against one target;
     None on an attached cluster, where the bench belongs beside your store nodes."""
     if not mooncake_master.spawned:
         yield None
         return
-    config = get_config(request.config)
-    binary = find_binary("transfer_engine_bench", config.bench_bin, "--mooncake-bench-bin")
-    workdir = tmp_path_factory.mktemp("zero-copy-raw")
-    target = start_target(mooncake_master, binary, workdir, state(request.config).janitor, buffer_size=BENCH_BUFFER,
-                          timeout=config.startup_timeout, rdma_devices=config.rdma_devices)
-    try:
-        yield lambda block, batch, threads, index: run_initiator(
-            mooncake_master, binary, workdir, operation="read", block_size=block, batch_size=batch, threads=threads,
-            duration=GET_SECONDS, buffer_size=BENCH_BUFFER, port=12600 + index, rdma_devices=config.rdma_devices)
-    finally:
-        target.stop()
+    with mooncake_spawn.transfer_bench(mooncake_master, buffer_size=BENCH_BUFFER) as bench:
+        yield lambda block, batch, threads, index: bench.run(
+            operation="read", block_size=block, batch_size=batch, threads=threads, duration=GET_SECONDS,
+            port=12600 + index)
 
 
 def test_zero_copy_store_bandwidth_against_raw(
     request: pytest.FixtureRequest, mooncake_store: StoreClient, mooncake_master: MasterHandle,
-    mooncake_config: MooncakeConfig, mooncake_results: Results, mooncake_run_id: str,
+    mooncake_config: MooncakeConfig, mooncake_record: Record, mooncake_run_id: str,
     raw_read: RawRead | None,
 ) -> None:
     headroom = MasterMetrics(mooncake_master).baseline.write_headroom()
@@ -113,10 +102,9 @@ def test_zero_copy_store_bandwidth_against_raw(
             assert set(run["failed_reads"]) <= {str(LEASE_EXPIRED)}, f"{model} {block} B x{threads}: reads failed: {run}"
         ratio = got["get_gbps"] / raw.gbps if raw else None
         meta = got["meta_s_per_batch"] / got["get_s_per_batch"]
-        mooncake_results.add("transfer", f"zero-copy-{model}-{threads}t", {
+        mooncake_record(Kind.TRANSFER, f"zero-copy-{model}-{threads}t", {
             "level": "store-zero-copy", "model": model, "block_size": block, "batch": batch, "threads": threads,
-            **got, "raw_read_gbps": raw.gbps if raw else None, "store_to_raw": ratio, "meta_share": meta},
-            test=request.node.nodeid)
+            **got, "raw_read_gbps": raw.gbps if raw else None, "store_to_raw": ratio, "meta_share": meta})
         against = f" = {ratio:.2f}x raw read {raw.gbps:.2f} GB/s" if raw and ratio is not None else " (no raw figure: attached)"
         lines.append(f"{model} block {block // KiB} KiB, batch {batch}, {threads} thread(s): batch_get_into "
                      f"{got['get_gbps']:.2f} GB/s{against}; batch_put_from {got['put_gbps']:.2f} GB/s; "

@@ -18,24 +18,19 @@ import json
 import pytest
 
 from pytest_mooncake import (
-    MODELS,
-    BenchResult,
+    Kind,
     MasterHandle,
     MasterMetrics,
     MooncakeConfig,
-    Results,
+    Record,
+    Spawner,
     StoreClient,
-    break_even_bandwidth,
     effective_thresholds,
-    find_binary,
-    get_config,
-    line_rate_gbps,
-    rdma_devices,
-    run_initiator,
     show,
-    start_target,
-    state,
 )
+from pytest_mooncake.cluster.transfer_bench import BenchResult, line_rate_gbps
+from pytest_mooncake.config.markers import rdma_devices
+from pytest_mooncake.qualify.capacity import MODELS, break_even_bandwidth
 
 KiB, MiB = 1 << 10, 1 << 20
 BLOCK_SIZES = (64 * KiB, 1 * MiB, 4 * MiB, 16 * MiB)
@@ -50,28 +45,19 @@ NEED_GPU = "H100"
 
 
 @pytest.fixture(scope="module")
-def raw_bandwidth(request: pytest.FixtureRequest, mooncake_master: MasterHandle,
-                  tmp_path_factory: pytest.TempPathFactory) -> list[BenchResult]:
+def raw_bandwidth(mooncake_master: MasterHandle, mooncake_spawn: Spawner) -> list[BenchResult]:
     """Every (operation, block size) of the sweep, one target for all initiator runs."""
     if not mooncake_master.spawned:
         pytest.skip("transfer_engine_bench runs next to a spawned cluster; on your hosts run it beside the store nodes")
-    config = get_config(request.config)
-    binary = find_binary("transfer_engine_bench", config.bench_bin, "--mooncake-bench-bin")
-    workdir = tmp_path_factory.mktemp("transfer")
-    target = start_target(mooncake_master, binary, workdir, state(request.config).janitor, buffer_size=BUFFER,
-                          timeout=config.startup_timeout, rdma_devices=config.rdma_devices)
-    try:
+    with mooncake_spawn.transfer_bench(mooncake_master, buffer_size=BUFFER) as bench:
         return [
             # One thread, 64 requests a batch: within the TCP per-peer queue (1024) on a 2-core
             # host. Large blocks go fewer to a batch (BATCH_BYTES) so a short run still
             # completes many batches instead of timing two or three huge ones.
-            run_initiator(mooncake_master, binary, workdir, operation=operation, block_size=block, buffer_size=BUFFER,
-                          batch_size=max(1, min(64, BATCH_BYTES // block)), port=12400 + index,
-                          rdma_devices=config.rdma_devices)
+            bench.run(operation=operation, block_size=block, batch_size=max(1, min(64, BATCH_BYTES // block)),
+                      port=12400 + index)
             for index, (operation, block) in enumerate((op, b) for op in ("read", "write") for b in BLOCK_SIZES)
         ]
-    finally:
-        target.stop()
 
 
 def _needs() -> dict[str, float]:
@@ -92,12 +78,12 @@ def _check_need_ratio(request: pytest.FixtureRequest, label: str, gbps: float) -
 
 
 def test_raw_transfer_bandwidth(request: pytest.FixtureRequest, raw_bandwidth: list[BenchResult],
-                                mooncake_master: MasterHandle, mooncake_results: Results) -> None:
+                                mooncake_master: MasterHandle, mooncake_record: Record) -> None:
     for result in raw_bandwidth:
-        mooncake_results.add("transfer", f"raw-{result.operation}-{result.block_size}", {
+        mooncake_record(Kind.TRANSFER, f"raw-{result.operation}-{result.block_size}", {
             "level": "raw", "protocol": mooncake_master.protocol, "operation": result.operation,
             "block_size": result.block_size, "threads": result.threads, "batch_size": result.batch_size,
-            "duration_s": result.duration_s, "batches": result.batches, "gbps": result.gbps}, test=request.node.nodeid)
+            "duration_s": result.duration_s, "batches": result.batches, "gbps": result.gbps})
     best = max(result.gbps for result in raw_bandwidth)
     show(request.config, "\n".join([
         f"[transfer raw {mooncake_master.protocol}] " + ", ".join(
@@ -113,13 +99,13 @@ def test_raw_transfer_bandwidth(request: pytest.FixtureRequest, raw_bandwidth: l
 
 @pytest.mark.requires_rdma
 def test_rdma_fraction_of_line_rate(request: pytest.FixtureRequest, raw_bandwidth: list[BenchResult],
-                                    mooncake_config: MooncakeConfig, mooncake_results: Results) -> None:
+                                    mooncake_config: MooncakeConfig, mooncake_record: Record) -> None:
     devices = [d for d in mooncake_config.rdma_devices.split(",") if d] or rdma_devices()
     line_rate = line_rate_gbps(devices)
     best = max(result.gbps for result in raw_bandwidth)
     fraction = best / line_rate
-    mooncake_results.add("transfer", "rdma-line-rate", {"devices": devices, "line_rate_gbps": line_rate,
-                         "best_gbps": best, "fraction": fraction}, test=request.node.nodeid)
+    mooncake_record(Kind.TRANSFER, "rdma-line-rate", {"devices": devices, "line_rate_gbps": line_rate,
+                         "best_gbps": best, "fraction": fraction})
     show(request.config, f"[transfer rdma] best {best:.2f} GB/s = {fraction:.0%} of the line rate "
          f"{line_rate:.2f} GB/s ({', '.join(devices)})")
     minimum = effective_thresholds(request.node).get("line_rate_fraction")
@@ -128,7 +114,7 @@ def test_rdma_fraction_of_line_rate(request: pytest.FixtureRequest, raw_bandwidt
 
 
 def test_store_level_bandwidth_against_raw_and_model_needs(
-    request: pytest.FixtureRequest, mooncake_store: StoreClient, mooncake_run_id: str, mooncake_results: Results,
+    request: pytest.FixtureRequest, mooncake_store: StoreClient, mooncake_run_id: str, mooncake_record: Record,
     mooncake_master: MasterHandle, mooncake_config: MooncakeConfig,
 ) -> None:
     # The local buffer bounds one object (and holds transfer metadata: stay a page under it);
@@ -153,9 +139,9 @@ def test_store_level_bandwidth_against_raw_and_model_needs(
         assert store["put_failures"] == 0 and store["exact_reads"] == count, \
             f"{count} x {size} B: puts failed or reads were not exact: {store}"
         ratio = store["get_gbps"] / raw[size] if size in raw else None
-        mooncake_results.add("transfer", f"store-{size}", {
+        mooncake_record(Kind.TRANSFER, f"store-{size}", {
             "level": "store", "protocol": mooncake_master.protocol, "block_size": size, "objects": count, **store,
-            "raw_read_gbps": raw.get(size), "store_to_raw": ratio}, test=request.node.nodeid)
+            "raw_read_gbps": raw.get(size), "store_to_raw": ratio})
         against = f" = {ratio:.2f}x raw read {raw[size]:.2f} GB/s" if ratio is not None else ""
         lines.append(f"{size // MiB} MiB: put {store['put_gbps']:.2f} GB/s, get {store['get_gbps']:.2f} GB/s{against}")
         gets.append(store["get_gbps"])

@@ -9,7 +9,7 @@ import pytest
 from pytest_mooncake.config.options import MooncakeConfig
 from pytest_mooncake.endpoints.server import Endpoint
 from pytest_mooncake.endpoints.tokens import TokenPool
-from pytest_mooncake.qualify.protocol import Protocol, RoundResult, ScenarioRun
+from pytest_mooncake.qualify.protocol import ReuseProtocol, RoundResult, ScenarioRun
 from pytest_mooncake.qualify.reuse import evaluate
 from pytest_mooncake.qualify.scenarios import Scenario
 from pytest_mooncake.results.schema import Outcome, Rule, Statistic
@@ -97,7 +97,7 @@ def test_a_noisy_server_makes_the_control_inconclusive_end_to_end() -> None:
     config = MooncakeConfig.from_defaults(request_timeout=30)
     with FakeOpenAIServer(ttft=0.05, itl=0.001, tokens=2, jitter=1.0) as server:
         endpoint = Endpoint(server.base_url, server.model, spawned=False, label="noisy")
-        run = Protocol(endpoint, pool, config, "control-e2e", warm_up=False).run(CONTROL)
+        run = ReuseProtocol(endpoint, pool, config, "control-e2e", warm_up=False).run(CONTROL)
     evaluation = evaluate(run, {"control_gain": LIMIT})
     [verdict] = evaluation.verdicts
     assert verdict.outcome == Outcome.INCONCLUSIVE, verdict.message

@@ -9,7 +9,7 @@ from pytest_mooncake.config.options import TOPOLOGY_NAMES, MooncakeConfig
 from pytest_mooncake.endpoints.server import Endpoint
 from pytest_mooncake.endpoints.tokens import TokenPool
 from pytest_mooncake.endpoints.topology import TOPOLOGIES, split_cores
-from pytest_mooncake.qualify.protocol import Protocol
+from pytest_mooncake.qualify.protocol import ReuseProtocol
 from pytest_mooncake.qualify.scenarios import Scenario
 from pytest_mooncake.results.schema import Round
 
@@ -26,7 +26,7 @@ def _endpoint(server: FakeOpenAIServer, label: str) -> Endpoint:
 def test_cold_goes_to_the_writer_and_hits_to_the_reader() -> None:
     with FakeOpenAIServer(ttft=0.01, itl=0.001, tokens=2) as writer, \
             FakeOpenAIServer(ttft=0.01, itl=0.001, tokens=2, cached=96) as reader:
-        protocol = Protocol(_endpoint(writer, "writer"), POOL, CONFIG, "xi", hit_endpoint=_endpoint(reader, "reader"),
+        protocol = ReuseProtocol(_endpoint(writer, "writer"), POOL, CONFIG, "xi", hit_endpoint=_endpoint(reader, "reader"),
                             topology=TOPOLOGIES["cross-instance"])
         run = protocol.run(Scenario("high_reuse", 3, 200, 50, reuse=1.0, max_tokens=2))
         on_writer, on_reader = set(writer.timings()), set(reader.timings())
@@ -45,7 +45,7 @@ def test_cold_goes_to_the_writer_and_hits_to_the_reader() -> None:
 
 def test_a_control_on_two_instances_is_not_interleaved() -> None:
     with FakeOpenAIServer(ttft=0.01, itl=0.001, tokens=2) as writer, FakeOpenAIServer(ttft=0.01, itl=0.001, tokens=2) as reader:
-        protocol = Protocol(_endpoint(writer, "writer"), POOL, CONFIG, "xi", hit_endpoint=_endpoint(reader, "reader"),
+        protocol = ReuseProtocol(_endpoint(writer, "writer"), POOL, CONFIG, "xi", hit_endpoint=_endpoint(reader, "reader"),
                             warm_up=False)
         run = protocol.run(Scenario("low_reuse", 2, 0, 100, reuse=0.0, max_tokens=2))
         assert {"low_reuse-cold-0", "low_reuse-cold-1"} <= set(writer.timings())
@@ -55,7 +55,7 @@ def test_a_control_on_two_instances_is_not_interleaved() -> None:
 
 def test_multi_turn_counts_the_counters_of_every_turn() -> None:
     with FakeOpenAIServer(ttft=0.01, itl=0.001, tokens=2, cached=10) as server:
-        protocol = Protocol(_endpoint(server, "one"), POOL, CONFIG, "mt", warm_up=False)
+        protocol = ReuseProtocol(_endpoint(server, "one"), POOL, CONFIG, "mt", warm_up=False)
         run = protocol.run(Scenario("multi_turn", 2, 100, 20, reuse=1.0, turns=3, max_tokens=2))
     # 2 conversations x 3 turns, each turn 10 cached tokens on the double's counters.
     assert run.round("hit").counters["prefix_cache_hits"] == 2 * 3 * 10
@@ -91,7 +91,7 @@ def test_prefiller_and_decoder_get_disjoint_halves_of_the_cores() -> None:
 ])
 def test_every_round_is_named_by_the_round_enum(scenario: Scenario, rounds: list[str]) -> None:
     with FakeOpenAIServer(ttft=0.01, itl=0.001, tokens=2) as server:
-        run = Protocol(_endpoint(server, "one"), POOL, CONFIG, "rounds", warm_up=False).run(scenario)
+        run = ReuseProtocol(_endpoint(server, "one"), POOL, CONFIG, "rounds", warm_up=False).run(scenario)
     assert [r.name for r in run.rounds] == rounds
     assert all(isinstance(r.name, Round) for r in run.rounds if r.name != Round.hit(2))
     assert {rec.round for rec in run.round(Round.COLD).records} == {Round.COLD}

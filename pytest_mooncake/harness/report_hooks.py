@@ -18,7 +18,7 @@ from pytest_mooncake.config.markers import SCENARIOS
 from pytest_mooncake.config.profiles import session_profile
 from pytest_mooncake.harness.session import STATE_KEY, get_config, state
 from pytest_mooncake.report.quality_gates import gate_samples, write_perf_file
-from pytest_mooncake.results import attach as reporting
+from pytest_mooncake.results import allure_steps
 from pytest_mooncake.results.schema import Verdict
 from pytest_mooncake.results.store import load, machine_info
 
@@ -32,11 +32,11 @@ _GATES = pytest.StashKey[list[dict[str, Any]]]()
 def pytest_configure(config: pytest.Config) -> None:
     # An unknown profile is a usage error before any service starts.
     session_profile(config)
-    reporting.bind(config)
+    allure_steps.bind(config)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    reporting.unbind(config)
+    allure_steps.unbind(config)
 
 
 def _hardware(machine: Mapping[str, Any]) -> str:
@@ -67,18 +67,18 @@ def _labels(item: pytest.Item) -> dict[str, list[str]]:
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    reporting.forget_labels()
+    allure_steps.forget_labels()
     if STATE_KEY in item.config.stash:
         item.stash[_FIRST_RECORD] = len(state(item.config).results.records)
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_call(item: pytest.Item) -> None:
-    if not reporting.active():
+    if not allure_steps.active():
         return
     for name, values in _labels(item).items():
         for value in values:
-            reporting.label(name, value)
+            allure_steps.label(name, value)
 
 
 def _without_requests(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -96,7 +96,7 @@ def _attach_records(item: pytest.Item) -> None:
     # No mark: the session became active during this test, so every record is this test's.
     records = results.records[item.stash.get(_FIRST_RECORD, 0):]
     for record in records:
-        reporting.attach_json(f"{record['kind']} {record['name']} statistics", _without_requests(record["data"]))
+        allure_steps.attach_json(f"{record['kind']} {record['name']} statistics", _without_requests(record["data"]))
         if record["kind"] == "serving":
             _attach_charts(item.config, record)
         if record["kind"] == "replay":
@@ -131,7 +131,7 @@ def _attach_charts(config: pytest.Config, record: Mapping[str, Any]) -> None:
         except RuntimeError:  # no matplotlib: the statistics JSON is attached all the same
             return
         for path in paths:
-            reporting.attach_file(path)
+            allure_steps.attach_file(path)
 
 
 def _attach_replay_chart(config: pytest.Config, record: Mapping[str, Any]) -> None:
@@ -142,7 +142,7 @@ def _attach_replay_chart(config: pytest.Config, record: Mapping[str, Any]) -> No
         path = charts.replay(name, record["data"].get("records") or [], _chart_dir(config) / f"{Path(name).stem}_replay.png")
     except RuntimeError:  # no matplotlib
         return
-    reporting.attach_file(path)
+    allure_steps.attach_file(path)
 
 
 def _attach_capacity_charts(item: pytest.Item, records: list[Mapping[str, Any]]) -> None:
@@ -157,21 +157,21 @@ def _attach_capacity_charts(item: pytest.Item, records: list[Mapping[str, Any]])
     except RuntimeError:  # no matplotlib
         return
     for path in paths:
-        reporting.attach_file(path)
+        allure_steps.attach_file(path)
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
     outcome = yield
     report: pytest.TestReport = outcome.get_result()
-    if not reporting.active() or STATE_KEY not in item.config.stash:
+    if not allure_steps.active() or STATE_KEY not in item.config.stash:
         return
     if report.when == "call":
         _attach_records(item)
-        reporting.attach_json("effective config (redacted)", get_config(item.config).redacted())
+        allure_steps.attach_json("effective config (redacted)", get_config(item.config).redacted())
     if report.failed:
-        for name, path in reporting.service_logs(item.config).items():
-            reporting.attach_log(path, f"{name} log")
+        for name, path in allure_steps.service_logs(item.config).items():
+            allure_steps.attach_log(path, f"{name} log")
 
 
 def _environment(document: Mapping[str, Any]) -> dict[str, str]:
@@ -187,7 +187,7 @@ def _environment(document: Mapping[str, Any]) -> dict[str, str]:
 
 def _write_allure_files(config: pytest.Config, document: Mapping[str, Any]) -> None:
     alluredir = config.getoption("allure_report_dir", None)
-    if not (alluredir and reporting.active()):
+    if not (alluredir and allure_steps.active()):
         return
     lines = [f"{key}={value}".replace("\n", " ") for key, value in _environment(document).items()]
     Path(alluredir, "environment.properties").write_text("\n".join(lines) + "\n", "utf-8")
