@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -171,3 +172,17 @@ def test_xdist_refuses_a_test_that_uses_the_plugin(pytester: pytest.Pytester, ru
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.fnmatch_lines(["*pytest-mooncake does not run under pytest-xdist*"])
     result.stdout.no_fnmatch_line("*INTERNALERROR*")
+
+
+def test_every_fixture_of_the_plugin_activates(pytester: pytest.Pytester) -> None:
+    """``plugin.FIXTURES`` is the list a collected test's fixtures are checked against: a fixture
+    missing from it would be used by a session that never became a mooncake session at collection."""
+    from pytest_mooncake.plugin import FIXTURES
+
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--fixtures")
+    listed = set()
+    for line in result.stdout.lines:
+        match = re.match(r"^(\w+)(?: \[\w+ scope\])? -- .*pytest_mooncake/(plugin|harness/factories)\.py:\d+$", line)
+        if match:
+            listed.add(match.group(1))
+    assert listed and listed == set(FIXTURES)
