@@ -8,13 +8,7 @@ its environment, and the serving parts need the ``serving`` extra.
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
-
-try:
-    __version__ = version("pytest-mooncake")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0+unknown"
 
 # name -> the module that defines it; "factories" is that module itself. Helpers of one domain
 # (capacity search, traces, transfer bench, ...) are imported from their documented modules,
@@ -72,7 +66,20 @@ DOMAIN_MODULES = (
 __all__ = ["__version__", *sorted(_EXPORTS)]
 
 
+def _version() -> str:
+    # On first use: reading the installed metadata costs a few ms of every pytest run's start-up.
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pytest-mooncake")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "0+unknown"
+
+
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        globals()[name] = _version()
+        return globals()[name]
     where = _EXPORTS.get(name)
     if where is None:
         raise AttributeError(f"module 'pytest_mooncake' has no attribute {name!r}")

@@ -1,71 +1,57 @@
-"""pytest11 entry point: options, markers, header, preflight and the default fixtures."""
+"""pytest11 entry point: options, markers, header, preflight and the default fixtures.
+
+pytest loads this in every run of its environment. Options, ini keys and markers register at load;
+the rest waits until the session becomes a mooncake session (``harness.session`` says when), and
+the fixtures import the clusters and endpoints in their bodies.
+"""
 
 from __future__ import annotations
 
-import signal
-import sys
 from collections.abc import Generator
-from types import FrameType
 from typing import TYPE_CHECKING
 
 import pytest
-from _pytest.main import wrap_session  # how pytest runs --fixtures: a session without tests
 
 from pytest_mooncake.config import markers
-from pytest_mooncake.config.options import CONFIG_KEY, MooncakeConfig, add_options, load_config
-from pytest_mooncake.endpoints.topology import TOPOLOGIES
-from pytest_mooncake.harness import eviction, factories, refusals, report_hooks
-from pytest_mooncake.harness.doctor import run_checks
-from pytest_mooncake.harness.session import STATE_KEY, SessionState, get_config, state
-from pytest_mooncake.harness.startup import check_host, check_spawnable
+from pytest_mooncake.config.options import MooncakeConfig, add_options
+from pytest_mooncake.harness import factories
+from pytest_mooncake.harness.session import (
+    XDIST_REFUSAL,
+    activate,
+    deactivate,
+    get_config,
+    is_active,
+    setting_given,
+    state,
+    under_xdist,
+)
 
 if TYPE_CHECKING:
     from pytest_mooncake.harness.spawner import Record, Spawner
 
-_SIGTERM_INSTALLED = pytest.StashKey[bool]()
+# Fixtures of this module whose use by a collected test makes the session a mooncake session.
+FIXTURES = frozenset({
+    "mooncake_config", "mooncake_run_id", "mooncake_record", "mooncake_spawn", "mooncake_master", "mooncake_master_proc",
+    "mooncake_master_noproc", "mooncake_store_nodes", "mooncake_store", "mooncake_metrics", "mooncake_kv_pool",
+    "mooncake_deployment", "openai_endpoint", "baseline_endpoint",
+})
+MARKERS = frozenset({*markers.SCENARIOS, *markers.CAPABILITIES, markers.PERF_MARKER})
+_HEADER_SHOWN = pytest.StashKey[bool]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser)
 
 
-def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
-    # SIGTERM would end Python without running finalizers; as KeyboardInterrupt,
-    # pytest tears every fixture down, so spawned services stop with it. Once only: a second
-    # SIGTERM (a supervisor repeating itself) would interrupt that teardown and end in pages of
-    # chained tracebacks, with the services left running.
-    signal.signal(signal.SIGTERM, _sigterm_again)
-    raise KeyboardInterrupt("SIGTERM")
-
-
-def _sigterm_again(signum: int, frame: FrameType | None) -> None:
-    sys.stderr.write("pytest-mooncake: SIGTERM again: still stopping the services this run spawned "
-                     "(SIGKILL ends at once and leaves them running)\n")
-
-
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     markers.register(config)
-    settings = load_config(config)
-    config.stash[CONFIG_KEY] = settings
-    config.stash[STATE_KEY] = SessionState(settings, rootdir=config.rootpath)
-    config.pluginmanager.register(report_hooks, "mooncake-reporting")
-    config.pluginmanager.register(eviction, "mooncake-eviction")
-    if settings.compare:
-        try:
-            state(config).results.store.load_baseline(settings.compare)
-        except (FileNotFoundError, ValueError) as exc:
-            raise pytest.UsageError(str(exc)) from None
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
-        config.stash[_SIGTERM_INSTALLED] = True
+    if setting_given(config):
+        activate(config)  # bad input stops the run here, with exit 4
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    if config.stash.get(_SIGTERM_INSTALLED, False):
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    if STATE_KEY in config.stash:
-        state(config).close()
+    deactivate(config)
 
 
 def pytest_cmdline_main(config: pytest.Config) -> int | None:
@@ -73,10 +59,14 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
     one line per check and the verdict, and its exit status says it, with no Exit banner."""
     if not config.getoption("mooncake_doctor"):
         return None
-    return int(wrap_session(config, _doctor))
+    from pytest_mooncake.harness.pytest_private import run_as_session
+
+    return run_as_session(config, _doctor)
 
 
 def _doctor(config: pytest.Config, session: pytest.Session) -> int:
+    from pytest_mooncake.harness.doctor import run_checks
+
     checks = run_checks(get_config(config), endpoints_only=False)
     failed = [check for check in checks if not check.ok]
     reporter = config.pluginmanager.get_plugin("terminalreporter")
@@ -89,12 +79,16 @@ def _doctor(config: pytest.Config, session: pytest.Session) -> int:
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     config = session.config
-    settings = get_config(config)
-    if config.getoption("mooncake_doctor") or config.getoption("collectonly"):
+    if not is_active(config) or config.getoption("mooncake_doctor") or config.getoption("collectonly"):
         return
+    from pytest_mooncake.harness.doctor import run_checks
+    from pytest_mooncake.harness.startup import check_host
+
+    settings = get_config(config)
     check_host(settings)
     if not (settings.attach or settings.openai_base_url or settings.baseline_url):
         return
+
     failed = [check for check in run_checks(settings, endpoints_only=True) if not check.ok]
     if failed:
         lines = "\n".join(check.line() for check in failed)
@@ -104,7 +98,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    if STATE_KEY not in session.config.stash or not state(session.config).results.records:
+    if not is_active(session.config) or not state(session.config).results.records:
         return
     session_state = state(session.config)
     document = session_state.results.document()
@@ -116,7 +110,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
-    if STATE_KEY not in config.stash:
+    if not is_active(config):
         return
     if state(config).left_behind:
         terminalreporter.write_sep("-", "mooncake: what this run left in attached clusters")
@@ -132,6 +126,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
 
 def _no_results(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
     """Say so when a run that reached Mooncake wrote no results, and what kept it from measuring."""
+    from pytest_mooncake.harness import refusals
+
     refused = refusals.refusals(config)
     if not refused and not state(config).results.topology:
         return  # a run that never used a Mooncake fixture: nothing to say
@@ -143,13 +139,27 @@ def _no_results(terminalreporter: pytest.TerminalReporter, config: pytest.Config
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
-    refusals.shorten_repeat(item, call, report)
+    if is_active(item.config):
+        from pytest_mooncake.harness import refusals
+
+        refusals.shorten_repeat(item, call, report)
     return report
+
+
+def uses_mooncake(item: pytest.Item) -> bool:
+    """Whether a test asks for one of the plugin's fixtures or markers."""
+    return bool(FIXTURES.intersection(getattr(item, "fixturenames", ()))) or any(mark.name in MARKERS for mark in item.iter_markers())
 
 
 @pytest.hookimpl(trylast=True)  # after -k and -m deselect, so only the tests that will run count
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     markers.check_perf_markers(items)
+    if not is_active(config):
+        # A worker of xdist refuses test by test (pytest_runtest_setup): a worker that stops
+        # collecting crashes its controller.
+        if under_xdist(config) or not any(uses_mooncake(item) for item in items):
+            return
+        activate(config)
     wanted = get_config(config).scenarios
     keep = [item for item in items if not _is_other_scenario(item, wanted)] if wanted else items
     deselected = [item for item in items if item not in keep]
@@ -157,6 +167,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         config.hook.pytest_deselected(items=deselected)
         items[:] = keep
     if not config.getoption("collectonly"):
+        from pytest_mooncake.harness.startup import check_spawnable
+
         check_spawnable(items, get_config(config))
 
 
@@ -166,6 +178,10 @@ def _is_other_scenario(item: pytest.Item, wanted: tuple[str, ...]) -> bool:
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
+    if not is_active(item.config):
+        if under_xdist(item.config) and uses_mooncake(item):
+            pytest.fail(XDIST_REFUSAL, pytrace=False)
+        return
     settings = get_config(item.config)
     reason = markers.skip_reason(item, settings.protocol, settings.attach, settings.allow_eviction)
     if reason:
@@ -173,6 +189,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 
 def describe(settings: MooncakeConfig) -> str:
+    from pytest_mooncake.endpoints.topology import TOPOLOGIES
+
     if settings.attach:
         where = (
             f"attach master={settings.master} metadata={settings.metadata_url} "
@@ -191,12 +209,22 @@ def describe(settings: MooncakeConfig) -> str:
     )
 
 
-def pytest_report_header(config: pytest.Config) -> list[str]:
+def _header(config: pytest.Config) -> list[str]:
+    config.stash[_HEADER_SHOWN] = True
     settings = get_config(config)
     lines = [describe(settings)]
     if settings.config_file:
         lines.append(f"mooncake config file: {settings.config_file}")
     return lines
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    return _header(config) if is_active(config) else []
+
+
+def pytest_report_collectionfinish(config: pytest.Config) -> list[str]:
+    """The header of a session its tests made active: after the collection, which told."""
+    return _header(config) if is_active(config) and not config.stash.get(_HEADER_SHOWN, False) else []
 
 
 @pytest.fixture(scope="session")

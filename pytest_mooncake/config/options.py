@@ -9,7 +9,6 @@ declarations. Precedence: fixture-factory argument > CLI > environment > ini > Y
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -245,6 +244,8 @@ def _check_scenario_names(names: tuple[str, ...], definitions: Mapping[str, Any]
     unknown = [name for name in names if name not in known]
     if not unknown:
         return
+    import difflib  # only for a bad name: every pytest run imports this module
+
     hints = [f"{name!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(name, known, 1))
              else repr(name) for name in unknown]
     raise pytest.UsageError(

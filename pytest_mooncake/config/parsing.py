@@ -12,7 +12,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from urllib.parse import urlsplit
 
 _SIZE_UNITS = {
     "": 1,
@@ -57,6 +56,8 @@ def parse_endpoint(value: object) -> HostPort:
 
 def _http_url(value: object, example: str) -> str:
     text = str(value).strip()
+    from urllib.parse import urlsplit  # every pytest run imports this module; few parse a URL
+
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"expected an http(s) URL, e.g. {example}")

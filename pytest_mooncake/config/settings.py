@@ -8,7 +8,6 @@ The pytest options, the YAML reader and the README's table are all built from th
 from __future__ import annotations
 
 import functools
-import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
@@ -34,6 +33,8 @@ class Joined:
 
     @property
     def keys(self) -> tuple[str, ...]:
+        import string  # every pytest run imports this module; only YAML files use it
+
         return tuple(name for _, name, _, _ in string.Formatter().parse(self.template) if name)
 
     @property

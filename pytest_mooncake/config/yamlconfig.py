@@ -11,13 +11,11 @@ run into a spawn run.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from pytest_mooncake.config import parsing as p
 from pytest_mooncake.config.markers import PERF_KEYS, SCENARIO_ALIASES
@@ -46,6 +44,8 @@ SCENARIO_KEYS: Mapping[str, Callable[[object], object]] = {
 
 def _unknown_key(where: str, key: object, accepted: Iterable[str]) -> pytest.UsageError:
     accepted = sorted(accepted)
+    import difflib  # only for a bad key: every pytest run imports this module
+
     close = difflib.get_close_matches(str(key), accepted, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return pytest.UsageError(f"{where}: unknown key {key!r}{hint}; accepted: {', '.join(accepted)}")
@@ -98,6 +98,8 @@ def _read_document(path: Path) -> Mapping[str, Any]:
             f"Config file {path} does not exist (cwd {Path.cwd()}).\n"
             "Fix: pass an existing file to --mooncake-config / mooncake_config / MOONCAKE_CONFIG."
         )
+    import yaml  # here, not at the top: pytest imports the plugin in every run, most name no file
+
     try:
         document = yaml.safe_load(path.read_text("utf-8"))
     except yaml.YAMLError as exc:

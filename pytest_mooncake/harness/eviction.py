@@ -3,7 +3,8 @@
 Mooncake's eviction is global: when the pool passes its high watermark the master drops
 anyone's keys. So in attach mode a test during which the master's evicted-key count grew
 fails, naming the count, and so does the session (the end-of-run line says it), unless the
-user opted in with ``--mooncake-allow-eviction``. Registered by ``plugin.pytest_configure``;
+user opted in with ``--mooncake-allow-eviction``. Registered when the session becomes a mooncake
+session (``harness.session.activate``);
 the attached master fixtures ``watch`` their master.
 """
 

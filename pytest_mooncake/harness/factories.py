@@ -9,6 +9,9 @@ A user's conftest declares extra clusters the way pytest-postgresql does::
     small_store = factories.mooncake_store("small_master", "small_nodes")
 
 Keyword arguments are settings (see README) and win over every other source.
+
+The plugin makes its fixtures with these at load, in every pytest run of the environment, so the
+clusters, endpoints and reports are imported by the fixtures' bodies, on first use.
 """
 
 from __future__ import annotations
@@ -17,27 +20,21 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_mooncake.cluster.metrics import MasterMetrics
-from pytest_mooncake.cluster.nodes import MasterHandle, StoreNode, attached_master, spawned_master, store_node
-from pytest_mooncake.cluster.store_client import StoreClient
-from pytest_mooncake.cluster.transport import TransportFallback, check_transport
-from pytest_mooncake.config.markers import gpu_present
 from pytest_mooncake.config.options import MooncakeConfig
-from pytest_mooncake.endpoints.connectors import POOL_CONNECTORS
-from pytest_mooncake.endpoints.preflight import CacheNotWired, check_cache_wired, cold_prompt
-from pytest_mooncake.endpoints.server import Endpoint, attach_endpoint, spawned_vllm, vllm_available
-from pytest_mooncake.endpoints.topology import TOPOLOGIES, Deployment, spawned_deployment
 from pytest_mooncake.errors import EndpointUnreachable, ServiceStartError
-from pytest_mooncake.harness import eviction
-from pytest_mooncake.harness.refusals import refuse
 from pytest_mooncake.harness.session import get_config, state
 from pytest_mooncake.harness.startup import MASTER_MODE, USES_MASTER
-from pytest_mooncake.results import allure_steps
-from pytest_mooncake.runtime.probes import HTTPProbe, TCPProbe
+
+if TYPE_CHECKING:
+    from pytest_mooncake.cluster.metrics import MasterMetrics
+    from pytest_mooncake.cluster.nodes import MasterHandle, StoreNode
+    from pytest_mooncake.cluster.store_client import StoreClient
+    from pytest_mooncake.endpoints.server import Endpoint
+    from pytest_mooncake.endpoints.topology import Deployment
 
 FixtureFunction = Callable[..., Any]
 
@@ -62,6 +59,11 @@ def _master_fixture(mode: str, overrides: dict[str, Any]) -> FixtureFunction:
     def master_fixture(
         request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     ) -> Iterator[MasterHandle]:
+        from pytest_mooncake.cluster.metrics import MasterMetrics
+        from pytest_mooncake.cluster.nodes import attached_master, spawned_master
+        from pytest_mooncake.harness import eviction
+        from pytest_mooncake.results import allure_steps
+
         config = get_config(request.config).with_overrides(**overrides)
         attach = config.attach if mode == "auto" else mode == "attach"
         if attach:
@@ -98,6 +100,8 @@ def _master_fixture(mode: str, overrides: dict[str, Any]) -> FixtureFunction:
 
 def _left_behind(request: pytest.FixtureRequest, master: MasterHandle, metrics: MasterMetrics) -> dict[str, float]:
     """The attached master's change over the session, printed at the end of the run."""
+    from pytest_mooncake.harness import eviction
+
     try:
         change, line = eviction.session_change(request.config, metrics)
     except OSError as exc:
@@ -127,6 +131,9 @@ def mooncake_master(**overrides: Any) -> FixtureFunction:
 
 def _start_nodes(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, master: MasterHandle,
                  config: MooncakeConfig, count: int, segment_size: int) -> Iterator[list[StoreNode]]:
+    from pytest_mooncake.cluster.nodes import store_node
+    from pytest_mooncake.results import allure_steps
+
     session = state(request.config)
     workdir = tmp_path_factory.mktemp(request.fixturename)
     with ExitStack() as stack:
@@ -203,6 +210,8 @@ def mooncake_store(
     def store_fixture(
         request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     ) -> Iterator[StoreClient]:
+        from pytest_mooncake.cluster.nodes import store_node
+
         master: MasterHandle = request.getfixturevalue(master_fixture)
         request.getfixturevalue(nodes_fixture)
         config = get_config(request.config).with_overrides(**overrides)
@@ -239,6 +248,8 @@ def mooncake_metrics(master_fixture: str = "mooncake_master") -> FixtureFunction
 
     @pytest.fixture
     def metrics_fixture(request: pytest.FixtureRequest) -> MasterMetrics:
+        from pytest_mooncake.cluster.metrics import MasterMetrics
+
         return MasterMetrics(request.getfixturevalue(master_fixture))
 
     return metrics_fixture
@@ -253,11 +264,16 @@ def mooncake_deployment(master_fixture: str = "mooncake_master", pool_fixture: s
     and grow the master's key count; otherwise the scope stops with the likely cause."""
 
     @pytest.fixture(scope=scope)  # type: ignore[call-overload]
-    @_tagged(USES_MASTER, (master_fixture, lambda settings: TOPOLOGIES[settings.topology].mooncake
-                                                            and settings.openai_base_url is None))
+    @_tagged(USES_MASTER, (master_fixture, _spawns_for_topology))
     def deployment_fixture(
         request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     ) -> Iterator[Deployment]:
+        from pytest_mooncake.config.markers import gpu_present
+        from pytest_mooncake.endpoints.server import attach_endpoint, vllm_available
+        from pytest_mooncake.endpoints.topology import Deployment, TOPOLOGIES, spawned_deployment
+        from pytest_mooncake.harness.refusals import refuse
+        from pytest_mooncake.results import allure_steps
+
         config = get_config(request.config).with_overrides(**overrides)
         topology = TOPOLOGIES[config.topology]
         session = state(request.config)
@@ -306,8 +322,17 @@ def mooncake_deployment(master_fixture: str = "mooncake_master", pool_fixture: s
     return deployment_fixture
 
 
+def _spawns_for_topology(settings: MooncakeConfig) -> bool:
+    """A Mooncake topology with no attached endpoint spawns its instances on a master."""
+    from pytest_mooncake.endpoints.topology import TOPOLOGIES
+
+    return TOPOLOGIES[settings.topology].mooncake and settings.openai_base_url is None
+
+
 def _check_transport(topology: str, protocol: str, log_path: Path, label: str) -> None:
     """A connector asked for RDMA that fell back to TCP would have TCP numbers reported as RDMA ones."""
+    from pytest_mooncake.cluster.transport import TransportFallback, check_transport
+
     try:
         check_transport(protocol, log_path, f"vLLM instance {label}")
     except TransportFallback as exc:
@@ -317,6 +342,9 @@ def _check_transport(topology: str, protocol: str, log_path: Path, label: str) -
 def _check_reachable(topology: str, master: MasterHandle) -> None:
     """The instances' Mooncake clients would retry an unreachable master for minutes before dying:
     probe what their config names from where they will run, before spawning them."""
+    from pytest_mooncake.harness.refusals import refuse
+    from pytest_mooncake.runtime.probes import HTTPProbe, TCPProbe
+
     probes = [(f"master RPC {master.endpoint}", TCPProbe(master.endpoint.host, master.endpoint.port, netns=master.netns))]
     if master.metadata_url != "P2PHANDSHAKE":
         probes.append((f"metadata server {master.metadata_url}",
@@ -330,6 +358,11 @@ def _check_reachable(topology: str, master: MasterHandle) -> None:
 
 
 def _preflight(deployment: Deployment, run_id: str, config: MooncakeConfig) -> None:
+    from pytest_mooncake.cluster.metrics import MasterMetrics
+    from pytest_mooncake.endpoints.connectors import POOL_CONNECTORS
+    from pytest_mooncake.endpoints.preflight import CacheNotWired, check_cache_wired, cold_prompt
+    from pytest_mooncake.harness.refusals import refuse
+
     assert deployment.topology.connector is not None
     master = deployment.master
     pooled = deployment.topology.connector in POOL_CONNECTORS
@@ -358,6 +391,9 @@ def openai_endpoint(
     def endpoint_fixture(
         request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     ) -> Iterator[Endpoint]:
+        from pytest_mooncake.endpoints.server import attach_endpoint, spawned_vllm, vllm_available
+        from pytest_mooncake.results import allure_steps
+
         if not baseline:
             deployment: Deployment = request.getfixturevalue("mooncake_deployment")
             yield deployment.endpoint

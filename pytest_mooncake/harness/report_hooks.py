@@ -1,7 +1,7 @@
 """pytest hooks for reports: Allure labels and attachments, the profile check, the session report.
 
-Registered by ``plugin.pytest_configure``. Everything Allure-related is a no-op unless
-allure-pytest is installed and ``--alluredir`` is given.
+Registered when the session becomes a mooncake session (``session.activate``). Everything
+Allure-related is a no-op unless allure-pytest is installed and ``--alluredir`` is given.
 """
 
 from __future__ import annotations
@@ -32,6 +32,11 @@ _GATES = pytest.StashKey[list[dict[str, Any]]]()
 def pytest_configure(config: pytest.Config) -> None:
     # An unknown profile is a usage error before any service starts.
     session_profile(config)
+    allure_steps.bind(config)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    allure_steps.unbind(config)
 
 
 def _hardware(machine: Mapping[str, Any]) -> str:
@@ -88,7 +93,8 @@ def _without_requests(data: Mapping[str, Any]) -> dict[str, Any]:
 
 def _attach_records(item: pytest.Item) -> None:
     results = state(item.config).results
-    records = results.records[item.stash.get(_FIRST_RECORD, len(results.records)):]
+    # No mark: the session became active during this test, so every record is this test's.
+    records = results.records[item.stash.get(_FIRST_RECORD, 0):]
     for record in records:
         allure_steps.attach_json(f"{record['kind']} {record['name']} statistics", _without_requests(record["data"]))
         if record["kind"] == "serving":

@@ -18,10 +18,7 @@ import pytest
 
 from pytest_mooncake.config.markers import gpu_present, rdma_devices
 from pytest_mooncake.config.options import MooncakeConfig
-from pytest_mooncake.endpoints.topology import TOPOLOGIES
 from pytest_mooncake.errors import INSTALL_MOONCAKE, BinaryNotFound
-from pytest_mooncake.qualify.traces import TraceFormatError, load_trace
-from pytest_mooncake.runtime.binaries import ETCD_FIX, find_binary
 
 # Set on the functions of the master fixtures the factories make: "spawn", "attach" or "auto".
 MASTER_MODE = "pytest_mooncake_master_mode"
@@ -45,6 +42,8 @@ def _where(settings: MooncakeConfig, name: str) -> str:
 
 
 def _check_trace(settings: MooncakeConfig) -> None:
+    from pytest_mooncake.qualify.traces import TraceFormatError, load_trace
+
     if settings.trace is None:
         return
     try:
@@ -58,6 +57,8 @@ def _check_trace(settings: MooncakeConfig) -> None:
 
 
 def _check_topology(settings: MooncakeConfig) -> None:
+    from pytest_mooncake.endpoints.topology import TOPOLOGIES
+
     topology = TOPOLOGIES[settings.topology]
     if topology.gpu_only and settings.openai_base_url is None and not gpu_present():
         runnable = ", ".join(name for name, t in TOPOLOGIES.items() if not t.gpu_only)
@@ -94,6 +95,8 @@ def _check_rdma(settings: MooncakeConfig) -> None:
 
 
 def _check_binaries(settings: MooncakeConfig) -> None:
+    from pytest_mooncake.runtime.binaries import ETCD_FIX
+
     explicit = [("master_bin", "mooncake_master")] if not settings.attach else []
     for name, binary in [*explicit, ("bench_bin", "transfer_engine_bench")]:
         path: Path | None = getattr(settings, name)
@@ -112,6 +115,8 @@ def _check_binaries(settings: MooncakeConfig) -> None:
 def check_spawnable(items: list[pytest.Item], settings: MooncakeConfig) -> None:
     """UsageError, once, when collected tests would spawn a master this host has no binary for
     (the base wheel without the [mooncake] extra): not one setup error per test."""
+    from pytest_mooncake.runtime.binaries import find_binary
+
     spawning = [item for item in items if _spawns_master(item, settings)]
     if not spawning:
         return

@@ -16,10 +16,8 @@ import pytest
 
 try:
     import allure
-    from allure_commons._core import plugin_manager as _allure_plugins
 except ImportError:  # allure-pytest is an optional extra
     allure = None
-    _allure_plugins = None
 
 
 # Service logs attached to failed tests: the tail is what explains a failure, and a
@@ -28,15 +26,26 @@ LOG_TAIL_BYTES = 256 * 1024
 _LOGS = pytest.StashKey[dict[str, Path]]()
 # The current test's labels: the hooks label the scenario from markers and a suite may too.
 _labelled: set[tuple[str, str]] = set()
+# The session's plugins, set by the reporting hooks (bind): suites call these without a config.
+_session_plugins: pytest.PytestPluginManager | None = None
+
+
+def bind(config: pytest.Config) -> None:
+    """Report for this session, from its activation to its end (``unbind``)."""
+    global _session_plugins
+    _session_plugins = config.pluginmanager
+
+
+def unbind(config: pytest.Config) -> None:
+    global _session_plugins
+    if _session_plugins is config.pluginmanager:  # a pytester session inside leaves ours alone
+        _session_plugins = None
 
 
 def active() -> bool:
     """Whether Allure is recording (allure-pytest installed and ``--alluredir`` given)."""
-    # allure-pytest always registers its title/test helpers, but its listener only when
-    # --alluredir is given: the listener is what records.
-    return _allure_plugins is not None and any(
-        type(plugin).__name__ == "AllureListener" for plugin in _allure_plugins.get_plugins()
-    )
+    # allure-pytest registers its listener, what records, only when --alluredir is given.
+    return allure is not None and _session_plugins is not None and _session_plugins.has_plugin("allure_listener")
 
 
 def register_log(config: pytest.Config, name: str, path: Path | None) -> None:

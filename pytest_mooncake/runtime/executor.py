@@ -20,6 +20,7 @@ from mirakuru.exceptions import ProcessExitedWithError, ProcessFinishedWithError
 
 from pytest_mooncake.errors import ServiceStartError
 from pytest_mooncake.runtime.janitor import Janitor
+from pytest_mooncake.runtime.mirakuru_private import set_output, stop_grace
 from pytest_mooncake.runtime.netns import NetworkNamespace
 from pytest_mooncake.runtime.probes import Probe
 
@@ -92,7 +93,7 @@ class ServiceProcess(mirakuru.Executor):  # type: ignore[misc]
     def start(self) -> ServiceProcess:
         if self._log.closed:  # a restart after stop(): keep appending to the same log
             self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-            self._stdout = self._log
+            set_output(self, self._log)
         try:
             super().start()
         except ProcessExitedWithError as exc:
@@ -121,13 +122,12 @@ class ServiceProcess(mirakuru.Executor):  # type: ignore[misc]
 
     def stop(self, *args: Any, **kwargs: Any) -> ServiceProcess:
         pid = self.pid
-        self._timeout = self.stop_timeout  # mirakuru reuses the start timeout as the stop grace
         try:
-            super().stop(*args, **kwargs)
+            with stop_grace(self, self.stop_timeout):
+                super().stop(*args, **kwargs)
         except ProcessFinishedWithError as exc:
             LOG.warning("%s exited with code %s on stop; see %s", self.name, exc.exit_code, self.log_path)
         finally:
-            self._timeout = self.start_timeout
             self._log.close()
             if self._janitor is not None and pid is not None:
                 self._janitor.forget_group(pid)
