@@ -349,8 +349,8 @@ def test_store_suites_without_the_mooncake_wheel(pytester: pytest.Pytester, monk
     pytester.makepyfile(test_more="def test_a(mooncake_store): pass\ndef test_b(mooncake_master): pass\n")
     line = _usage_error(pytester)
     assert _matches(line, "ERROR: mooncake_master not found (checked */mooncake/mooncake_master, $PATH (mooncake_master)), "
-                          "and 3 collected tests spawn a Mooncake cluster (e.g. test_*). Fix: pip install "
-                          "'pytest-mooncake?mooncake?' *; or give --mooncake-master-bin=PATH; or attach to a running "
+                          "and 3 collected tests spawn a Mooncake cluster (e.g. test_*). Fix: install the "
+                          "?mooncake? extra: *; or give --mooncake-master-bin=PATH; or attach to a running "
                           "cluster with --mooncake-master=HOST:PORT.")
 
 
@@ -373,7 +373,7 @@ import pathlib, time
 import pytest
 
 @pytest.fixture(scope="session")
-def cluster():
+def cluster(mooncake_config):  # a mooncake session: the plugin is inert in others
     yield
     pathlib.Path("tearing-down").touch()  # stopping spawned services takes a while
     time.sleep(3)

@@ -24,6 +24,7 @@ _SESSION_EVICTED = pytest.StashKey[float]()
 
 def watch(config: pytest.Config, metrics: MasterMetrics) -> None:
     """Judge every later test by ``metrics``' master's evicted-key count."""
+    get_config(config)  # a mooncake session from now on, with this module's hooks registered
     config.stash.setdefault(_WATCHED, []).append(metrics)
 
 
