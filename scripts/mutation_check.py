@@ -203,6 +203,12 @@ def _prepare(module: str, tests: list[str], workdir: Path) -> None:
     (workdir / "mutants").mkdir()
 
 
+def mutant_names(module: str, part: Slice | None = None) -> list[str]:
+    """mutmut's patterns (fnmatch) for the mutants to run: the target's functions, of the slice; [] for all."""
+    functions = MODULES[module].functions or (["*"] if part else [])
+    return [f"{_mutant_prefix(module)}{f}__mutmut_*{part.glob if part else ''}" for f in functions]
+
+
 def check(module: str, equivalents: list[dict[str, str]], children: int, part: Slice | None = None) -> Score:
     score = Score(module, part)
     started = time.monotonic()
@@ -210,9 +216,8 @@ def check(module: str, equivalents: list[dict[str, str]], children: int, part: S
         workdir = Path(tmp)
         target = MODULES[module]
         _prepare(module, target.tests, workdir)
-        names = [f"{_mutant_prefix(module)}{f}__mutmut_*{part.glob if part else ''}"
-                 for f in target.functions or (["*"] if part else [])]
-        run = _mutmut(workdir, "run", "--max-children", str(children), *names, in_subprocesses=target.in_subprocesses)
+        run = _mutmut(workdir, "run", "--max-children", str(children), *mutant_names(module, part),
+                      in_subprocesses=target.in_subprocesses)
         if run.returncode != 0:
             raise SystemExit(f"mutmut run failed for {module} (exit {run.returncode}):\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
         listed = _mutmut(workdir, "results", "--all", "true").stdout
