@@ -117,6 +117,7 @@ class Score:
     equivalent: list[tuple[Survivor, str]] = field(default_factory=list)
     survivors: list[Survivor] = field(default_factory=list)
     seconds: float = 0.0
+    hashes: tuple[str, str] = ("", "")  # of the source and tests as they were copied to be mutated
 
     @property
     def value(self) -> float:
@@ -215,6 +216,7 @@ def check(module: str, equivalents: list[dict[str, str]], children: int, part: S
     with tempfile.TemporaryDirectory(prefix="mutation-") as tmp:
         workdir = Path(tmp)
         target = MODULES[module]
+        score.hashes = hashes(module)
         _prepare(module, target.tests, workdir)
         run = _mutmut(workdir, "run", "--max-children", str(children), *mutant_names(module, part),
                       in_subprocesses=target.in_subprocesses)
@@ -349,7 +351,7 @@ def _record(scores: list[Score]) -> None:
             continue
         target = MODULES[s.module]
         scope = "" if target.functions is None else " (" + ", ".join(_function(f"m.{f}") for f in target.functions) + ")"
-        source, tests = hashes(s.module)
+        source, tests = s.hashes
         rows[s.module] = (f"| `{s.module}`{scope} | {', '.join(f'`{t}`' for t in target.tests)} | {s.total} | {s.killed} | "
                           f"{len(s.equivalent)} | {len(s.survivors)} | {s.value:.1%} | {s.seconds:.0f} | `{source}` | `{tests}` |")
     lines = [
