@@ -9,6 +9,8 @@ Per request, a ``"fake"`` object in the JSON body overrides the defaults and pla
 
     {"fake": {"ttft": 0.2, "itl": 0.01, "tokens": 4, "cached": 96, "fault": "cut"}}
 
+``"prefill_cached": N`` adds the ``X-Prefill-Cached-Tokens: N`` header a prefill/decode proxy sends.
+
 ``slots`` makes it a server of limited capacity: at most that many requests are served at once
 and the others wait for a slot, so TTFT grows with the offered load as on a real server past its
 knee (0: no limit).
@@ -130,7 +132,10 @@ def make_app(defaults: Defaults, counters: Counters, model: str = "fake") -> web
             return web.json_response({"id": "fake", "object": "text_completion", "choices": [{"text": "hi"}],
                                       "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": 1}})
         produced = 0 if fault == "empty" else int(knobs["tokens"])
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        headers = {"Content-Type": "text/event-stream"}
+        if "prefill_cached" in knobs:
+            headers["X-Prefill-Cached-Tokens"] = str(knobs["prefill_cached"])
+        response = web.StreamResponse(headers=headers)
         await response.prepare(request)
         if chat:
             await response.write(_sse(_chunk(True, None, role=True)))

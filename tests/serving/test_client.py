@@ -96,9 +96,14 @@ def test_token_ids_count_as_output_when_the_text_is_blank(config: ClientConfig, 
 def test_token_ids_are_recorded_beside_the_text(config: ClientConfig) -> None:
     [plain, with_ids] = run_requests(config, [RequestSpec("plain", prompt="a"),
                                               RequestSpec("ids", prompt="a", extra_body={"return_token_ids": True})])
-    assert plain.token_ids is None and plain.content_chunks == 5
+    assert plain.token_ids is None and plain.content_chunks == 5 and plain.decode_cached_tokens is None
     assert with_ids.text == plain.text == " t0 t1 t2 t3 t4" and with_ids.token_ids == (100, 101, 102, 103, 104)
     assert with_ids.content_chunks == 5
+
+
+def test_a_pd_proxys_header_is_the_prefillers_reuse_and_usage_the_decoders(config: ClientConfig) -> None:
+    [record] = run_requests(config, [RequestSpec("pd", prompt="a", extra_body={"fake": {"prefill_cached": 64}})])
+    assert record.ok and (record.cached_tokens, record.decode_cached_tokens) == (64, 3)
 
 
 def test_empty_completion_keeps_its_misleadingly_short_latency(config: ClientConfig) -> None:
