@@ -6,17 +6,32 @@ explained equivalents); below THRESHOLD on any module the check fails and prints
 survivors with their diff. Equivalent mutants (no test can tell them apart from the original)
 are listed with the reason in scripts/mutation_equivalents.toml.
 
-Usage: python scripts/mutation_check.py [MODULE ...] [--changed-since REF] [--record]
-  MODULE             a key of MODULES (e.g. reuse.py); default: all of them
-  --changed-since    only the modules whose source or tests differ from the merge base with REF
-  --record           rewrite benchmarks/results/mutation.md with the scores of this run
+Which modules a run checks is chosen by content, so that it works the same on a fresh clone
+(where no branch to compare with exists): benchmarks/results/mutation.md records, beside each
+score, a hash of the module's source (and mutated scope) and one of its tests. ``--stale`` checks
+every module whose hashes differ from the recorded ones, in full; ``--rotate`` adds the day's
+rotation: one module, or for a slow one a slice of its mutants (those whose number ends in
+certain digits), bounded by ``--rotation-budget`` seconds of its recorded time. The rotation
+moves on each day (UTC), module after module and slice after slice, so every mutant of every
+module is checked over time even when nothing changes. A run that checks no mutant fails.
+
+Usage: python scripts/mutation_check.py [MODULE ...] [--stale] [--rotate] [--record] [--list]
+  MODULE             a key of MODULES (e.g. qualify/reuse.py), checked in full
+                     (no MODULE, --stale or --rotate: all of them)
+  --stale            every module whose source or tests hash differs from the record
+  --rotate           the day's rotation (--day YYYY-MM-DD to pick another day)
+  --record           rewrite the rows (score and hashes) of the modules checked in full, only those
+  --list             print what would be checked, and why, without checking it
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import datetime
 import difflib
+import hashlib
+import math
 import os
 import re
 import shutil
@@ -25,6 +40,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +55,9 @@ REPO = Path(__file__).resolve().parent.parent
 EQUIVALENTS = REPO / "scripts" / "mutation_equivalents.toml"
 RECORD = REPO / "benchmarks" / "results" / "mutation.md"
 THRESHOLD = 0.90
+# CI's share of time for the rotation (2 cores): a module recorded slower is checked a slice at a time.
+ROTATION_BUDGET_S = 150.0
+MAX_SLICES = 10  # slices are sets of last digits of the mutant number
 PACKAGE = "pytest_mooncake"
 
 
@@ -92,11 +111,13 @@ class Survivor:
 @dataclass
 class Score:
     module: str
+    part: Slice | None = None  # None: every mutant of the module
     total: int = 0
     killed: int = 0
     equivalent: list[tuple[Survivor, str]] = field(default_factory=list)
     survivors: list[Survivor] = field(default_factory=list)
     seconds: float = 0.0
+    hashes: tuple[str, str] = ("", "")  # of the source and tests as they were copied to be mutated
 
     @property
     def value(self) -> float:
@@ -183,21 +204,28 @@ def _prepare(module: str, tests: list[str], workdir: Path) -> None:
     (workdir / "mutants").mkdir()
 
 
-def check(module: str, equivalents: list[dict[str, str]], children: int) -> Score:
-    score = Score(module)
+def mutant_names(module: str, part: Slice | None = None) -> list[str]:
+    """mutmut's patterns (fnmatch) for the mutants to run: the target's functions, of the slice; [] for all."""
+    functions = MODULES[module].functions or (["*"] if part else [])
+    return [f"{_mutant_prefix(module)}{f}__mutmut_*{part.glob if part else ''}" for f in functions]
+
+
+def check(module: str, equivalents: list[dict[str, str]], children: int, part: Slice | None = None) -> Score:
+    score = Score(module, part)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="mutation-") as tmp:
         workdir = Path(tmp)
         target = MODULES[module]
+        score.hashes = hashes(module)
         _prepare(module, target.tests, workdir)
-        names = [f"{_mutant_prefix(module)}{f}__mutmut_*" for f in target.functions or []]
-        run = _mutmut(workdir, "run", "--max-children", str(children), *names, in_subprocesses=target.in_subprocesses)
+        run = _mutmut(workdir, "run", "--max-children", str(children), *mutant_names(module, part),
+                      in_subprocesses=target.in_subprocesses)
         if run.returncode != 0:
             raise SystemExit(f"mutmut run failed for {module} (exit {run.returncode}):\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
         listed = _mutmut(workdir, "results", "--all", "true").stdout
         functions = _mutant_functions(workdir / "mutants" / PACKAGE / module)
         for name, status in re.findall(r"^\s*(\S+): (.+)$", listed, re.MULTILINE):
-            if status == "not checked":  # outside the target's functions
+            if status == "not checked":  # outside the target's functions or the slice
                 continue
             score.total += 1
             if status in DETECTED:
@@ -213,40 +241,129 @@ def check(module: str, equivalents: list[dict[str, str]], children: int) -> Scor
     return score
 
 
-def changed_modules(ref: str) -> list[str]:
-    merge_base = subprocess.run(["git", "merge-base", ref, "HEAD"], cwd=REPO, capture_output=True, text=True, check=False)
-    if merge_base.returncode != 0:
-        print(f"mutation check: no merge base with {ref!r} here, so every module is checked", flush=True)
-        return list(MODULES)
-    base = merge_base.stdout.strip()
-    changed = set(subprocess.run(["git", "diff", "--name-only", base], cwd=REPO, capture_output=True, text=True,
-                                 check=True).stdout.split())
-    shared = {"tests/conftest.py", "tests/serving/conftest.py", "tests/fakes/fake_service.py", "pyproject.toml",
-              "scripts/mutation_check.py", "scripts/mutation_equivalents.toml"}
-    if changed & shared:
-        return list(MODULES)
-    return [m for m, t in MODULES.items() if f"{PACKAGE}/{m}" in changed or changed & set(t.tests)]
+Read = Callable[[str], bytes]
+
+
+def _read_file(path: str) -> bytes:
+    return (REPO / path).read_bytes()
+
+
+def hashes(module: str, read: Read = _read_file) -> tuple[str, str]:
+    """(source, tests) content hashes of ``module``: the source with its mutated scope, and its tests' paths and text."""
+    target = MODULES[module]
+    source = hashlib.sha256(read(f"{PACKAGE}/{module}") + repr(target.functions).encode())
+    tests = hashlib.sha256()
+    for path in target.tests:
+        tests.update(path.encode() + b"\0" + read(path) + b"\0")
+    return source.hexdigest()[:12], tests.hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One module's line of the record: its last score's time and the hashes it was measured on."""
+
+    line: str
+    seconds: float
+    source: str | None
+    tests: str | None
+
+
+def recorded(text: str) -> dict[str, Row]:
+    rows = {}
+    for line in text.splitlines():
+        if not line.startswith("| `"):
+            continue
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        hashed = len(cells) >= 10
+        rows[line.split("`")[1]] = Row(line, float(cells[7]), cells[8].strip("`") if hashed else None,
+                                       cells[9].strip("`") if hashed else None)
+    return rows
+
+
+def stale_modules(rows: dict[str, Row], read: Read = _read_file) -> list[str]:
+    """The modules whose source or tests differ from what their recorded score was measured on."""
+    return [m for m in MODULES if m not in rows or (rows[m].source, rows[m].tests) != hashes(m, read)]
+
+
+@dataclass(frozen=True)
+class Slice:
+    """The mutants of a module whose number ends in one of ``digits`` (slice ``index`` of ``count``)."""
+
+    index: int
+    count: int
+
+    @property
+    def digits(self) -> str:
+        return "".join(str(d) for d in range(10) if d % self.count == self.index)
+
+    @property
+    def glob(self) -> str:
+        return f"[{self.digits}]"
+
+    def __str__(self) -> str:
+        return f"slice {self.index + 1} of {self.count}: mutants numbered *[{self.digits}]"
+
+
+@dataclass(frozen=True)
+class Check:
+    module: str
+    why: str
+    part: Slice | None = None  # None: every mutant
+
+    @property
+    def label(self) -> str:
+        return self.module if self.part is None else f"{self.module} ({self.part})"
+
+
+def rotation(day: datetime.date, rows: dict[str, Row], budget_s: float = ROTATION_BUDGET_S) -> Check:
+    """The day's module, in MODULES order; a module recorded slower than ``budget_s`` is split into
+    slices of its mutants, and each of its turns takes the next slice."""
+    modules = list(MODULES)
+    turn = day.toordinal()
+    module = modules[turn % len(modules)]
+    seconds = rows[module].seconds if module in rows else 0.0
+    count = min(MAX_SLICES, max(1, math.ceil(seconds / budget_s)))
+    part = None if count == 1 else Slice(turn // len(modules) % count, count)
+    return Check(module, f"rotation of {day.isoformat()}", part)
+
+
+def select(modules: list[str], *, stale: bool, rotate: bool, day: datetime.date, rows: dict[str, Row],
+           budget_s: float = ROTATION_BUDGET_S, read: Read = _read_file) -> list[Check]:
+    """What a run checks: the named modules, the stale ones, and the day's rotation unless it is
+    already checked in full; with none of them, every module."""
+    checks = [Check(m, "named") for m in modules]
+    if stale:
+        checks += [Check(m, "changed since its recorded score") for m in stale_modules(rows, read) if m not in modules]
+    if rotate:
+        turn = rotation(day, rows, budget_s)
+        if all(c.module != turn.module for c in checks):
+            checks.append(turn)
+    if not (modules or stale or rotate):
+        checks = [Check(m, "all") for m in MODULES]
+    return checks
 
 
 def _record(scores: list[Score]) -> None:
-    """Rewrite the rows of the modules just checked; the others keep their last recorded row."""
-    rows = {}
-    if RECORD.exists():
-        rows = {line.split("`")[1]: line for line in RECORD.read_text().splitlines() if line.startswith("| `")}
+    """Rewrite the rows (score and hashes) of the modules just checked in full; the others keep theirs."""
+    rows = {m: row.line for m, row in recorded(RECORD.read_text() if RECORD.exists() else "").items()}
     for s in scores:
+        if s.part is not None:
+            continue
         target = MODULES[s.module]
         scope = "" if target.functions is None else " (" + ", ".join(_function(f"m.{f}") for f in target.functions) + ")"
+        source, tests = s.hashes
         rows[s.module] = (f"| `{s.module}`{scope} | {', '.join(f'`{t}`' for t in target.tests)} | {s.total} | {s.killed} | "
-                          f"{len(s.equivalent)} | {len(s.survivors)} | {s.value:.1%} | {s.seconds:.0f} |")
+                          f"{len(s.equivalent)} | {len(s.survivors)} | {s.value:.1%} | {s.seconds:.0f} | `{source}` | `{tests}` |")
     lines = [
         "# Mutation scores",
         "",
         "Written by `python scripts/mutation_check.py --record` (mutmut, one module at a time, only that",
         "module's unit tests, 2 mutants in parallel on a 2-core host). Score = killed / (mutants -",
-        "explained equivalents); CI fails below 90%.",
+        "explained equivalents); CI fails below 90%. Source and Tests are the hashes of what the score",
+        "was measured on (scripts/mutation_check.py: hashes); CI checks every module whose hashes differ.",
         "",
-        "| Module | Tests | Mutants | Killed | Equivalent | Survived | Score | Seconds |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| Module | Tests | Mutants | Killed | Equivalent | Survived | Score | Seconds | Source | Tests |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|---|",
         *(rows[m] for m in MODULES if m in rows),
         "",
     ]
@@ -256,28 +373,45 @@ def _record(scores: list[Score]) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("modules", nargs="*", metavar="MODULE")
-    parser.add_argument("--changed-since", metavar="REF")
+    parser.add_argument("--stale", action="store_true", help="every module whose source or tests changed since its recorded score")
+    parser.add_argument("--rotate", action="store_true", help="the day's rotation: a module, or a slice of a slow one")
+    parser.add_argument("--day", type=datetime.date.fromisoformat, default=datetime.datetime.now(datetime.timezone.utc).date(),
+                        help="the rotation's day, YYYY-MM-DD (default: today, UTC)")
+    parser.add_argument("--rotation-budget", type=float, default=ROTATION_BUDGET_S, metavar="SECONDS",
+                        help="a module recorded slower is rotated a slice of its mutants at a time")
     parser.add_argument("--record", action="store_true")
+    parser.add_argument("--list", action="store_true", help="print the selection and exit")
     parser.add_argument("--children", type=int, default=os.cpu_count() or 2, help="mutants tested in parallel")
     args = parser.parse_args()
     unknown = set(args.modules) - set(MODULES)
     if unknown:
         parser.error(f"unknown modules {sorted(unknown)}; choose from {list(MODULES)}")
-    modules = args.modules or (changed_modules(args.changed_since) if args.changed_since else list(MODULES))
+    rows = recorded(RECORD.read_text() if RECORD.exists() else "")
+    checks = select(args.modules, stale=args.stale, rotate=args.rotate, day=args.day, rows=rows,
+                    budget_s=args.rotation_budget)
+    for item in checks:
+        print(f"mutation check: {item.label} [{item.why}]", flush=True)
+    if args.list:
+        return 0
     equivalents = tomllib.loads(EQUIVALENTS.read_text()).get("equivalent", [])
     scores, failed = [], []
-    for module in modules:
-        score = check(module, equivalents, args.children)
+    for item in checks:
+        score = check(item.module, equivalents, args.children, item.part)
         scores.append(score)
-        print(f"{module}: {score.value:.1%} ({score.killed} of {score.total} killed, {len(score.equivalent)} equivalent, "
+        print(f"{item.label}: {score.value:.1%} ({score.killed} of {score.total} killed, {len(score.equivalent)} equivalent, "
               f"{len(score.survivors)} survived) in {score.seconds:.0f} s", flush=True)
         for survivor in score.survivors:
             print(f"  SURVIVED ({survivor.status}) {survivor.name}\n" + "\n".join("    " + line for line in survivor.diff.splitlines()))
         if score.value < THRESHOLD:
-            failed.append(module)
+            failed.append(item.label)
     if args.record:
         _record(scores)
-    print(f"mutation check: {len(modules)} modules in {sum(s.seconds for s in scores):.0f} s")
+    checked = sum(s.total for s in scores)
+    summary = ", ".join(f"{s.module}{'' if s.part is None else ' ' + s.part.glob} {s.value:.1%}" for s in scores)
+    print(f"mutation check: {len(scores)} checks, {checked} mutants in {sum(s.seconds for s in scores):.0f} s: {summary}")
+    if checked == 0:
+        print("mutation check FAILED: it checked no mutant, so it proved nothing (a wrong slice or module scope?)")
+        return 1
     if failed:
         print(f"mutation check FAILED: below {THRESHOLD:.0%} on {', '.join(failed)}")
         return 1

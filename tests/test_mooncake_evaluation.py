@@ -33,7 +33,7 @@ def _run(topology: str | None, external: float | None, cached: int = 896, keys: 
     counters = {} if external is None else {"external_prefix_cache_hits": external}
     hit = RoundResult("hit", [_record(i, "hit", 0.1 + 0.001 * i, cached) for i in range(8)], 1.0, counters)
     endpoint = Endpoint("http://127.0.0.1:1/v1", "m", spawned=False, label="test")
-    return ScenarioRun(SCENARIO, endpoint, [cold, hit], True, True, ("same", "same"),
+    return ScenarioRun(SCENARIO, endpoint, [cold, hit], True, True, (cold.records[0], cold.records[0]),
                        TOPOLOGIES[topology] if topology else None)
 
 

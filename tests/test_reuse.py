@@ -27,12 +27,16 @@ def _record(i: int, round_name: str, ttft: float, cached: int, tpot: float = 0.0
     )
 
 
+def _answer(text: str, token_ids: tuple[int, ...] | None = None) -> RequestRecord:
+    return dataclasses.replace(_record(0, "repeat", 1.0, 0), text=text, token_ids=token_ids)
+
+
 def _run(hit_ttft: float, hit_cached: int, repeat_text: str = "same", hit_tpot: float = 0.01,
          scenario: Scenario = Scenario("high_reuse", 8, 900, 100, reuse=1.0)) -> ScenarioRun:
     cold = RoundResult("cold", [_record(i, "cold", 1.0 + 0.01 * i, 0) for i in range(8)], 8.0)
     hit = RoundResult("hit", [_record(i, "hit", hit_ttft + 0.001 * i, hit_cached, hit_tpot) for i in range(8)], 1.0)
     endpoint = Endpoint("http://127.0.0.1:1/v1", "m", spawned=False, label="test")
-    return ScenarioRun(scenario, endpoint, [cold, hit], True, True, ("same", repeat_text))
+    return ScenarioRun(scenario, endpoint, [cold, hit], True, True, (_answer("same"), _answer(repeat_text)))
 
 
 def test_a_real_cache_win_passes() -> None:
@@ -92,10 +96,27 @@ def test_integrity_mismatch_fails_with_a_diff() -> None:
 
 
 def test_match_tokens_compares_only_the_leading_tokens() -> None:
-    run = dataclasses.replace(_run(0.1, 896), integrity=("a b c d", "a b x y"))
+    run = dataclasses.replace(_run(0.1, 896), integrity=(_answer("a b c d"), _answer("a b x y")))
     assert evaluate(run, {"match_tokens": 2}, tokenizer=str.split).problems == []
     [problem] = evaluate(run, {"match_tokens": 3}, tokenizer=str.split).problems
     assert "the first 3 tokens of the answers differ" in problem
+
+
+def test_integrity_compares_token_ids_where_the_server_returned_them() -> None:
+    """A random-weight model's tokens may decode to no text: equal (empty) text proves nothing,
+    and different text for the same ids is a detokenizer's matter, not the cache's."""
+    same_ids = dataclasses.replace(_run(0.1, 896), integrity=(_answer("", (5, 6, 7)), _answer("x", (5, 6, 7))))
+    assert evaluate(same_ids, {}).problems == []
+    other_ids = dataclasses.replace(_run(0.1, 896), integrity=(_answer("", (5, 6, 7)), _answer("", (5, 6, 8))))
+    assert evaluate(other_ids, {}).problems == ["output integrity: at temperature 0 the cache-hit answer differs from the "
+                                                "cold answer:\n--- cold\n+++ cache hit\n@@ -1 +1 @@\n"
+                                                "-token ids [5, 6, 7]\n+token ids [5, 6, 8]"]
+    assert evaluate(other_ids, {"match_tokens": 2}, tokenizer=str.split).problems == []
+    [problem] = evaluate(other_ids, {"match_tokens": 3}, tokenizer=str.split).problems
+    assert "the first 3 tokens of the answers differ" in problem
+    # Ids on one side only (e.g. a proxy that drops them): the text is all both answers share.
+    one_sided = dataclasses.replace(_run(0.1, 896), integrity=(_answer("a", (5,)), _answer("b")))
+    assert "the cache-hit answer differs" in evaluate(one_sided, {}).problems[0]
 
 
 def test_throughput_gain_and_tpot_change_are_judged() -> None:
@@ -144,7 +165,7 @@ def test_every_serving_threshold_keyword_is_evaluated(key: str) -> None:
 
 
 def test_match_tokens_asks_the_endpoint_tokenizer_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    run = dataclasses.replace(_run(0.1, 896), integrity=("a b c", "a b x"))
+    run = dataclasses.replace(_run(0.1, 896), integrity=(_answer("a b c"), _answer("a b x")))
     asked: list[Endpoint] = []
 
     def tokenizer_for(endpoint: Endpoint, local: object) -> Callable[[str], list[str]]:

@@ -14,8 +14,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 # The name vLLM serves our random-weight model under: its answers and its speed say nothing about a
-# production model's.
-SERVED_NAME = "pytest-mooncake-tiny-llama"
+# production model's, and an attached endpoint serving it is one of ours (a vLLM started by hand
+# from this package), not a real model.
+DUMMY_MODEL = "pytest-mooncake-tiny-llama"
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"

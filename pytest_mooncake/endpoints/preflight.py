@@ -25,7 +25,7 @@ class CacheNotWired(MooncakeError):
 
 def _complete(endpoint: Endpoint, prompt: list[int], max_tokens: int, timeout: float) -> dict[str, int]:
     payload: dict[str, object] = {"model": endpoint.model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0}
-    if endpoint.spawned:
+    if endpoint.dummy_weights:
         # Our dummy-weight model may pick EOS first; an empty answer must mean a broken server.
         payload["min_tokens"] = 1
     try:

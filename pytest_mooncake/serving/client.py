@@ -8,7 +8,9 @@ so another process on the same host can be compared with them):
   (Poisson) it is the arrival time the schedule gave it, so time spent queueing in the client behind
   a concurrency cap or a late event loop is part of every latency below.
 - **TTFT**: from start to the first chunk that carries generated content (non-empty ``text`` for
-  completions, non-empty ``delta.content`` or ``delta.reasoning_content`` for chat).
+  completions, non-empty ``delta.content`` or ``delta.reasoning_content`` for chat) or generated
+  token ids (vLLM's ``token_ids``, sent when the request asks with ``return_token_ids``: a
+  random-weight model's tokens may decode to no text at all).
 - **ITL**: the gaps between successive content chunks (one value per gap, so a chunk carrying several
   tokens counts once, as in vLLM).
 - **E2E**: from start to the last chunk of the stream (the usage chunk included).
@@ -30,7 +32,9 @@ Every failure becomes a ``RequestError`` on the record, never an exception out o
 without ``data: [DONE]``), ``bad_chunk`` (unparsable SSE data), ``server_error_event`` (an
 ``error`` object inside the stream), ``missing_usage``, ``empty_completion`` (HTTP 200 with
 0 completion tokens: a failed KV load under LMCache ends requests this way and looks like a huge
-speed-up), ``no_content`` and ``client_error`` (anything unexpected, with its type).
+speed-up), ``no_content`` (completion tokens but no chunk carried text or token ids: a broken
+server; requests to a random-weight model ask for token ids, so its blank tokens still count)
+and ``client_error`` (anything unexpected, with its type).
 """
 
 from __future__ import annotations
@@ -147,12 +151,15 @@ class RequestRecord:
     prompt_tokens: int | None
     completion_tokens: int | None
     cached_tokens: int | None
-    content_chunks: int
+    content_chunks: int  # chunks that carried text or token ids
     text: str
     error: RequestError | None
     # Through a prefill/decode proxy, ``cached_tokens`` is the prefiller's reuse (what decides
     # whether the prompt was computed) and this is what the decoder loaded.
     decode_cached_tokens: int | None = None
+    # The generated token ids when the server sent them (``return_token_ids``), else None: what
+    # a random-weight model's answers are compared by, since their text may be empty.
+    token_ids: tuple[int, ...] | None = None
 
     @property
     def ok(self) -> bool:
@@ -181,7 +188,9 @@ class _Stream:
         self.last_content: float | None = None
         self.last_chunk: float | None = None
         self.itl: list[float] = []
+        self.chunks = 0
         self.text: list[str] = []
+        self.token_ids: list[int] | None = None
         self.usage: Mapping[str, Any] | None = None
         self.prefill_cached: int | None = None
         self.done = False
@@ -212,13 +221,17 @@ class _Stream:
         choices = chunk.get("choices")
         if choices:
             piece = _content(self.api, choices[0])
-            if piece:
+            ids = choices[0].get("token_ids")
+            if ids:
+                self.token_ids = [*(self.token_ids or ()), *ids]
+            if piece or ids:
                 if self.first is None:
                     self.first = now
                 else:
                     self.itl.append(now - self.last_content)  # type: ignore[operator]
                 self.last_content = now
-                self.text.append(piece)
+                self.chunks += 1
+            self.text.append(piece)
 
 
 def _content(api: str, choice: Mapping[str, Any]) -> str:
@@ -246,7 +259,7 @@ def _classify(exc: BaseException, stream: _Stream, where: str) -> RequestError:
         return RequestError("connection_error", f"{type(exc).__name__}: {exc} [{where}]; is the server "
                             "running and listening there?")
     if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError)):
-        return RequestError("stream_cut", f"the stream broke after {len(stream.text)} content chunks: "
+        return RequestError("stream_cut", f"the stream broke after {stream.chunks} content chunks: "
                             f"{type(exc).__name__}: {exc} [{where}]")
     return RequestError("client_error", f"{type(exc).__name__}: {exc} [{where}]")
 
@@ -264,7 +277,7 @@ def _verdict_on_stream(stream: _Stream, completion_tokens: int | None, where: st
     if stream.error is not None:
         return stream.error
     if not stream.done:
-        return RequestError("stream_cut", f"the stream ended after {len(stream.text)} content chunks without "
+        return RequestError("stream_cut", f"the stream ended after {stream.chunks} content chunks without "
                             f"'data: [DONE]' [{where}]")
     if stream.usage is None:
         return RequestError("missing_usage", f"no usage chunk in the stream [{where}]; the server ignored "
@@ -275,7 +288,7 @@ def _verdict_on_stream(stream: _Stream, completion_tokens: int | None, where: st
                             "latency is not a speed-up: check the connector's and the server's logs")
     if stream.first is None:
         return RequestError("no_content", f"usage reports {completion_tokens} completion tokens but no chunk "
-                            f"carried text [{where}], so TTFT is undefined")
+                            f"carried text or token ids [{where}], so TTFT is undefined")
     return None
 
 
@@ -363,11 +376,12 @@ class StreamingClient:
             completion_tokens=completion_tokens,
             cached_tokens=_int(stream.usage, "prompt_tokens_details", "cached_tokens") if stream.prefill_cached is None
             else stream.prefill_cached,
-            content_chunks=len(stream.text),
+            content_chunks=stream.chunks,
             text="".join(stream.text),
             error=error,
             decode_cached_tokens=None if stream.prefill_cached is None
             else _int(stream.usage, "prompt_tokens_details", "cached_tokens"),
+            token_ids=None if stream.token_ids is None else tuple(stream.token_ids),
         )
 
     async def _stream(self, spec: RequestSpec, stream: _Stream, where: str) -> None:

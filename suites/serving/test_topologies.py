@@ -4,6 +4,9 @@
   stored outlives it and another instance reuses it, while an ``embedded`` instance's KV dies
   with it (spawned Mooncake topologies; each writer is a vLLM of its own).
 - The prefill/decode proxy answers exactly what one instance answers (``pd-store``).
+
+Answers are compared by the token ids vLLM returns, never by text: the random-weight model's
+tokens may decode to no text at all.
 """
 
 from __future__ import annotations
@@ -43,12 +46,14 @@ CLIENT_MONITOR_S = 2.0
 def _prompt(tag: str) -> RequestSpec:
     rng = random.Random(tag)
     return RequestSpec(tag, "topology", "probe", prompt=tuple(rng.randrange(100, 8000) for _ in range(PROMPT_TOKENS)),
-                       max_tokens=8, extra_body={"min_tokens": 1})
+                       max_tokens=8)
 
 
 def _ask(endpoint: Endpoint, spec: RequestSpec, config: MooncakeConfig) -> RequestRecord:
-    [record] = run_requests(endpoint.client_config(config.request_timeout), [spec], Concurrency(1))
+    """``spec``'s answer at temperature 0, with its token ids (``Endpoint.prepare``: a spawned model is random)."""
+    [record] = run_requests(endpoint.client_config(config.request_timeout), [endpoint.prepare(spec, 0.0)], Concurrency(1))
     assert record.error is None, f"{endpoint.label}: {record.error}"
+    assert record.token_ids, f"{endpoint.label} returned no token ids for {spec.request_id!r} (return_token_ids)"
     return record
 
 
@@ -94,7 +99,7 @@ def test_stored_kv_outlives_the_instance_that_wrote_it(request: pytest.FixtureRe
         _, embedded_stored, embedded_kept = _write_and_stop(
             mooncake_spawn, private, mooncake_config, _prompt(f"{mooncake_run_id} outlives embedded"), EMBEDDED_SEGMENT)
     outcome = {"standalone_stored_keys": stored, "standalone_keys_after_exit": kept,
-               "reader_cached_tokens": hit.cached_tokens or 0, "reader_same_answer": hit.text == cold.text,
+               "reader_cached_tokens": hit.cached_tokens or 0, "reader_same_answer": hit.token_ids == cold.token_ids,
                "embedded_stored_keys": embedded_stored, "embedded_keys_after_exit": embedded_kept}
     mooncake_record(Kind.TOPOLOGY, "kv-outlives-writer", outcome)
     show(request.config, f"[kv outlives writer] standalone-store writer stored {stored:+g} keys, {kept:+g} left after it "
@@ -102,7 +107,7 @@ def test_stored_kv_outlives_the_instance_that_wrote_it(request: pytest.FixtureRe
          f"{embedded_stored:+g} keys in its own segment, {embedded_kept:+g} left after it exited")
     assert stored >= WHOLE_BLOCKS // KV_BLOCK_TOKENS, f"the writer stored too little: {outcome}"
     assert kept == stored, f"keys vanished with a standalone-store writer: {outcome}"
-    assert outcome["reader_cached_tokens"] >= WHOLE_BLOCKS and hit.text == cold.text, \
+    assert outcome["reader_cached_tokens"] >= WHOLE_BLOCKS and outcome["reader_same_answer"], \
         f"the reader did not reuse what the stopped writer stored: {outcome}"
     assert embedded_stored > 0 and embedded_kept == 0, f"an embedded writer's keys must vanish with it: {outcome}"
 
@@ -115,11 +120,14 @@ def test_pd_proxy_answers_like_one_instance(mooncake_deployment: Deployment, moo
     master = mooncake_deployment.master
     spec = _prompt(f"{mooncake_run_id} pd proxy")
     through_proxy = _ask(mooncake_deployment.endpoint, spec, mooncake_config)
-    payload = {"model": prefiller.model, "prompt": list(spec.prompt or ()), "max_tokens": 8, "min_tokens": 1, "temperature": 0}
+    payload = {"model": prefiller.model, "prompt": list(spec.prompt or ()), "max_tokens": 8, "min_tokens": 1,
+               "return_token_ids": True, "temperature": 0}
     direct = prefiller.post("/completions", payload, timeout=mooncake_config.request_timeout,
                             netns=master.netns if master else None)
     assert direct.status == 200, direct.body[:500]
-    assert through_proxy.text == json.loads(direct.body)["choices"][0]["text"], "the PD proxy's answer differs from one instance's"
+    direct_ids = tuple(json.loads(direct.body)["choices"][0]["token_ids"])
+    assert through_proxy.token_ids == direct_ids, f"the PD proxy's answer {through_proxy.token_ids} differs from one " \
+        f"instance's {direct_ids}"
     wrong = mooncake_deployment.endpoint.post("/completions", {"model": "no-such-model", "prompt": [1, 2, 3], "max_tokens": 1},
                                               timeout=30)
     assert wrong.status == 404 and "no-such-model" in wrong.body, f"the proxy must pass vLLM's error through: {wrong}"

@@ -9,6 +9,8 @@ Per request, a ``"fake"`` object in the JSON body overrides the defaults and pla
 
     {"fake": {"ttft": 0.2, "itl": 0.01, "tokens": 4, "cached": 96, "fault": "cut"}}
 
+``"prefill_cached": N`` adds the ``X-Prefill-Cached-Tokens: N`` header a prefill/decode proxy sends.
+
 ``slots`` makes it a server of limited capacity: at most that many requests are served at once
 and the others wait for a slot, so TTFT grows with the offered load as on a real server past its
 knee (0: no limit).
@@ -22,7 +24,10 @@ A request without ``"stream": true`` gets one plain JSON completion of ``tokens`
 Faults: ``http500`` (500 with a message), ``not_streaming`` (a plain JSON completion),
 ``cut`` (the connection drops after two chunks), ``no_done`` (the stream ends without
 ``[DONE]``), ``empty`` (HTTP 200, 0 completion tokens), ``error_event`` (an error object inside
-the stream), ``no_usage`` (no usage chunk). A model other than ``model`` gets vLLM's 404.
+the stream), ``no_usage`` (no usage chunk), ``blank`` (every chunk's text is empty, as when a
+random-weight model's tokens decode to nothing). A model other than ``model`` gets vLLM's 404.
+With ``"return_token_ids": true`` in the body, each chunk carries ``token_ids`` as vLLM's do
+(token ``100 + i`` for the i-th), blank or not.
 
 ``/metrics`` serves vLLM-style counters (labels on two engines, to be summed): prefix-cache
 queries and hits grow with each request; ``lmcache:num_stored_tokens_total`` keeps growing for
@@ -49,7 +54,7 @@ from typing import Any
 
 from aiohttp import web
 
-FAULTS = ("http500", "not_streaming", "cut", "no_done", "empty", "error_event", "no_usage")
+FAULTS = ("http500", "not_streaming", "cut", "no_done", "empty", "error_event", "no_usage", "blank")
 
 
 @dataclass
@@ -75,12 +80,14 @@ def _sse(body: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(body).encode() + b"\n\n"
 
 
-def _chunk(chat: bool, text: str | None, role: bool = False) -> dict[str, Any]:
+def _chunk(chat: bool, text: str | None, role: bool = False, token_ids: list[int] | None = None) -> dict[str, Any]:
     if chat:
         delta: dict[str, Any] = {"role": "assistant", "content": ""} if role else {"content": text}
         choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": None}
     else:
         choice = {"index": 0, "text": text, "finish_reason": None}
+    if token_ids is not None:
+        choice["token_ids"] = token_ids
     return {"id": "fake", "object": "chat.completion.chunk" if chat else "text_completion", "created": 0,
             "model": "fake", "choices": [choice]}
 
@@ -138,7 +145,10 @@ def make_app(defaults: Defaults, counters: Counters, model: str = "fake") -> web
             return web.json_response({"id": "fake", "object": "text_completion", "choices": [{"text": " t" * produced}],
                                       "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": produced}})
         produced = 0 if fault == "empty" else int(knobs["tokens"])
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        headers = {"Content-Type": "text/event-stream"}
+        if "prefill_cached" in knobs:
+            headers["X-Prefill-Cached-Tokens"] = str(knobs["prefill_cached"])
+        response = web.StreamResponse(headers=headers)
         await response.prepare(request)
         if chat:
             await response.write(_sse(_chunk(True, None, role=True)))
@@ -150,7 +160,8 @@ def make_app(defaults: Defaults, counters: Counters, model: str = "fake") -> web
             await asyncio.sleep(first if index == 0 else float(knobs["itl"]))
             if index == 0:
                 counters.timings[request_id] = {"received": received, "first_write": time.monotonic()}
-            await response.write(_sse(_chunk(chat, f" t{index}")))
+            ids = [100 + index] if payload.get("return_token_ids") else None
+            await response.write(_sse(_chunk(chat, "" if fault == "blank" else f" t{index}", token_ids=ids)))
             if fault == "cut" and index == 1:
                 assert request.transport is not None
                 request.transport.close()

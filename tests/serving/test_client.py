@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from pytest_mooncake.endpoints.server import DUMMY_MODEL, Endpoint
 from pytest_mooncake.serving import ClientConfig, Concurrency, RequestSpec, run_requests, run_requests_async
 
 from .fake_openai_server import FAULTS, FakeOpenAIServer
@@ -65,6 +66,8 @@ EXPECTED_KINDS = {
     "empty": ("empty_completion", None, "0 completion tokens"),
     "error_event": ("server_error_event", None, "KV load failed"),
     "no_usage": ("missing_usage", None, "include_usage"),
+    # Tokens but neither text nor token ids: from a real model, a broken server.
+    "blank": ("no_content", None, "no chunk carried text or token ids"),
 }
 
 
@@ -76,6 +79,31 @@ def test_each_fault_becomes_its_recorded_error(config: ClientConfig, fault: str)
     assert record.error.status_code == status
     assert words in record.error.message and f"f-{fault}" in record.error.message
     assert record.tpot_s is None
+
+
+@pytest.mark.parametrize("api", ["completions", "chat"])
+def test_token_ids_count_as_output_when_the_text_is_blank(config: ClientConfig, api: str) -> None:
+    """A random-weight model's tokens may decode to nothing; the ids vLLM returns still time them."""
+    fake = {"fault": "blank", "ttft": 0.1, "itl": 0.02, "tokens": 4}
+    prompt = {"prompt": "a b"} if api == "completions" else {"messages": [{"role": "user", "content": "a b"}]}
+    [record] = run_requests(config, [RequestSpec("ids", **prompt, extra_body={"fake": fake, "return_token_ids": True})])
+    assert record.ok, record.error
+    assert record.text == "" and record.token_ids == (100, 101, 102, 103) and record.content_chunks == 4
+    assert 0.1 <= record.ttft_s <= 0.1 + SLACK_S and len(record.itl_s) == 3
+    assert record.tpot_s == pytest.approx((record.e2e_s - record.ttft_s) / 3)
+
+
+def test_token_ids_are_recorded_beside_the_text(config: ClientConfig) -> None:
+    [plain, with_ids] = run_requests(config, [RequestSpec("plain", prompt="a"),
+                                              RequestSpec("ids", prompt="a", extra_body={"return_token_ids": True})])
+    assert plain.token_ids is None and plain.content_chunks == 5 and plain.decode_cached_tokens is None
+    assert with_ids.text == plain.text == " t0 t1 t2 t3 t4" and with_ids.token_ids == (100, 101, 102, 103, 104)
+    assert with_ids.content_chunks == 5
+
+
+def test_a_pd_proxys_header_is_the_prefillers_reuse_and_usage_the_decoders(config: ClientConfig) -> None:
+    [record] = run_requests(config, [RequestSpec("pd", prompt="a", extra_body={"fake": {"prefill_cached": 64}})])
+    assert record.ok and (record.cached_tokens, record.decode_cached_tokens) == (64, 3)
 
 
 def test_empty_completion_keeps_its_misleadingly_short_latency(config: ClientConfig) -> None:
@@ -117,3 +145,28 @@ def test_spec_needs_exactly_one_of_messages_and_prompt() -> None:
         RequestSpec("bad")
     with pytest.raises(ValueError, match="exactly one of messages"):
         RequestSpec("bad", messages=[], prompt="x")
+
+
+def test_requests_to_a_random_weight_model_ask_for_token_ids() -> None:
+    """Ours (spawned, or attached under our model's name) ask for ids and a first token; a real
+    model's requests stay plain, so a blank answer from it remains a ``no_content`` error."""
+    spec = RequestSpec("p", prompt="a", extra_body={"kv_transfer_params": {}})
+    spawned = Endpoint("http://127.0.0.1:1/v1", "anything", spawned=True, label="spawned")
+    attached_ours = Endpoint("http://127.0.0.1:1/v1", DUMMY_MODEL, spawned=False, label="ours")
+    real = Endpoint("http://127.0.0.1:1/v1", "Qwen/Qwen2.5-7B", spawned=False, label="real")
+    for endpoint in (spawned, attached_ours):
+        prepared = endpoint.prepare(spec, 0.5)
+        assert endpoint.dummy_weights and prepared.temperature == 0.5
+        assert prepared.extra_body == {"kv_transfer_params": {}, "min_tokens": 1, "return_token_ids": True}
+    assert not real.dummy_weights and real.prepare(spec, 0.0).extra_body == {"kv_transfer_params": {}}
+
+
+def test_a_blank_random_weight_answer_passes_and_a_blank_real_one_fails() -> None:
+    with FakeOpenAIServer(model=DUMMY_MODEL, ttft=0.0, itl=0.0, tokens=8) as server:
+        ours = Endpoint(server.base_url, DUMMY_MODEL, spawned=False, label="ours")
+        real = dataclasses.replace(ours, model=DUMMY_MODEL + "-real")
+        blank = RequestSpec("b", prompt="a", extra_body={"fake": {"fault": "blank"}})
+        [record] = run_requests(ours.client_config(5.0), [ours.prepare(blank, 0.0)])
+        assert record.ok and record.token_ids == tuple(range(100, 108)), record.error
+        [broken] = run_requests(ClientConfig(server.base_url, DUMMY_MODEL, request_timeout_s=5.0), [real.prepare(blank, 0.0)])
+        assert broken.error is not None and broken.error.kind == "no_content"
