@@ -58,7 +58,7 @@ class MooncakeConfig:
     multi_host: bool = declare("Give the spawned master and every store node a network namespace of its own, joined by a bridge over veth pairs, so a fault can hit one node's link (needs root; default: all on one namespace's loopback)", p.parse_bool, "no", metavar="yes|no")
     ha_masters: int = declare("Spawn N masters with high availability through a spawned etcd (etcd on $PATH: Debian's etcd-server); clients find the leader through etcd:// (0: one plain master)", p.parse_int, "0", metavar="N")
     soak_ops: int = declare("Store operations of the soak test (suites/store/test_soak.py); 100000 or more for the full run", p.parse_positive_int, "12000", metavar="N")
-    allow_eviction: bool = declare("Let tests fill an ATTACHED cluster past its capacity. Mooncake's eviction is global: this EVICTS OTHER TENANTS' KV (spawned clusters always allow it)", p.parse_bool, "no", metavar="yes|no")
+    allow_eviction: bool = declare("Let tests fill an ATTACHED cluster past its capacity, and lift the serving runs' KV budget on a Mooncake topology. Mooncake's eviction is global: this EVICTS OTHER TENANTS' KV (spawned clusters always allow it)", p.parse_bool, "no", metavar="yes|no")
     master_bin: Path | None = declare("Path of the mooncake_master binary to spawn (default: the one in the Mooncake wheel)", p.parse_path, metavar="PATH")
     bench_bin: Path | None = declare("Path of the transfer_engine_bench binary (default: the one in the Mooncake wheel)", p.parse_path, metavar="PATH")
     openai_base_url: str | None = declare("OpenAI-compatible endpoint to test, e.g. http://10.0.0.5:8000/v1 (default: spawn vLLM when installed)", p.parse_openai_url, metavar="URL",
