@@ -108,3 +108,18 @@ def test_interleaved_rounds_count_their_shared_evictions_once() -> None:
         RoundResult(r.name, r.records, r.wall_s, shared) for r in run.rounds])
     evaluation = evaluate(dataclasses.replace(interleaved, scenario=dataclasses.replace(run.scenario, reuse=0.0)), {})
     assert evaluation.mooncake is not None and evaluation.mooncake["evicted_keys"] == 40.0
+
+
+def test_the_report_leaves_polluted_stored_keys_out_and_says_so() -> None:
+    from types import SimpleNamespace
+
+    from pytest_mooncake.report.labels import TEXT
+    from pytest_mooncake.report.model import measured_path
+
+    clean = SimpleNamespace(topology="mooncake-store", mooncake={"served": True, "external_hit_tokens": 100,
+                                                                 "stored_keys_cold": 40, "polluted": False})
+    evicted = SimpleNamespace(topology="mooncake-store", mooncake={"served": True, "external_hit_tokens": 50,
+                                                                   "stored_keys_cold": -57, "polluted": True})
+    path = measured_path([clean, evicted])  # type: ignore[list-item]
+    assert (path.stored_keys, path.polluted, path.external_hit_tokens) == (40, 1, 150)
+    assert "POLLUTED: 1 scenario(s)" in TEXT["en"]["path_polluted"].format(n=path.polluted)

@@ -151,8 +151,9 @@ class _Builder:
 
     def _path(self) -> Paragraph:
         path, t = self.path, self.t
-        return Paragraph(t[f"path_{path.kind}"].format(tokens=path.external_hit_tokens, keys=path.stored_keys,
-                                                      topologies=", ".join(path.topologies)))
+        text = t[f"path_{path.kind}"].format(tokens=path.external_hit_tokens, keys=path.stored_keys,
+                                            topologies=", ".join(path.topologies))
+        return Paragraph(text + (t["path_polluted"].format(n=path.polluted) if path.polluted else ""))
 
     def _summary(self) -> None:
         t, rec = self.t, self.recommendation

@@ -288,7 +288,8 @@ class MeasuredPath:
     topologies: tuple[str, ...]
     mooncake_served: bool
     external_hit_tokens: float
-    stored_keys: float
+    stored_keys: float  # of the scenarios measured without eviction
+    polluted: int = 0  # scenarios whose stored keys were measured while the master evicted
 
     @property
     def kind(self) -> str:
@@ -307,7 +308,8 @@ def measured_path(pairs: Sequence[Pair]) -> MeasuredPath:
         topologies=tuple(dict.fromkeys(p.topology for p in pairs if p.topology)),
         mooncake_served=bool(served),
         external_hit_tokens=sum(float(m.get("external_hit_tokens") or 0) for m in served),
-        stored_keys=sum(float(m.get("stored_keys_cold") or 0) for m in served),
+        stored_keys=sum(float(m.get("stored_keys_cold") or 0) for m in served if not m.get("polluted")),
+        polluted=sum(bool(m.get("polluted")) for m in served),
     )
 
 
