@@ -11,7 +11,7 @@ CPU, and a shared CI machine's load stretches wall time by far more than 20 ms (
 
 Usage: python benchmarks/bench_plugin_overhead.py [--python PY] [--runs N] [--max-ms MS]
 ``--python`` is the interpreter of the environment to measure (default: this one); .ci/run gives
-it a fresh venv holding only the base wheel (scripts/overhead-check.sh). With ``--max-ms`` the exit
+it a fresh venv holding only the base wheel (scripts/wheel-check.sh). With ``--max-ms`` the exit
 status is 1 when the overhead is above MS.
 """
 

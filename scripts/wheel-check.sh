@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the wheel and checks it as a new user installs it, in fresh virtualenvs outside the
 # checkout (so nothing is imported from the source tree):
-#   base install:    an unrelated test passes, and pytest --help lists the --mooncake-* options;
+#   base install:    an unrelated test passes, pytest --help lists the --mooncake-* options, and
+#                    the plugin costs that unrelated run at most MAX_MS (20) ms of CPU over the
+#                    same run with -p no:mooncake (benchmarks/bench_plugin_overhead.py, 31 runs each);
 #   [mooncake,suites]: README's install line; the store suites run from the installed package
 #                      against the embedded cluster (pytest --pyargs pytest_mooncake.suites.store)
 #                      and none of them skips for a missing package.
@@ -31,6 +33,7 @@ help=$("$work/base/bin/pytest" --help)
 grep -q -- "--mooncake-master" <<<"$help" \
   || { echo "wheel-check: pytest --help of a base install lists no --mooncake-* option" >&2; exit 1; }
 echo "wheel-check: base install OK"
+"$work/base/bin/python" "$repo/benchmarks/bench_plugin_overhead.py" --runs 31 --max-ms "${MAX_MS:-20}"
 
 "$python" -m venv "$work/mooncake"
 "$work/mooncake/bin/python" -m pip install -q "${wheel}[mooncake,suites]"
