@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from pytest_mooncake.endpoints.model import SERVED_NAME
+from pytest_mooncake.endpoints.model import DUMMY_MODEL
 from pytest_mooncake.endpoints.server import Endpoint
 from pytest_mooncake.endpoints.topology import TOPOLOGIES
 from pytest_mooncake.qualify.protocol import RoundResult, ScenarioRun
@@ -47,7 +47,7 @@ def _run(scenario: Scenario, hit_ttfts: list[float], topology: str, counters: di
     reusing = round(scenario.reuse * scenario.requests)
     hit = RoundResult("hit", [_record(i, "hit", t, 896 if i < reusing else 0, scenario.name) for i, t in enumerate(hit_ttfts)],
                       2.0, counters)
-    return ScenarioRun(scenario, Endpoint("http://127.0.0.1:1/v1", SERVED_NAME, spawned=True, label="vllm"),
+    return ScenarioRun(scenario, Endpoint("http://127.0.0.1:1/v1", DUMMY_MODEL, spawned=True, label="vllm"),
                        [cold, hit], True, True, None, TOPOLOGIES[topology])
 
 
@@ -255,7 +255,7 @@ def test_a_cpu_run_of_the_dummy_model_recommends_nothing_about_production(run: d
     document["topology"]["mooncake_deployment"] = {"topology": "mooncake-store"}
     for record in document["records"]:
         if record["kind"] == "serving":
-            record["data"]["model"] = SERVED_NAME
+            record["data"]["model"] = DUMMY_MODEL
             record["data"]["mooncake"] = {"served": True, "external_hit_tokens": 28672, "stored_keys_cold": 232}
             for verdict in record["data"]["verdicts"]:
                 verdict["outcome"] = "passed"
@@ -265,7 +265,7 @@ def test_a_cpu_run_of_the_dummy_model_recommends_nothing_about_production(run: d
     built = build([loaded], pairs_of(loaded), ReportOptions(out=tmp_path / "out", formats=("md",), charts=False))
     markdown = built.files[0].read_text()
     assert built.recommendation.outcome == "passed"
-    assert (f"**[PASSED] The verdicts pass on a test setup (the random-weight test model {SERVED_NAME}, CPU only): "
+    assert (f"**[PASSED] The verdicts pass on a test setup (the random-weight test model {DUMMY_MODEL}, CPU only): "
             "no production recommendation**") in markdown
     assert "Deploy: plan the production rollout" not in markdown and "says nothing about production" in markdown
     assert "Recommended: deploy" not in markdown
