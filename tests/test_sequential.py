@@ -85,7 +85,7 @@ class _FakeLookProtocol:
         ttft = self.hit_ttfts[look - 1]
         hit = RoundResult("hit", [_record(i, "hit", ttft * math.exp(rng.normal(0, 0.3)), 896) for i in range(n)], 1.0)
         endpoint = Endpoint("http://127.0.0.1:1/v1", "m", spawned=False, label="test")
-        return ScenarioRun(scenario, endpoint, [cold, hit], True, True, ("same", "same"))
+        return ScenarioRun(scenario, endpoint, [cold, hit], True, True, (cold.records[0], cold.records[0]))
 
 
 SCENARIO = Scenario("high_reuse", 8, 900, 100, reuse=1.0)
