@@ -132,6 +132,17 @@ def test_extras_reach_the_config() -> None:
          "serves the hit rounds. Fix: give --mooncake-reader-url=http://HOST:PORT/v1."),
         ({"ha_masters": 1},
          "mooncake_ha_masters = 1 (from test): high availability needs at least 2 masters (0 spawns one plain master)."),
+        ({"local_buffer_size": str(16 * 2**20 - 1)},
+         "mooncake_local_buffer_size = 16777215 B (16 MiB) (from test): expected a size of at least 16MiB, e.g. 32MiB: "
+         "the store suites put objects of up to 16 MiB (one 128-token KV block of Llama-3.1-8B) through the session's "
+         "store client, and a put larger than its buffer fails."),
+        ({"multi_host": "yes", "netns": "off"},
+         "mooncake_multi_host (from test) puts every spawned process in a network namespace of its own, but "
+         "mooncake_netns = 'off' (from test) asks for none. Fix: drop one of the two (--mooncake-netns=auto or on "
+         "works with --mooncake-multi-host)."),
+        ({"scenarios": "high_reus,cold_start,nosuch"},
+         "mooncake_scenarios = 'high_reus,cold_start,nosuch' (from test): unknown scenario 'high_reus' (did you mean "
+         f"'high_reuse'?), 'nosuch'; known: {', '.join(options.SCENARIOS)}"),
     ],
 )
 def test_inconsistent_settings_say_how_to_fix_them(changes: dict[str, object], message: str) -> None:
@@ -154,6 +165,33 @@ def test_consistent_topology_and_ha_settings_are_fine() -> None:
         "cross-instance", "http://w:8000/v1", "http://r:8000/v1")
     assert _finish(topology="cross-instance").reader_url is None  # spawned: the plugin starts both instances
     assert (_finish(ha_masters=0).ha_masters, _finish(ha_masters=2).ha_masters) == (0, 2)
+
+
+def test_limits_of_the_door_checks_are_fine() -> None:
+    assert _finish(local_buffer_size=str(16 * 2**20)).local_buffer_size == 16 * 2**20
+    assert _finish(multi_host="yes", netns="on").multi_host and _finish(netns="off").netns == "off"
+    assert _finish(master="10.0.0.5:50051", multi_host="yes", netns="off").netns == "off"  # attached: nothing spawned
+
+
+def test_user_scenarios_are_known_names() -> None:
+    given = {"scenarios": SETTINGS_BY_NAME["scenarios"].parse("rag")}
+    config = options._finish(given, {"scenarios": "test"}, {"scenario_definitions": {"rag": {"num_requests": 4}}})
+    assert config.scenarios == ("rag",)
+    with pytest.raises(pytest.UsageError) as info:
+        options._finish(given, {"scenarios": "test"}, {})
+    assert str(info.value).startswith("mooncake_scenarios = 'rag' (from test): unknown scenario 'rag'; known: ")
+    assert str(info.value).endswith("known: " + ", ".join(options.SCENARIOS))
+
+
+@pytest.mark.parametrize(("override", "source"), [
+    (["mooncake_rounds=4"], "command line -o mooncake_rounds"),
+    ([" mooncake_rounds =4"], "command line -o mooncake_rounds"),
+    (["mooncake_rounds_other=4", "x=mooncake_rounds"], "ini mooncake_rounds in /project/pytest.ini"),
+    (None, "ini mooncake_rounds in /project/pytest.ini"),
+])
+def test_an_ini_value_names_the_route_it_came_from(override: list[str] | None, source: str) -> None:
+    fake = FakeConfig(ini={"mooncake_rounds": "4"}, cli={"override_ini": override})
+    assert options._ini_value(fake, SETTINGS_BY_NAME["rounds"]) == ("4", source)  # type: ignore[arg-type]
 
 
 def test_compare_fail_with_a_baseline_is_fine() -> None:

@@ -25,6 +25,7 @@ JUDGED = Verdict("ttft_reduction", Statistic.MEDIAN, 0.66, 0.61, 0.7, 10, 12, Ru
     Verdict("control_gain", Statistic.MEDIAN, 0.3, -0.2, 0.5, 8, 8, Rule("<=", 0.1), Outcome.INCONCLUSIVE,
             wording="negative control: gain 30.0% ...; INCONCLUSIVE"),
     Verdict("mooncake_served", None, 0.0, 0.0, 0.0, 8, 8, Rule(">", 0), Outcome.FAILED, wording="NOT SERVED BY MOONCAKE"),
+    dataclasses.replace(JUDGED, level=0.99583, looks=3, stop="decided"),
 ])
 def test_a_verdict_round_trips_through_json(verdict: Verdict) -> None:
     written = json.loads(json.dumps(verdict.as_dict()))
@@ -141,6 +142,17 @@ def test_a_verdict_names_the_statistic_it_judged(statistic: Statistic | None, st
     assert verdict.figure == f"39.3% (95% CI 37.5% .. 42.0%{basis})"
     assert verdict.message == f"ttft_reduction = {verdict.figure} meets the threshold >= 25%"
     assert Verdict.from_dict(json.loads(json.dumps(verdict.as_dict()))) == verdict
+
+
+def test_a_sequential_verdict_writes_its_level_looks_and_stop_and_a_single_one_does_not() -> None:
+    sequential = dataclasses.replace(JUDGED, level=0.99583, looks=3, stop="budget exhausted")
+    written = sequential.as_dict()
+    assert (written["level"], written["looks"], written["stop"]) == (0.99583, 3, "budget exhausted")
+    assert not {"level", "looks", "stop"} & set(JUDGED.as_dict())
+    single = Verdict.from_dict(JUDGED.as_dict())
+    assert (single.level, single.looks, single.stop) == (0.95, 1, "")
+    assert "99.6% CI" in sequential.figure and sequential.figure.endswith("; 3 looks, budget exhausted)")
+    assert "95% CI" in JUDGED.figure and "look" not in JUDGED.figure
 
 
 def test_a_file_without_strata_reads_as_one_stratum() -> None:
