@@ -5,7 +5,7 @@
 #                    the benchmark prints what the plugin costs that unrelated run against the
 #                    same run with -p no:mooncake (benchmarks/bench_plugin_overhead.py, 61 runs
 #                    each). A figure, not a gate: on a shared 2-core host the same build measured
-#                    6.6, 16.5 and 40.1 ms (benchmarks/results/plugin_overhead.md);
+#                    6.6 to 49.6 ms (benchmarks/results/plugin_overhead.md);
 #   [mooncake,suites]: README's install line; the store suites run from the installed package
 #                      against the embedded cluster (pytest --pyargs pytest_mooncake.suites.store)
 #                      and none of them skips for a missing package.
