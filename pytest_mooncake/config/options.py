@@ -171,8 +171,9 @@ def add_options(parser: pytest.Parser) -> None:
     )
 
 
-def _raw_values(config: pytest.Config) -> dict[str, tuple[object, str]]:
-    """The winning raw value and its source for every setting that is set anywhere."""
+def given_routes(config: pytest.Config) -> dict[str, tuple[object, str]]:
+    """The winning raw value and its source of every setting given in an ini file, the environment
+    or on the command line (the YAML file those may name is read by ``_raw_values``)."""
     found: dict[str, tuple[object, str]] = {}
     layers: list[Callable[[Setting], tuple[object, str] | None]] = [
         lambda s: _ini_value(config, s),
@@ -186,6 +187,12 @@ def _raw_values(config: pytest.Config) -> dict[str, tuple[object, str]]:
             hit = layer(setting)
             if hit is not None:
                 found[setting.name] = hit
+    return found
+
+
+def _raw_values(config: pytest.Config) -> dict[str, tuple[object, str]]:
+    """The winning raw value and its source for every setting that is set anywhere."""
+    found = given_routes(config)
     if "config_file" in found:
         raw, source = found["config_file"]
         path = SETTINGS_BY_NAME["config_file"].parse_from(raw, source)

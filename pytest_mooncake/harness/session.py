@@ -17,7 +17,6 @@ clusters, results file and reports belong to one session.
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import sys
@@ -30,7 +29,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pytest_mooncake.config.options import CONFIG_KEY, SETTINGS, MooncakeConfig, load_config
+from pytest_mooncake.config.options import CONFIG_KEY, MooncakeConfig, given_routes, load_config
 
 if TYPE_CHECKING:
     from pytest_mooncake.results.store import Results
@@ -87,12 +86,7 @@ _SIGTERM_INSTALLED = pytest.StashKey[bool]()
 
 def setting_given(config: pytest.Config) -> bool:
     """Whether the run names any mooncake setting (option, ini key or environment variable)."""
-    if config.getoption("mooncake_doctor", False):
-        return True
-    return any(
-        config.getoption(s.ini, None) is not None or os.environ.get(s.env) or config.getini(s.ini) not in (None, "", [])
-        for s in SETTINGS
-    )
+    return bool(config.getoption("mooncake_doctor", False)) or bool(given_routes(config))
 
 
 def under_xdist(config: pytest.Config) -> bool:
