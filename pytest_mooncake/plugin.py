@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from pytest_mooncake.config import markers
-from pytest_mooncake.config.options import MooncakeConfig, add_options
+from pytest_mooncake.config.routes import add_options
 from pytest_mooncake.harness import factories
 from pytest_mooncake.harness.session import (
     XDIST_REFUSAL,
@@ -27,6 +27,7 @@ from pytest_mooncake.harness.session import (
 )
 
 if TYPE_CHECKING:
+    from pytest_mooncake.config.options import MooncakeConfig
     from pytest_mooncake.harness.spawner import Record, Spawner
 
 # Fixtures of this module whose use by a collected test makes the session a mooncake session.

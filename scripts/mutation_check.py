@@ -84,6 +84,8 @@ MODULES: dict[str, Target] = {
     "qualify/traces.py": Target(["tests/test_traces.py"], ["x_theoretical_hit_ratio", "x_leading_hits", "x_block_token_ids",
                                                     "x_prompt_ids"]),
     "config/options.py": Target(["tests/test_options_units.py", "tests/test_options.py"]),
+    # How a given setting is found on each route (the OPTIONS data are checked against the declarations).
+    "config/routes.py": Target(["tests/test_options_units.py", "tests/test_options.py"], ["x_add_options", "x_given_routes"]),
     "results/baseline.py": Target(["tests/test_baseline.py"]),
     "qualify/capacity.py": Target(["tests/test_capacity.py", "tests/test_mooncake_evaluation.py"]),
     "runtime/executor.py": Target(["tests/test_executor.py"]),

@@ -19,7 +19,7 @@ import signal, sys
 def probe(config):
     print("SIGTERM-DEFAULT", signal.getsignal(signal.SIGTERM) is signal.SIG_DFL)
     print("PLUGIN-LOADED", config.pluginmanager.has_plugin("mooncake"))
-    for name in ("pytest_mooncake.endpoints.topology",
+    for name in ("pytest_mooncake.endpoints.topology", "pytest_mooncake.config.options",
                  "pytest_mooncake.cluster.nodes", "pytest_mooncake.results.store", "pytest_mooncake.harness.report_hooks"):
         print("IMPORTED", name, name in sys.modules)
 """

@@ -5,11 +5,13 @@ from __future__ import annotations
 import importlib.util
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pytest_mooncake.config.options import SETTINGS, SETTINGS_BY_NAME, MooncakeConfig
 from pytest_mooncake.config.parsing import HostPort, parse_duration, parse_endpoint, parse_size
+from pytest_mooncake.config.routes import OPTIONS
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -223,15 +225,29 @@ def test_help_lists_the_mooncake_group(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["*Mooncake services and KV-cache acceptance suites*", "*--mooncake-master=HOST:PORT*", "*--mooncake-doctor*"])
 
 
-def test_docs_settings_table_is_generated_from_the_settings() -> None:
+def _settings_table_script() -> Any:
     spec = importlib.util.spec_from_file_location("settings_table", REPO / "scripts" / "settings_table.py")
     assert spec and spec.loader
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
+    return script
+
+
+def test_docs_settings_table_is_generated_from_the_settings() -> None:
+    script = _settings_table_script()
     assert script.PAGE == REPO / "docs" / "operators" / "configuration.md"
     page = script.PAGE.read_text("utf-8")
     assert script.BEGIN in page and script.END in page
     assert script.with_table(page) == page, f"the docs' settings table is stale: run {script.REGENERATE}"
+
+
+def test_the_routes_registered_at_load_are_generated_from_the_settings() -> None:
+    script = _settings_table_script()
+    module = script.ROUTES.read_text("utf-8")
+    assert script.with_options(module) == module, f"config/routes.py's OPTIONS are stale: run {script.REGENERATE}"
+    assert [name for name, *_ in OPTIONS] == [setting.name for setting in SETTINGS]
+    assert [(flag, ini, env, text) for _, flag, ini, env, _, _, text in OPTIONS] == \
+        [(s.flag, s.ini, s.env, s.cli_help) for s in SETTINGS]
 
 
 def test_readme_starts_with_the_two_commands() -> None:

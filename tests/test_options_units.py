@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from pytest_mooncake.config import options
-from pytest_mooncake.config.options import SETTINGS, SETTINGS_BY_NAME, MooncakeConfig, add_options, load_config
+from pytest_mooncake.config.options import SETTINGS, SETTINGS_BY_NAME, MooncakeConfig, load_config
+from pytest_mooncake.config.routes import add_options, given_routes
 from pytest_mooncake.config.yamlconfig import load_yaml_settings
 
 from .conftest import REPO
@@ -189,9 +190,11 @@ def test_user_scenarios_are_known_names() -> None:
     (["mooncake_rounds_other=4", "x=mooncake_rounds"], "ini mooncake_rounds in /project/pytest.ini"),
     (None, "ini mooncake_rounds in /project/pytest.ini"),
 ])
-def test_an_ini_value_names_the_route_it_came_from(override: list[str] | None, source: str) -> None:
+def test_an_ini_value_names_the_route_it_came_from(override: list[str] | None, source: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MOONCAKE_ROUNDS", raising=False)
     fake = FakeConfig(ini={"mooncake_rounds": "4"}, cli={"override_ini": override})
-    assert options._ini_value(fake, SETTINGS_BY_NAME["rounds"]) == ("4", source)  # type: ignore[arg-type]
+    assert given_routes(fake) == {"rounds": ("4", source)}  # type: ignore[arg-type]
 
 
 def test_compare_fail_with_a_baseline_is_fine() -> None:

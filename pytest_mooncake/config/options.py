@@ -2,15 +2,15 @@
 
 Each field declared with ``declare`` (see ``settings``) yields a CLI option ``--mooncake-<name>``,
 an ini key ``mooncake_<name>``, an environment variable ``MOONCAKE_<NAME>`` and its YAML keys
-(``yamlconfig`` reads them); scripts/settings_table.py writes the README's table from the same
-declarations. Precedence: fixture-factory argument > CLI > environment > ini > YAML file > default.
+(``yamlconfig`` reads them); scripts/settings_table.py writes the docs' table and the routes the
+plugin registers at load (``routes``) from the same declarations. Only a mooncake session imports
+this module. Precedence: fixture-factory argument > CLI > environment > ini > YAML file > default.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -22,10 +22,10 @@ import pytest
 from pytest_mooncake.config import parsing as p
 from pytest_mooncake.config.markers import SCENARIO_ALIASES, SCENARIOS
 from pytest_mooncake.config.parsing import HostPort
+from pytest_mooncake.config.routes import CONFIG_KEY, given_routes
 from pytest_mooncake.config.settings import Joined, Setting, declare, declared
 from pytest_mooncake.config.yamlconfig import EXTRA_KEYS, load_yaml_settings
 
-GROUP = "mooncake"
 # The serving topologies (pytest_mooncake.endpoints.topology describes each).
 TOPOLOGY_NAMES = ("prefix-cache", "baseline", "mooncake-store", "cross-instance", "pd-store", "pd", "lmcache")
 
@@ -149,47 +149,6 @@ class MooncakeConfig:
 
 SETTINGS: tuple[Setting, ...] = declared(MooncakeConfig)
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
-# The session's settings, for the config layer's readers (profiles) that have only the pytest.Config.
-CONFIG_KEY = pytest.StashKey[MooncakeConfig]()
-
-
-def add_options(parser: pytest.Parser) -> None:
-    group = parser.getgroup(GROUP, "Mooncake services and KV-cache acceptance suites")
-    for setting in SETTINGS:
-        # argparse %-formats help strings.
-        cli_help = setting.cli_help.replace("%", "%%")
-        if setting.switch:
-            group.addoption(setting.flag, dest=setting.ini, default=None, action="store_const", const=True, help=cli_help)
-        else:
-            group.addoption(setting.flag, dest=setting.ini, default=None, metavar=setting.metavar, help=cli_help)
-        parser.addini(setting.ini, help=setting.cli_help, default=None)
-    group.addoption(
-        "--mooncake-doctor",
-        action="store_true",
-        default=False,
-        help="Check every configured endpoint (one line each, with the fix) and exit",
-    )
-
-
-def given_routes(config: pytest.Config) -> dict[str, tuple[object, str]]:
-    """The winning raw value and its source of every setting given in an ini file, the environment
-    or on the command line (the YAML file those may name is read by ``_raw_values``)."""
-    found: dict[str, tuple[object, str]] = {}
-    layers: list[Callable[[Setting], tuple[object, str] | None]] = [
-        lambda s: _ini_value(config, s),
-        lambda s: (os.environ[s.env], f"environment {s.env}") if os.environ.get(s.env) else None,
-        lambda s: (value, f"command line {s.flag}")
-        if (value := config.getoption(s.ini)) is not None
-        else None,
-    ]
-    for layer in layers:
-        for setting in SETTINGS:
-            hit = layer(setting)
-            if hit is not None:
-                found[setting.name] = hit
-    return found
-
-
 def _raw_values(config: pytest.Config) -> dict[str, tuple[object, str]]:
     """The winning raw value and its source for every setting that is set anywhere."""
     found = given_routes(config)
@@ -198,15 +157,6 @@ def _raw_values(config: pytest.Config) -> dict[str, tuple[object, str]]:
         path = SETTINGS_BY_NAME["config_file"].parse_from(raw, source)
         found = {**load_yaml_settings(path, SETTINGS), **found}
     return found
-
-
-def _ini_value(config: pytest.Config, setting: Setting) -> tuple[object, str] | None:
-    value = config.getini(setting.ini)
-    if value in (None, "", []):
-        return None
-    # getini answers -o KEY=VALUE too: name the route the value really came from.
-    overridden = any(entry.partition("=")[0].strip() == setting.ini for entry in config.getoption("override_ini") or ())
-    return value, f"command line -o {setting.ini}" if overridden else f"ini {setting.ini} in {config.inipath}"
 
 
 def load_config(config: pytest.Config) -> MooncakeConfig:

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from pytest_mooncake.config.markers import PERF_KEYS, thresholds
-from pytest_mooncake.config.options import CONFIG_KEY
+from pytest_mooncake.config.routes import CONFIG_KEY
 
 # In the wheel (pyproject maps ci/profiles there) and beside the package in a source checkout;
 # the project's rootdir is searched first.

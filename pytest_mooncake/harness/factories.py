@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_mooncake.config.options import MooncakeConfig
 from pytest_mooncake.errors import EndpointUnreachable, ServiceStartError
 from pytest_mooncake.harness.session import get_config, state
 from pytest_mooncake.harness.startup import MASTER_MODE, USES_MASTER
 
 if TYPE_CHECKING:
+    from pytest_mooncake.config.options import MooncakeConfig
     from pytest_mooncake.cluster.metrics import MasterMetrics
     from pytest_mooncake.cluster.nodes import MasterHandle, StoreNode
     from pytest_mooncake.cluster.store_client import StoreClient

@@ -29,9 +29,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pytest_mooncake.config.options import CONFIG_KEY, MooncakeConfig, given_routes, load_config
+from pytest_mooncake.config.routes import CONFIG_KEY, given_routes
 
 if TYPE_CHECKING:
+    from pytest_mooncake.config.options import MooncakeConfig
     from pytest_mooncake.results.store import Results
     from pytest_mooncake.runtime.janitor import Janitor
 
@@ -106,6 +107,8 @@ def activate(config: pytest.Config) -> SessionState:
         return config.stash[STATE_KEY]
     if under_xdist(config):
         raise pytest.UsageError(XDIST_REFUSAL)
+    from pytest_mooncake.config.options import load_config
+
     settings = load_config(config)
     config.stash[CONFIG_KEY] = settings
     session = config.stash[STATE_KEY] = SessionState(settings, rootdir=config.rootpath)

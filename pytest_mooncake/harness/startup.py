@@ -13,12 +13,15 @@ import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from pytest_mooncake.config.markers import gpu_present, rdma_devices
-from pytest_mooncake.config.options import MooncakeConfig
 from pytest_mooncake.errors import INSTALL_MOONCAKE, BinaryNotFound
+
+if TYPE_CHECKING:
+    from pytest_mooncake.config.options import MooncakeConfig
 
 # Set on the functions of the master fixtures the factories make: "spawn", "attach" or "auto".
 MASTER_MODE = "pytest_mooncake_master_mode"
