@@ -112,6 +112,17 @@ def test_pytest_and_allure_internals_are_used_by_no_other_module() -> None:
     assert users == set(), "pytest's and allure_commons' internals belong in harness/pytest_private.py"
 
 
+def test_private_attributes_of_pytest_objects_are_used_by_no_other_module(request: pytest.FixtureRequest) -> None:
+    objects = (request.node, request.session, request.config, request.config.pluginmanager)
+    private = {name for obj in objects for name in (*vars(obj), *dir(type(obj)))
+               if name.startswith("_") and not name.startswith("__")}
+    assert {"_fixtureinfo", "_fixturemanager"} <= private, "the attributes the adapter reads"
+    users = {name: sorted(set(re.findall(r"\.(_\w+)\b", text)) & private)
+             for name, text in _sources_but("pytest_private.py").items()}
+    assert {name: used for name, used in users.items() if used} == {}, \
+        "pytest's private attributes belong in harness/pytest_private.py"
+
+
 def test_mirakuru_private_attributes_are_used_by_no_other_module() -> None:
     private = {name for name in vars(mirakuru.SimpleExecutor(["true"])) if name.startswith("_")}
     assert "_timeout" in private and "_stdout" in private, "the attributes the adapter sets"

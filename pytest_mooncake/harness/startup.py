@@ -135,8 +135,9 @@ def check_spawnable(items: list[pytest.Item], settings: MooncakeConfig) -> None:
 
 
 def _spawns_master(item: pytest.Item, settings: MooncakeConfig) -> bool:
-    # pytest keeps the fixture definitions an item uses in its _fixtureinfo (no public accessor).
-    pending = list(getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {}).values())
+    from pytest_mooncake.harness.pytest_private import definitions_of, fixture_definitions
+
+    pending = fixture_definitions(item)
     seen: set[int] = set()
     while pending:
         for definition in pending.pop():
@@ -148,5 +149,5 @@ def _spawns_master(item: pytest.Item, settings: MooncakeConfig) -> bool:
                 return True
             uses: tuple[str, Callable[[MooncakeConfig], bool]] | None = getattr(definition.func, USES_MASTER, None)
             if uses is not None and uses[1](settings):
-                pending.append(item.session._fixturemanager.getfixturedefs(uses[0], item) or ())
+                pending.append(definitions_of(item, uses[0]))
     return False
