@@ -242,12 +242,9 @@ def test_docs_settings_table_is_generated_from_the_settings() -> None:
 
 
 def test_the_routes_registered_at_load_are_generated_from_the_settings() -> None:
-    script = _settings_table_script()
-    module = script.ROUTES.read_text("utf-8")
-    assert script.with_options(module) == module, f"config/routes.py's OPTIONS are stale: run {script.REGENERATE}"
-    assert [name for name, *_ in OPTIONS] == [setting.name for setting in SETTINGS]
-    assert [(flag, ini, env, text) for _, flag, ini, env, _, _, text in OPTIONS] == \
-        [(s.flag, s.ini, s.env, s.cli_help) for s in SETTINGS]
+    # The imported data, not the file's text: the mutation check runs this on a rewritten module.
+    generated = tuple((s.name, s.flag, s.ini, s.env, s.metavar, s.switch, s.cli_help) for s in SETTINGS)
+    assert OPTIONS == generated, f"config/routes.py's OPTIONS are stale: run {_settings_table_script().REGENERATE}"
 
 
 def test_readme_starts_with_the_two_commands() -> None:
