@@ -14,24 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+
+from pytest_mooncake.results.schema import Outcome, Verdict
 
 HEADER = ("| session's topology | test (record) | verdict | outcome | looks | n at stop (after vs before) | stop |\n"
           "|---|---|---|---|---:|---|---|")
-
-
-def verdicts(data: Any) -> Iterator[dict[str, Any]]:
-    """The verdicts anywhere in a record's data: dicts with a metric, an outcome and their n."""
-    if isinstance(data, dict):
-        if {"metric", "outcome", "n_before", "n_after"} <= data.keys():
-            yield data
-        for value in data.values():
-            yield from verdicts(value)
-    elif isinstance(data, list):
-        for value in data:
-            yield from verdicts(value)
 
 
 def rows(results: list[Path]) -> list[tuple[str, ...]]:
@@ -40,11 +28,11 @@ def rows(results: list[Path]) -> list[tuple[str, ...]]:
         document = json.loads(path.read_text("utf-8"))
         topology = (document.get("topology") or {}).get("mooncake_deployment", {}).get("topology", "—")
         for record in document.get("records", []):
-            for verdict in verdicts(record.get("data")):
+            # Where every reader of the results finds them (harness.report_hooks, report.model).
+            for verdict in map(Verdict.from_dict, record.get("data", {}).get("verdicts") or []):
                 test = f"{record['test'].split('::')[-1]} ({record['name']})"
-                found.append((topology, test, verdict["metric"], verdict["outcome"],
-                              str(verdict.get("looks", 1)), f"{verdict['n_after']} vs {verdict['n_before']}",
-                              verdict.get("stop") or "judged once"))
+                found.append((topology, test, verdict.metric, verdict.outcome.value, str(verdict.looks),
+                              f"{verdict.n_after} vs {verdict.n_before}", verdict.stop or "judged once"))
     return found
 
 
@@ -60,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     print(HEADER)
     for row in found:
         print("| " + " | ".join(row) + " |")
-    undecided = [row for row in found if row[3] == "inconclusive"]
+    undecided = [row for row in found if row[3] == Outcome.INCONCLUSIVE.value]
     first = sum(row[4] == "1" for row in found)
     print(f"ci verdicts: {len(found) - len(undecided)} decided ({first} at the first look), {len(undecided)} inconclusive")
     return 1 if not found or undecided else 0

@@ -23,7 +23,8 @@ def script() -> Any:
 
 
 def _verdict(outcome: str, looks: int, n: int) -> dict[str, Any]:
-    return {"metric": "ttft_reduction", "outcome": outcome, "looks": looks, "stop": "decided", "n_before": n, "n_after": n}
+    return {"metric": "ttft_reduction", "statistic": "median", "effect": 0.7, "ci_low": 0.6, "ci_high": 0.8, "op": ">=",
+            "threshold": 0.6, "outcome": outcome, "looks": looks, "stop": "decided", "n_before": n, "n_after": n}
 
 
 def _results(directory: Path, name: str, *verdicts: dict[str, Any], mtime: float | None = None) -> None:
