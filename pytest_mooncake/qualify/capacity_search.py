@@ -191,8 +191,15 @@ class P90:
     n: int
 
 
-def _binomial_cdf(k: int, n: int, p: float) -> float:
-    return sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k + 1)) if k >= 0 else 0.0
+def _binomial_cdfs(n: int, p: float) -> list[float]:
+    """P(Bin(n, p) <= k) for k = 0 .. n. Each term is taken in logs: ``math.comb(n, i)`` passes a
+    float's range near n = 1030, which a long step at a high rate reaches."""
+    log_p, log_q, log_n = math.log(p), math.log1p(-p), math.lgamma(n + 1)
+    total, cdfs = 0.0, []
+    for i in range(n + 1):
+        total += math.exp(log_n - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * log_p + (n - i) * log_q)
+        cdfs.append(total)
+    return cdfs
 
 
 def p90(values_ms: Sequence[float], seed: int = 0, level: float = 0.95) -> P90:
@@ -210,8 +217,9 @@ def p90(values_ms: Sequence[float], seed: int = 0, level: float = 0.95) -> P90:
     tail = (1 - level) / 2
     # The lower end is the l-th smallest value with P(Bin(n, 0.9) <= l - 1) <= tail, the upper the
     # u-th with P(Bin(n, 0.9) >= u) <= tail.
-    lower = max((k for k in range(1, n + 1) if _binomial_cdf(k - 1, n, 0.9) <= tail), default=0)
-    upper = min((k for k in range(1, n + 1) if 1 - _binomial_cdf(k - 1, n, 0.9) <= tail), default=n + 1)
+    below = _binomial_cdfs(n, 0.9)  # below[k - 1] = P(Bin(n, 0.9) <= k - 1)
+    lower = max((k for k in range(1, n + 1) if below[k - 1] <= tail), default=0)
+    upper = min((k for k in range(1, n + 1) if 1 - below[k - 1] <= tail), default=n + 1)
     return P90(float(np.percentile(data, 90, method="higher")), float(data[lower - 1]) if lower else 0.0,
                float(data[upper - 1]) if upper <= n else math.inf, n)
 

@@ -11,7 +11,8 @@ middle phase runs:
 2. ``node-kill``: one node is SIGKILLed; its keys become clean misses once it expires;
 3. ``partition``: another node's link is cut for a few seconds, then healed;
 4. ``failover``: the HA leader is SIGKILLed (without etcd: no fault, reported);
-5. ``recovery``: the stream goes on on what is left.
+5. ``recovery``: once the survivors' segments are mounted again (a node whose lease ran out
+   during a fault mounts itself again; 60 s at most), the stream goes on on what is left.
 
 Every read is the exact latest version or a clean miss: 0 corrupt, stale or phantom reads.
 A miss is counted once per version written; it is explained by eviction (the master's
@@ -48,6 +49,7 @@ SIZE = 128 << 10
 KEYSPACE = 1000  # 125 MiB of distinct values into a 48 MiB pool: eviction from the first phase on
 FAULT_AFTER_S = 0.5
 PARTITION_S = 3.0
+REMOUNT_TIMEOUT_S = 60.0
 HA = 2 if shutil.which("etcd") else 0
 
 soak_master = factories.mooncake_master_proc(multi_host=True, ha_masters=HA, lease_ttl="500ms", client_ttl="2s")
@@ -57,6 +59,20 @@ soak_store = factories.mooncake_store("soak_master", "soak_nodes", local_buffer_
 
 def _evicted(master: MasterHandle) -> float:
     return MasterMetrics(master).snapshot().get("master_evicted_key_count")
+
+
+def _remounted(master: MasterHandle, want_bytes: int, timeout_s: float) -> tuple[float, int]:
+    """Seconds until the master's pool holds ``want_bytes`` again, and what it holds then. A node
+    whose lease ran out during a fault (the partition outlasts ``client_ttl``; a loaded host can
+    delay anyone's ping) is unmounted and mounts itself again a few seconds later; until then
+    every put on an empty pool fails at once."""
+    started = time.monotonic()
+    while True:
+        capacity = int(MasterMetrics(master).snapshot().get("master_total_capacity_bytes"))
+        waited = time.monotonic() - started
+        if capacity >= want_bytes or waited >= timeout_s:
+            return waited, capacity
+        time.sleep(0.25)
 
 
 def test_soak_under_eviction_and_faults(request: pytest.FixtureRequest, soak_master: MasterHandle,
@@ -87,7 +103,15 @@ def test_soak_under_eviction_and_faults(request: pytest.FixtureRequest, soak_mas
     state: dict[str, Any] | None = None
     rows: list[dict[str, Any]] = []
     started = time.monotonic()
+    survivors = sum(node.segment_size for node in soak_nodes if node is not killed)
+    remount: dict[str, float] = {}
     for index, (name, fault) in enumerate(phases):
+        if name == "recovery":
+            waited, capacity = _remounted(soak_master, survivors, REMOUNT_TIMEOUT_S)
+            remount = {"remount_s": waited, "capacity_bytes": capacity}
+            assert capacity > 0, (f"no store node mounted its segment again within {REMOUNT_TIMEOUT_S:g} s of the faults "
+                                  f"(the master's pool holds 0 bytes; the survivors have {survivors}): the store did not recover; "
+                                  f"per phase: {[(r['phase'], r['fault'], r['tally'], r['errors']) for r in rows]}")
         evicted_before = _evicted(soak_master)
         leader_before = soak_master.endpoint
         out: dict[str, Any] = {}
@@ -109,7 +133,8 @@ def test_soak_under_eviction_and_faults(request: pytest.FixtureRequest, soak_mas
         missed = out["missed_versions"]
         by_eviction = min(missed, int(evicted))
         rows.append({"phase": name, "fault": what, **out, "evicted_keys": int(evicted),
-                     "misses_by_eviction": by_eviction, "misses_by_fault": missed - by_eviction})
+                     "misses_by_eviction": by_eviction, "misses_by_fault": missed - by_eviction,
+                     **(remount if name == "recovery" else {})})
     wall = time.monotonic() - started
 
     total = {key: sum(row[key] for row in rows) for key in
@@ -129,7 +154,9 @@ def test_soak_under_eviction_and_faults(request: pytest.FixtureRequest, soak_mas
         f"{total['unchecked']} reads of keys whose last write failed left unchecked",
         *(f"[soak {row['phase']}] {row['ops']} ops, {row['fault'] or 'no fault'}: {row['tally']}, missed "
           f"{row['missed_versions']} (eviction {row['misses_by_eviction']}, fault {row['misses_by_fault']}), "
-          f"failed calls {row['errors']}" for row in rows)]))
+          f"failed calls {row['errors']}"
+          + (f"; the pool held {row['capacity_bytes'] >> 20} MiB {row['remount_s']:.1f} s after the faults"
+             if "remount_s" in row else "") for row in rows)]))
     bad = {kind: tally[kind] for kind in BAD if tally.get(kind)}
     assert not bad, f"bad reads in the soak: {bad}; per phase: {[(r['phase'], r['tally']) for r in rows]}"
     steady = rows[0]

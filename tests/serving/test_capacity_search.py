@@ -185,3 +185,12 @@ def test_a_burst_is_not_taken_for_a_sustained_rate() -> None:
                                             max_steps=1), CapacitySLO(ttft_p90_ms=500.0))
     (step,) = result.steps
     assert step.sent == 300 and not step.meets(CapacitySLO(ttft_p90_ms=500.0)), result.summary()
+
+
+def test_the_p90_interval_holds_for_thousands_of_values() -> None:
+    # A long step at a high rate pools thousands of requests; C(n, i) then passes a float's range.
+    values = [float(v) for v in range(1, 5001)]
+    estimate = p90(values)
+    # Normal approximation: 0.9n ± 1.96 sqrt(0.09n) = 4500 ± 41.6.
+    assert estimate.value == 4501.0
+    assert 4456 <= estimate.ci_low <= 4460 and 4541 <= estimate.ci_high <= 4545
