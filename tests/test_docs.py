@@ -71,3 +71,13 @@ def test_every_mooncake_perf_key_is_documented() -> None:
     page = (DOCS / "authors" / "markers.md").read_text("utf-8")
     rows = set(re.findall(r"^\| `(\w+)` \|", page, re.M))
     assert set(PERF_KEYS) <= rows, f"add to docs/authors/markers.md: {sorted(set(PERF_KEYS) - rows)}"
+
+
+def test_the_readmes_operating_characteristic_is_the_benchmarks() -> None:
+    """README shows rows of benchmarks/results/operating_characteristic.md: each must be one of its
+    lines as the benchmark wrote them, never a figure typed in by hand."""
+    readme = (REPO / "README.md").read_text("utf-8")
+    section = readme[readme.index("## How a verdict decides"):readme.index("## What an attach run does")]
+    rows = [line for line in section.splitlines() if re.match(r"^\| \d", line)]
+    written = set((REPO / "benchmarks" / "results" / "operating_characteristic.md").read_text("utf-8").splitlines())
+    assert len(rows) >= 6 and not [row for row in rows if row not in written]

@@ -1,8 +1,10 @@
 """The operating characteristic of the sequential verdicts at the default budget, measured by simulation.
 
-The whole procedure (looks, the look's bootstrap level, Rule.outcome, the stop rule) runs on
-simulated TTFTs: lognormal jitter plus 3% of 2-4x stalls. Fewer runs than the benchmark
-(benchmarks/operating_characteristic.py writes the table with more), fixed seeds.
+The whole procedure (looks, each look's level, the Yuen interval, Rule.outcome, the stop rule)
+runs on simulated TTFTs: lognormal jitter plus 3% of 2-4x stalls. sigma 0.4 is the heaviest
+jitter recorded in a round of our CI runs (benchmarks/results/operating_characteristic.md).
+Fewer runs than the benchmark (benchmarks/operating_characteristic.py writes the table with
+more), fixed seeds.
 """
 
 from __future__ import annotations
@@ -21,28 +23,29 @@ SCENARIOS = default_scenarios(4096)
 RUNS = 100
 
 
-def test_the_default_budget_is_twelve_looks_at_an_equal_share_of_five_percent() -> None:
-    assert (DESIGN.looks, DESIGN.level) == (12, pytest.approx(1 - 0.05 / 12))
+def test_the_default_budget_is_24_looks_the_first_at_99_percent() -> None:
+    assert (DESIGN.looks, DESIGN.level(1), DESIGN.level(2)) == (24, pytest.approx(0.99), pytest.approx(1 - 0.04 / 23))
 
 
 def test_high_reuse_false_pass_at_the_threshold_and_decided_ten_points_above() -> None:
     look = SCENARIOS["high_reuse"].requests
-    at = reuse(0.60, 0.60, look, DESIGN, Noise(0.3), runs=RUNS, seed=11)
-    above = reuse(0.70, 0.60, look, DESIGN, Noise(0.3), runs=RUNS, seed=12)
-    clear = reuse(0.90, 0.60, look, DESIGN, Noise(0.3), runs=RUNS, seed=13)
-    below = reuse(0.50, 0.60, look, DESIGN, Noise(0.3), runs=RUNS, seed=14)
+    at = reuse(0.60, 0.60, look, DESIGN, Noise(0.4), runs=RUNS, seed=11)
+    above = reuse(0.70, 0.60, look, DESIGN, Noise(0.4), runs=RUNS, seed=12)
+    clear = reuse(0.90, 0.60, look, DESIGN, Noise(0.4), runs=RUNS, seed=13)
+    below = reuse(0.50, 0.60, look, DESIGN, Noise(0.4), runs=RUNS, seed=14)
     print("\n" + table([at, above, clear, below]))
     assert at.passed <= 0.025
-    assert above.inconclusive <= 0.01 and above.failed == 0
+    # An honest server ten points above the threshold passes in every run, ten below in none.
+    assert above.passed == 1 and above.mean_looks < DESIGN.looks / 2
     assert below.passed == 0
-    # A clear effect stops at the first look.
-    assert clear.mean_looks == 1 and clear.passed == 1
+    # A clear effect stops at the first look (at this jitter, 1 run in 100 takes a second).
+    assert clear.mean_looks <= 1.02 and clear.passed == 1
 
 
 def test_the_negative_control_ends_clean_when_nothing_is_reused() -> None:
     look = SCENARIOS["low_reuse"].requests
-    clean = control(0.0, 0.10, look, DESIGN, Noise(0.15), runs=RUNS // 2, seed=21)
-    contaminated = control(0.30, 0.10, look, DESIGN, Noise(0.15), runs=RUNS // 2, seed=22)
+    clean = control(0.0, 0.10, look, DESIGN, Noise(0.3), runs=RUNS // 2, seed=21)
+    contaminated = control(0.30, 0.10, look, DESIGN, Noise(0.3), runs=RUNS // 2, seed=22)
     print("\n" + table([clean, contaminated]))
     assert clean.passed >= 0.99
     assert contaminated.passed == 0 and contaminated.failed >= 0.99

@@ -171,7 +171,7 @@ def test_the_session_ran_every_case(run: dict[str, Any]) -> None:
 def test_the_judged_statistic_and_interval_read_the_same_everywhere(run: dict[str, Any]) -> None:
     verdicts = _verdicts(run["document"])
     stratified = verdicts[("medium_reuse", "ttft_reduction")]
-    assert stratified.strata == 2 and stratified.judged_statistic == "stratum-weighted median"
+    assert stratified.strata == 2 and stratified.judged_statistic == "stratum-weighted 20%-trimmed geometric mean"
     assert stratified.ci_low <= stratified.effect <= stratified.ci_high
     pooled = next(r["stats"] for r in next(r for r in run["document"]["records"] if r["name"] == "medium_reuse")["data"]["rounds"]
                   if r["round"] == "hit")["ttft_ms"]["median"]
@@ -185,7 +185,7 @@ def test_the_judged_statistic_and_interval_read_the_same_everywhere(run: dict[st
             assert shown in run[place], (place, shown)
         assert html.escape(shown) in run["html"], shown
     # The detail row of the stratified verdict: its own statistic, its point estimate inside its own interval.
-    row = next(line for line in run["md"].splitlines() if line.startswith("| ttft_reduction (stratum-weighted median, as judged)"))
+    row = next(line for line in run["md"].splitlines() if line.startswith("| ttft_reduction (stratum-weighted 20%-trimmed geometric mean, as judged)"))
     cells = [c.strip() for c in row.strip("|").split(" | ")]
     assert cells[3] == f"{-stratified.effect:+.1%}" and cells[4] == f"{-stratified.ci_high:+.1%} .. {-stratified.ci_low:+.1%}"
     # No row of any table shows a change outside the interval beside it.
@@ -196,7 +196,7 @@ def test_the_judged_statistic_and_interval_read_the_same_everywhere(run: dict[st
             assert low <= change <= high, line
     # Allure's quality gate names the statistic too.
     gates = json.loads((run["alluredir"] / "mooncake-perf.json").read_text())
-    assert any(g["title"] == "serving medium_reuse ttft_reduction (stratum-weighted median), 95% CI low end"
+    assert any(g["title"] == "serving medium_reuse ttft_reduction (stratum-weighted 20%-trimmed geometric mean), 95% CI low end"
                and g["value"] == pytest.approx(stratified.ci_low) for g in gates)
 
 

@@ -14,7 +14,8 @@ from pytest_mooncake.qualify.protocol import RoundResult, ScenarioRun
 from pytest_mooncake.qualify.reuse import evaluate
 from pytest_mooncake.qualify.scenarios import Scenario
 from pytest_mooncake.results.schema import Outcome
-from pytest_mooncake.serving import RequestError, RequestRecord, bootstrap
+from pytest_mooncake.serving import RequestError, RequestRecord
+from pytest_mooncake.serving.stats import yuen
 
 
 def _record(i: int, round_name: str, ttft: float, cached: int, tpot: float = 0.01) -> RequestRecord:
@@ -176,12 +177,12 @@ def test_match_tokens_asks_the_endpoint_tokenizer_by_default(monkeypatch: pytest
     assert evaluate(run, {"match_tokens": 2}).problems == [] and asked == [run.endpoint]
 
 
-def test_the_default_statistic_is_the_median() -> None:
+def test_the_default_statistic_is_the_trimmed_geometric_mean() -> None:
     """One 30 s outlier in the hit round must not turn a clear cache win inconclusive."""
     run = _run(0.1, 896)
     run.rounds[1].records[3] = dataclasses.replace(run.rounds[1].records[3], ttft_s=30.0)
     [verdict] = evaluate(run, {"ttft_reduction": 0.6}).verdicts
-    assert verdict.outcome == Outcome.PASSED and "median of n=8 vs n=8" in verdict.message
+    assert verdict.outcome == Outcome.PASSED and "20%-trimmed geometric mean of n=8 vs n=8" in verdict.message
     [by_mean] = evaluate(run, {"ttft_reduction": 0.6}, statistic="mean").verdicts
     assert by_mean.outcome != Outcome.PASSED and "mean of n=8 vs n=8" in by_mean.message
 
@@ -198,7 +199,7 @@ def test_the_hit_round_is_resampled_within_its_designed_strata() -> None:
     hit = [0.1, 0.12, 0.11, 0.13, 0.9, 1.1, 0.95, 1.05]
     run.rounds[1].records = [dataclasses.replace(r, ttft_s=t) for r, t in zip(run.rounds[1].records, hit)]
     cold = run.round("cold").ttfts()
-    stratified, pooled = bootstrap(cold, [hit[:4], hit[4:]]), bootstrap(cold, hit)
+    stratified, pooled = yuen(cold, [hit[:4], hit[4:]]), yuen(cold, hit)
     assert (stratified.ci_low, stratified.ci_high) != (pooled.ci_low, pooled.ci_high)
     [verdict] = evaluate(run, {"ttft_reduction": 0.1}).verdicts
     assert (verdict.ci_low, verdict.ci_high) == (stratified.ci_low, stratified.ci_high)

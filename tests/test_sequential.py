@@ -19,10 +19,27 @@ from tests.test_reuse import _record
 
 
 def test_each_look_spends_an_equal_share_of_the_error() -> None:
-    assert Design(1).level == pytest.approx(0.95)
-    assert Design(12).level == pytest.approx(1 - 0.05 / 12)
+    assert Design(1).level() == pytest.approx(0.95)
+    assert Design(12).level(1) == Design(12).level(12) == pytest.approx(1 - 0.05 / 12)
     with pytest.raises(ValueError, match="looks >= 1"):
         Design(0)
+
+
+def test_the_first_look_may_spend_a_larger_share_and_the_shares_add_up() -> None:
+    design = Design(24, first_share=0.2)
+    assert design.level(1) == pytest.approx(0.99)
+    assert design.level(2) == design.level(24) == pytest.approx(1 - 0.04 / 23)
+    assert sum(1 - design.level(look) for look in range(1, 25)) == pytest.approx(0.05)
+    sequence = Looks(design)
+    assert sequence.level == pytest.approx(0.99)  # before the first look: the first look's
+    for look in sequence:
+        assert sequence.level == pytest.approx(design.level(look))
+        sequence.conclude([Outcome.INCONCLUSIVE] if look < 3 else [Outcome.PASSED])
+    for bad in (1.0, -0.1):
+        with pytest.raises(ValueError, match="first_share"):
+            Design(5, first_share=bad)
+    with pytest.raises(ValueError, match="0 with a single look"):
+        Design(1, first_share=0.2)
 
 
 def _outcomes(sequence: Looks, per_look: list[list[Outcome]]) -> int:

@@ -75,7 +75,7 @@ class MooncakeConfig:
     temperature: float = declare("Sampling temperature (0 makes cache-hit output comparable to cold output)", p.parse_float, "0.0", metavar="T", yaml=("model.temperature",))
     rounds: int = declare("Measurement rounds per scenario (round 1 cold, later rounds cache hits; at least 2)", p.parse_rounds, "2", metavar="N", yaml=("test.rounds",))
     requests_per_scenario: int = declare("Requests per round of one look of a sequential verdict (default: each scenario's own look size); the budget is --mooncake-verdict-looks looks", p.parse_positive_int, "10", metavar="N", yaml=("test.requests_per_scenario",))
-    verdict_looks: int = declare("Looks a sequential verdict may take at most (each look: a cold and a hit round of a look's requests, then the interval is recomputed at level 1 - 5%/N); its request budget is N looks", p.parse_positive_int, "12", metavar="N")
+    verdict_looks: int = declare("Looks a sequential verdict may take at most (each look: a cold and a hit round of a look's requests, then the interval is recomputed: at 99% at the first look, at 1 - 4%/(N - 1) at the others); its request budget is N looks", p.parse_positive_int, "24", metavar="N")
     verdict_seconds: float = declare("Time budget of one sequential verdict: no new look starts after it; INCONCLUSIVE when it ends undecided", p.parse_positive_duration, "300s", metavar="DURATION")
     concurrency: int | None = declare("Requests in flight at once (none: no limit)", p.parse_optional_positive_int, "1", metavar="N", yaml=("test.concurrency",))
     # The YAML's test_scenarios name the scenarios too (yamlconfig), below a top-level scenarios list.

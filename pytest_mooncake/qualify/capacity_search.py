@@ -21,7 +21,7 @@ Per topology (one ``Endpoint``):
    meets the SLO (its p90's whole interval below the limit) and one above it that conclusively
    misses it. A step whose interval straddles the limit is repeated at the same rate, its
    arrivals pooled, up to ``step_looks`` looks (a sequential step: each look's interval is at
-   ``serving.sequential.Design(step_looks).level``, so the repeats keep it valid); if it still
+   ``serving.sequential.Design(step_looks).level()``, so the repeats keep it valid); if it still
    straddles, the ramp moves past it.
 4. **Bisection** between the bracket's ends, at their geometric mean, until they are within
    ``resolution`` of each other or the midpoint is itself undecided (the knee is there).
@@ -385,7 +385,7 @@ class _Search:
 
     def step(self, rate: float) -> Step:
         """A step at ``rate``; repeated, its arrivals pooled, while its p90 interval straddles the limit."""
-        level = Design(self.plan.step_looks).level
+        level = Design(self.plan.step_looks).level()
         batches: list[list[RequestRecord]] = []
         began = time.monotonic()
         while True:

@@ -30,7 +30,7 @@ from pytest_mooncake.endpoints.topology import KV_BLOCK_TOKENS
 from pytest_mooncake.qualify.capacity import ModelShape, predict_hit
 from pytest_mooncake.qualify.protocol import ReuseProtocol, ScenarioRun, merge_looks
 from pytest_mooncake.qualify.scenarios import Scenario
-from pytest_mooncake.results.schema import Op, Outcome, Round, Rule, Verdict, uncredit_unserved
+from pytest_mooncake.results.schema import Op, Outcome, Round, Rule, Statistic, Verdict, uncredit_unserved
 from pytest_mooncake.serving import SLO, judge, round_stats
 from pytest_mooncake.serving.sequential import Design, Looks
 
@@ -236,7 +236,7 @@ def _values(run: ScenarioRun, round_name: Round, metric: str) -> list[float]:
 
 
 def measure(
-    protocol: ReuseProtocol, scenario: Scenario, thresholds: dict[str, float], design: Design, *, statistic: str = "median",
+    protocol: ReuseProtocol, scenario: Scenario, thresholds: dict[str, float], design: Design, *, statistic: str = Statistic.TRIMMED.value,
     tokenizer: Tokenize | None = None, explain: Explain | str | None = None,
 ) -> Evaluation:
     """``scenario`` measured in looks and judged after each (``serving.sequential``): it stops at the
@@ -258,7 +258,7 @@ def measure(
 
 
 def evaluate(
-    run: ScenarioRun, thresholds: dict[str, float], *, statistic: str = "median", tokenizer: Tokenize | None = None,
+    run: ScenarioRun, thresholds: dict[str, float], *, statistic: str = Statistic.TRIMMED.value, tokenizer: Tokenize | None = None,
     explain: Explain | str | None = None, level: float = 0.95, stamp: Stamp | None = None,
 ) -> Evaluation:
     """``tokenizer`` (default: the endpoint's ``/tokenize``) is used only for ``match_tokens``; with

@@ -33,7 +33,7 @@ def step_characteristic(true_ratio: float, plan: SearchPlan, noise: Noise, *, ru
     p90_of_unit = float(np.percentile(noise.draw(rng, 1.0, (200_000,)), 90))
     median_s = true_ratio * SLO_MS / 1000 / p90_of_unit
     slo = CapacitySLO(SLO_MS)
-    level = Design(plan.step_looks).level
+    level = Design(plan.step_looks).level()
     counts = {outcome: 0 for outcome in Outcome}
     counted = looks = 0
     for run in range(runs):

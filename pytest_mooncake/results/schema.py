@@ -86,6 +86,11 @@ class Op(Word):
 class Statistic(Word):
     MEDIAN = "median"
     MEAN = "mean"
+    TRIMMED = "trimmed"  # the 20%-trimmed geometric mean, with Yuen's interval (serving.stats.yuen)
+
+    @property
+    def described(self) -> str:
+        return "20%-trimmed geometric mean" if self is Statistic.TRIMMED else self.value
 
 
 @dataclass(frozen=True)
@@ -193,7 +198,8 @@ class Verdict:
         """The statistic the effect was computed from, named as every place that shows it names it."""
         if self.statistic is None:
             return None
-        return f"stratum-weighted {self.statistic}" if self.strata > 1 and self.statistic is Statistic.MEDIAN else str(self.statistic)
+        named = self.statistic.described
+        return f"stratum-weighted {named}" if self.strata > 1 and self.statistic is not Statistic.MEAN else named
 
     @property
     def figure(self) -> str:

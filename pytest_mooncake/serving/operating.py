@@ -1,7 +1,7 @@
 """The operating characteristic of the sequential verdicts, measured by simulation, no server.
 
 Each simulated run goes through the whole procedure the plugin uses (``sequential.Looks``
-over looks, the bootstrap interval of ``stats.judge`` on everything measured so far at the
+over looks, the Yuen interval of ``stats.judge`` on everything measured so far at the
 look's level, ``Rule.outcome``) on TTFTs drawn
 like the recorded ones: lognormal jitter (``sigma``) times an occasional stall (``stall_share``
 of the requests take 2-4x as long), a cold and a hit batch per look. It reports how often the
@@ -22,7 +22,7 @@ import numpy as np
 
 from pytest_mooncake.results.schema import Outcome, Rule
 from pytest_mooncake.serving.sequential import Design, Looks
-from pytest_mooncake.serving.stats import intervals
+from pytest_mooncake.serving.stats import yuen_intervals
 
 
 @dataclass(frozen=True)
@@ -63,9 +63,10 @@ Batch = Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray]]
 
 
 def simulate(name: str, true_effect: float, batch: Batch, rule: Rule, design: Design, *, runs: int, seed: int = 0,
-             effect: str = "reduction", resamples: int = 1000) -> Characteristic:
+             effect: str = "reduction") -> Characteristic:
     """``runs`` runs of the sequential verdict ``rule`` on batches drawn by ``batch``; the runs still
-    looking are judged together (``stats.intervals``, as ``stats.judge`` does for one)."""
+    looking are judged together (``stats.yuen_intervals``, as ``stats.judge`` does for one), each
+    look at its own level (``Design.level``)."""
     rng = np.random.default_rng(seed)
     sequences = [Looks(design, clock=lambda: 0.0) for _ in range(runs)]
     looking = [iter(s) for s in sequences]
@@ -79,8 +80,7 @@ def simulate(name: str, true_effect: float, batch: Batch, rule: Rule, design: De
     while active.size:
         a, b = batch(rng, runs)
         before, after = np.hstack([before, a]), np.hstack([after, b])
-        _, low, high = intervals(before[active], [after[active]], effect=effect, statistic="median",
-                                 resamples=resamples, level=design.level, rng=rng)
+        _, low, high = yuen_intervals(before[active], [after[active]], effect=effect, level=sequences[active[0]].level)
         still = []
         for run, lo, hi in zip(active, low, high, strict=True):
             outcome = rule.outcome(float(lo), float(hi))

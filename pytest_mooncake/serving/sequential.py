@@ -6,10 +6,12 @@ far more often than 2.5% of the time. This module uses a group-sequential design
 Bonferroni alpha spending (Jennison & Turnbull, *Group Sequential Methods with Applications to
 Clinical Trials*, Chapman & Hall/CRC 2000, ch. 2 and 7; the Bonferroni bound is the simplest
 member of the alpha-spending family of Lan & DeMets, Biometrika 70(3), 1983): at most ``looks``
-looks are planned, each look's interval is at level ``1 - (1 - confidence) / looks``, so the
-chance that *any* look's interval misses the true effect is at most ``1 - confidence`` whatever
-rule (a conclusive interval, the clock) decides when to stop. It is conservative; the
-operating characteristic measured by ``serving.operating`` shows how much.
+looks are planned and the error ``1 - confidence`` is split over them, ``first_share`` of it to
+the first look and the rest evenly over the others, so the chance that *any* look's interval
+misses the true effect is at most ``1 - confidence`` whatever rule (a conclusive interval, the
+clock) decides when to stop. A clear effect should stop at the first look, so the verdicts give
+it a fifth of the error (a 99% interval) and the up to 23 later looks 99.8% each. It is
+conservative; the operating characteristic measured by ``serving.operating`` shows how much.
 
 ``Looks`` is the loop: ``for look in looks`` yields the look numbers; after each look the
 caller judges its verdicts at ``sequence.level`` and tells ``sequence.conclude(outcomes)``,
@@ -31,20 +33,26 @@ from pytest_mooncake.results.schema import STOP_BUDGET, STOP_DECIDED, Outcome, V
 
 @dataclass(frozen=True)
 class Design:
-    """At most ``looks`` looks within ``seconds``; ``confidence`` holds over all of them together."""
+    """At most ``looks`` looks within ``seconds``; ``confidence`` holds over all of them together.
+    ``first_share`` of the error goes to the first look (0: an even split over all looks)."""
 
     looks: int
     seconds: float = math.inf
     confidence: float = 0.95
+    first_share: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.looks < 1 or not 0 < self.confidence < 1 or self.seconds <= 0:
-            raise ValueError(f"a sequential design needs looks >= 1, 0 < confidence < 1 and seconds > 0, got {self}")
+        if (self.looks < 1 or not 0 < self.confidence < 1 or self.seconds <= 0 or not 0 <= self.first_share < 1
+                or (self.looks == 1 and self.first_share)):
+            raise ValueError(f"a sequential design needs looks >= 1, 0 < confidence < 1, seconds > 0 and "
+                             f"0 <= first_share < 1 (0 with a single look), got {self}")
 
-    @property
-    def level(self) -> float:
-        """Each look's interval level: the error ``1 - confidence`` split evenly over the looks."""
-        return 1.0 - (1.0 - self.confidence) / self.looks
+    def level(self, look: int = 1) -> float:
+        """The interval level of look ``look`` (1-based): its share of the error ``1 - confidence``."""
+        error = 1.0 - self.confidence
+        if not self.first_share:
+            return 1.0 - error / self.looks
+        return 1.0 - (error * self.first_share if look == 1 else error * (1 - self.first_share) / (self.looks - 1))
 
 
 class Looks:
@@ -60,7 +68,8 @@ class Looks:
 
     @property
     def level(self) -> float:
-        return self.design.level
+        """The current look's level (the first's before any look)."""
+        return self.design.level(max(self.looks, 1))
 
     def __iter__(self) -> Iterator[int]:
         while not self.stop:

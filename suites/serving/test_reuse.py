@@ -23,7 +23,7 @@ REUSE_KEYS = ("ttft_reduction", "throughput_gain", "tpot_change", "ttft_p90_ms",
 CONTROL_KEYS = ("control_gain",)
 
 
-def _check(name: str, request: pytest.FixtureRequest, statistic: str = "median", keys: tuple[str, ...] = REUSE_KEYS) -> None:
+def _check(name: str, request: pytest.FixtureRequest, keys: tuple[str, ...] = REUSE_KEYS) -> None:
     scenarios: dict[str, Scenario] = request.getfixturevalue("serving_scenarios")
     protocol: ReuseProtocol = request.getfixturevalue("serving_protocol")
     record: Record = request.getfixturevalue("mooncake_record")
@@ -31,7 +31,7 @@ def _check(name: str, request: pytest.FixtureRequest, statistic: str = "median",
     label("topology", protocol.topology.name if protocol.topology else "attached")
     label("connector", protocol.topology.connector or "none" if protocol.topology else "unknown")
     evaluation = measure(protocol, scenarios[name], effective_thresholds(request.node, keys),
-                         verdict_design(protocol.config), statistic=statistic,
+                         verdict_design(protocol.config),
                          tokenizer=request.getfixturevalue("serving_tokenizer"),
                          explain=request.getfixturevalue("serving_explain"))
     run = evaluation.run

@@ -109,7 +109,7 @@ def test_the_control_verdict_and_its_record_are_exact() -> None:
     straddle = judge("control_gain", cold, hit, Rule("<=", LIMIT))
     evaluation = evaluate(_control(cold, hit), {"control_gain": LIMIT})
     [verdict] = evaluation.verdicts
-    assert verdict == straddle and verdict.rule == Rule("<=", 0.1) and verdict.statistic is Statistic.MEDIAN
+    assert verdict == straddle and verdict.rule == Rule("<=", 0.1) and verdict.statistic is Statistic.TRIMMED
     assert evaluation.control == {"outcome": Outcome.INCONCLUSIVE, "cached_tokens": 0,
                                   "detectable_gain": pytest.approx(LIMIT + straddle.effect - straddle.ci_low), "limit": LIMIT}
     assert verdict.message.endswith(
@@ -127,12 +127,14 @@ def test_a_single_cached_token_contaminates() -> None:
 
 
 def test_the_control_is_judged_on_the_statistic_asked_for() -> None:
-    """One slow cold request doubles the cold mean (16 s / 8 = 2 s) but leaves the median at 1 s: on the mean, hits
-    of 1 s are a 50% gain; on the median, none. The mean's interval reaches down to no gain (a third of the
-    resamples, (7/8)^8, miss the slow request), so that control is INCONCLUSIVE, the median's clean."""
+    """One slow cold request doubles the cold mean (16 s / 8 = 2 s) but is trimmed from the trimmed geometric mean
+    (1 s): on the mean, hits of 1 s are a 50% gain; on the default statistic, none. The mean's interval reaches down
+    to no gain (a third of the resamples, (7/8)^8, miss the slow request), so that control is INCONCLUSIVE, the
+    default's clean."""
     cold, hit = [1.0] * 7 + [9.0], [1.0] * 8
     mean = evaluate(_control(cold, hit), {"control_gain": LIMIT}, statistic="mean").verdicts[0]
     assert mean.effect == pytest.approx(0.5) and mean.outcome == Outcome.INCONCLUSIVE
     assert mean.message.startswith("negative control: gain 50.0% (95% CI ") and "mean of n=8 vs n=8" in mean.message
-    median = evaluate(_control(cold, hit), {"control_gain": LIMIT}).verdicts[0]
-    assert median.effect == 0.0 and median.outcome == Outcome.PASSED and "median of n=8 vs n=8" in median.message
+    trimmed = evaluate(_control(cold, hit), {"control_gain": LIMIT}).verdicts[0]
+    assert trimmed.effect == 0.0 and trimmed.outcome == Outcome.PASSED
+    assert "20%-trimmed geometric mean of n=8 vs n=8" in trimmed.message

@@ -90,9 +90,12 @@ def test_a_median_over_strata_weights_each_kind_of_request_by_its_share() -> Non
     uneven = bootstrap(cold, [fast[:1], slow])
     assert uneven.value == pytest.approx(1 - (0.2 * fast[0] + 0.8 * np.median(slow)) / np.median(cold))
     # The verdict says which median it judged; an empty stratum is no stratum.
-    assert judge("ttft_reduction", cold, [fast, slow], Rule(">=", 0.1)).judged_statistic == "stratum-weighted median"
+    assert judge("ttft_reduction", cold, [fast, slow], Rule(">=", 0.1), statistic="median").judged_statistic == \
+        "stratum-weighted median"
     assert judge("ttft_reduction", cold, [fast + slow, []], Rule(">=", 0.1)).strata == 1
-    assert judge("ttft_reduction", cold, fast + slow, Rule(">=", 0.1)).judged_statistic == "median"
+    assert judge("ttft_reduction", cold, fast + slow, Rule(">=", 0.1), statistic="median").judged_statistic == "median"
+    assert judge("ttft_reduction", cold, [fast, slow], Rule(">=", 0.1)).judged_statistic == \
+        "stratum-weighted 20%-trimmed geometric mean"
 
 
 def test_bootstrap_refuses_what_it_cannot_compute() -> None:
@@ -129,12 +132,12 @@ def test_three_outcomes_with_their_words(hit_level: float, outcome: str) -> None
     hit = list(rng.normal(hit_level, 0.15 * hit_level, 8))
     verdict = judge("ttft_reduction", cold, hit, Rule(">=", 0.6))
     assert verdict.outcome == outcome, verdict.message
-    assert "median of n=8 vs n=8" in verdict.message and "the threshold >= 60%" in verdict.message
+    assert "20%-trimmed geometric mean of n=8 vs n=8" in verdict.message and "the threshold >= 60%" in verdict.message
     word = {Outcome.PASSED: "meets", Outcome.FAILED: "misses", Outcome.INCONCLUSIVE: "is INCONCLUSIVE against"}[outcome]
     assert word in verdict.message
     if outcome == Outcome.INCONCLUSIVE:
         assert verdict.ci_low < 0.6 < verdict.ci_high and "straddles" in verdict.message
-    assert (verdict.as_dict()["op"], verdict.as_dict()["threshold"], verdict.as_dict()["statistic"]) == (">=", 0.6, "median")
+    assert (verdict.as_dict()["op"], verdict.as_dict()["threshold"], verdict.as_dict()["statistic"]) == (">=", 0.6, "trimmed")
 
 
 def _reference_interval(a: list[float], strata: list[list[float]], stat: Callable[..., Any], effect: Callable[..., Any],
