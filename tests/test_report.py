@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_mooncake.qualify.breakdown import describe
 from pytest_mooncake.report.model import Judged, recommend
 from pytest_mooncake.report.rows import ROWS
 from pytest_mooncake.results.schema import Outcome, Rule, Statistic, Verdict
@@ -145,6 +146,29 @@ def test_real_results_render(tmp_path: Path) -> None:
             before, after = (r["stats"] for r in record["data"]["rounds"][:2])
             checked += _check_table(tables[record["name"]], before, after)
     assert checked > 0, "no figure of the real results was found in the report"
+    # vLLM exports its request-phase histograms: the real rounds are split, and the report says so.
+    split = [(r["name"], d["round"], d["breakdown"]) for r in document["records"] if r["kind"] == "serving"
+             for d in r["data"].get("rounds", []) if "requests" in d.get("breakdown", {})]
+    assert split, "no serving round of the real results has a TTFT breakdown"
+    assert describe(split[0][1], split[0][2]) in markdown
+
+
+def test_each_rounds_ttft_breakdown_is_told_and_drawn(tmp_path: Path) -> None:
+    document = json.loads((DATA / "reuse_run.json").read_text())
+    record = next(r for r in document["records"] if r["name"] == "high_reuse")
+    for index, round_data in enumerate(record["data"]["rounds"]):
+        round_data["breakdown"] = {"requests": 8, "ttft_ms": 400.0 - 300 * index, "queue_ms": 5.0,
+                                   "prefill_ms": 350.0 - 300 * index, "server_other_ms": 15.0, "client_hop_ms": 30.0,
+                                   "kv_load_ms": None, "kv_loads": 0}
+    source = tmp_path / "run.json"
+    source.write_text(json.dumps(document))
+    markdown = _report(tmp_path / "out", str(source))
+    assert ("TTFT breakdown, mean per request: cold 400 ms = queue 5 + prefill 350 + server other 15 + client hop 30; "
+            "hit 100 ms = queue 5 + prefill 50 + server other 15 + client hop 30") in markdown
+    assert (tmp_path / "out" / "charts" / "ttft_breakdown.png").stat().st_size > 0
+    # Without one, no line and no chart.
+    plain = _report(tmp_path / "plain", str(DATA / "reuse_run.json"))
+    assert "TTFT breakdown" not in plain and not (tmp_path / "plain" / "charts" / "ttft_breakdown.png").exists()
 
 
 def test_recommendation_comes_from_the_verdicts() -> None:

@@ -29,6 +29,7 @@ from pytest_mooncake.config.options import MooncakeConfig
 from pytest_mooncake.endpoints.server import Endpoint
 from pytest_mooncake.endpoints.tokens import TokenPool
 from pytest_mooncake.endpoints.topology import Topology
+from pytest_mooncake.qualify.breakdown import ttft_breakdown
 from pytest_mooncake.qualify.progress import Progress
 from pytest_mooncake.qualify.scenarios import PromptBuilder, Scenario, salt_tokens
 from pytest_mooncake.results.allure_steps import step
@@ -38,6 +39,7 @@ from pytest_mooncake.serving.sequential import Design, Looks
 from pytest_mooncake.serving import (
     COUNTERS,
     Concurrency,
+    PHASES,
     MetricsReader,
     RequestRecord,
     RequestSpec,
@@ -76,6 +78,7 @@ class RoundResult:
             "wall_s": self.wall_s,
             "stats": self.stats,
             "counters": self.counters,
+            "breakdown": ttft_breakdown(self.records, self.counters),
             "records": [dataclasses.asdict(r) for r in self.records],
         }
 
@@ -128,7 +131,7 @@ def merge_looks(runs: Sequence[ScenarioRun]) -> ScenarioRun:
 def server_counters(endpoint: Endpoint) -> CounterReader:
     """The endpoint's prefix-cache (and LMCache) counters; none when it serves no /metrics."""
 
-    reader = MetricsReader(endpoint.root_url + "/metrics", COUNTERS,
+    reader = MetricsReader(endpoint.root_url + "/metrics", COUNTERS | PHASES,
                            fetch=lambda url: http_get_text(url, headers=endpoint.headers()))
 
     def read() -> dict[str, float | None]:

@@ -27,11 +27,12 @@ from typing import Any
 
 from pytest_mooncake.endpoints.tokens import Tokenize, tokenizer_for
 from pytest_mooncake.endpoints.topology import KV_BLOCK_TOKENS
+from pytest_mooncake.qualify.breakdown import HEADING, describe, ttft_breakdown
 from pytest_mooncake.qualify.capacity import ModelShape, predict_hit
 from pytest_mooncake.qualify.protocol import ReuseProtocol, ScenarioRun, merge_looks
 from pytest_mooncake.qualify.scenarios import Scenario
 from pytest_mooncake.results.schema import Op, Outcome, Round, Rule, Statistic, Verdict, uncredit_unserved
-from pytest_mooncake.serving import SLO, judge, round_stats
+from pytest_mooncake.serving import PHASES, SLO, judge, round_stats
 from pytest_mooncake.serving.sequential import Design, Looks
 
 Stamp = Callable[[Verdict], Verdict]
@@ -130,8 +131,20 @@ def _proof_of_reuse(evaluation: Evaluation) -> None:
 
 
 def _counters(run: ScenarioRun, round_name: Round) -> str:
-    counters = run.round(round_name).counters
+    # The TTFT phases' histograms are told apart, as the breakdown (qualify.breakdown).
+    counters = {k: v for k, v in run.round(round_name).counters.items() if k not in PHASES}
     return ", ".join(f"{key} {value:+g}" for key, value in sorted(counters.items())) or "n/a (no /metrics)"
+
+
+def _breakdown(evaluation: Evaluation) -> None:
+    run = evaluation.run
+    # Interleaved: one set of counters for the cold and the hit requests, nothing to split. A server
+    # without vLLM's phase histograms gets no line (each round's record says why it has no split).
+    if run.interleaved or not any("server_ttft_s_count" in run.round(r).counters for r in (Round.COLD, Round.HIT)):
+        return
+    parts = [describe(str(name), ttft_breakdown(run.round(name).records, run.round(name).counters))
+             for name in (Round.COLD, Round.HIT)]
+    evaluation.notes.append(HEADING + "; ".join(parts))
 
 
 def _mooncake_proof(evaluation: Evaluation) -> None:
@@ -189,11 +202,19 @@ def _prediction(evaluation: Evaluation, explain: Explain | str) -> None:
                              "measured_over_predicted": measured / predicted.ttft_s, "compute_ms": predicted.compute_s * 1e3,
                              "load_ms": predicted.load_s * 1e3, "kv_bytes": predicted.kv_bytes, "prompt_tokens": prompt,
                              "cached_tokens": cached, "read_gbps": explain.read_bytes_per_s / 1e9}
+    # The server's own split of the hit round, beside the two predicted parts (means, not medians).
+    split = ttft_breakdown(run.round(Round.HIT).records, run.round(Round.HIT).counters)
+    beside = ""
+    if "requests" in split:
+        evaluation.prediction["measured_prefill_ms"] = split["prefill_ms"]
+        evaluation.prediction["measured_kv_load_ms"] = split["kv_load_ms"]
+        beside = f"; the server's mean prefill {split['prefill_ms']:.1f} ms" + (
+            f", of which KV load {split['kv_load_ms']:.1f} ms" if split["kv_load_ms"] is not None else "")
     evaluation.notes.append(
         f"predicted hit TTFT {predicted.ttft_s * 1e3:.1f} ms = recompute of the uncached tail "
         f"{predicted.compute_s * 1e3:.1f} ms + loading {predicted.kv_bytes / 2**20:.1f} MiB of KV at "
         f"{explain.read_bytes_per_s / 1e9:.2f} GB/s {predicted.load_s * 1e3:.1f} ms; measured {measured * 1e3:.1f} ms "
-        f"({measured / predicted.ttft_s:.2f}x the prediction)"
+        f"({measured / predicted.ttft_s:.2f}x the prediction){beside}"
     )
 
 
@@ -273,6 +294,7 @@ def evaluate(
         evaluation.problems.append(f"{len(errors)} requests failed, e.g. " + "; ".join(errors[:3]))
         return evaluation
     _proof_of_reuse(evaluation)
+    _breakdown(evaluation)
     _mooncake_proof(evaluation)
     if explain is not None and evaluation.mooncake and evaluation.mooncake["served"]:
         _prediction(evaluation, explain)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_mooncake.config.markers import SCENARIOS
+from pytest_mooncake.qualify.breakdown import HEADING, describe
 from pytest_mooncake.report import charts
 from pytest_mooncake.report.document import (
     Block,
@@ -323,6 +324,8 @@ class _Builder:
         ]
         if self.reusing:
             made.append(charts.improvement(self.reusing, self.charts_dir / "overall_improvement.png"))
+        if any(pair.measured_breakdowns for pair in self.pairs):
+            made.append(charts.breakdown(self.pairs, self.charts_dir / "ttft_breakdown.png"))
         for pair in self.pairs:
             made.append(charts.latency(pair, self.charts_dir / f"{pair.name}_latency.png"))
             made.append(charts.throughput(pair, self.charts_dir / f"{pair.name}_throughput.png"))
@@ -352,6 +355,8 @@ class _Builder:
             self.blocks += [Heading(3, f"{pair.name} ({pair.baseline_label} → {pair.hit_label}, {pair.model})"),
                             Table((t["metric"], f"{t['baseline']}: {pair.baseline_label}", f"{t['hit']}: {pair.hit_label}",
                                    t["change"], t["ci"], t["target"], t["status"]), tuple(rows))]
+            if pair.measured_breakdowns:  # told as the terminal tells it
+                self.blocks.append(Paragraph(HEADING + "; ".join(describe(name, b) for name, b in pair.breakdowns)))
         for capacity in self.capacities:
             rows = tuple((f"{read(step, ('rate',)) or 0:.3g}", str(step.get("counted", "?")), str(step.get("errors", "?")),
                           _p90_cell(step.get("ttft_p90")), _p90_cell(step.get("tpot_p90")),

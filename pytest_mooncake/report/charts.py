@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_mooncake.errors import install_extra
+from pytest_mooncake.qualify.breakdown import PARTS
 from pytest_mooncake.report.model import Capacity, Pair, read
 
 
@@ -55,6 +56,23 @@ def latency(pair: Pair, path: Path) -> Path:
     series = {name: [read(s, ("ttft_ms", stat)) or 0.0 for stat in stats] for name, s in pair.rounds}
     _bars(ax, stats, series, "TTFT (ms)")
     ax.set_title(f"{pair.name}: time to first token per round")
+    return _save(fig, path)
+
+
+def breakdown(pairs: Sequence[Pair], path: Path) -> Path:
+    """Each round's mean TTFT as stacked parts (``qualify.breakdown.PARTS``), scenario by scenario."""
+    plt = _pyplot()
+    rows = [(f"{pair.name} {name}", parts) for pair in pairs for name, parts in pair.measured_breakdowns]
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.45 * len(rows)))
+    left = [0.0] * len(rows)
+    for part in PARTS:
+        widths = [max(parts[f"{part}_ms"], 0.0) for _, parts in rows]
+        ax.barh([label for label, _ in rows], widths, left=left, label=part.replace("_", " "))
+        left = [a + b for a, b in zip(left, widths, strict=True)]
+    ax.invert_yaxis()
+    ax.set_xlabel("mean TTFT per request (ms)")
+    ax.legend(fontsize=8, ncols=len(PARTS))
+    ax.set_title("Where the TTFT goes (vLLM's request phases; client hop = client TTFT - server TTFT)")
     return _save(fig, path)
 
 

@@ -104,6 +104,11 @@ class Pair:
     mooncake: Mapping[str, Any] | None = None  # what proves Mooncake served the hits (Mooncake topologies)
     prediction: Mapping[str, Any] | None = None  # the design's hit TTFT beside the measured one
     no_prediction: str | None = None  # why a Mooncake hit round has no prediction
+    breakdowns: tuple[tuple[str, Mapping[str, Any]], ...] = ()  # each round's TTFT split (qualify.breakdown)
+
+    @property
+    def measured_breakdowns(self) -> tuple[tuple[str, Mapping[str, Any]], ...]:
+        return tuple((name, b) for name, b in self.breakdowns if "unavailable" not in b)
 
     @property
     def measures_reuse(self) -> bool:
@@ -147,6 +152,7 @@ def _pair(record: Mapping[str, Any], run: Run, base: tuple[str, Mapping[str, Any
         baseline=base[1],
         hit=hit[1],
         rounds=tuple(_rounds(record).items()),
+        breakdowns=tuple((str(r.get("round")), r["breakdown"]) for r in data.get("rounds", []) if r.get("breakdown")),
         verdicts=_verdicts(run, name, data),
         definition=data.get("scenario_definition") or {},
         source=run.run_id,

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from prometheus_client.parser import text_string_to_metric_families
 
 
-def sample_sums(text: str, key: Callable[[str], str] = str) -> dict[str, float]:
-    """Every sample of a Prometheus text page, summed over its labels, under ``key(name)``.
+def sample_sums(text: str, key: Callable[[str], str] = str, *, by: str | None = None) -> dict[str, float]:
+    """Every sample of a Prometheus text page, summed over its labels, under ``key(name)``; with
+    ``by``, only the samples carrying that label, summed per value under ``key(name){by=value}``.
 
     prometheus_client names a counter's samples ``<family>_total`` even where the page shows the
     bare family name (the master's ``master_evicted_key_count``), so a counter is kept under both
@@ -27,9 +28,12 @@ def sample_sums(text: str, key: Callable[[str], str] = str) -> dict[str, float]:
         for sample in family.samples:
             if sample.name.endswith("_created"):
                 continue
-            names = {key(sample.name)}
+            if by is not None and by not in sample.labels:
+                continue
+            split = "" if by is None else f"{{{by}={sample.labels[by]}}}"
+            names = {key(sample.name) + split}
             if family.type == "counter" and sample.name == family.name + "_total":
-                names.add(key(family.name))
+                names.add(key(family.name) + split)
             for name in names:
                 values[name] = values.get(name, 0.0) + float(sample.value)
     return values

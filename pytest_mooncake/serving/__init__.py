@@ -36,6 +36,7 @@ from pytest_mooncake.serving.client import (
 )
 from pytest_mooncake.serving.counters import (
     COUNTERS,
+    PHASES,
     MetricsReader,
     Quiescence,
     deltas,
@@ -57,6 +58,7 @@ from pytest_mooncake.serving.stats import SLO, Estimate, bootstrap, judge, round
 
 __all__ = [
     "COUNTERS",
+    "PHASES",
     "SLO",
     "ClientConfig",
     "Concurrency",

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pytest_mooncake.runtime.probes import http_get_text
 from pytest_mooncake.runtime.scrape import Quiescence, sample_sums, wait_until_quiescent
 
-__all__ = ["COUNTERS", "MetricsReader", "Quiescence", "canonical", "deltas", "parse_samples", "pick",
+__all__ = ["COUNTERS", "PHASES", "MetricsReader", "Quiescence", "canonical", "deltas", "parse_samples", "pick",
            "wait_until_quiescent"]
 
 Fetch = Callable[[str], str]
@@ -39,6 +39,17 @@ COUNTERS: dict[str, tuple[str, ...]] = {
     "lmcache_stored_tokens": ("lmcache:num_stored_tokens",),
 }
 
+# Histograms (sum and count) that split a round's TTFT (``qualify.breakdown``): vLLM's request
+# phases, and the Mooncake store connector's KV loads (its ``operation`` label told apart).
+PHASES: dict[str, tuple[str, ...]] = {
+    f"{part}_{end}": (f"{metric}_{end}",)
+    for part, metric in (("server_ttft_s", "vllm:time_to_first_token_seconds"),
+                         ("queue_s", "vllm:request_queue_time_seconds"),
+                         ("prefill_s", "vllm:request_prefill_time_seconds"))
+    for end in ("sum", "count")
+} | {f"kv_load_s_{end}": (f"vllm:mooncake_store_operation_time_seconds_{end}{{operation=load_get}}",)
+     for end in ("sum", "count")}
+
 
 def canonical(name: str) -> str:
     """The form two spellings of one metric share."""
@@ -46,8 +57,9 @@ def canonical(name: str) -> str:
 
 
 def parse_samples(text: str) -> dict[str, float]:
-    """Every sample of a Prometheus text page, labels summed, keyed by ``canonical`` name."""
-    return sample_sums(text, key=canonical)
+    """Every sample of a Prometheus text page, labels summed, keyed by ``canonical`` name; samples
+    with an ``operation`` label also per operation, as ``name{operation=...}``."""
+    return sample_sums(text, key=canonical) | sample_sums(text, key=canonical, by="operation")
 
 
 def pick(samples: Mapping[str, float], names: CounterNames) -> float | None:

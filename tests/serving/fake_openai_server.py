@@ -31,7 +31,9 @@ With ``"return_token_ids": true`` in the body, each chunk carries ``token_ids`` 
 
 ``/metrics`` serves vLLM-style counters (labels on two engines, to be summed): prefix-cache
 queries and hits grow with each request; ``lmcache:num_stored_tokens_total`` keeps growing for
-``save_s`` seconds after each request, like background KV saves. ``/debug/timings`` returns, per
+``save_s`` seconds after each request, like background KV saves; vLLM's request-phase histograms
+(time to first token from arrival, queue time waiting for a ``slots`` gate, prefill time from
+there to the first chunk) are observed when a streamed request ends. ``/debug/timings`` returns, per
 ``X-Request-Id``, the monotonic times the request arrived and its first content chunk was written.
 
 In a test: ``with FakeOpenAIServer(ttft=0.05) as server: server.base_url`` runs it in its own
@@ -74,6 +76,15 @@ class Counters:
     hits: int = 0
     stored: int = 0
     timings: dict[str, dict[str, float]] = field(default_factory=dict)
+    # metric -> [sum, count]; exported from the start, as vLLM's are
+    phases: dict[str, list[float]] = field(default_factory=lambda: {
+        m: [0.0, 0] for m in ("vllm:time_to_first_token_seconds", "vllm:request_queue_time_seconds",
+                              "vllm:request_prefill_time_seconds")})
+
+    def observe(self, metric: str, seconds: float) -> None:
+        total = self.phases[metric]
+        total[0] += seconds
+        total[1] += 1
 
 
 def _sse(body: dict[str, Any]) -> bytes:
@@ -118,12 +129,13 @@ def make_app(defaults: Defaults, counters: Counters, model: str = "fake") -> web
             task.add_done_callback(background.discard)
 
     async def generate(request: web.Request) -> web.StreamResponse:
+        arrived = time.monotonic()
         if gate is None:
-            return await respond(request)
+            return await respond(request, arrived)
         async with gate:
-            return await respond(request)
+            return await respond(request, arrived)
 
-    async def respond(request: web.Request) -> web.StreamResponse:
+    async def respond(request: web.Request, arrived: float) -> web.StreamResponse:
         received = time.monotonic()
         payload = await request.json()
         knobs = {**vars(defaults), **payload.get("fake", {})}
@@ -184,6 +196,11 @@ def make_app(defaults: Defaults, counters: Counters, model: str = "fake") -> web
             await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         save_later(prompt_tokens)
+        if request_id in counters.timings:
+            first_write = counters.timings[request_id]["first_write"]
+            counters.observe("vllm:time_to_first_token_seconds", first_write - arrived)
+            counters.observe("vllm:request_queue_time_seconds", received - arrived)
+            counters.observe("vllm:request_prefill_time_seconds", first_write - received)
         return response
 
     async def models(_: web.Request) -> web.Response:
@@ -204,6 +221,9 @@ def make_app(defaults: Defaults, counters: Counters, model: str = "fake") -> web
             f"lmcache:num_stored_tokens_total {counters.stored}",
             f"lmcache:num_stored_tokens_created {time.time():.3f}",
         ]
+        for metric, (total, count) in counters.phases.items():
+            lines += [f"# TYPE {metric} histogram", f'{metric}_bucket{{engine="0",le="+Inf"}} {count}',
+                      f'{metric}_sum{{engine="0"}} {total}', f'{metric}_count{{engine="0"}} {count}']
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
     async def timings(_: web.Request) -> web.Response:

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_mooncake.serving import ClientConfig, RequestSpec, run_requests
-from pytest_mooncake.serving.counters import COUNTERS, MetricsReader, deltas, parse_samples, pick, wait_until_quiescent
+from pytest_mooncake.serving import ClientConfig, Concurrency, RequestSpec, run_requests
+from pytest_mooncake.serving.counters import (
+    COUNTERS,
+    PHASES,
+    MetricsReader,
+    deltas,
+    parse_samples,
+    pick,
+    wait_until_quiescent,
+)
 
 from .fake_openai_server import FakeOpenAIServer
 
@@ -108,3 +116,33 @@ def test_unreachable_metrics_url_says_where() -> None:
     url = f"http://127.0.0.1:{closed_port()}/metrics"
     with pytest.raises(OSError, match=f"GET {url} failed"):
         MetricsReader(url, COUNTERS)()
+
+
+def test_samples_with_an_operation_label_are_also_kept_per_operation() -> None:
+    page = PAGE + """\
+# TYPE vllm:mooncake_store_operation_time_seconds histogram
+vllm:mooncake_store_operation_time_seconds_sum{engine="0",operation="load_get",status="ok"} 0.25
+vllm:mooncake_store_operation_time_seconds_count{engine="0",operation="load_get",status="ok"} 4
+vllm:mooncake_store_operation_time_seconds_sum{engine="0",operation="save_put",status="ok"} 2.0
+vllm:mooncake_store_operation_time_seconds_count{engine="0",operation="save_put",status="ok"} 9
+"""
+    samples = parse_samples(page)
+    assert pick(samples, "vllm:mooncake_store_operation_time_seconds_sum") == 2.25
+    assert pick(samples, "vllm:mooncake_store_operation_time_seconds_sum{operation=load_get}") == 0.25
+    assert pick(samples, PHASES["kv_load_s_count"]) == 4
+    assert pick(samples, "vllm:prefix_cache_hits{operation=load_get}") is None
+
+
+def test_the_fake_server_observes_each_requests_phases() -> None:
+    with FakeOpenAIServer(ttft=0.05, itl=0.0, tokens=2, slots=1) as server:
+        read = MetricsReader(server.metrics_url, PHASES)
+        before = read()
+        config = ClientConfig(server.base_url, "fake", request_timeout_s=5)
+        specs = [RequestSpec(str(i), prompt=list(range(10))) for i in range(2)]
+        assert all(r.ok for r in run_requests(config, specs, Concurrency(2)))
+        change = deltas(before, read())
+        assert change["server_ttft_s_count"] == change["queue_s_count"] == change["prefill_s_count"] == 2
+        # One slot: the second request waited for the first's whole answer.
+        assert change["queue_s_sum"] >= 0.04 and change["prefill_s_sum"] >= 0.1
+        assert change["server_ttft_s_sum"] == pytest.approx(change["queue_s_sum"] + change["prefill_s_sum"], abs=0.01)
+        assert "kv_load_s_sum" not in change
