@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from pytest_mooncake.config import markers
-from pytest_mooncake.config.routes import add_options
+from pytest_mooncake.config.routes import ACTIVATE_KEY, add_options
 from pytest_mooncake.harness import factories
 from pytest_mooncake.harness.session import (
     XDIST_REFUSAL,
@@ -47,6 +47,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     markers.register(config)
+    config.stash[ACTIVATE_KEY] = activate  # MooncakeConfig.of activates on first use
     if setting_given(config):
         activate(config)  # bad input stops the run here, with exit 4
 

@@ -72,10 +72,14 @@ class Target:
 
 
 MODULES: dict[str, Target] = {
-    "serving/stats.py": Target(["tests/serving/test_stats.py"]),
+    "serving/stats.py": Target(["tests/serving/test_stats.py", "tests/serving/test_yuen.py"]),
+    "serving/student_t.py": Target(["tests/serving/test_yuen.py"]),
+    "serving/sequential.py": Target(["tests/test_sequential.py"]),
     # The rules and outcomes every verdict is judged by.
     "results/schema.py": Target(["tests/test_schema.py", "tests/serving/test_stats.py"]),
-    "qualify/reuse.py": Target(["tests/test_reuse.py", "tests/test_mooncake_evaluation.py", "tests/serving/test_negative_control.py"]),
+    "qualify/reuse.py": Target(["tests/test_reuse.py", "tests/test_mooncake_evaluation.py", "tests/serving/test_negative_control.py",
+                                "tests/test_breakdown.py"]),
+    "qualify/breakdown.py": Target(["tests/test_breakdown.py"]),
     # The timing definitions only: what counts as the first token, the gaps, E2E, TPOT, the send lag.
     "serving/client.py": Target(["tests/serving/test_client_timing.py", "tests/serving/test_client.py"], [
         "xǁRequestRecordǁsend_lag_s", "x_tpot", "xǁ_Streamǁfeed", "x__content", "xǁStreamingClientǁsend"]),

@@ -36,9 +36,9 @@ def test_the_parts_add_up_to_the_clients_mean_ttft() -> None:
 
 def test_a_round_counted_twice_or_unmeasured_gets_the_reason() -> None:
     doubled = {k: v * 2 for k, v in COUNTERS.items()}  # prefill and decode instances both observed each request
-    assert ttft_breakdown(RECORDS, doubled) == {"unavailable": "the server's histograms counted [8] requests for the "
-                                                "round's 4: more than one instance served each request, or another "
-                                                "client shared the server"}
+    assert ttft_breakdown(RECORDS, doubled) == {"unavailable": "the server's histograms counted 8 requests where the "
+                                                "round judged 4: requests it does not judge (a conversation's first "
+                                                "turns), a second instance or another client were counted too"}
     assert "exports no server_ttft_s, queue_s, prefill_s" in ttft_breakdown(RECORDS, {})["unavailable"]
     failed = [dataclasses.replace(r, ttft_s=None) for r in RECORDS]
     assert ttft_breakdown(failed, COUNTERS) == {"unavailable": "no request of the round yielded a first token"}

@@ -113,6 +113,22 @@ def test_first_use_activates_a_session_its_collection_did_not(pytester: pytest.P
     result.assert_outcomes(passed=1)
 
 
+def test_the_settings_asked_for_at_collection_activate(pytester: pytest.Pytester, run: Runner) -> None:
+    """``pytest suites/serving`` with no option: a suite's pytest_generate_tests reads the settings
+    (MooncakeConfig.of) before any test is collected; that read makes it a mooncake session."""
+    pytester.makepyfile(test_generated="""
+        from pytest_mooncake import MooncakeConfig
+
+        def pytest_generate_tests(metafunc):
+            metafunc.parametrize("looks", [MooncakeConfig.of(metafunc.config).verdict_looks])
+
+        def test_generated(looks):
+            assert looks == 24
+        """)
+    result, _ = run()
+    result.assert_outcomes(passed=1)
+
+
 def test_a_given_setting_activates_at_start_up(pytester: pytest.Pytester, run: Runner) -> None:
     _unrelated_project(pytester)
     result, _ = run("--mooncake-store-nodes=3")

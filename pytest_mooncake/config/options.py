@@ -22,7 +22,7 @@ import pytest
 from pytest_mooncake.config import parsing as p
 from pytest_mooncake.config.markers import SCENARIO_ALIASES, SCENARIOS
 from pytest_mooncake.config.parsing import HostPort
-from pytest_mooncake.config.routes import CONFIG_KEY, given_routes
+from pytest_mooncake.config.routes import ACTIVATE_KEY, CONFIG_KEY, given_routes
 from pytest_mooncake.config.settings import Joined, Setting, declare, declared
 from pytest_mooncake.config.yamlconfig import EXTRA_KEYS, load_yaml_settings
 
@@ -111,7 +111,10 @@ class MooncakeConfig:
 
     @classmethod
     def of(cls, config: pytest.Config) -> MooncakeConfig:
-        """The session's settings, where no fixture reaches (``pytest_generate_tests``, hooks)."""
+        """The session's settings, where no fixture reaches (``pytest_generate_tests``, hooks); the
+        first call makes the session a mooncake session."""
+        if CONFIG_KEY not in config.stash:
+            config.stash[ACTIVATE_KEY](config)
         return config.stash[CONFIG_KEY]
 
     @property

@@ -11,9 +11,9 @@ The server's side comes from the deltas of vLLM's per-request histograms over th
   the two: tokenization and the hand-over to the engine;
 - ``client_hop``: the client's TTFT less the server's: HTTP, streaming, a proxy's forwarding.
 
-The four add up to the client's mean TTFT. A round whose histograms counted other than its own
-requests (two instances serving each request, as prefill/decode does, or another client) gets
-no breakdown but the reason.
+The four add up to the client's mean TTFT. A round whose histograms counted other than the
+requests it judges (a conversation's unjudged first turns, two instances serving each request
+as prefill/decode does, another client) gets no breakdown but the reason.
 """
 
 from __future__ import annotations
@@ -44,8 +44,9 @@ def ttft_breakdown(records: Sequence[RequestRecord], counters: Mapping[str, floa
         return {"unavailable": f"the server exports no {', '.join(missing)} histograms (vLLM's request metrics)"}
     counted = {int(counters[f"{p}_count"]) for p in ("server_ttft_s", "queue_s", "prefill_s")}
     if counted != {n}:
-        return {"unavailable": f"the server's histograms counted {sorted(counted)} requests for the round's {n}: "
-                               "more than one instance served each request, or another client shared the server"}
+        return {"unavailable": f"the server's histograms counted {'/'.join(map(str, sorted(counted)))} requests where the "
+                               f"round judged {n}: requests it does not judge (a conversation's first turns), a "
+                               "second instance or another client were counted too"}
     client = 1000.0 * sum(ttfts) / n
     server = _mean_ms(counters, "server_ttft_s", n)
     queue, prefill = _mean_ms(counters, "queue_s", n), _mean_ms(counters, "prefill_s", n)
