@@ -21,13 +21,15 @@ from tests.test_reuse import _record
 def test_each_look_spends_an_equal_share_of_the_error() -> None:
     assert Design(1).level() == pytest.approx(0.95)
     assert Design(12).level(1) == Design(12).level(12) == pytest.approx(1 - 0.05 / 12)
-    with pytest.raises(ValueError, match="looks >= 1"):
-        Design(0)
+    assert Design(2, seconds=0.5, confidence=0.5).level() == pytest.approx(0.75)  # the smallest valid values pass
+    for bad in ({"looks": 0}, {"confidence": 0.0}, {"confidence": 1.0}, {"seconds": 0.0}, {"seconds": -1.0}):
+        with pytest.raises(ValueError, match="looks >= 1, 0 < confidence < 1, seconds > 0"):
+            Design(**{"looks": 3, **bad})
 
 
 def test_the_first_look_may_spend_a_larger_share_and_the_shares_add_up() -> None:
     design = Design(24, first_share=0.2)
-    assert design.level(1) == pytest.approx(0.99)
+    assert design.level() == design.level(1) == pytest.approx(0.99)
     assert design.level(2) == design.level(24) == pytest.approx(1 - 0.04 / 23)
     assert sum(1 - design.level(look) for look in range(1, 25)) == pytest.approx(0.05)
     sequence = Looks(design)
@@ -51,6 +53,11 @@ def _outcomes(sequence: Looks, per_look: list[list[Outcome]]) -> int:
 def test_it_stops_at_the_first_decided_look_or_a_failure() -> None:
     undecided, decided = [Outcome.PASSED, Outcome.INCONCLUSIVE], [Outcome.PASSED, Outcome.PASSED]
     sequence = Looks(Design(5))
+    assert (sequence.looks, sequence.stop) == (0, "")
+    first = Looks(Design(5))
+    for _ in first:
+        assert first.conclude(undecided) is False and first.stop == ""
+        assert first.conclude(decided) is True
     assert _outcomes(sequence, [undecided, undecided, decided, decided, decided]) == 3
     assert sequence.stop == STOP_DECIDED
     failed = Looks(Design(5))
@@ -60,18 +67,23 @@ def test_it_stops_at_the_first_decided_look_or_a_failure() -> None:
 def test_it_stops_when_the_looks_or_the_seconds_run_out() -> None:
     sequence = Looks(Design(3))
     assert _outcomes(sequence, [[Outcome.INCONCLUSIVE]] * 5) == 3 and sequence.stop == STOP_BUDGET
-    now = [0.0]
+    now = [100.0]  # a clock that does not start at 0: the budget counts from the first reading
     timed = Looks(Design(10, seconds=25.0), clock=lambda: now[0])
     for _ in timed:
-        now[0] += 10.0
+        now[0] += 12.5
         timed.conclude([Outcome.INCONCLUSIVE])
-    assert (timed.looks, timed.stop) == (3, STOP_BUDGET)
+    assert (timed.looks, timed.stop) == (2, STOP_BUDGET)  # exactly 25 s spent ends it
 
 
 def test_a_look_must_be_judged() -> None:
-    with pytest.raises(RuntimeError, match="conclude"):
+    with pytest.raises(RuntimeError, match=r"^a look was taken without conclude\(\): call it after judging each look$"):
         for _ in Looks(Design(2)):
             pass
+    sequence = Looks(Design(3))
+    with pytest.raises(RuntimeError, match="without conclude"):
+        for look in sequence:
+            if look == 1:
+                sequence.conclude([Outcome.INCONCLUSIVE])  # the second look is not judged
 
 
 def test_the_verdict_says_its_level_looks_and_stop_reason() -> None:

@@ -64,7 +64,7 @@ class Looks:
         self.started = clock()
         self.looks = 0
         self.stop = ""
-        self._judged = False
+        self._concluded = 0  # the last look conclude() was told about
 
     @property
     def level(self) -> float:
@@ -74,23 +74,19 @@ class Looks:
     def __iter__(self) -> Iterator[int]:
         while not self.stop:
             self.looks += 1
-            self._judged = False
             yield self.looks
-            if not self._judged:
+            if self._concluded != self.looks:
                 raise RuntimeError("a look was taken without conclude(): call it after judging each look")
 
     def conclude(self, outcomes: Iterable[Outcome]) -> bool:
         """Record this look's outcomes; True when the sequence stops here."""
         seen = list(outcomes)
-        self._judged = True
+        self._concluded = self.looks
         if Outcome.FAILED in seen or Outcome.INCONCLUSIVE not in seen:
             self.stop = STOP_DECIDED
         elif self.looks >= self.design.looks or self.clock() - self.started >= self.design.seconds:
             self.stop = STOP_BUDGET
-        else:
-            self.stop = ""
-            return False
-        return True
+        return bool(self.stop)
 
     def stamp(self, verdict: Verdict) -> Verdict:
         """``verdict`` with the looks taken and the stop reason."""

@@ -192,17 +192,17 @@ def intervals(
 
 def _trimmed(logs: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """Per row of ``logs`` (R, n): the 20%-trimmed mean, its squared standard error
-    (n - 1) s_w^2 / (h (h - 1)) from the winsorized variance s_w^2, and h, the values kept."""
-    n = logs.shape[-1]
+    (n - 1) s_w^2 / (h (h - 1)) from the winsorized variance s_w^2, and h, the values kept
+    (n - 2 floor(0.2 n): at least 2 from n = 2 on)."""
+    _, n = logs.shape
     if n < 2:  # no spread to estimate: yuen_intervals leaves the interval open
-        return logs.mean(axis=-1), np.full(logs.shape[:-1], np.inf), n
+        return logs[:, 0], np.full_like(logs[:, 0], np.inf), n
     g = int(TRIM * n)
-    ordered = np.sort(logs, axis=-1)
+    ordered = np.sort(logs)
     kept = n - 2 * g
-    winsorized = np.clip(ordered, ordered[..., g:g + 1], ordered[..., n - g - 1:n - g])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        square_se = (n - 1) * winsorized.var(axis=-1, ddof=1) / (kept * (kept - 1))
-    return ordered[..., g:n - g].mean(axis=-1), square_se, kept
+    winsorized = np.clip(ordered, ordered[:, g:g + 1], ordered[:, n - g - 1:n - g])
+    square_se = (n - 1) * winsorized.var(axis=1, ddof=1) / (kept * (kept - 1))
+    return ordered[:, g:n - g].mean(axis=1), square_se, kept
 
 
 def yuen_intervals(a: np.ndarray, b: list[np.ndarray], *, effect: str, level: float
@@ -227,14 +227,13 @@ def yuen_intervals(a: np.ndarray, b: list[np.ndarray], *, effect: str, level: fl
     if min(kept for _, kept in parts) < 2:
         half = np.full_like(difference, np.inf)
     else:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            df = square_se**2 / sum(se**2 / (kept - 1) for se, kept in parts)
-        # All values equal on both sides: no spread, a zero-width interval whatever df says.
-        df = np.clip(np.nan_to_num(df, nan=1.0), 1.0, 1e5)
+        # Welch-Satterthwaite: between the smallest side's kept - 1 (>= 1) and their sum. No spread
+        # on either side (all values equal) makes it 0/0: any df then gives a zero-width interval.
+        spread = sum(se**2 / (kept - 1) for se, kept in parts)
+        df = np.divide(square_se**2, spread, out=np.ones_like(spread), where=spread > 0)
         half = t_quantile(1 - (1 - level) / 2, df) * np.sqrt(square_se)
-    with np.errstate(over="ignore"):
-        ends = fn(1.0, np.exp(difference - half)), fn(1.0, np.exp(difference + half))
-        return fn(1.0, np.exp(difference)), np.minimum(*ends), np.maximum(*ends)
+    ends = fn(1.0, np.exp(difference - half)), fn(1.0, np.exp(difference + half))
+    return fn(1.0, np.exp(difference)), np.minimum(*ends), np.maximum(*ends)
 
 
 def yuen(a: Sequence[float], b: Strata, *, effect: str = "reduction", level: float = 0.95) -> Estimate:
@@ -242,11 +241,11 @@ def yuen(a: Sequence[float], b: Strata, *, effect: str = "reduction", level: flo
     at ``level`` (``yuen_intervals``); ``b`` may be given as strata, as for ``bootstrap``."""
     if effect not in EFFECTS:
         raise ValueError(f"effect must be one of {sorted(EFFECTS)}, got effect={effect!r}")
-    xa, strata = np.asarray(a, dtype=float), _strata(b)
+    xa, strata = np.asarray(a), _strata(b)
     if xa.size == 0 or not strata:
         raise ValueError(f"an effect needs values on both sides, got {xa.size} and {sum(s.size for s in strata)}; "
                          "were all requests of a round errors?")
-    if np.any(xa <= 0) or any(np.any(s <= 0) for s in strata):
+    if min(xa.min(), *(s.min() for s in strata)) <= 0:
         raise ValueError("a geometric mean needs every latency > 0")
     value, low, high = yuen_intervals(xa[None], [s[None] for s in strata], effect=effect, level=level)
     return Estimate(effect, Statistic.TRIMMED.value, float(value[0]), float(low[0]), float(high[0]), int(xa.size),

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 
 import numpy as np
 import pytest
 
 from pytest_mooncake.results.schema import Rule, Statistic
-from pytest_mooncake.serving.stats import Estimate, judge, yuen, yuen_intervals
+from pytest_mooncake.serving.stats import Estimate, bootstrap, judge, yuen, yuen_intervals
 from pytest_mooncake.serving.student_t import t_quantile, upper_tail
 
 
@@ -26,9 +27,14 @@ def test_t_quantiles_are_vectorised_and_invert_the_tail() -> None:
     t = t_quantile(0.99913, df)
     assert t.shape == (5,) and np.all(np.diff(t) < 0)  # fewer degrees of freedom, heavier tails
     assert upper_tail(t, df) == pytest.approx(np.full(5, 1 - 0.99913), rel=1e-7)
-    assert float(upper_tail(np.array([0.0]), np.array([7.0]))[0]) == pytest.approx(0.5)
-    for bad in (0.5, 1.0, 0.2):
-        with pytest.raises(ValueError, match="0.5 < p < 1"):
+    # The Cauchy (df = 1) and df = 2 tails in closed form, near the domain's edge and far out.
+    for x in (1.8, 40.0, 3000.0):
+        assert float(upper_tail(np.array([x]), np.array([1.0]))[0]) == pytest.approx(0.5 - math.atan(x) / math.pi, rel=1e-9)
+        assert float(upper_tail(np.array([x]), np.array([2.0]))[0]) == pytest.approx(
+            0.5 - x / (2 * math.sqrt(2 + x * x)), rel=1e-9)
+    assert float(t_quantile(0.96, 1e5)[0]) == pytest.approx(NormalDist().inv_cdf(0.96), abs=1e-4)
+    for bad in (0.95, 1.0, 0.2):
+        with pytest.raises(ValueError, match=r"0.96 <= p < 1 \(a two-sided interval of 92% or more\), got"):
             t_quantile(bad, 3.0)
 
 
@@ -65,6 +71,19 @@ def test_strata_weigh_each_kind_by_its_share() -> None:
     assert stratified.value == pytest.approx(1 - math.exp(0.5 * math.log(geometric[1]) + 0.5 * math.log(geometric[2]))
                                              / geometric[0])
     assert stratified.n_b == 8 and yuen(cold, [fast + slow, []]) == yuen(cold, fast + slow)
+    # The interval: each stratum's squared error weighted by its share squared, Welch's df over the three.
+    parts = []
+    for x, g in ((cold, 1), (fast, 0), (slow, 0)):
+        logs = np.sort(np.log(x))
+        winsorized = np.clip(logs, logs[g], logs[len(x) - g - 1])
+        kept = len(x) - 2 * g
+        parts.append(((len(x) - 1) * winsorized.var(ddof=1) / (kept * (kept - 1)), kept))
+    weighted = [parts[0][0], 0.25 * parts[1][0], 0.25 * parts[2][0]]
+    df = sum(weighted) ** 2 / sum(w**2 / (kept - 1) for w, (_, kept) in zip(weighted, parts, strict=True))
+    half = float(t_quantile(0.975, df)[0]) * math.sqrt(sum(weighted))
+    log_ratio = math.log(1 - stratified.value)
+    assert (stratified.ci_low, stratified.ci_high) == pytest.approx(
+        (1 - math.exp(log_ratio + half), 1 - math.exp(log_ratio - half)))
 
 
 def test_the_interval_covers_the_true_ratio_at_a_looks_size() -> None:
@@ -83,13 +102,21 @@ def test_degenerate_samples_give_an_open_or_a_zero_width_interval() -> None:
     alone = yuen([2.0], [1.0])
     assert alone.value == pytest.approx(0.5) and (alone.ci_low, alone.ci_high) == (-math.inf, 1.0)
     assert judge("ttft_reduction", [2.0], [1.0], Rule(">=", 0.3)).outcome.value == "inconclusive"
+    # Two values a side are enough for a finite interval (t with 1 degree of freedom).
+    pair = yuen([1.0, 1.2], [0.5, 0.6])
+    assert math.isfinite(pair.ci_low) and pair.ci_low < pair.value < pair.ci_high < 1
+    # One value a side, several runs at once: each run its own estimate, every interval open.
+    value, low, high = yuen_intervals(np.array([[2.0], [4.0]]), [np.array([[1.0], [1.0]])], effect="reduction", level=0.95)
+    assert list(value) == [0.5, 0.75] and list(low) == [-math.inf] * 2 and list(high) == [1.0, 1.0]
 
 
 def test_yuen_refuses_what_it_cannot_compute() -> None:
-    with pytest.raises(ValueError, match="values on both sides, got 0 and 2"):
+    with pytest.raises(ValueError, match=r"^an effect needs values on both sides, got 0 and 2; were all requests of a "
+                                         r"round errors\?$"):
         yuen([], [1.0, 2.0])
-    with pytest.raises(ValueError, match="every latency > 0"):
-        yuen([1.0, 0.0], [1.0, 2.0])
+    for a, b in (([1.0, 0.0], [1.0, 2.0]), ([1.0, 2.0], [[1.0], [2.0, 0.0]])):
+        with pytest.raises(ValueError, match=r"^a geometric mean needs every latency > 0$"):
+            yuen(a, b)
     with pytest.raises(ValueError, match="effect must be one of"):
         yuen([1.0], [1.0], effect="ratio")
 
@@ -98,3 +125,13 @@ def test_judge_names_the_trimmed_statistic_by_default() -> None:
     verdict = judge("ttft_reduction", [1.0, 1.1, 0.9, 1.0], [0.2, 0.22, 0.18, 0.2], Rule(">=", 0.6), level=0.99)
     assert verdict.statistic is Statistic.TRIMMED and verdict.as_dict()["statistic"] == "trimmed"
     assert "(99% CI " in verdict.message and "20%-trimmed geometric mean of n=4 vs n=4" in verdict.message
+    at_99 = yuen([1.0, 1.1, 0.9, 1.0], [0.2, 0.22, 0.18, 0.2], level=0.99)
+    assert (verdict.effect, verdict.ci_low, verdict.ci_high) == (at_99.value, at_99.ci_low, at_99.ci_high)
+    change = judge("tpot_change", [1.0, 1.1, 0.9, 1.0], [1.1, 1.2, 1.0, 1.1], Rule("within", 0.5), effect="change")
+    assert change.effect > 0 and change.effect == pytest.approx(
+        yuen([1.0, 1.1, 0.9, 1.0], [1.1, 1.2, 1.0, 1.1], effect="change").value)
+    # The median and the mean keep the bootstrap, with the level, resamples and seed asked for.
+    by_median = judge("ttft_reduction", [1.0, 1.1, 0.9, 1.0], [0.2, 0.3, 0.18, 0.2], Rule(">=", 0.6), statistic="median",
+                      level=0.9, resamples=300, seed=5)
+    boot = bootstrap([1.0, 1.1, 0.9, 1.0], [0.2, 0.3, 0.18, 0.2], level=0.9, resamples=300, seed=5)
+    assert (by_median.ci_low, by_median.ci_high) == (boot.ci_low, boot.ci_high)
