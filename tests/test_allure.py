@@ -33,7 +33,9 @@ def test_high_reuse(mooncake_record):
         pass
     cold = {{**ROUND, "ttft_ms": {{k: 1000.0 for k in ("mean", "median", "p90", "p99")}}, "requests_per_s": 1.0}}
     mooncake_record("serving", "high_reuse", {{"scenario": "high_reuse", "rounds": [
-        {{"round": "cold", "stats": cold, "records": []}}, {{"round": "hit", "stats": ROUND, "records": []}}],
+        {{"round": "cold", "stats": cold, "records": []}}, {{"round": "hit", "stats": ROUND, "records": [], "breakdown": {{"requests": 2, "ttft_ms": {ttft},
+        "queue_ms": 5.0, "prefill_ms": {ttft} - 50, "server_other_ms": 15.0, "client_hop_ms": 30.0, "kv_load_ms": None,
+        "kv_loads": 0}}}}],
         "verdicts": [Verdict("ttft_reduction", None, 0.75, 0.7, 0.8, 2, 2, Rule(">=", 0.6), Outcome.PASSED).as_dict()]}})
 
 
@@ -91,7 +93,8 @@ def test_allure_results_carry_labels_statistics_charts_and_logs(pytester: pytest
     assert [step["name"] for step in passed["steps"]] == ["round cold", "round hit"]
     names = _attachment_names(passed)
     assert "serving high_reuse statistics" in names
-    assert {"high_reuse_latency.png", "high_reuse_throughput.png", "effective config (redacted)"} <= set(names)
+    assert {"high_reuse_latency.png", "high_reuse_throughput.png", "high_reuse_ttft_breakdown.png",
+            "effective config (redacted)"} <= set(names)
     assert "mooncake_master log" not in names  # logs go with failures only
     stats = next(a for a in passed["attachments"] if a["name"] == "serving high_reuse statistics")
     assert json.loads((alluredir / stats["source"]).read_text())["rounds"][1]["stats"]["ttft_ms"]["mean"] == 250.0

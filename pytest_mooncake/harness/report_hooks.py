@@ -128,6 +128,8 @@ def _attach_charts(config: pytest.Config, record: Mapping[str, Any]) -> None:
         try:
             paths = [charts.latency(pair, _chart_dir(config) / f"{pair.name}_latency.png"),
                      charts.throughput(pair, _chart_dir(config) / f"{pair.name}_throughput.png")]
+            if pair.measured_breakdowns:
+                paths.append(charts.breakdown([pair], _chart_dir(config) / f"{pair.name}_ttft_breakdown.png"))
         except RuntimeError:  # no matplotlib: the statistics JSON is attached all the same
             return
         for path in paths:

@@ -38,8 +38,8 @@ from pytest_mooncake.runtime.probes import http_get_text, http_request
 from pytest_mooncake.serving.sequential import Design, Looks
 from pytest_mooncake.serving import (
     COUNTERS,
-    Concurrency,
     PHASES,
+    Concurrency,
     MetricsReader,
     RequestRecord,
     RequestSpec,

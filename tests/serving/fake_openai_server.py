@@ -33,7 +33,7 @@ With ``"return_token_ids": true`` in the body, each chunk carries ``token_ids`` 
 queries and hits grow with each request; ``lmcache:num_stored_tokens_total`` keeps growing for
 ``save_s`` seconds after each request, like background KV saves; vLLM's request-phase histograms
 (time to first token from arrival, queue time waiting for a ``slots`` gate, prefill time from
-there to the first chunk) are observed when a streamed request ends. ``/debug/timings`` returns, per
+there to the first chunk) are observed when a streamed request's first chunk is written. ``/debug/timings`` returns, per
 ``X-Request-Id``, the monotonic times the request arrived and its first content chunk was written.
 
 In a test: ``with FakeOpenAIServer(ttft=0.05) as server: server.base_url`` runs it in its own
@@ -172,6 +172,10 @@ def make_app(defaults: Defaults, counters: Counters, model: str = "fake") -> web
             await asyncio.sleep(first if index == 0 else float(knobs["itl"]))
             if index == 0:
                 counters.timings[request_id] = {"received": received, "first_write": time.monotonic()}
+                # Observed at the first token, so a client that read the whole answer finds them counted.
+                counters.observe("vllm:time_to_first_token_seconds", time.monotonic() - arrived)
+                counters.observe("vllm:request_queue_time_seconds", received - arrived)
+                counters.observe("vllm:request_prefill_time_seconds", time.monotonic() - received)
             ids = [100 + index] if payload.get("return_token_ids") else None
             await response.write(_sse(_chunk(chat, "" if fault == "blank" else f" t{index}", token_ids=ids)))
             if fault == "cut" and index == 1:
@@ -196,11 +200,6 @@ def make_app(defaults: Defaults, counters: Counters, model: str = "fake") -> web
             await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         save_later(prompt_tokens)
-        if request_id in counters.timings:
-            first_write = counters.timings[request_id]["first_write"]
-            counters.observe("vllm:time_to_first_token_seconds", first_write - arrived)
-            counters.observe("vllm:request_queue_time_seconds", received - arrived)
-            counters.observe("vllm:request_prefill_time_seconds", first_write - received)
         return response
 
     async def models(_: web.Request) -> web.Response:
