@@ -146,11 +146,15 @@ def test_real_results_render(tmp_path: Path) -> None:
             before, after = (r["stats"] for r in record["data"]["rounds"][:2])
             checked += _check_table(tables[record["name"]], before, after)
     assert checked > 0, "no figure of the real results was found in the report"
-    # vLLM exports its request-phase histograms: the real rounds are split, and the report says so.
-    split = [(r["name"], d["round"], d["breakdown"]) for r in document["records"] if r["kind"] == "serving"
-             for d in r["data"].get("rounds", []) if "requests" in d.get("breakdown", {})]
-    assert split, "no serving round of the real results has a TTFT breakdown"
-    assert describe(split[0][1], split[0][2]) in markdown
+    # vLLM exports its request-phase histograms: real rounds are split (in some run of the suites:
+    # a round can miss its split, e.g. a conversation's), and the report says so.
+    def split(doc: dict) -> list[tuple[str, dict]]:
+        return [(d["round"], d["breakdown"]) for r in doc["records"] if r["kind"] == "serving"
+                for d in r["data"].get("rounds", []) if "requests" in d.get("breakdown", {})]
+
+    assert any(split(json.loads(p.read_text())) for p in REAL.glob("pmc-*.json")), \
+        "no serving round of the real results has a TTFT breakdown"
+    assert all(describe(name, parts) in markdown for name, parts in split(document))
 
 
 def test_each_rounds_ttft_breakdown_is_told_and_drawn(tmp_path: Path) -> None:
