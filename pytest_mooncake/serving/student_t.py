@@ -30,8 +30,18 @@ def _nonzero(v: np.ndarray) -> np.ndarray:
     return np.where(np.abs(v) < _TINY, _TINY, v)
 
 
+def _log_gamma_ratio(df: np.ndarray) -> np.ndarray:
+    """log Gamma((df + 1) / 2) - log Gamma(df / 2): shared by the density and the tail's front
+    factor, and fixed for a df, so a quantile's Newton steps compute it once."""
+    return _lgamma((df + 1) / 2) - _lgamma(df / 2)
+
+
 def upper_tail(t: np.ndarray, df: np.ndarray) -> np.ndarray:
     """P(T > t) for T ~ Student's t with ``df`` degrees of freedom, for t > sqrt(3)."""
+    return _upper_tail(t, df, _log_gamma_ratio(df))
+
+
+def _upper_tail(t: np.ndarray, df: np.ndarray, log_gamma_ratio: np.ndarray) -> np.ndarray:
     x = df / (df + t * t)
     a, b = df / 2.0, 0.5
     c = np.ones_like(x)
@@ -43,7 +53,8 @@ def upper_tail(t: np.ndarray, df: np.ndarray) -> np.ndarray:
             d = 1.0 / _nonzero(1.0 + aa * d)
             c = _nonzero(1.0 + aa / c)
             fraction = fraction * d * c
-    front = np.exp(_lgamma(a + b) - _lgamma(a) - math.lgamma(b) + a * np.log(x) + b * np.log1p(-x))
+    # 1 / B(a, b) with b = 1/2: Gamma(a + 1/2) / (Gamma(a) Gamma(1/2)).
+    front = np.exp(log_gamma_ratio - math.lgamma(b) + a * np.log(x) + b * np.log1p(-x))
     return 0.5 * front * fraction / a
 
 
@@ -53,8 +64,9 @@ def t_quantile(p: float, df: np.ndarray | float) -> np.ndarray:
         raise ValueError(f"t_quantile needs 0.96 <= p < 1 (a two-sided interval of 92% or more), got {p}")
     nu = np.atleast_1d(np.asarray(df, dtype=float))
     t = np.full_like(nu, NormalDist().inv_cdf(p))
-    log_density = _lgamma((nu + 1) / 2) - _lgamma(nu / 2) - 0.5 * np.log(nu * math.pi)
+    ratio = _log_gamma_ratio(nu)
+    log_density = ratio - 0.5 * np.log(nu * math.pi)
     for _ in range(_NEWTON):
         density = np.exp(log_density - (nu + 1) / 2 * np.log1p(t * t / nu))
-        t = t + (upper_tail(t, nu) - (1 - p)) / density
+        t = t + (_upper_tail(t, nu, ratio) - (1 - p)) / density
     return t
