@@ -18,6 +18,7 @@ SCENARIOS = {
     "multi_turn": "a conversation whose history grows every turn (~85% reuse)",
     "cold_start": "first requests against an empty cache",
     "long_context_high_reuse": "long shared documents asked many questions",
+    "working_set": "shared documents whose KV outgrows an instance's own cache, revisited: Mooncake's tier beyond it",
 }
 # The guides' names for our scenarios, accepted wherever scenarios are named.
 SCENARIO_ALIASES = {"multi_turn_conversation": "multi_turn"}

@@ -27,7 +27,7 @@ from pytest_mooncake.config.settings import Joined, Setting, declare, declared
 from pytest_mooncake.config.yamlconfig import EXTRA_KEYS, load_yaml_settings
 
 # The serving topologies (pytest_mooncake.endpoints.topology describes each).
-TOPOLOGY_NAMES = ("prefix-cache", "baseline", "mooncake-store", "cross-instance", "pd-store", "pd", "lmcache")
+TOPOLOGY_NAMES = ("prefix-cache", "baseline", "mooncake-store", "tiered", "cross-instance", "pd-store", "pd", "lmcache")
 
 
 def _scenario_names(value: object) -> tuple[str, ...]:
@@ -64,7 +64,7 @@ class MooncakeConfig:
     openai_base_url: str | None = declare("OpenAI-compatible endpoint to test, e.g. http://10.0.0.5:8000/v1 (default: spawn vLLM when installed)", p.parse_openai_url, metavar="URL",
                                           yaml=("openai_api.base_url", "proxy.url"))
     baseline_url: str | None = declare("OpenAI-compatible endpoint without KV reuse for A/B comparisons (default: spawn vLLM with prefix caching off)", p.parse_openai_url, metavar="URL")
-    topology: str = declare("Serving topology the serving suites measure: prefix-cache, baseline, mooncake-store, cross-instance, pd-store, pd or lmcache (docs: Serving and topologies)", p.choice(*TOPOLOGY_NAMES), "prefix-cache", metavar="NAME")
+    topology: str = declare("Serving topology the serving suites measure: prefix-cache, baseline, mooncake-store, tiered, cross-instance, pd-store, pd or lmcache (docs: Serving and topologies)", p.choice(*TOPOLOGY_NAMES), "prefix-cache", metavar="NAME")
     reader_url: str | None = declare("The attached cross-instance topology's second instance, which serves the hit rounds (--mooncake-openai-base-url is the writer)", p.parse_openai_url, metavar="URL")
     kv_pool_size: int = declare("Memory of each of the 2 store nodes that hold vLLM's KV in a spawned Mooncake topology (binary units, at least 16MiB)", p.parse_segment_size, "1GiB", metavar="SIZE")
     vllm_python: Path | None = declare("Python interpreter that has vLLM, used to spawn servers (default: this one)", p.parse_path, metavar="PATH")

@@ -6,6 +6,8 @@ Topologies (guides 001 and 002, and vLLM's own docs):
 - ``mooncake-store``: vLLM's built-in ``MooncakeStoreConnector`` (``MOONCAKE_CONFIG_PATH``), also
   as producer/consumer of prefill/decode disaggregation through the store;
 - ``pd``: prefill/decode disaggregation with ``MooncakeConnector`` (producer/consumer + proxy);
+- ``tiered``: ``MooncakeStoreConnector`` with vLLM's own prefix cache kept on, as production runs it:
+  local hits first, Mooncake for the blocks after them;
 - ``baseline``: plain vLLM with ``--no-enable-prefix-caching``;
 - ``prefix-cache``: vLLM's own GPU prefix cache.
 
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 # The flag sets vllm_args knows; topologies (vllm/topology.py) combine them into deployments.
-SETUPS = ("lmcache", "mooncake-store", "pd", "baseline", "prefix-cache")
+SETUPS = ("lmcache", "mooncake-store", "tiered", "pd", "baseline", "prefix-cache")
 
 
 def store_setup_keys() -> frozenset[str]:
@@ -119,14 +121,17 @@ def vllm_args(topology: str, role: str = "kv_both") -> list[str]:
         return ["--no-enable-prefix-caching"]
     if topology == "prefix-cache":
         return ["--enable-prefix-caching"]
-    connector = {"lmcache": "LMCacheConnectorV1", "mooncake-store": "MooncakeStoreConnector", "pd": "MooncakeConnector"}[topology]
-    if topology == "lmcache" and role != "kv_both":
-        raise ValueError("lmcache runs as kv_both; mooncake-store and pd take kv_producer/kv_consumer")
-    # External KV must be the only cache under test, so vLLM's own prefix cache is off. vLLM's
-    # default kv_load_failure_policy "fail" turns a lost store node into failed requests
+    connector = {"lmcache": "LMCacheConnectorV1", "mooncake-store": "MooncakeStoreConnector",
+                 "tiered": "MooncakeStoreConnector", "pd": "MooncakeConnector"}[topology]
+    if topology in ("lmcache", "tiered") and role != "kv_both":
+        raise ValueError(f"{topology} runs as kv_both; mooncake-store and pd take kv_producer/kv_consumer")
+    # vLLM's default kv_load_failure_policy "fail" turns a lost store node into failed requests
     # (measured: "Failing 1 request(s) due to KV load failure"); "recompute" serves them anyway.
     transfer = {"kv_connector": connector, "kv_role": role, "kv_load_failure_policy": "recompute"}
-    return ["--no-enable-prefix-caching", "--kv-transfer-config", json.dumps(transfer)]
+    # Elsewhere external KV must be the only cache under test, so vLLM's own prefix cache is off;
+    # tiered measures the two tiers together.
+    caching = "--enable-prefix-caching" if topology == "tiered" else "--no-enable-prefix-caching"
+    return [caching, "--kv-transfer-config", json.dumps(transfer)]
 
 
 # Connectors whose KV lands in the master's pool, so that its key count proves the wiring;

@@ -30,11 +30,16 @@ from pytest_mooncake.runtime.executor import ServiceProcess
 from pytest_mooncake.runtime.janitor import Janitor
 from pytest_mooncake.runtime.probes import HTTPProbe
 
-__all__ = ["KV_BLOCK_TOKENS", "TOPOLOGIES"]
+__all__ = ["KV_BLOCK_TOKENS", "TIERED_LOCAL_BLOCKS", "TOPOLOGIES"]
 
 # vLLM's KV block; the store connector stores one key per whole block, so a prompt's tail
 # shorter than a block is never stored and always recomputed.
 KV_BLOCK_TOKENS = 128
+# The tiered topology's own KV cache, in blocks (``--num-gpu-blocks-override``, which vLLM-CPU
+# honours: its log says "Overriding num_gpu_blocks=... with num_gpu_blocks_override=96"). Small
+# on purpose: 12,288 tokens (95 usable, vLLM keeps a null block), so a working set of shared
+# documents outgrows it while each 10,240-token context still fits.
+TIERED_LOCAL_BLOCKS = 96
 # vLLM's MooncakeConnector prefiller serves its engine id here (VLLM_MOONCAKE_BOOTSTRAP_PORT default).
 BOOTSTRAP_PORT = 8998
 # The connector's registered transfer buffer: a batch of blocks passes through it (the measured setup's value).
@@ -72,6 +77,10 @@ TOPOLOGIES: dict[str, Topology] = {t.name: t for t in (
     Topology("mooncake-store", "one vLLM with MooncakeStoreConnector and its local prefix cache off: every hit "
              "is a Mooncake hit", "MooncakeStoreConnector", True,
              "vllm:external_prefix_cache_hits, master_key_count / master_allocated_bytes growth"),
+    Topology("tiered", f"one vLLM with its local prefix cache ON but small ({TIERED_LOCAL_BLOCKS} blocks) and "
+             "MooncakeStoreConnector: local hits first, Mooncake for the blocks beyond them", "MooncakeStoreConnector",
+             True, "per tier: vllm:prefix_cache_hits (local) and vllm:external_prefix_cache_hits (Mooncake), "
+             "master_key_count / master_allocated_bytes growth"),
     Topology("cross-instance", "writer instance A serves the cold round, reader instance B the hit rounds: B "
              "reuses what A stored", "MooncakeStoreConnector", True,
              "external hits on the reader, which never saw the cold prompts"),
@@ -97,6 +106,7 @@ class Deployment:
     reader: Endpoint | None = None  # cross-instance: the hit rounds
     instances: list[Endpoint] = field(default_factory=list)
     master: MasterHandle | None = None
+    local_blocks: int | None = None  # each instance's own KV cache when we sized it (``--num-gpu-blocks-override``)
 
     @property
     def endpoints(self) -> list[Endpoint]:
@@ -106,7 +116,7 @@ class Deployment:
         return {"topology": self.topology.name, "summary": self.topology.summary, "connector": self.topology.connector,
                 "mooncake_in_path": self.topology.mooncake, "proof": self.topology.proof,
                 "endpoints": {e.label: e.base_url for e in self.endpoints},
-                "instances": {e.label: e.base_url for e in self.instances}}
+                "instances": {e.label: e.base_url for e in self.instances}, "local_blocks": self.local_blocks}
 
 
 def _store_config(config: MooncakeConfig, master: MasterHandle, workdir: Path, name: str, segment: int) -> Path:
@@ -121,9 +131,9 @@ class _Builder:
     """Starts instances and proxies for one deployment; the ExitStack stops them in reverse."""
 
     def __init__(self, config: MooncakeConfig, workdir: Path, janitor: Janitor, master: MasterHandle | None,
-                 stack: ExitStack, segment: int) -> None:
+                 stack: ExitStack, segment: int, local_blocks: int | None) -> None:
         self.config, self.workdir, self.janitor, self.master, self.stack = config, workdir, janitor, master, stack
-        self.segment = segment
+        self.segment, self.local_blocks = segment, local_blocks
         self.instances: list[Endpoint] = []
 
     def _connector_env(self, name: str) -> dict[str, str]:
@@ -158,7 +168,7 @@ class _Builder:
 
     def _spawn(self, name: str, topology: str, role: str) -> AbstractContextManager[Endpoint]:
         netns = self.master.netns if self.master and topology not in ("prefix-cache", "baseline") else None
-        env = self._connector_env(name) if topology in ("mooncake-store", "pd") else {}
+        env = self._connector_env(name) if topology in ("mooncake-store", "tiered", "pd") else {}
         if topology == "lmcache":
             assert self.master is not None
             target = StoreTarget(str(self.master.endpoint), self.master.metadata_url, env.get("VLLM_HOST_IP", LOOPBACK),
@@ -170,6 +180,8 @@ class _Builder:
         if halves is not None:
             env = {**env, "VLLM_CPU_OMP_THREADS_BIND": halves[role == "kv_consumer"]}
         args = ("--block-size", str(KV_BLOCK_TOKENS), *vllm_args(topology, role))
+        if self.local_blocks is not None:
+            args += ("--num-gpu-blocks-override", str(self.local_blocks))
         return spawned_vllm(self.config, self.workdir, self.janitor, label=name, args=args, env=env, netns=netns)
 
     def proxy(self, name: str, **upstreams: str) -> Endpoint:
@@ -198,20 +210,24 @@ def _entered(context: AbstractContextManager[Endpoint]) -> tuple[AbstractContext
 
 @contextmanager
 def spawned_deployment(topology: Topology, config: MooncakeConfig, workdir: Path, janitor: Janitor,
-                       master: MasterHandle | None, *, embedded_segment: int = 0) -> Iterator[Deployment]:
+                       master: MasterHandle | None, *, embedded_segment: int = 0,
+                       local_blocks: int | None = None) -> Iterator[Deployment]:
     """Start the instances (and proxies) of ``topology``; ``master`` for the Mooncake ones.
 
     ``embedded_segment`` > 0 gives each store-connector instance a segment of its own
-    (``embedded`` mode) instead of ``standalone-store``: its KV then dies with it."""
+    (``embedded`` mode) instead of ``standalone-store``: its KV then dies with it.
+    ``local_blocks`` sizes each instance's own KV cache (tiered: ``TIERED_LOCAL_BLOCKS``)."""
     if topology.mooncake and master is None:
         raise MooncakeError(f"topology {topology.name} needs a Mooncake master (spawned or --mooncake-master)")
     with ExitStack() as stack:
-        build = _Builder(config, workdir, janitor, master, stack, embedded_segment)
         name = topology.name
-        if name in ("prefix-cache", "baseline", "mooncake-store", "lmcache"):
+        if name == "tiered":
+            local_blocks = TIERED_LOCAL_BLOCKS
+        build = _Builder(config, workdir, janitor, master, stack, embedded_segment, local_blocks)
+        if name in ("prefix-cache", "baseline", "mooncake-store", "tiered", "lmcache"):
             label = {"prefix-cache": "vllm-prefix-cache", "baseline": "vllm-no-prefix-cache"}.get(name, f"vllm-{name}")
             endpoint = build.fronted(label, build.instance(label, name))
-            yield Deployment(topology, endpoint, instances=build.instances, master=master)
+            yield Deployment(topology, endpoint, instances=build.instances, master=master, local_blocks=local_blocks)
         elif name == "cross-instance":
             writer, reader = build.instances_together([("vllm-writer", "mooncake-store", "kv_both"),
                                                        ("vllm-reader", "mooncake-store", "kv_both")])

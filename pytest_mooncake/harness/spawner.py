@@ -75,10 +75,12 @@ class Spawner:
             yield node
 
     @contextmanager
-    def deployment(self, topology: str, master: MasterHandle | None, *, embedded_segment: int = 0) -> Iterator[Deployment]:
-        """The vLLM instances (and proxies) of ``topology``, on ``master`` for the Mooncake ones."""
+    def deployment(self, topology: str, master: MasterHandle | None, *, embedded_segment: int = 0,
+                   local_blocks: int | None = None) -> Iterator[Deployment]:
+        """The vLLM instances (and proxies) of ``topology``, on ``master`` for the Mooncake ones;
+        ``local_blocks`` sizes each instance's own KV cache."""
         with spawned_deployment(TOPOLOGIES[topology], self.config, self._workdir(topology), self.session.janitor,
-                                master, embedded_segment=embedded_segment) as deployment:
+                                master, embedded_segment=embedded_segment, local_blocks=local_blocks) as deployment:
             yield deployment
 
     @contextmanager

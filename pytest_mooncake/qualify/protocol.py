@@ -25,10 +25,11 @@ from typing import Any
 
 import pytest
 
+from pytest_mooncake.cluster.metrics import MasterMetrics
 from pytest_mooncake.config.options import MooncakeConfig
 from pytest_mooncake.endpoints.server import Endpoint
 from pytest_mooncake.endpoints.tokens import TokenPool
-from pytest_mooncake.endpoints.topology import Topology
+from pytest_mooncake.endpoints.topology import Deployment, Topology
 from pytest_mooncake.qualify.breakdown import ttft_breakdown
 from pytest_mooncake.qualify.progress import Progress
 from pytest_mooncake.qualify.scenarios import PromptBuilder, Scenario, salt_tokens
@@ -49,7 +50,7 @@ from pytest_mooncake.serving import (
     wait_until_quiescent,
 )
 
-__all__ = ["CounterReader", "ReuseProtocol", "Looks", "ScenarioRun", "merge_looks", "verdict_design"]
+__all__ = ["CounterReader", "ReuseProtocol", "Looks", "ScenarioRun", "merge_looks", "store_counters", "verdict_design"]
 
 CounterReader = Callable[[], dict[str, float | None]]
 # Fits a scenario into the room its KV may take (qualify.kv_budget), given the prompts a scenario would send.
@@ -143,6 +144,15 @@ def server_counters(endpoint: Endpoint) -> CounterReader:
     return read
 
 
+def store_counters(deployment: Deployment) -> CounterReader | None:
+    """The Mooncake master's key count and bytes: proof that a connector stored KV there; its
+    evicted keys, without which a stored-key count is no count."""
+    if deployment.master is None:
+        return None
+    metrics = MasterMetrics(deployment.master)
+    return lambda: metrics.read(("master_key_count", "master_allocated_bytes", "master_evicted_key_count"))
+
+
 def reset_prefix_cache(endpoint: Endpoint) -> bool:
     try:
         response = http_request(endpoint.root_url + "/reset_prefix_cache", method="POST", timeout=30, headers=endpoint.headers())
@@ -167,6 +177,7 @@ class ReuseProtocol:
         warm_up: bool = True,
         progress: pytest.Config | None = None,
         budget: Budget | None = None,
+        salt_label: str | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.hit_endpoint = hit_endpoint
@@ -181,6 +192,9 @@ class ReuseProtocol:
         self._store_counters = store_counters
         self._look = 1  # the look being measured, for the progress line
         self.budget = budget
+        # Prompts are salted with the endpoint's label, unless two endpoints must get the same prompts.
+        self.salt_label = salt_label or endpoint.label
+        self.sent: list[RequestSpec] = []  # every request in the order sent, for a simulator to replay
 
     def _target(self, round_name: str) -> Endpoint:
         """Cross-instance: the cold round goes to the writer, every later round to the reader."""
@@ -189,7 +203,7 @@ class ReuseProtocol:
     def _salt(self, scenario: Scenario, look: int = 1) -> Callable[[str], list[int]]:
         # Look 1 keeps the salt of a run judged once; later looks get prompts of their own.
         name = scenario.name if look == 1 else f"{scenario.name} look{look}"
-        return lambda tag: salt_tokens(self.pool, f"{self.run_id} {self.endpoint.label} {name} {tag}")
+        return lambda tag: salt_tokens(self.pool, f"{self.run_id} {self.salt_label} {name} {tag}")
 
     def _counters(self) -> dict[str, float | None]:
         values: dict[str, float | None] = {}
@@ -212,6 +226,7 @@ class ReuseProtocol:
         title = f"{scenario.name} {name}" + (f" (look {self._look})" if self._look > 1 else "")
         progress = Progress(self.progress, title, len(specs)) if self.progress and len(specs) > 1 else None
         limit = concurrency or scenario.concurrency or self.config.concurrency or len(specs) or 1
+        self.sent += specs
         with step(f"round {name}: {len(specs)} requests to {target.label}"), progress or nullcontext():
             records = run_requests(target.client_config(self.config.request_timeout),
                                    [target.prepare(s, self.config.temperature) for s in specs],

@@ -63,6 +63,10 @@ def default_scenarios(max_model_len: int) -> dict[str, Scenario]:
         "long_context_high_reuse": Scenario("long_context_high_reuse", 4, long_doc, 256, reuse=1.0),
         "multi_turn": Scenario("multi_turn", 3, 2048, 384, reuse=1.0, turns=5),
         "cold_start": Scenario("cold_start", 5, 0, 2048, reuse=0.0),
+        # 12 documents of 28 blocks: 3.5x the tiered topology's own 96-block cache. The hit round
+        # revisits them in the cold round's order, which an LRU has always just evicted; one at a
+        # time, so the order the cache sees is the order sent (the simulator predicts that order).
+        "working_set": Scenario("working_set", 12, 3584, 128, reuse=1.0, concurrency=1),
     }
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from pytest_mooncake.config.markers import SCENARIOS
 from pytest_mooncake.qualify.breakdown import HEADING, describe
+from pytest_mooncake.qualify.tiers import TIERS_HEADING, describe_tiers
 from pytest_mooncake.report import charts
 from pytest_mooncake.report.document import (
     Block,
@@ -357,6 +358,8 @@ class _Builder:
                                    t["change"], t["ci"], t["target"], t["status"]), tuple(rows))]
             if pair.measured_breakdowns:  # told as the terminal tells it
                 self.blocks.append(Paragraph(HEADING + "; ".join(describe(name, b) for name, b in pair.breakdowns)))
+            if pair.tiers:
+                self.blocks.append(Paragraph(TIERS_HEADING + "; ".join(describe_tiers(name, s) for name, s in pair.tiers)))
         for capacity in self.capacities:
             rows = tuple((f"{read(step, ('rate',)) or 0:.3g}", str(step.get("counted", "?")), str(step.get("errors", "?")),
                           _p90_cell(step.get("ttft_p90")), _p90_cell(step.get("tpot_p90")),

@@ -105,6 +105,7 @@ class Pair:
     prediction: Mapping[str, Any] | None = None  # the design's hit TTFT beside the measured one
     no_prediction: str | None = None  # why a Mooncake hit round has no prediction
     breakdowns: tuple[tuple[str, Mapping[str, Any]], ...] = ()  # each round's TTFT split (qualify.breakdown)
+    tiers: tuple[tuple[str, Mapping[str, Any]], ...] = ()  # each round's hits per cache tier (qualify.tiers)
 
     @property
     def measured_breakdowns(self) -> tuple[tuple[str, Mapping[str, Any]], ...]:
@@ -153,6 +154,7 @@ def _pair(record: Mapping[str, Any], run: Run, base: tuple[str, Mapping[str, Any
         hit=hit[1],
         rounds=tuple(_rounds(record).items()),
         breakdowns=tuple((str(r.get("round")), r["breakdown"]) for r in data.get("rounds", []) if r.get("breakdown")),
+        tiers=tuple((str(r.get("round")), r["tiers"]) for r in data.get("rounds", []) if r.get("tiers")),
         verdicts=_verdicts(run, name, data),
         definition=data.get("scenario_definition") or {},
         source=run.run_id,
@@ -240,7 +242,7 @@ def recommend(judged: Sequence[Judged]) -> Recommendation:
 
 
 # Topologies whose cache lives in Mooncake store servers, which cost money too.
-STORE_TOPOLOGIES = frozenset({"mooncake-store", "cross-instance", "pd-store", "lmcache"})
+STORE_TOPOLOGIES = frozenset({"mooncake-store", "tiered", "cross-instance", "pd-store", "lmcache"})
 
 
 @dataclass(frozen=True)

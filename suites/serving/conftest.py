@@ -6,12 +6,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from pytest_mooncake import Deployment, Endpoint, MasterMetrics, MooncakeConfig, Scenario, StoreClient, TokenPool, show
+from pytest_mooncake import Deployment, Endpoint, MooncakeConfig, Scenario, StoreClient, TokenPool, show
 from pytest_mooncake.endpoints.tokens import Tokenize, tokenizer_for
 from pytest_mooncake.endpoints.topology import KV_BLOCK_TOKENS
 from pytest_mooncake.qualify.capacity import MODELS
 from pytest_mooncake.qualify.kv_budget import KVBudget, attached_budget
-from pytest_mooncake.qualify.protocol import CounterReader, ReuseProtocol
+from pytest_mooncake.qualify.protocol import ReuseProtocol, store_counters
 from pytest_mooncake.qualify.reuse import Explain
 from pytest_mooncake.qualify.scenarios import apply_definition, default_scenarios, user_scenario
 
@@ -43,15 +43,6 @@ def token_pool(serving_tokenizer: Tokenize, serving_scenarios: dict[str, Scenari
     return TokenPool.from_tokenizer(serving_tokenizer, min_tokens=longest + 64 * 1024)
 
 
-def _store_counters(deployment: Deployment) -> CounterReader | None:
-    """The Mooncake master's key count and bytes: proof that a connector stored KV there; its
-    evicted keys, without which a stored-key count is no count."""
-    if deployment.master is None:
-        return None
-    metrics = MasterMetrics(deployment.master)
-    return lambda: metrics.read(("master_key_count", "master_allocated_bytes", "master_evicted_key_count"))
-
-
 @pytest.fixture(scope="session")
 def serving_budget(request: pytest.FixtureRequest, mooncake_deployment: Deployment, mooncake_config: MooncakeConfig,
                    mooncake_run_id: str) -> Iterator[KVBudget | None]:
@@ -69,7 +60,7 @@ def serving_protocol(
 ) -> ReuseProtocol:
     return ReuseProtocol(mooncake_deployment.endpoint, token_pool, mooncake_config, mooncake_run_id,
                     hit_endpoint=mooncake_deployment.reader, topology=mooncake_deployment.topology,
-                    store_counters=_store_counters(mooncake_deployment), progress=request.config,
+                    store_counters=store_counters(mooncake_deployment), progress=request.config,
                     budget=serving_budget.scenario if serving_budget else None)
 
 
