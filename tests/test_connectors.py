@@ -61,7 +61,13 @@ def test_store_connector_json_and_vllm_flags() -> None:
     assert json.loads(vllm_args("mooncake-store", "kv_consumer")[-1])["kv_role"] == "kv_consumer"
     with pytest.raises(ValueError, match="lmcache runs as kv_both"):
         vllm_args("lmcache", "kv_producer")
-    with pytest.raises(ValueError, match="valid: lmcache, mooncake-store, pd, baseline, prefix-cache"):
+    # tiered keeps vLLM's own prefix cache in front of the store connector.
+    tiered = vllm_args("tiered")
+    assert tiered[0] == "--enable-prefix-caching"
+    assert json.loads(tiered[-1])["kv_connector"] == "MooncakeStoreConnector"
+    with pytest.raises(ValueError, match="tiered runs as kv_both"):
+        vllm_args("tiered", "kv_consumer")
+    with pytest.raises(ValueError, match="valid: lmcache, mooncake-store, tiered, pd, baseline, prefix-cache"):
         vllm_args("nixl")
 
 

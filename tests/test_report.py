@@ -175,6 +175,23 @@ def test_each_rounds_ttft_breakdown_is_told_and_drawn(tmp_path: Path) -> None:
     assert "TTFT breakdown" not in plain and not (tmp_path / "plain" / "charts" / "ttft_breakdown.png").exists()
 
 
+def test_each_rounds_cache_tiers_are_told_and_drawn(tmp_path: Path) -> None:
+    document = json.loads((DATA / "reuse_run.json").read_text())
+    record = next(r for r in document["records"] if r["name"] == "high_reuse")
+    cold, hit = record["data"]["rounds"][:2]
+    cold["tiers"] = {"reason": "the server exports no vllm:prefix_cache_hits"}
+    hit["tiers"] = {"prompt_tokens": 4000, "local_tokens": 1000, "mooncake_tokens": 2500, "local": 0.25,
+                    "mooncake": 0.625, "computed": 0.125}
+    source = tmp_path / "run.json"
+    source.write_text(json.dumps(document))
+    markdown = _report(tmp_path / "out", str(source))
+    assert ("Where the prompt tokens came from, per round: cold: no tier split (the server exports no "
+            "vllm:prefix_cache_hits); hit: local 25.0%, Mooncake 62.5%, computed 12.5% of 4,000 prompt tokens") in markdown
+    assert (tmp_path / "out" / "charts" / "cache_tiers.png").stat().st_size > 0
+    plain = _report(tmp_path / "plain", str(DATA / "reuse_run.json"))
+    assert "Where the prompt tokens" not in plain and not (tmp_path / "plain" / "charts" / "cache_tiers.png").exists()
+
+
 def test_recommendation_comes_from_the_verdicts() -> None:
     def verdict(outcome: str) -> Judged:
         return Judged("s", Verdict("ttft_reduction", Statistic.MEDIAN, 0.7, 0.6, 0.8, 8, 8, Rule(">=", 0.6), Outcome(outcome)))

@@ -130,6 +130,8 @@ def _attach_charts(config: pytest.Config, record: Mapping[str, Any]) -> None:
                      charts.throughput(pair, _chart_dir(config) / f"{pair.name}_throughput.png")]
             if pair.measured_breakdowns:
                 paths.append(charts.breakdown([pair], _chart_dir(config) / f"{pair.name}_ttft_breakdown.png"))
+            if pair.measured_tiers:
+                paths.append(charts.tiers([pair], _chart_dir(config) / f"{pair.name}_cache_tiers.png"))
         except RuntimeError:  # no matplotlib: the statistics JSON is attached all the same
             return
         for path in paths:

@@ -327,6 +327,8 @@ class _Builder:
             made.append(charts.improvement(self.reusing, self.charts_dir / "overall_improvement.png"))
         if any(pair.measured_breakdowns for pair in self.pairs):
             made.append(charts.breakdown(self.pairs, self.charts_dir / "ttft_breakdown.png"))
+        if any(pair.measured_tiers for pair in self.pairs):
+            made.append(charts.tiers(self.pairs, self.charts_dir / "cache_tiers.png"))
         for pair in self.pairs:
             made.append(charts.latency(pair, self.charts_dir / f"{pair.name}_latency.png"))
             made.append(charts.throughput(pair, self.charts_dir / f"{pair.name}_throughput.png"))

@@ -2,8 +2,8 @@
 
 The file names follow guide 001: ``<scenario>_latency.png``, ``<scenario>_throughput.png``,
 ``overall_improvement.png``; plus the headline comparison bars, ``bandwidth.png`` and the
-capacity curves (``capacity_ttft.png``, ``capacity_tpot.png``, ``capacity_goodput.png``) and a
-trace replay's ``<trace>_replay.png``.
+capacity curves (``capacity_ttft.png``, ``capacity_tpot.png``, ``capacity_goodput.png``), a
+trace replay's ``<trace>_replay.png``, ``ttft_breakdown.png`` and ``cache_tiers.png``.
 Labels stay in English: CI hosts rarely have CJK fonts.
 """
 
@@ -73,6 +73,23 @@ def breakdown(pairs: Sequence[Pair], path: Path) -> Path:
     ax.set_xlabel("mean TTFT per request (ms)")
     ax.legend(fontsize=8, ncols=len(PARTS))
     ax.set_title("Where the TTFT goes (vLLM's request phases; client hop = client TTFT - server TTFT)")
+    return _save(fig, path)
+
+
+def tiers(pairs: Sequence[Pair], path: Path) -> Path:
+    """Each round's prompt tokens by the tier that served them (``qualify.tiers``), scenario by scenario."""
+    plt = _pyplot()
+    rows = [(f"{pair.name} {name}", shares) for pair in pairs for name, shares in pair.measured_tiers]
+    fig, ax = plt.subplots(figsize=(9, 1.4 + 0.45 * len(rows)))
+    left = [0.0] * len(rows)
+    for part, legend in (("local", "local prefix cache"), ("mooncake", "Mooncake"), ("computed", "computed")):
+        widths = [100 * max(shares[part], 0.0) for _, shares in rows]
+        ax.barh([label for label, _ in rows], widths, left=left, label=legend)
+        left = [a + b for a, b in zip(left, widths, strict=True)]
+    ax.invert_yaxis()
+    ax.set_xlabel("share of the round's prompt tokens (%)")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # the bars fill the axes
+    ax.set_title("Where each round's prompt tokens came from")
     return _save(fig, path)
 
 

@@ -112,6 +112,10 @@ class Pair:
         return tuple((name, b) for name, b in self.breakdowns if "unavailable" not in b)
 
     @property
+    def measured_tiers(self) -> tuple[tuple[str, Mapping[str, Any]], ...]:
+        return tuple((name, shares) for name, shares in self.tiers if "reason" not in shares)
+
+    @property
     def measures_reuse(self) -> bool:
         """False for a scenario that reuses no prompt by design (cold_start, the negative control):
         its change is not the cache's doing, so it is no finding and no improvement."""
