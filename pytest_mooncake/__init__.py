@@ -60,7 +60,10 @@ DOMAIN_MODULES = (
     "pytest_mooncake.qualify.replay",
     "pytest_mooncake.qualify.reuse",
     "pytest_mooncake.qualify.scenarios",
+    "pytest_mooncake.qualify.tiers",
     "pytest_mooncake.qualify.traces",
+    "pytest_mooncake.serving.gauges",
+    "pytest_mooncake.tools.tiers",
 )
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

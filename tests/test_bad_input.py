@@ -175,7 +175,7 @@ def test_unknown_scenario_lists_the_known_ones(pytester: pytest.Pytester) -> Non
     line = _usage_error(pytester, "--mooncake-scenarios=high_reuse,high_reus")
     assert line == ("ERROR: mooncake_scenarios = 'high_reuse,high_reus' (from command line --mooncake-scenarios): "
                     "unknown scenario 'high_reus' (did you mean 'high_reuse'?); known: high_reuse, medium_reuse, "
-                    "low_reuse, long_context, multi_turn, cold_start, long_context_high_reuse")
+                    "low_reuse, long_context, multi_turn, cold_start, long_context_high_reuse, working_set")
 
 
 def test_scenarios_the_yaml_defines_are_known(pytester: pytest.Pytester) -> None:
@@ -193,7 +193,7 @@ def test_gpu_topology_on_a_host_without_a_gpu(pytester: pytest.Pytester, monkeyp
     assert _matches(line, f"ERROR: mooncake_topology = '{topology}' (from command line --mooncake-topology): cannot be "
                           "spawned on this host, which has no CUDA GPU (nvidia-smi or /dev/nvidia0 not found): *. Fix: "
                           "run on a GPU host, attach a deployment with --mooncake-openai-base-url=URL, or pick a "
-                          "topology that runs on CPU: prefix-cache, baseline, mooncake-store, cross-instance, pd-store.")
+                          "topology that runs on CPU: prefix-cache, baseline, mooncake-store, tiered, cross-instance, pd-store.")
 
 
 def test_gpu_topology_against_an_attached_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -376,3 +376,31 @@ def soak(store: Any, prefix: str, ops: int, size: int, keyspace: int, seed: int,
         "state": {"written": checker.written, "versions": versions, "uncertain": sorted(uncertain),
                   "missed": sorted(missed)},
     }
+
+
+@op
+def overwrite(store: Any, keys: list[str], pattern: str = "zeros", seed: int = 0) -> list[dict[str, int]]:
+    """Replace the value of each of ``keys`` by as many zero (or seeded random) bytes: the
+    corruption a positive control of an output-integrity check needs.
+
+    ``upsert``, because ``put`` over an existing key answers 0 and keeps the old bytes
+    (measured on the installed store), and ``remove`` is refused (-706) while a read's lease
+    lasts. Per key: ``size`` before, the upsert's ``code`` (0: done; a negative size: the key
+    was not there), ``size_after`` and ``exact`` (1 when a read returns the new bytes).
+    """
+    import random
+
+    if pattern not in ("zeros", "random"):
+        raise ValueError(f"pattern must be 'zeros' or 'random', not {pattern!r}")
+    rng = random.Random(seed)
+    done = []
+    for key in keys:
+        size = int(store.get_size(key))
+        if size <= 0:
+            done.append({"size": size, "code": size, "size_after": size, "exact": 0})
+            continue
+        value = bytes(size) if pattern == "zeros" else rng.randbytes(size)
+        code = int(store.upsert(key, value))
+        done.append({"size": size, "code": code, "size_after": int(store.get_size(key)),
+                     "exact": int(bytes(store.get(key)) == value)})
+    return done

@@ -50,7 +50,7 @@ from pytest_mooncake.serving import (
     wait_until_quiescent,
 )
 
-__all__ = ["CounterReader", "ReuseProtocol", "Looks", "ScenarioRun", "merge_looks", "store_counters", "verdict_design"]
+__all__ = ["CounterReader", "ReuseProtocol", "Looks", "RoundResult", "ScenarioRun", "merge_looks", "store_counters", "verdict_design"]
 
 CounterReader = Callable[[], dict[str, float | None]]
 # Fits a scenario into the room its KV may take (qualify.kv_budget), given the prompts a scenario would send.
@@ -194,7 +194,8 @@ class ReuseProtocol:
         self.budget = budget
         # Prompts are salted with the endpoint's label, unless two endpoints must get the same prompts.
         self.salt_label = salt_label or endpoint.label
-        self.sent: list[RequestSpec] = []  # every request in the order sent, for a simulator to replay
+        # (round, request) in the order sent, for a simulator to replay them.
+        self.sent: list[tuple[str, RequestSpec]] = []
 
     def _target(self, round_name: str) -> Endpoint:
         """Cross-instance: the cold round goes to the writer, every later round to the reader."""
@@ -226,7 +227,7 @@ class ReuseProtocol:
         title = f"{scenario.name} {name}" + (f" (look {self._look})" if self._look > 1 else "")
         progress = Progress(self.progress, title, len(specs)) if self.progress and len(specs) > 1 else None
         limit = concurrency or scenario.concurrency or self.config.concurrency or len(specs) or 1
-        self.sent += specs
+        self.sent += [(name, spec) for spec in specs]
         with step(f"round {name}: {len(specs)} requests to {target.label}"), progress or nullcontext():
             records = run_requests(target.client_config(self.config.request_timeout),
                                    [target.prepare(s, self.config.temperature) for s in specs],

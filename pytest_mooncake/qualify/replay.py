@@ -6,22 +6,29 @@ blocks) and sent as token-id prompts at the trace's timestamps (optionally sped 
 long-context trace; requests that still exceed the server's context are skipped and
 counted. Beside each request's measured ``cached_tokens`` stands the prediction: the
 tokens of its leading blocks seen in earlier requests, rounded down to the server's KV
-block size (a server caches whole blocks only).
+block size (a server caches whole blocks only). The server's prefix-cache counters are read
+before and after (once they stop moving), so each cache tier's measured hits stand beside the
+prompts that were sent, in the order sent, for ``pytest_mooncake.tools.tiers`` to predict.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pytest_mooncake.endpoints.server import Endpoint
+from pytest_mooncake.qualify.protocol import server_counters
 from pytest_mooncake.qualify.traces import BLOCK_TOKENS, TraceRecord, prompt_ids, schedule, theoretical_hit_ratio
 from pytest_mooncake.runtime.probes import http_request
-from pytest_mooncake.serving import RequestRecord, RequestSpec, Timestamps, run_requests
+from pytest_mooncake.serving import RequestRecord, RequestSpec, Timestamps, run_requests, wait_until_quiescent
 from pytest_mooncake.serving.load import OnRecord
 
-__all__ = ["replay", "replay_prompts", "replayable"]
+__all__ = ["ReplayResult", "replay", "replay_prompts", "replayable"]
+
+# The counters a replay reports the change of: vLLM's own prefix cache, the KV connector's
+# (Mooncake) hits, and the prompt tokens they are shares of; all in tokens.
+TIER_COUNTERS = ("prefix_cache_hits", "external_prefix_cache_hits", "prompt_tokens")
 
 
 def server_block_size(endpoint: Endpoint, default: int = 16) -> int:
@@ -40,6 +47,23 @@ class ReplayResult:
     predicted_cached: list[int]
     skipped: int
     theoretical_hit_ratio: float
+    # What was sent, in the order sent (``records`` follow it): each prompt's token ids and the
+    # send offset (seconds from the first) its trace timestamp gave, for a simulator to replay.
+    prompts: list[tuple[int, ...]] = field(default_factory=list)
+    offsets_s: list[float] = field(default_factory=list)
+    # How much each of ``TIER_COUNTERS`` grew over the replay; None where the server has no such counter.
+    counters: dict[str, float | None] = field(default_factory=dict)
+    counters_settled: bool = True  # False: they still moved when the wait for them ended
+
+    @property
+    def local_hit_tokens(self) -> float | None:
+        """Prompt tokens vLLM's own prefix cache served (``vllm:prefix_cache_hits``)."""
+        return self.counters.get("prefix_cache_hits")
+
+    @property
+    def external_hit_tokens(self) -> float | None:
+        """Prompt tokens the KV connector loaded, from Mooncake (``vllm:external_prefix_cache_hits``)."""
+        return self.counters.get("external_prefix_cache_hits")
 
     @property
     def measured_cached(self) -> int:
@@ -102,6 +126,16 @@ def replay(
         for r, prompt in zip(kept, ids, strict=True)
     ]
     offsets = tuple(offset for offset, _ in schedule(kept, speed=speed))
+    read_counters = server_counters(endpoint)
+    before = read_counters()
     results = run_requests(endpoint.client_config(timeout), prompts, Timestamps(offsets, max_in_flight), on_record=on_record)
+    # vLLM publishes a step's counters after answering it: wait until they stop moving.
+    after = wait_until_quiescent(read_counters, TIER_COUNTERS, interval_s=0.25, stable_for_s=1.0, timeout_s=30.0)
+    counters = {key: _grown(before.get(key), after.values.get(key)) for key in TIER_COUNTERS}
     predicted = predict_cached(kept, [len(p.prompt or ()) for p in prompts], block_tokens, server_block_size(endpoint), len(salt))
-    return ReplayResult(results, predicted, len(records) - len(kept), theoretical_hit_ratio(kept))
+    return ReplayResult(results, predicted, len(records) - len(kept), theoretical_hit_ratio(kept), ids, list(offsets),
+                        counters, after.settled)
+
+
+def _grown(before: float | None, after: float | None) -> float | None:
+    return None if before is None or after is None else after - before

@@ -10,7 +10,7 @@ from typing import Any
 
 from pytest_mooncake.qualify.protocol import RoundResult
 
-__all__ = ["TIERS", "TIERS_HEADING", "describe_tiers", "tier_shares"]
+__all__ = ["TIERS", "TIERS_HEADING", "describe_tiers", "tier_shares", "within"]
 
 TIERS = ("local", "mooncake")
 TIERS_HEADING = "Where the prompt tokens came from, per round: "
@@ -31,8 +31,25 @@ def tier_shares(result: RoundResult) -> dict[str, Any]:
 
 
 def describe_tiers(round_name: str, shares: dict[str, Any]) -> str:
-    """One line: ``hit: local 0.0%, Mooncake 96.6%, computed 3.4% of 44,544 prompt tokens``."""
+    """One line: ``hit: local 0.0%, Mooncake 96.6%, computed 3.4% of 44,544 prompt tokens``, each tier
+    beside its prediction where ``shares`` has one (``predicted``, ``tolerance``)."""
     if "reason" in shares:
         return f"{round_name}: no tier split ({shares['reason']})"
-    return (f"{round_name}: local {shares['local']:.1%}, Mooncake {shares['mooncake']:.1%}, computed "
-            f"{shares['computed']:.1%} of {shares['prompt_tokens']:,} prompt tokens")
+    predicted = shares.get("predicted") or {}
+
+    def told(tier: str, name: str) -> str:
+        if tier not in predicted:
+            return f"{name} {shares[tier]:.1%}"
+        return f"{name} {shares[tier]:.1%} (predicted {predicted[tier]:.1%})"
+
+    line = (f"{round_name}: {told('local', 'local')}, {told('mooncake', 'Mooncake')}, computed {shares['computed']:.1%} "
+            f"of {shares['prompt_tokens']:,} prompt tokens")
+    missed = [tier for tier in predicted if not within(shares, tier)]
+    if missed:
+        line += f"; {' and '.join(missed)} off the prediction by more than {100 * shares['tolerance']:g} points"
+    return line
+
+
+def within(shares: dict[str, Any], tier: str) -> bool:
+    """Whether ``tier``'s measured share lies within the tolerance of its prediction."""
+    return abs(shares[tier] - shares["predicted"][tier]) <= shares["tolerance"] + 1e-12

@@ -26,6 +26,14 @@ replicated is always a prefix. After serving a request, its leading blocks of in
 >= 0.5 / 0.2 / 0.1 are copied to the 3 / 2 / 1 least-loaded other nodes (the seed's factors;
 the copies are extra replicas besides the home node). Copying costs storage, not GPU time.
 
+Tiers of one vLLM
+-----------------
+``--tiers`` predicts instead what one vLLM serves from each tier for the trace's requests sent
+in order, one at a time: its local prefix cache (``--capacity-blocks``) first, the Mooncake
+pool (``--pool-blocks``, or ``--pool-bytes`` in blocks of ``--model``'s KV) for the blocks
+after, in tokens as vLLM counts them (``pytest_mooncake.tools.tiers``). The trace replay
+suite saves the sequence it sent as such a trace and prints the command that predicts it.
+
 Cost score
 ----------
 The seed weighs GPU time against storage at ``cost_ratio`` : 1 (150:1, "a 1-point hit-ratio
@@ -49,6 +57,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
+from pytest_mooncake.config.parsing import parse_size
 from pytest_mooncake.errors import USAGE_ERROR, install_extra
 from pytest_mooncake.qualify.capacity import GPUS, MODELS, Gpu, ModelShape, gpu_spec, recompute_seconds
 from pytest_mooncake.qualify.traces import BLOCK_TOKENS, TraceFormatError, TraceRecord, leading_hits, load_trace
@@ -143,7 +152,7 @@ def _new_cache(capacity: int | None, eviction: str) -> BlockCache:
     return LfuCache(capacity) if eviction == "lfu" else LruCache(capacity)
 
 
-def _touch_all(cache: BlockCache, blocks: Sequence[int]) -> int:
+def touch_all(cache: BlockCache, blocks: Sequence[int]) -> int:
     # Tail first, so a prompt's head is its most recently used block and LRU evicts tails
     # before the prefixes they depend on (vLLM frees blocks in the same order).
     return sum(cache.touch(block) for block in reversed(blocks))
@@ -301,9 +310,9 @@ class _Cluster:
         self.local_hits += local
         self.pool_hits += pooled
         self._occupy(node, now, record.input_length, min(record.input_length, (local + pooled) * self.config.block_size))
-        _touch_all(node.cache, blocks)
+        touch_all(node.cache, blocks)
         if self.pool is not None:
-            _touch_all(self.pool, blocks)
+            touch_all(self.pool, blocks)
         if self.strategy == "prefix_aware":
             self.hotspots.add(blocks)
             self._replicate(node, blocks, now)
@@ -325,7 +334,7 @@ class _Cluster:
         others = sorted((n for n in self.nodes if n is not home), key=lambda node: node.rank(now))
         for rank, target in enumerate(others[: wanted[0]]):
             hot_prefix = sum(1 for extra in wanted if extra > rank)
-            self.replicated += _touch_all(target.cache, blocks[:hot_prefix])
+            self.replicated += touch_all(target.cache, blocks[:hot_prefix])
 
     def result(self, records: Sequence[TraceRecord]) -> SimResult:
         waits = sorted(self.waits)
@@ -445,13 +454,18 @@ def _parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("trace", type=Path, help="Mooncake JSONL trace (e.g. fixtures/traces/conversation_trace.jsonl)")
     parser.add_argument("--strategies", type=_strategies, default=list(STRATEGIES), help="comma-separated (default: all)")
-    parser.add_argument("--nodes", type=int, default=4, help="prefill nodes (default: 4)")
+    parser.add_argument("--nodes", type=int, default=None, help="prefill nodes (default: 4)")
     parser.add_argument("--capacity-blocks", type=_capacity, default=None, help="local cache per node, blocks or 'inf' (default)")
     parser.add_argument("--eviction", choices=EVICTIONS, default="lru", help="local cache eviction (default: lru)")
-    parser.add_argument("--pool-blocks", type=_capacity, default=0, help="global Mooncake pool, blocks or 'inf'; 0: no pool (default)")
+    parser.add_argument("--pool-blocks", type=_capacity, default=argparse.SUPPRESS,
+                        help="global Mooncake pool, blocks or 'inf'; 0: no pool (default)")
+    parser.add_argument("--pool-bytes", metavar="SIZE",
+                        help="global Mooncake pool as bytes (e.g. 2GiB: 2 store nodes of 1GiB), turned into blocks of "
+                             "--block-size tokens of --model's KV; instead of --pool-blocks")
     parser.add_argument("--cost-ratio", type=float, default=150.0, help="GPU:storage cost ratio (default: 150)")
     parser.add_argument("--hotspot-window", type=int, default=100, help="requests over which hotspot intensity is measured")
-    parser.add_argument("--model", choices=sorted(MODELS), default="llama3-70b", help="shape that sets prefill time")
+    parser.add_argument("--model", choices=sorted(MODELS), default="llama3-70b",
+                        help="shape that sets prefill time and, with --pool-bytes, the KV bytes of a block")
     parser.add_argument("--gpu", choices=sorted(GPUS), default="A800", help="GPU that sets prefill time (peak dense bf16)")
     parser.add_argument("--gpus-per-node", type=int, default=8)
     parser.add_argument("--block-size", type=int, default=BLOCK_TOKENS, help="tokens per hash id (Mooncake traces: 512)")
@@ -459,7 +473,38 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random strategy")
     parser.add_argument("--chart", type=Path, help="write a PNG chart here")
     parser.add_argument("--json", type=Path, help="write the results as JSON here")
+    parser.add_argument("--tiers", action="store_true",
+                        help="instead of comparing strategies, predict the hit tokens of each tier of one vLLM that "
+                             "gets the trace's requests in order, one at a time: its local prefix cache "
+                             "(--capacity-blocks usable blocks) then the Mooncake pool (--pool-blocks/--pool-bytes), "
+                             "with vLLM's rules (the block holding a prompt's last token never hits); a trace a "
+                             "live replay saved (128-token blocks: --block-size 128) gives its prediction back")
     return parser
+
+
+def _usage_error(message: str) -> int:
+    print(f"pytest-mooncake simulate: {message}", file=sys.stderr)
+    return USAGE_ERROR
+
+
+def _pool_blocks(args: argparse.Namespace) -> int | None:
+    """--pool-blocks, or --pool-bytes in blocks of --model's KV; ValueError says what is wrong."""
+    if args.pool_bytes is None:
+        return getattr(args, "pool_blocks", 0)
+    if hasattr(args, "pool_blocks"):
+        raise ValueError("give the pool as --pool-blocks or as --pool-bytes, not both")
+    try:
+        size = parse_size(args.pool_bytes)
+    except ValueError as exc:
+        raise ValueError(f"--pool-bytes {args.pool_bytes}: {exc}") from None
+    from pytest_mooncake.tools.tiers import pool_blocks_for
+
+    block_bytes = MODELS[args.model].kv_bytes(args.block_size)
+    blocks = pool_blocks_for(size, MODELS[args.model], args.block_size)
+    if size and not blocks:
+        raise ValueError(f"--pool-bytes {args.pool_bytes} holds no whole block: one {args.block_size}-token block of "
+                         f"{args.model} KV is {block_bytes} bytes (pass --model for the served model, 0 for no pool)")
+    return blocks
 
 
 def cli_main(argv: list[str] | None = None) -> int:
@@ -478,8 +523,15 @@ def cli_main(argv: list[str] | None = None) -> int:
               'record per line ({"timestamp": ..., "input_length": ..., "output_length": ..., "hash_ids": [...]})',
               file=sys.stderr)
         return USAGE_ERROR
-    config = SimConfig(nodes=args.nodes, capacity_blocks=args.capacity_blocks, eviction=args.eviction,
-                       pool_blocks=args.pool_blocks, cost_ratio=args.cost_ratio, hotspot_window=args.hotspot_window,
+    try:
+        pool_blocks = _pool_blocks(args)
+    except ValueError as exc:
+        return _usage_error(str(exc))
+    if args.tiers:
+        return _tiers(args, records, pool_blocks)
+    nodes = 4 if args.nodes is None else args.nodes
+    config = SimConfig(nodes=nodes, capacity_blocks=args.capacity_blocks, eviction=args.eviction,
+                       pool_blocks=pool_blocks, cost_ratio=args.cost_ratio, hotspot_window=args.hotspot_window,
                        block_size=args.block_size, model=MODELS[args.model], gpu=GPUS[args.gpu],
                        gpus_per_node=args.gpus_per_node, seed=args.seed)
     try:
@@ -487,10 +539,32 @@ def cli_main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"pytest-mooncake simulate: {exc}", file=sys.stderr)
         return 2
-    print(f"{len(records)} requests from {args.trace}, {args.nodes} nodes\n")
+    print(f"{len(records)} requests from {args.trace}, {nodes} nodes\n")
     print(table(results))
     if args.chart:
         plot(results, args.chart)
     if args.json:
         args.json.write_text(json.dumps([r.to_dict() for r in results], indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+def _tiers(args: argparse.Namespace, records: Sequence[TraceRecord], pool_blocks: int | None) -> int:
+    from pytest_mooncake.tools.tiers import predict_tiers
+
+    misplaced = [flag for flag, given in (("--nodes", args.nodes not in (None, 1)), ("--chart", args.chart),
+                                           ("--eviction lfu", args.eviction != "lru")) if given]
+    if misplaced:
+        verb = "does" if len(misplaced) == 1 else "do"
+        return _usage_error(f"--tiers predicts one vLLM with an LRU local cache; {', '.join(misplaced)} {verb} not apply")
+    try:
+        prediction = predict_tiers(records, local_blocks=args.capacity_blocks, pool_blocks=pool_blocks,
+                                   block_tokens=args.block_size)
+    except ValueError as exc:
+        return _usage_error(str(exc))
+    print(f"{len(records)} requests from {args.trace}, one vLLM, in order: {prediction.summary()}\n")
+    for tier, tokens, ratio in (("local", prediction.local_tokens, prediction.local_ratio),
+                                ("Mooncake", prediction.pool_tokens, prediction.pool_ratio)):
+        print(f"{tier} tier: predicted {ratio:.1%} of prompt tokens ({tokens} of {prediction.prompt_tokens})")
+    if args.json:
+        args.json.write_text(json.dumps(prediction.to_dict(), indent=2) + "\n", encoding="utf-8")
     return 0
