@@ -192,6 +192,18 @@ def test_each_rounds_cache_tiers_are_told_and_drawn(tmp_path: Path) -> None:
     assert "Where the prompt tokens" not in plain and not (tmp_path / "plain" / "charts" / "cache_tiers.png").exists()
 
 
+def test_a_replays_tiers_are_told_as_the_terminal_told_them(tmp_path: Path) -> None:
+    document = json.loads((DATA / "reuse_run.json").read_text())
+    lines = ["local tier: measured 14.7% of prompt tokens, predicted 14.7% (within 1 point)",
+             "Mooncake tier: measured 2.4% of prompt tokens, predicted 2.4% (within 1 point)"]
+    document["records"].append({"kind": "replay", "name": "conversation_trace.jsonl", "test": "t",
+                                "data": {"summary": "195 requests replayed", "tiers": {"compared": True, "lines": lines}}})
+    source = tmp_path / "run.json"
+    source.write_text(json.dumps(document))
+    markdown = _report(tmp_path / "out", str(source), "--no-charts")
+    assert all(f"- {line}" in markdown for line in lines)
+
+
 def test_recommendation_comes_from_the_verdicts() -> None:
     def verdict(outcome: str) -> Judged:
         return Judged("s", Verdict("ttft_reduction", Statistic.MEDIAN, 0.7, 0.6, 0.8, 8, 8, Rule(">=", 0.6), Outcome(outcome)))

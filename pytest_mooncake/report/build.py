@@ -393,6 +393,9 @@ class _Builder:
                             Table(("name", *columns), tuple((str(r.get("name")), *(_scalar(r.get("data", {}).get(c)) or "-" for c in columns))
                                                             for r in records))]
             self.blocks += [Paragraph(str(r["data"]["summary"])) for r in records if r.get("data", {}).get("summary")]
+            # A replay's cache tiers beside the simulator's prediction, told as the terminal told them.
+            self.blocks += [Bullets(tuple(r["data"]["tiers"]["lines"])) for r in records
+                            if (r.get("data", {}).get("tiers") or {}).get("lines")]
 
     def _decision(self) -> None:
         t, rec = self.t, self.recommendation

@@ -80,8 +80,9 @@ def _compare_tiers(result: ReplayResult, basis: TierBasis | str, sent_trace: Pat
     measured = {"local_tokens": result.local_hit_tokens, "pool_tokens": result.external_hit_tokens,
                 "prompt_tokens": result.counters.get("prompt_tokens"), "settled": result.counters_settled}
     if isinstance(basis, str):
-        return {"compared": False, "reason": basis, "measured": measured, "sent_trace": str(path)}, [
-            f"[trace replay] tiers not compared: {basis}; the sequence sent: {path}"], False
+        told = f"tiers not compared: {basis}; the sequence sent: {path}"
+        return {"compared": False, "reason": basis, "measured": measured, "sent_trace": str(path), "lines": [told]}, [
+            f"[trace replay] {told}"], False
     prediction = predict_tiers(sent, local_blocks=basis.local_blocks, pool_blocks=basis.pool_blocks)
     checks = check_tiers(prediction, local_tokens=result.local_hit_tokens, pool_tokens=result.external_hit_tokens)
     command = ["pytest-mooncake", "simulate", str(path), "--block-size", str(KV_BLOCK_TOKENS), "--tiers",
@@ -91,10 +92,11 @@ def _compare_tiers(result: ReplayResult, basis: TierBasis | str, sent_trace: Pat
               "predicted": {k: v for k, v in prediction.to_dict().items() if k != "requests"},
               "checks": [c.to_dict() for c in checks], "sent_trace": str(path), "command": shlex.join(command),
               "per_request": [dataclasses.asdict(r) for r in prediction.requests]}
-    lines = [f"[trace replay] {check.line()}" for check in checks]
-    lines.append(f"[trace replay] predicted for a local cache of {basis.local_blocks} blocks and a Mooncake pool of "
-                 f"{basis.pool_blocks} blocks; again with: {shlex.join(command)}")
-    return record, lines, any(check.within is False for check in checks)
+    # Kept in the record as told here, so the report tells the same lines.
+    record["lines"] = [check.line() for check in checks] + [
+        f"predicted for a local cache of {basis.local_blocks} blocks and a Mooncake pool of {basis.pool_blocks} "
+        f"blocks; again with: {shlex.join(command)}"]
+    return record, [f"[trace replay] {line}" for line in record["lines"]], any(check.within is False for check in checks)
 
 
 @pytest.mark.multi_turn
