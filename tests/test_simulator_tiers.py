@@ -227,3 +227,11 @@ def test_pool_bytes_zero_means_no_pool(sent_trace: tuple[Path, list[TraceRecord]
     path, _ = sent_trace
     assert cli_main([str(path), "--block-size", "128", "--tiers", "--capacity-blocks", "2", "--pool-bytes", "0"]) == 0
     assert "Mooncake tier: predicted 0.0%" in capsys.readouterr().out
+
+
+def test_a_spawned_vllms_capacity_leaves_out_the_null_block_and_counts_the_pool_in_its_models_blocks() -> None:
+    from pytest_mooncake.tools.tiers import spawned_capacity
+
+    # The tiered topology: 96 blocks of its own, 2 store nodes of 1 GiB of 512 KiB blocks.
+    assert spawned_capacity(96, 2 * 2**30) == (95, 4096)
+    assert spawned_capacity(2048) == (2047, 0)

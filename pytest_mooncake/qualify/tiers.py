@@ -44,12 +44,13 @@ def describe_tiers(round_name: str, shares: dict[str, Any]) -> str:
 
     line = (f"{round_name}: {told('local', 'local')}, {told('mooncake', 'Mooncake')}, computed {shares['computed']:.1%} "
             f"of {shares['prompt_tokens']:,} prompt tokens")
-    missed = [tier for tier in predicted if not within(shares, tier)]
+    missed = [tier for tier in predicted if not within(shares[tier], predicted[tier], shares["tolerance"])]
     if missed:
-        line += f"; {' and '.join(missed)} off the prediction by more than {100 * shares['tolerance']:g} points"
+        points = 100 * shares["tolerance"]
+        line += f"; {' and '.join(missed)} off the prediction by more than {points:g} point{'' if points == 1 else 's'}"
     return line
 
 
-def within(shares: dict[str, Any], tier: str) -> bool:
-    """Whether ``tier``'s measured share lies within the tolerance of its prediction."""
-    return abs(shares[tier] - shares["predicted"][tier]) <= shares["tolerance"] + 1e-12
+def within(measured: float, predicted: float, tolerance: float) -> bool:
+    """Whether a tier's measured share lies within ``tolerance`` (absolute) of its predicted share."""
+    return abs(measured - predicted) <= tolerance + 1e-12

@@ -59,17 +59,22 @@ def latency(pair: Pair, path: Path) -> Path:
     return _save(fig, path)
 
 
+def _stacked(ax: Any, rows: Sequence[tuple[str, Mapping[str, float]]], parts: Mapping[str, str]) -> None:
+    """One horizontal bar per row, its ``parts`` (key: legend) stacked left to right, first row on top."""
+    left = [0.0] * len(rows)
+    for part, legend in parts.items():
+        widths = [max(values[part], 0.0) for _, values in rows]
+        ax.barh([label for label, _ in rows], widths, left=left, label=legend)
+        left = [a + b for a, b in zip(left, widths, strict=True)]
+    ax.invert_yaxis()
+
+
 def breakdown(pairs: Sequence[Pair], path: Path) -> Path:
     """Each round's mean TTFT as stacked parts (``qualify.breakdown.PARTS``), scenario by scenario."""
     plt = _pyplot()
     rows = [(f"{pair.name} {name}", parts) for pair in pairs for name, parts in pair.measured_breakdowns]
     fig, ax = plt.subplots(figsize=(8, 1.2 + 0.45 * len(rows)))
-    left = [0.0] * len(rows)
-    for part in PARTS:
-        widths = [max(parts[f"{part}_ms"], 0.0) for _, parts in rows]
-        ax.barh([label for label, _ in rows], widths, left=left, label=part.replace("_", " "))
-        left = [a + b for a, b in zip(left, widths, strict=True)]
-    ax.invert_yaxis()
+    _stacked(ax, rows, {f"{part}_ms": part.replace("_", " ") for part in PARTS})
     ax.set_xlabel("mean TTFT per request (ms)")
     ax.legend(fontsize=8, ncols=len(PARTS))
     ax.set_title("Where the TTFT goes (vLLM's request phases; client hop = client TTFT - server TTFT)")
@@ -79,14 +84,10 @@ def breakdown(pairs: Sequence[Pair], path: Path) -> Path:
 def tiers(pairs: Sequence[Pair], path: Path) -> Path:
     """Each round's prompt tokens by the tier that served them (``qualify.tiers``), scenario by scenario."""
     plt = _pyplot()
-    rows = [(f"{pair.name} {name}", shares) for pair in pairs for name, shares in pair.measured_tiers]
+    rows = [(f"{pair.name} {name}", {part: 100 * shares[part] for part in ("local", "mooncake", "computed")})
+            for pair in pairs for name, shares in pair.measured_tiers]
     fig, ax = plt.subplots(figsize=(9, 1.4 + 0.45 * len(rows)))
-    left = [0.0] * len(rows)
-    for part, legend in (("local", "local prefix cache"), ("mooncake", "Mooncake"), ("computed", "computed")):
-        widths = [100 * max(shares[part], 0.0) for _, shares in rows]
-        ax.barh([label for label, _ in rows], widths, left=left, label=legend)
-        left = [a + b for a, b in zip(left, widths, strict=True)]
-    ax.invert_yaxis()
+    _stacked(ax, rows, {"local": "local prefix cache", "mooncake": "Mooncake", "computed": "computed"})
     ax.set_xlabel("share of the round's prompt tokens (%)")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # the bars fill the axes
     ax.set_title("Where each round's prompt tokens came from")

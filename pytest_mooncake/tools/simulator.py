@@ -499,11 +499,11 @@ def _pool_blocks(args: argparse.Namespace) -> int | None:
         raise ValueError(f"--pool-bytes {args.pool_bytes}: {exc}") from None
     from pytest_mooncake.tools.tiers import pool_blocks_for
 
-    block_bytes = MODELS[args.model].kv_bytes(args.block_size)
     blocks = pool_blocks_for(size, MODELS[args.model], args.block_size)
     if size and not blocks:
         raise ValueError(f"--pool-bytes {args.pool_bytes} holds no whole block: one {args.block_size}-token block of "
-                         f"{args.model} KV is {block_bytes} bytes (pass --model for the served model, 0 for no pool)")
+                         f"{args.model} KV is {MODELS[args.model].kv_bytes(args.block_size)} bytes (pass --model for "
+                         "the served model, 0 for no pool)")
     return blocks
 
 

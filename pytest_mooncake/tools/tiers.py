@@ -37,13 +37,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pytest_mooncake.endpoints.topology import KV_BLOCK_TOKENS
-from pytest_mooncake.qualify.capacity import ModelShape
-from pytest_mooncake.qualify.tiers import TIERS
+from pytest_mooncake.qualify.capacity import MODELS, ModelShape
+from pytest_mooncake.qualify.tiers import TIERS, within
 from pytest_mooncake.qualify.traces import TraceRecord, leading_hits
 from pytest_mooncake.tools.simulator import LruCache, touch_all
 
-__all__ = ["TIER_TOLERANCE", "TierCheck", "TierPrediction", "check_tiers", "pool_blocks_for", "predict_tiers",
-           "prompt_records", "write_trace"]
+__all__ = ["SPAWNED_MODEL", "TIER_TOLERANCE", "TierCheck", "TierPrediction", "check_tiers", "pool_blocks_for",
+           "predict_tiers", "prompt_records", "spawned_capacity", "write_trace"]
 
 # How far a measured tier's hit ratio (share of prompt tokens) may lie from the prediction, in
 # absolute terms: 1 point. The bundled trace replayed one request at a time (195 requests, 337,588
@@ -103,6 +103,17 @@ def write_trace(records: Iterable[TraceRecord], path: Path) -> Path:
 def pool_blocks_for(pool_bytes: int, model: ModelShape, block_tokens: int = KV_BLOCK_TOKENS) -> int:
     """Whole KV blocks of ``model`` that ``pool_bytes`` of Mooncake pool hold."""
     return pool_bytes // model.kv_bytes(block_tokens)
+
+
+# The shape of the random-weight model every vLLM we spawn serves (``qualify.capacity.MODELS``).
+SPAWNED_MODEL = "ci-tiny-llama"
+
+
+def spawned_capacity(cache_blocks: int, pool_bytes: int = 0) -> tuple[int, int]:
+    """(usable local blocks, Mooncake pool blocks) of a vLLM we spawned with a KV cache of
+    ``cache_blocks`` blocks (vLLM keeps one as its null block) and ``pool_bytes`` of store nodes
+    behind it, in 128-token blocks of ``SPAWNED_MODEL``'s KV."""
+    return cache_blocks - 1, pool_blocks_for(pool_bytes, MODELS[SPAWNED_MODEL])
 
 
 @dataclass(frozen=True)
@@ -206,7 +217,7 @@ class TierCheck:
     @property
     def within(self) -> bool | None:
         """Whether the measured ratio lies within ``tolerance`` of the prediction; None: not measured."""
-        return None if self.difference is None else abs(self.difference) <= self.tolerance + 1e-12
+        return None if self.measured is None else within(self.measured, self.predicted, self.tolerance)
 
     @property
     def name(self) -> str:

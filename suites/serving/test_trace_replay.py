@@ -17,18 +17,24 @@ from pathlib import Path
 import pytest
 
 from pytest_mooncake import Deployment, Endpoint, Kind, MooncakeConfig, Record, TokenPool, show
-from pytest_mooncake.endpoints.topology import KV_BLOCK_TOKENS, TIERED_LOCAL_BLOCKS
-from pytest_mooncake.qualify.capacity import MODELS
+from pytest_mooncake.endpoints.topology import KV_BLOCK_TOKENS
 from pytest_mooncake.qualify.kv_budget import KVBudget, count_plans
 from pytest_mooncake.qualify.progress import Progress
 from pytest_mooncake.qualify.replay import ReplayResult, replay, replay_prompts, replayable
 from pytest_mooncake.qualify.scenarios import salt_tokens
 from pytest_mooncake.qualify.traces import bundled_trace, load_trace
-from pytest_mooncake.tools.tiers import TIER_TOLERANCE, check_tiers, pool_blocks_for, predict_tiers, prompt_records, write_trace
+from pytest_mooncake.tools.tiers import (
+    SPAWNED_MODEL,
+    TIER_TOLERANCE,
+    check_tiers,
+    predict_tiers,
+    prompt_records,
+    spawned_capacity,
+    write_trace,
+)
 
 pytestmark = pytest.mark.requires_serving
 
-SPAWNED_MODEL = "ci-tiny-llama"  # the random-weight model every spawned vLLM serves (float32)
 # vLLM logs its own cache as "CPU KV cache size: 262,144 tokens" ("GPU ..." on a GPU).
 KV_CACHE_SIZE = re.compile(r"(?:GPU|CPU|[A-Z]+) KV cache size: ([\d,]+) tokens")
 
@@ -49,7 +55,7 @@ def _logged_local_blocks(instance: Endpoint) -> int | str:
     match = KV_CACHE_SIZE.search(text)
     if match is None:
         return f"the log of {instance.label} ({log}) has no 'KV cache size: N tokens' line to size its cache from"
-    return round(int(match.group(1).replace(",", "")) / KV_BLOCK_TOKENS) - 1
+    return spawned_capacity(round(int(match.group(1).replace(",", "")) / KV_BLOCK_TOKENS))[0]
 
 
 def _tier_basis(request: pytest.FixtureRequest, deployment: Deployment, config: MooncakeConfig) -> TierBasis | str:
@@ -68,7 +74,8 @@ def _tier_basis(request: pytest.FixtureRequest, deployment: Deployment, config: 
         return (f"topology {name}: the Mooncake pool is an attached cluster's, whose free room is not known here, so "
                 "its tiers are not compared with a prediction")
     pool_bytes = len(request.getfixturevalue("mooncake_kv_pool")) * config.kv_pool_size
-    return TierBasis(TIERED_LOCAL_BLOCKS - 1, pool_blocks_for(pool_bytes, MODELS[SPAWNED_MODEL]),
+    assert deployment.local_blocks is not None  # spawned tiered sizes its cache
+    return TierBasis(*spawned_capacity(deployment.local_blocks, pool_bytes),
                      ["--pool-bytes", str(pool_bytes)])
 
 

@@ -31,11 +31,10 @@ from pytest_mooncake import (
     show,
 )
 from pytest_mooncake.endpoints.topology import KV_BLOCK_TOKENS
-from pytest_mooncake.qualify.capacity import MODELS
 from pytest_mooncake.qualify.protocol import Looks, ReuseProtocol, ScenarioRun, merge_looks, store_counters, verdict_design
 from pytest_mooncake.qualify.reuse import evaluate
 from pytest_mooncake.qualify.tiers import describe_tiers, tier_shares, within
-from pytest_mooncake.tools.tiers import TIER_TOLERANCE, TierPrediction, pool_blocks_for, predict_tiers, prompt_records
+from pytest_mooncake.tools.tiers import TIER_TOLERANCE, TierPrediction, predict_tiers, prompt_records, spawned_capacity
 
 pytestmark = pytest.mark.requires_serving
 
@@ -43,7 +42,6 @@ pytestmark = pytest.mark.requires_serving
 # measure the local cache instead of the tier beyond it.
 OUTGROWS = 2.0
 ALONE, TIERED = "prefix-cache", "tiered"
-SPAWNED_MODEL = "ci-tiny-llama"  # the shape of the random-weight model every spawned vLLM serves
 
 
 def _tiered(deployment: Deployment) -> int:
@@ -59,6 +57,7 @@ def _tiered(deployment: Deployment) -> int:
 
 def _predicted(protocol: ReuseProtocol, looks: list[ScenarioRun], local_blocks: int,
                pool_blocks: int) -> dict[str, TierPrediction]:
+    """``local_blocks``: the usable blocks of the instance's own cache."""
     """The simulator's tiers, round by round, for every request ``protocol`` sent, in order (a look's
     cache reset empties the local cache of prompts no later look reuses: to an LRU, the same)."""
     answered: dict[str, list[int]] = {}
@@ -68,9 +67,8 @@ def _predicted(protocol: ReuseProtocol, looks: list[ScenarioRun], local_blocks: 
                 answered.setdefault(record.request_id, []).append(record.completion_tokens or 1)
     sent = [(name, spec) for name, spec in protocol.sent if name != Round.WARMUP]
     outputs = [answered[spec.request_id].pop(0) for _, spec in sent]
-    # vLLM keeps one block of its cache as a null block.
     prediction = predict_tiers(prompt_records([spec.prompt or () for _, spec in sent], output_lengths=outputs),
-                               local_blocks=local_blocks - 1, pool_blocks=pool_blocks)
+                               local_blocks=local_blocks, pool_blocks=pool_blocks)
     rounds: dict[str, list] = {}
     for (name, _), requests in zip(sent, prediction.requests, strict=True):
         rounds.setdefault(name, []).append(requests)
@@ -126,8 +124,8 @@ def test_working_set(request: pytest.FixtureRequest, mooncake_deployment: Deploy
     evaluation = evaluate(runs[TIERED], {}, level=sequence.level, stamp=sequence.stamp)
     verdict = evaluation.judged(verdict)
     store_nodes = len(request.getfixturevalue("mooncake_kv_pool"))  # spawned with the tiered deployment
-    pool_blocks = pool_blocks_for(store_nodes * mooncake_config.kv_pool_size, MODELS[SPAWNED_MODEL])
-    predicted = {name: _predicted(protocol, looks[name], local_blocks, pool_blocks if name == TIERED else 0)
+    usable, pool_blocks = spawned_capacity(local_blocks, store_nodes * mooncake_config.kv_pool_size)
+    predicted = {name: _predicted(protocol, looks[name], usable, pool_blocks if name == TIERED else 0)
                  for name, protocol in protocols.items()}
     shares = {name: {str(r.name): _with_prediction(tier_shares(r), predicted[name][str(r.name)]) for r in run.rounds}
               for name, run in runs.items()}
@@ -149,7 +147,7 @@ def test_working_set(request: pytest.FixtureRequest, mooncake_deployment: Deploy
     show(request.config, f"[working_set @ {TIERED} vs {ALONE}] " + "\n".join(lines).replace("\n", "\n[working_set] "))
     # A tier off its prediction is a finding about the simulator or the stack: told with both numbers.
     off = [f"{name} {describe_tiers(r, s)}" for name, rounds in shares.items() for r, s in rounds.items()
-           if "predicted" in s and not all(within(s, tier) for tier in ("local", "mooncake"))]
+           if "predicted" in s and not all(within(s[tier], s["predicted"][tier], s["tolerance"]) for tier in s["predicted"])]
     if evaluation.problems or off:
         pytest.fail("working_set:\n" + "\n".join(evaluation.problems + off), pytrace=False)
     local_misses = shares[ALONE]["hit"]
